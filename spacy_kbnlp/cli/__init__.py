@@ -1,0 +1,12 @@
+"""Command line interface: ``python -m spacy_kbnlp COMMAND``."""
+from ._util import app
+
+# each module registers its commands on ``app``
+from . import convert, demo, evaluate, kb, score  # noqa: F401,E402
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

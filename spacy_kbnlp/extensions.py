@@ -1,0 +1,104 @@
+"""All Doc/Span extensions of spacy_kbnlp, registered by one idempotent function.
+
+Values are JSON-like (str keys, lists, numbers) so that they survive
+``doc.to_bytes()``, ``DocBin(store_user_data=True)`` and ``nlp.pipe(n_process>1)``.
+Views with tuple keys or Span objects are read-only getters over those records.
+Getters are module-level functions (never lambdas) so that spaCy can pickle the
+extension registry into worker processes.
+"""
+from typing import Any, Dict, List, Optional, Tuple
+
+from spacy.tokens import Doc, Span
+
+from .errors import Errors
+
+DEFAULT_CLUSTER_PREFIX = "coref_clusters"
+
+
+def matches_coref_prefix(prefix: str, key: str) -> bool:
+    """Whether ``key`` is ``f"{prefix}_{N}"`` for a number N (spacy-experimental convention)."""
+    head, sep, tail = key.rpartition("_")
+    return sep == "_" and head == prefix and tail.isdigit()
+
+
+def get_coref_clusters(doc: Doc, prefix: str = DEFAULT_CLUSTER_PREFIX) -> List[List[Span]]:
+    """Clusters stored in ``doc.spans[f"{prefix}_N"]`` as lists of Spans, ordered by N."""
+    keys = [k for k in doc.spans if matches_coref_prefix(prefix, k)]
+    keys.sort(key=lambda k: int(k.rsplit("_", 1)[1]))
+    return [list(doc.spans[k]) for k in keys]
+
+
+def set_coref_clusters(
+    doc: Doc, clusters: List[List[Tuple[int, int]]], prefix: str = DEFAULT_CLUSTER_PREFIX
+) -> None:
+    """Write clusters of token spans ``(start, end)`` (end exclusive) to ``doc.spans``,
+    replacing any clusters already stored under ``prefix``."""
+    for key in [k for k in doc.spans if matches_coref_prefix(prefix, k)]:
+        del doc.spans[key]
+    for i, cluster in enumerate(clusters, start=1):
+        doc.spans[f"{prefix}_{i}"] = [doc[s:e] for s, e in cluster]
+
+
+def _coref_clusters_getter(doc: Doc) -> List[List[Span]]:
+    return get_coref_clusters(doc)
+
+
+def _rel_getter(doc: Doc) -> Dict[Tuple[int, int], Dict[str, float]]:
+    """``{(head.start, tail.start): {label: score}}``, the spaCy rel_component format."""
+    out: Dict[Tuple[int, int], Dict[str, float]] = {}
+    for rec in doc._.rel_records or ():
+        key = (int(rec["head"][0]), int(rec["tail"][0]))
+        out.setdefault(key, {})[rec["label"]] = float(rec.get("score", 1.0))
+    return out
+
+
+def _relations_getter(doc: Doc) -> List[Tuple[Span, Span, str, float]]:
+    """``[(head Span, tail Span, label, score)]`` over ``doc._.rel_records``."""
+    return [
+        (doc[rec["head"][0]: rec["head"][1]], doc[rec["tail"][0]: rec["tail"][1]],
+         rec["label"], float(rec.get("score", 1.0)))
+        for rec in doc._.rel_records or ()
+    ]
+
+
+def add_relation(doc: Doc, head: Span, tail: Span, label: str, score: float = 1.0) -> None:
+    """Append one relation record ``{"head": [s, e], "tail": [s, e], "label", "score"}``."""
+    records = list(doc._.rel_records or ())
+    records.append({"head": [head.start, head.end], "tail": [tail.start, tail.end],
+                    "label": label, "score": float(score)})
+    doc._.rel_records = records
+
+
+# name -> set_extension kwargs
+DOC_EXTENSIONS: Dict[str, Dict[str, Any]] = {
+    # relations: list of {"head": [start, end], "tail": [start, end], "label": str, "score": float}
+    "rel_records": {"default": None},
+    "rel": {"getter": _rel_getter},
+    "relations": {"getter": _relations_getter},
+    # entity linking gold (ELEVANT): list of label records, and the [start, end) char span scored
+    "el_gold": {"default": None},
+    "el_eval_span": {"default": None},
+    # coreference view over doc.spans["coref_clusters_N"]
+    "coref_clusters": {"getter": _coref_clusters_getter},
+    # provenance of a converted document (file, line or document id)
+    "source": {"default": None},
+}
+SPAN_EXTENSIONS: Dict[str, Dict[str, Any]] = {}
+
+
+def _as_tuple(spec: Dict[str, Any]) -> Tuple[Any, Any, Any, Any]:
+    return (spec.get("default"), spec.get("method"), spec.get("getter"), spec.get("setter"))
+
+
+def _install(cls: Any, specs: Dict[str, Dict[str, Any]]) -> None:
+    for name, spec in specs.items():
+        if not cls.has_extension(name):
+            cls.set_extension(name, **spec)
+        elif cls.get_extension(name) != _as_tuple(spec):
+            raise ValueError(Errors.KBE154.format(name=name, obj=cls.__name__))
+
+
+def install_extensions() -> None:
+    """Register every extension once; safe to call many times."""
+    _install(Doc, DOC_EXTENSIONS)
+    _install(Span, SPAN_EXTENSIONS)
