@@ -40,5 +40,7 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE154 = ("The extension '{name}' on {obj} is already registered with a different definition "
               "(by another package?). spacy_kbnlp will not overwrite it; remove the other "
               "registration or rename it.")
+    KBE156 = ("Demo assets not found (looked in: {paths}). Run the demo from the repository root "
+              "or pass `--assets` with a folder holding kb.jsonl and demo_text.txt.")
     KBE155 = ("Unknown device '{device}'. Use 'cpu', 'cuda', 'cuda:N' or 'mps', or leave it unset "
               "to follow spaCy's `require_gpu()` / `--gpu-id`.")
