@@ -17,6 +17,14 @@ from spacy.errors import ErrorsWithCodes
 class Warnings(metaclass=ErrorsWithCodes):
     # --- KB (KBW001-KBW049)
     # --- readers (KBW050-KBW099)
+    KBW050 = ("{reader}: {n} of {total} character spans did not fall on token boundaries "
+              "(policy '{policy}': {expanded} expanded, {contracted} contracted, {dropped} "
+              "dropped because no token was left). First ones: {examples}. Use policy 'strict' "
+              "to fail on them instead.")
+    KBW051 = ("{reader}: {n} spans overlap another one after token alignment and were left out "
+              "of doc.ents (they are kept in the span groups / records).")
+    KBW052 = ("{loc}: empty token replaced by '{placeholder}' (spaCy tokens cannot be empty); "
+              "give `sentences_from` with the GUM tsv folder to take the token from there.")
     # --- scorers (KBW100-KBW149)
     # --- encoders / core (KBW150-KBW199)
     KBW150 = ("Encoder '{name}' was loaded from the Hugging Face cache or hub name; "
@@ -26,6 +34,35 @@ class Warnings(metaclass=ErrorsWithCodes):
 class Errors(metaclass=ErrorsWithCodes):
     # --- KB (KBE001-KBE049)
     # --- readers (KBE050-KBE099)
+    KBE050 = ("Unknown corpus format '{fmt}'. Choose one of: {options}.")
+    KBE051 = ("No {fmt} files in the folder {path} (looked for: {patterns}). Pass a file or a "
+              "folder holding such files.")
+    KBE052 = ("Corpus path not found: {path}.")
+    KBE053 = ("{loc}: invalid JSON ({err}). Each line must hold one JSON object.")
+    KBE054 = ("{loc}: missing field '{field}'. Expected fields: {expected}.")
+    KBE055 = ("{loc}: character span [{start}, {end}) is out of range or empty (text length "
+              "{length}). Offsets are Python str indices, end exclusive.")
+    KBE056 = ("{loc}: character span [{start}, {end}) ({text!r}) does not fall on token "
+              "boundaries, and the alignment policy is 'strict'. Use policy 'expand' or "
+              "'contract' to align it, or fix the offsets.")
+    KBE057 = ("{loc}: token span [{start}, {end}) is out of range or empty (doc has {length} "
+              "tokens). Token offsets are integers, end exclusive.")
+    KBE058 = ("Unknown alignment policy '{policy}'. Choose one of: {options}.")
+    KBE059 = ("{loc}: field '{field}' has the wrong type: expected {expected}, got {value!r}.")
+    KBE060 = ("{loc}: malformed CoNLL coreference column {value!r}: {why}.")
+    KBE061 = ("{loc}: malformed CoNLL line {value!r}: expected 3 tab-separated columns (index, "
+              "token, coref) or the 12+ column CoNLL-2012 layout (token in column 4, coref last).")
+    KBE062 = ("{loc}: malformed GUM tsv row {value!r}: {why}.")
+    KBE063 = ("{loc}: malformed SemEval-2010 block: {why}. Expected 'id<TAB>\"sentence\"' with "
+              "<e1>..</e1> and <e2>..</e2>, then the label line.")
+    KBE064 = ("{loc}: index {index} in '{field}' does not point to an item of '{target}' "
+              "({n} items).")
+    KBE065 = ("{loc}: cannot tell the task of this record: none of the keys 'mentions' (el), "
+              "'clusters' (coref), 'entities'/'relations' (re) is present. Pass `task`.")
+    KBE066 = ("Unknown JSONL task '{task}'. Choose one of: el, coref, re.")
+    KBE067 = ("{loc}: record has neither 'text' nor 'tokens'.")
+    KBE068 = ("The GUM tsv for sentence boundaries, {path}, has {n_tsv} tokens but the CoNLL "
+              "document {doc} has {n_conll}; they must hold the same tokens.")
     # --- scorers (KBE100-KBE149)
     # --- encoders / core / extensions / CLI (KBE150-KBE199)
     KBE150 = ("Could not load the encoder '{name}' (resolved to '{path}'): {err}. Give a local "

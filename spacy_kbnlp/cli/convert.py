@@ -1,1 +1,127 @@
-"""(in progress)"""
+"""``python -m spacy_kbnlp convert``: corpora -> ``.spacy`` DocBin files.
+
+Reads any format of ``spacy_kbnlp.readers.FORMATS`` and writes the gold Docs with
+``DocBin(store_user_data=True)`` so that ``doc._.el_gold``, ``doc._.rel_records``,
+``doc._.source`` and the ``doc.spans`` clusters survive. Prints counts and the
+alignment statistics of the reader run.
+"""
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from wasabi import msg
+
+from ..errors import Errors
+from ._util import Arg, Opt, app
+
+FORMAT_OPTIONS = {
+    "conll2012": ("drop_singletons", "sentences_from"),
+    "gum_tsv": ("drop_singletons",),
+    "jsonl": ("task",),
+}
+
+
+def output_file(input_path: Union[str, Path], output_path: Union[str, Path]) -> Path:
+    """``output_path`` if it ends in ``.spacy``, else ``output_path/<input stem>.spacy``."""
+    output_path = Path(output_path)
+    if output_path.suffix == ".spacy":
+        return output_path
+    name = Path(input_path).name
+    for suffix in (".benchmark.jsonl", ".jsonl", ".json", ".conll", ".tsv", ".TXT", ".txt"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output_path / f"{name}.spacy"
+
+
+def convert(
+    input_path: Union[str, Path],
+    output_path: Union[str, Path],
+    fmt: str,
+    *,
+    lang: str = "en",
+    policy: str = "expand",
+    limit: int = 0,
+    drop_singletons: bool = False,
+    sentences_from: Optional[str] = None,
+    task: Optional[str] = None,
+    show_progress: bool = True,
+    quiet: bool = False,
+) -> Dict[str, Any]:
+    """Convert ``input_path`` (file or folder) in format ``fmt`` to a DocBin file.
+
+    Returns ``{"output": path, "counts": {...}, "alignment": AlignmentStats.to_dict()}``."""
+    import spacy
+    from spacy.tokens import DocBin
+    from tqdm import tqdm
+
+    from ..extensions import get_coref_clusters
+    from ..readers import FORMATS, AlignmentStats, read_docs
+    from ..readers.spans import check_policy
+
+    if fmt not in FORMATS:
+        raise ValueError(Errors.KBE050.format(fmt=fmt, options=", ".join(FORMATS)))
+    check_policy(policy)
+    if not Path(input_path).exists():
+        raise ValueError(Errors.KBE052.format(path=input_path))
+    nlp = spacy.blank(lang)
+    stats = AlignmentStats(reader=fmt, policy=policy)
+    given = {"drop_singletons": drop_singletons, "sentences_from": sentences_from, "task": task}
+    options: Dict[str, Any] = {k: given[k] for k in FORMAT_OPTIONS.get(fmt, ())}
+    if fmt != "spacy":
+        options.update(policy=policy, stats=stats)
+    if limit:
+        options["limit"] = limit
+    counts = {"docs": 0, "tokens": 0, "ents": 0, "el_labels": 0, "clusters": 0, "mentions": 0,
+              "relations": 0}
+    doc_bin = DocBin(store_user_data=True)
+    docs = read_docs(input_path, fmt, nlp, **options)
+    for doc in tqdm(docs, desc=f"convert {fmt}", unit="doc", disable=not show_progress,
+                    leave=False):
+        counts["docs"] += 1
+        counts["tokens"] += len(doc)
+        counts["ents"] += len(doc.ents)
+        counts["el_labels"] += len(doc._.el_gold or ())
+        clusters = get_coref_clusters(doc)
+        counts["clusters"] += len(clusters)
+        counts["mentions"] += sum(len(c) for c in clusters)
+        counts["relations"] += len(doc._.rel_records or ())
+        doc_bin.add(doc)
+    out = output_file(input_path, output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc_bin.to_disk(out)
+    result = {"output": str(out), "counts": counts, "alignment": stats.to_dict()}
+    if not quiet:
+        msg.good(f"Wrote {counts['docs']} docs to {out}")
+        msg.text(", ".join(f"{k}: {v}" for k, v in counts.items()))
+        a = stats.to_dict()
+        msg.text(
+            f"Alignment (policy '{policy}'): {a['char_spans']} character spans, {a['exact']} "
+            f"exact, {a['expanded']} expanded, {a['contracted']} contracted, {a['dropped']} "
+            f"dropped; {a['ents_skipped']} overlapping spans kept out of doc.ents; "
+            f"{a['replaced_tokens']} empty tokens replaced")
+        for example in a["examples"][:5]:
+            msg.text(f"  {example}")
+    return result
+
+
+@app.command("convert")
+def convert_cli(
+    # fmt: off
+    input_path: Path = Arg(..., help="Input file or folder", exists=True),
+    output_path: Path = Arg(..., help="Output .spacy file, or folder (gets <input>.spacy)"),
+    fmt: str = Opt(..., "--format", "-f", help="elevant, conll2012, gum_tsv, conll04, semeval2010, jsonl or spacy"),
+    lang: str = Opt("en", "--lang", "-l", help="Language of the blank tokenizer"),
+    policy: str = Opt("expand", "--policy", "-p", help="Character spans off token boundaries: expand, contract or strict (error)"),
+    limit: int = Opt(0, "--limit", help="Read at most this many docs (0 = all)"),
+    drop_singletons: bool = Opt(False, "--drop-singletons", help="conll2012/gum_tsv: drop one-mention clusters"),
+    sentences_from: Optional[str] = Opt(None, "--sentences-from", help="conll2012: GUM tsv folder for sentence starts, or 'auto'"),
+    task: Optional[str] = Opt(None, "--task", help="jsonl: el, coref or re (default: from the keys)"),
+    # fmt: on
+):
+    """Convert a corpus to a .spacy DocBin (gold annotations and user data kept)
+    and print counts and alignment statistics."""
+    try:
+        convert(input_path, output_path, fmt, lang=lang, policy=policy, limit=limit,
+                drop_singletons=drop_singletons, sentences_from=sentences_from, task=task)
+    except (ValueError, OSError) as err:
+        msg.fail(str(err), exits=1)

@@ -1,1 +1,57 @@
-"""(in progress)"""
+"""Corpus readers: gold Docs from the shared corpora and the project JSONL formats.
+
+``read_docs(path, fmt, nlp, **options)`` dispatches to the per-format readers in
+``FORMATS``; ``"spacy"`` reads DocBin files (``.spacy``). Each per-format module
+also registers a ``spacy_kbnlp.*Corpus.v1`` reader for ``spacy train`` configs.
+"""
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Union
+
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin
+
+from ..errors import Errors
+from ..extensions import install_extensions
+from .conll04 import read_conll04
+from .conll2012 import read_conll2012
+from .elevant import read_elevant
+from .gum_tsv import read_gum_tsv
+from .jsonl import read_jsonl, write_jsonl
+from .semeval2010 import read_semeval2010
+from .spans import POLICIES, AlignmentStats, list_files
+
+
+def read_docbin(path: Union[str, Path], nlp: Language, *, limit: int = 0,
+                **_: Any) -> Iterator[Doc]:
+    """Docs from DocBin file(s) (``.spacy``; a folder: every ``*.spacy``, sorted)."""
+    install_extensions()
+    n = 0
+    for file in list_files(path, ("*.spacy",), fmt="spacy"):
+        for doc in DocBin().from_disk(file).get_docs(nlp.vocab):
+            if limit and n >= limit:
+                return
+            n += 1
+            yield doc
+
+
+FORMATS: Dict[str, Callable[..., Iterator[Doc]]] = {
+    "elevant": read_elevant,
+    "conll2012": read_conll2012,
+    "gum_tsv": read_gum_tsv,
+    "conll04": read_conll04,
+    "semeval2010": read_semeval2010,
+    "jsonl": read_jsonl,
+    "spacy": read_docbin,
+}
+
+
+def read_docs(path: Union[str, Path], fmt: str, nlp: Language, **options: Any) -> Iterator[Doc]:
+    """Gold Docs from ``path`` (file or folder) in format ``fmt`` (a key of FORMATS)."""
+    if fmt not in FORMATS:
+        raise ValueError(Errors.KBE050.format(fmt=fmt, options=", ".join(FORMATS)))
+    return FORMATS[fmt](path, nlp, **options)
+
+
+__all__ = ["AlignmentStats", "FORMATS", "POLICIES", "read_docs", "read_docbin", "read_conll04",
+           "read_conll2012", "read_elevant", "read_gum_tsv", "read_jsonl", "read_semeval2010",
+           "write_jsonl"]
