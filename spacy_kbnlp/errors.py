@@ -63,6 +63,10 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE067 = ("{loc}: record has neither 'text' nor 'tokens'.")
     KBE068 = ("The GUM tsv for sentence boundaries, {path}, has {n_tsv} tokens but the CoNLL "
               "document {doc} has {n_conll}; they must hold the same tokens.")
+    KBE069 = ("The split file {path} has no split '{split}'. Splits found: {options}.")
+    KBE070 = ("Invalid id modulo '{spec}': use 'N:K' to keep the documents whose numeric id "
+              "modulo N equals K, or 'N:!K' to keep the others (e.g. '10:0', '10:!0').")
+    KBE071 = ("Document id '{id}' is not a number, so the id modulo '{spec}' cannot select it.")
     # --- scorers (KBE100-KBE149)
     # --- encoders / core / extensions / CLI (KBE150-KBE199)
     KBE150 = ("Could not load the encoder '{name}' (resolved to '{path}'): {err}. Give a local "

@@ -44,10 +44,19 @@ def convert(
     drop_singletons: bool = False,
     sentences_from: Optional[str] = None,
     task: Optional[str] = None,
+    split_file: Optional[Union[str, Path]] = None,
+    split: Optional[str] = None,
+    exclude_from: Optional[Union[str, Path]] = None,
+    id_mod: Optional[str] = None,
     show_progress: bool = True,
     quiet: bool = False,
 ) -> Dict[str, Any]:
     """Convert ``input_path`` (file or folder) in format ``fmt`` to a DocBin file.
+
+    Documents can be selected by id (``readers.select``): ``split_file`` + ``split``
+    (e.g. GUM's splits.md and "train"), ``exclude_from`` (a file in the same format
+    whose document ids are left out, e.g. the ``-v2-test`` file of a Fair benchmark)
+    and ``id_mod`` ("10:0" keeps ids divisible by 10, "10:!0" the others).
 
     Returns ``{"output": path, "counts": {...}, "alignment": AlignmentStats.to_dict()}``."""
     import spacy
@@ -56,6 +65,7 @@ def convert(
 
     from ..extensions import get_coref_clusters
     from ..readers import FORMATS, AlignmentStats, read_docs
+    from ..readers.select import doc_id, read_split_names, select_docs
     from ..readers.spans import check_policy
 
     if fmt not in FORMATS:
@@ -69,14 +79,24 @@ def convert(
     options: Dict[str, Any] = {k: given[k] for k in FORMAT_OPTIONS.get(fmt, ())}
     if fmt != "spacy":
         options.update(policy=policy, stats=stats)
-    if limit:
+    include = read_split_names(split_file, split) if split_file else None
+    exclude = None
+    if exclude_from:
+        other = {k: v for k, v in options.items() if k != "stats"}
+        exclude = {doc_id(d) for d in read_docs(exclude_from, fmt, nlp, **other)}
+    selecting = include is not None or exclude is not None or bool(id_mod)
+    if limit and not selecting:
         options["limit"] = limit
     counts = {"docs": 0, "tokens": 0, "ents": 0, "el_labels": 0, "clusters": 0, "mentions": 0,
               "relations": 0}
     doc_bin = DocBin(store_user_data=True)
     docs = read_docs(input_path, fmt, nlp, **options)
+    if selecting:
+        docs = select_docs(docs, include=include, exclude=exclude, id_mod=id_mod)
     for doc in tqdm(docs, desc=f"convert {fmt}", unit="doc", disable=not show_progress,
                     leave=False):
+        if limit and counts["docs"] >= limit:
+            break
         counts["docs"] += 1
         counts["tokens"] += len(doc)
         counts["ents"] += len(doc.ents)
@@ -116,12 +136,17 @@ def convert_cli(
     drop_singletons: bool = Opt(False, "--drop-singletons", help="conll2012/gum_tsv: drop one-mention clusters"),
     sentences_from: Optional[str] = Opt(None, "--sentences-from", help="conll2012: GUM tsv folder for sentence starts, or 'auto'"),
     task: Optional[str] = Opt(None, "--task", help="jsonl: el, coref or re (default: from the keys)"),
+    split_file: Optional[Path] = Opt(None, "--split-file", help="Keep the documents named in this file (GUM splits.md with --split, or one name per line)"),
+    split: Optional[str] = Opt(None, "--split", help="Split heading in --split-file, e.g. train, dev, test"),
+    exclude_from: Optional[Path] = Opt(None, "--exclude-from", help="Leave out the document ids found in this file (same format)"),
+    id_mod: Optional[str] = Opt(None, "--id-mod", help="Keep numeric ids with id %% N == K ('N:K') or the others ('N:!K')"),
     # fmt: on
 ):
     """Convert a corpus to a .spacy DocBin (gold annotations and user data kept)
     and print counts and alignment statistics."""
     try:
         convert(input_path, output_path, fmt, lang=lang, policy=policy, limit=limit,
-                drop_singletons=drop_singletons, sentences_from=sentences_from, task=task)
+                drop_singletons=drop_singletons, sentences_from=sentences_from, task=task,
+                split_file=split_file, split=split, exclude_from=exclude_from, id_mod=id_mod)
     except (ValueError, OSError) as err:
         msg.fail(str(err), exits=1)

@@ -109,3 +109,41 @@ def test_python_dash_m(fixtures_dir):
         out = " ".join(proc.stdout.split())
         assert "docs: 2," in out and "ents: 5," in out and "relations: 3" in out
         assert (tmp / "re.spacy").exists()
+
+
+def test_convert_selects_by_split_exclusion_and_id_mod(nlp, shared_data):
+    from spacy_kbnlp.readers.select import doc_id
+
+    gum = shared_data / "coref" / "gum"
+    bench = shared_data / "el" / "elevant" / "benchmarks"
+    semeval = shared_data / "re" / "semeval2010_task8" / "training" / "TRAIN_FILE.TXT"
+    with make_tempdir() as tmp:
+        res = convert(gum / "ontogum" / "conll", tmp / "dev.spacy", "conll2012", quiet=True,
+                      show_progress=False, split_file=gum / "splits.md", split="dev")
+        names = {doc_id(d) for d in load(nlp, tmp / "dev.spacy")}
+        # splits.md lists 32 dev docs; its 2 reddit ones are not in the shared copy
+        assert res["counts"]["docs"] == len(names) == 30
+        assert "GUM_bio_byron" in names and not any(n.startswith("GUM_reddit") for n in names)
+        res = convert(bench / "news-fair-v2.benchmark.jsonl", tmp / "train.spacy", "elevant",
+                      quiet=True, show_progress=False,
+                      exclude_from=bench / "news-fair-v2-test.benchmark.jsonl")
+        assert res["counts"]["docs"] == 120 - 80
+        res = convert(semeval, tmp / "dev.spacy", "semeval2010", quiet=True, show_progress=False,
+                      id_mod="10:0")
+        ids = [int(doc_id(d)) for d in load(nlp, tmp / "dev.spacy")]
+        assert res["counts"]["docs"] == 800 and all(i % 10 == 0 for i in ids)
+        res = convert(semeval, tmp / "train.spacy", "semeval2010", quiet=True,
+                      show_progress=False, id_mod="10:!0", limit=5)
+        assert [int(doc_id(d)) for d in load(nlp, tmp / "train.spacy")] == [1, 2, 3, 4, 5]
+
+
+def test_select_errors(tmp_path):
+    from spacy_kbnlp.readers.select import parse_id_mod, read_split_names
+
+    (tmp_path / "s.md").write_text("## train\n  * a\n  * b\n## dev\n  * c\n", encoding="utf-8")
+    assert read_split_names(tmp_path / "s.md", "train") == {"a", "b"}
+    with pytest.raises(ValueError, match="KBE069"):
+        read_split_names(tmp_path / "s.md", "test")
+    assert parse_id_mod("10:!0") == (10, 0, False)
+    with pytest.raises(ValueError, match="KBE070"):
+        parse_id_mod("ten")
