@@ -67,6 +67,8 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE070 = ("Invalid id modulo '{spec}': use 'N:K' to keep the documents whose numeric id "
               "modulo N equals K, or 'N:!K' to keep the others (e.g. '10:0', '10:!0').")
     KBE071 = ("Document id '{id}' is not a number, so the id modulo '{spec}' cannot select it.")
+    KBE072 = ("{path} holds none of the SemEval-2010 Task 8 data files (expected "
+              "SemEval2010_task8_training/TRAIN_FILE.TXT and friends).")
     # --- scorers (KBE100-KBE149)
     # --- encoders / core / extensions / CLI (KBE150-KBE199)
     KBE150 = ("Could not load the encoder '{name}' (resolved to '{path}'): {err}. Give a local "
