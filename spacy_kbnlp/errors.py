@@ -26,6 +26,11 @@ class Warnings(metaclass=ErrorsWithCodes):
     KBW052 = ("{loc}: empty token replaced by '{placeholder}' (spaCy tokens cannot be empty); "
               "give `sentences_from` with the GUM tsv folder to take the token from there.")
     # --- scorers (KBW100-KBW149)
+    KBW100 = ("The span group '{key}' was not found in any of the {n} predicted docs, so no "
+              "prediction was scored. Check `spans_key` (the key the linker writes to), or leave "
+              "it unset to score doc.ents.")
+    KBW101 = ("{n} mention(s) occur in more than one {side} cluster of document '{doc}' (first: "
+              "{example}); each was kept in its first cluster only. Clusters must be disjoint.")
     # --- encoders / core (KBW150-KBW199)
     KBW150 = ("Encoder '{name}' was loaded from the Hugging Face cache or hub name; "
               "pass a local path for fully reproducible offline use.")
@@ -70,6 +75,24 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE072 = ("{path} holds none of the SemEval-2010 Task 8 data files (expected "
               "SemEval2010_task8_training/TRAIN_FILE.TXT and friends).")
     # --- scorers (KBE100-KBE149)
+    KBE100 = ("Unknown entity-linking matching '{matching}'. Choose one of: {options}.")
+    KBE101 = ("Gold and predicted texts of document '{id}' differ ({gold!r}... vs {pred!r}...); "
+              "entity linking is scored by character offsets, so the prediction must be made "
+              "on exactly the gold text.")
+    KBE102 = ("KB not found: {path}. Give an entity JSONL file, the Wikidata-style JSON or a "
+              "DenseKB folder (`python -m spacy_kbnlp build-kb`).")
+    KBE103 = ("Unknown task '{task}'. Choose one of: {options}.")
+    KBE104 = ("Gold has {n_gold} documents but the prediction file has {n_pred}; {detail}. "
+              "Both files must hold the same documents (paired by doc._.source['id'], else by "
+              "order).")
+    KBE105 = ("Document id '{id}' occurs {n} times in the {side} file, so documents cannot be "
+              "paired by id. Give unique ids, or remove them to pair by order.")
+    KBE106 = ("Gold and predicted tokens of document '{id}' differ ({n_gold} vs {n_pred} tokens: "
+              "{gold!r} vs {pred!r}). Read both files with the same format and tokenizer.")
+    KBE107 = ("Could not load the pipeline '{name}': {err}. Give a pipeline folder (from "
+              "`nlp.to_disk` / `spacy train`) or an installed pipeline package name.")
+    KBE108 = ("No documents were read from {path} (format '{fmt}').")
+    KBE109 = ("Invalid scoring option {name}={value!r}: {why}.")
     # --- encoders / core / extensions / CLI (KBE150-KBE199)
     KBE150 = ("Could not load the encoder '{name}' (resolved to '{path}'): {err}. Give a local "
               "Hugging Face model directory, or leave `encoder` unset to use the bundled "
