@@ -16,6 +16,14 @@ from spacy.errors import ErrorsWithCodes
 
 class Warnings(metaclass=ErrorsWithCodes):
     # --- KB (KBW001-KBW049)
+    KBW001 = ("Index preset '{preset}' needs at least {need} vectors to train, got {n}; using an "
+              "exact flat index instead (same results, exact search). Rebuild with this preset "
+              "once the KB is larger.")
+    KBW002 = ("{n} duplicate entity id(s) in {source} were resolved by policy '{policy}' (first: "
+              "{example}).")
+    KBW003 = ("The dense KB at {path} was loaded without checking its checksum (verify=False).")
+    KBW004 = ("{n} query vector(s) have dim {dim} and norm far from 1 (e.g. {norm:.3f}); the KB "
+              "scores by inner product on L2-normalized vectors, so normalize them first.")
     # --- readers (KBW050-KBW099)
     KBW050 = ("{reader}: {n} of {total} character spans did not fall on token boundaries "
               "(policy '{policy}': {expanded} expanded, {contracted} contracted, {dropped} "
@@ -38,6 +46,50 @@ class Warnings(metaclass=ErrorsWithCodes):
 
 class Errors(metaclass=ErrorsWithCodes):
     # --- KB (KBE001-KBE049)
+    KBE001 = ("The dense KB{where} was built with encoder '{kb_encoder}' (dim {kb_dim}), but "
+              "{user} uses '{encoder}' (dim {dim}). Rebuild the KB with `python -m spacy_kbnlp "
+              "build-kb ... --encoder {encoder}`, re-encode it with `kb.reencode(encoder)`, or use "
+              "the encoder it was built with.")
+    KBE002 = ("Vectors of shape {shape} do not fit {what}: expected {expected}.")
+    KBE003 = ("Unknown entity id(s) {ids} ({n} entities in the KB).")
+    KBE004 = ("Entity id(s) already in the KB: {ids}. Use update() to change existing entities.")
+    KBE005 = ("{loc}: duplicate entity id '{id}' (first seen at {first}). Entity ids must be "
+              "unique; remove the duplicate or pass duplicates='first' / 'last' to keep one.")
+    KBE006 = ("Entity source not found or not recognised: {path}. Give an entity JSONL file "
+              "(docs/kb.md), the Wikidata-style JSON (entity2wikidata.json), a DenseKB folder, a "
+              "spaCy InMemoryLookupKB folder or a pipeline folder with an entity_linker.")
+    KBE007 = ("Unknown index preset '{preset}'. Choose one of: {options}.")
+    KBE008 = ("No dense KB at {path}: {missing} missing. Build one with `python -m spacy_kbnlp "
+              "build-kb ENTITIES OUTPUT`.")
+    KBE009 = ("The dense KB at {path} has format version {found}; this version of spacy_kbnlp "
+              "reads version {expected}. Rebuild it with `python -m spacy_kbnlp build-kb`.")
+    KBE010 = ("Checksum mismatch in the dense KB at {path}: the manifest says {expected}, the "
+              "files give {found}. Records or vectors changed after the KB was written (or the "
+              "copy is corrupt); rebuild it, or load with verify=False to skip the check.")
+    KBE011 = ("The ids and the vectors differ in length: {n_ids} ids, {n_vectors} vectors.")
+    KBE012 = ("Unknown vector dtype '{dtype}'. Choose 'float32' or 'float16'.")
+    KBE013 = ("Invalid index parameter {name}={value!r} for preset '{preset}': {why}.")
+    KBE014 = ("Invalid entity text template {template!r}: {why}. Placeholders: {{name}}, "
+              "{{description}}, {{aliases}}, {{types}}.")
+    KBE015 = ("Cannot encode with {obj!r}: give an encoder with `encode(texts) -> array`, `name` "
+              "and `dim` (e.g. spacy_kbnlp.encoders.hf.HFEncoder), or a function texts -> array "
+              "together with `encoder_name`.")
+    KBE016 = ("This dense KB has no encoder for text queries: pass `encoder=` (the encoder it "
+              "was built with, '{kb_encoder}').")
+    KBE017 = ("{what} needs a dense KB (spacy_kbnlp.kb.spacy_kb.DenseSpacyKB), got {cls}. Set "
+              "`generate_empty_kb` of the entity_linker to {{\"@misc\": "
+              "\"spacy_kbnlp.EmptyDenseKB.v1\"}} and load the KB with `kb_loader = "
+              "{{\"@misc\": \"spacy_kbnlp.SpacyDenseKBFromDisk.v1\", \"path\": ...}}`.")
+    KBE018 = ("The Wikidata-style JSON {path} is malformed at entry '{key}': {why}. Expected "
+              "{{MID: {{\"wikidata_id\", \"label\", \"description\", \"alternatives\"}}}}.")
+    KBE019 = ("The dense KB '{name}' is empty: load it with from_disk() or a kb_loader "
+              "(spacy_kbnlp.SpacyDenseKBFromDisk.v1) before linking.")
+    KBE020 = ("The index was built for dim {dim}, got vectors of dim {found}.")
+    KBE021 = ("No index files at {path} (expected {files}).")
+    KBE022 = ("The vector file {path} holds {n} rows of dim {dim}, but the KB has {count} "
+              "entities of dim {kb_dim}.")
+    KBE024 = ("Invalid value {value!r} for '{name}': {why}.")
+    KBE025 = ("The pipeline at {path} has no component with a knowledge base (`.kb`).")
     # --- readers (KBE050-KBE099)
     KBE050 = ("Unknown corpus format '{fmt}'. Choose one of: {options}.")
     KBE051 = ("No {fmt} files in the folder {path} (looked for: {patterns}). Pass a file or a "
