@@ -145,6 +145,10 @@ class Errors(metaclass=ErrorsWithCodes):
               "`nlp.to_disk` / `spacy train`) or an installed pipeline package name.")
     KBE108 = ("No documents were read from {path} (format '{fmt}').")
     KBE109 = ("Invalid scoring option {name}={value!r}: {why}.")
+    KBE110 = ("{n} predicted SemEval sentence id(s) are not in the gold answers (first: {ids}). "
+              "Predictions may cover a subset of the gold ids only.")
+    KBE111 = ("Document '{id}' has {n} entities; the SemEval-2010 score needs the two marked "
+              "nominals e1 and e2 in doc.ents.")
     # --- encoders / core / extensions / CLI (KBE150-KBE199)
     KBE150 = ("Could not load the encoder '{name}' (resolved to '{path}'): {err}. Give a local "
               "Hugging Face model directory, or leave `encoder` unset to use the bundled "
