@@ -19,8 +19,8 @@ from wasabi import msg
 
 from ..errors import Errors
 from ._util import Arg, Opt, app, setup_gpu
-from .score import (split_labels, check_task, pair_docs, print_metrics, read_task_docs,
-                    score_task, task_options, write_metrics)
+from .score import (OPTS, check_task, pair_docs, print_metrics, read_task_docs, score_task,
+                    split_labels, task_options, write_metrics)
 
 
 def load_pipeline(name: Union[str, Path]) -> Language:
@@ -32,7 +32,7 @@ def load_pipeline(name: Union[str, Path]) -> Language:
     try:
         return spacy.load(name)
     except (OSError, IOError, ValueError, KeyError) as err:
-        raise ValueError(Errors.KBE107.format(name=name, err=err)) from None
+        raise ValueError(Errors.KBE107.format(name=name, err=str(err).rstrip("."))) from None
 
 
 def input_doc(nlp: Language, gold: Doc, gold_ents: bool = False) -> Doc:
@@ -111,17 +111,17 @@ def evaluate_cli(
     data: Path = Arg(..., help="Gold file or folder", exists=True),
     fmt: str = Opt(..., "--format", "-f", help="elevant, conll2012, gum_tsv, conll04, semeval2010, jsonl or spacy"),
     output: Optional[Path] = Opt(None, "--output", "-o", help="Write the metrics to this JSON file"),
-    kb: Optional[Path] = Opt(None, "--kb", help="el: KB defining InKB (entity JSONL, Wikidata JSON or DenseKB folder)"),
-    spans_key: Optional[str] = Opt(None, "--spans-key", help="el: score this span group instead of doc.ents"),
-    matching: str = Opt("strong", "--matching", help="el: strong (exact span) or weak (overlap)"),
-    link_attr: str = Opt("kb_id", "--link-attr", help="el: read links from span.kb_id_ ('kb_id') or span.id_ ('id', entity_ruler ids)"),
-    per_type: bool = Opt(False, "--per-type", help="el: add scores per gold entity type"),
-    drop_singletons: bool = Opt(False, "--drop-singletons", help="coref: ignore one-mention clusters on both sides"),
-    negative_labels: Optional[str] = Opt(None, "--negative-labels", help="re: comma-separated 'no relation' labels (default Other,no_relation)"),
-    threshold: Optional[float] = Opt(None, "--threshold", help="re: ignore predicted relations scoring below this"),
-    top_label_only: bool = Opt(False, "--top-label-only", help="re: keep the best label per entity pair"),
-    semeval: bool = Opt(False, "--semeval", help="re: add the official SemEval-2010 Task 8 score"),
-    per_label: bool = Opt(False, "--per-label", help="re: add scores per relation label"),
+    kb: Optional[Path] = OPTS["kb"],
+    spans_key: Optional[str] = OPTS["spans_key"],
+    matching: str = OPTS["matching"],
+    link_attr: str = OPTS["link_attr"],
+    per_type: bool = OPTS["per_type"],
+    drop_singletons: bool = OPTS["drop_singletons"],
+    negative_labels: Optional[str] = OPTS["negative_labels"],
+    threshold: Optional[float] = OPTS["threshold"],
+    top_label_only: bool = OPTS["top_label_only"],
+    semeval: bool = OPTS["semeval"],
+    per_label: bool = OPTS["per_label"],
     gold_ents: Optional[bool] = Opt(None, "--gold-ents/--no-gold-ents", help="Give the pipeline the gold doc.ents (default: on for re, off otherwise)"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, -1 for CPU"),
     limit: int = Opt(0, "--limit", help="Evaluate on the first N documents (0 = all)"),

@@ -231,6 +231,24 @@ def write_metrics(metrics: Dict[str, Any], output: Union[str, Path]) -> Path:
     return output
 
 
+# scoring options of the `score` and `evaluate` commands (typer reuses OptionInfo objects)
+# fmt: off
+OPTS = {
+    "kb": Opt(None, "--kb", help="el: KB defining InKB (entity JSONL, Wikidata JSON or DenseKB folder)"),
+    "spans_key": Opt(None, "--spans-key", help="el: score this span group (score: default all mentions of an ELEVANT/JSONL file, else doc.ents; evaluate: doc.ents)"),
+    "matching": Opt("strong", "--matching", help="el: strong (exact span) or weak (overlap)"),
+    "link_attr": Opt("kb_id", "--link-attr", help="el: read links from span.kb_id_ ('kb_id') or span.id_ ('id', e.g. entity_ruler pattern ids)"),
+    "per_type": Opt(False, "--per-type", help="el: add scores per gold entity type"),
+    "drop_singletons": Opt(False, "--drop-singletons", help="coref: ignore one-mention clusters on both sides"),
+    "negative_labels": Opt(None, "--negative-labels", help="re: comma-separated 'no relation' labels (default Other,no_relation)"),
+    "threshold": Opt(None, "--threshold", help="re: ignore predicted relations scoring below this"),
+    "top_label_only": Opt(False, "--top-label-only", help="re: keep the best label per entity pair"),
+    "semeval": Opt(False, "--semeval", help="re: add the official SemEval-2010 Task 8 score"),
+    "per_label": Opt(False, "--per-label", help="re: add scores per relation label"),
+}
+# fmt: on
+
+
 def split_labels(value: Optional[str]) -> Optional[List[str]]:
     return [x.strip() for x in value.split(",") if x.strip()] if value else None
 
@@ -246,17 +264,17 @@ def score_cli(
     lang: str = Opt("en", "--lang", "-l", help="Language of the blank tokenizer"),
     policy: str = Opt("expand", "--policy", "-p", help="Character spans off token boundaries: expand, contract or strict"),
     pair_by: str = Opt("auto", "--pair-by", help="Pair documents by 'id', by 'order', or 'auto' (id when unique)"),
-    kb: Optional[Path] = Opt(None, "--kb", help="el: KB defining InKB (entity JSONL, Wikidata JSON or DenseKB folder)"),
-    spans_key: Optional[str] = Opt(None, "--spans-key", help="el: score this span group of the predictions (default: all mentions of the file, else doc.ents)"),
-    matching: str = Opt("strong", "--matching", help="el: strong (exact span) or weak (overlap)"),
-    link_attr: str = Opt("kb_id", "--link-attr", help="el: read links from span.kb_id_ ('kb_id') or span.id_ ('id')"),
-    per_type: bool = Opt(False, "--per-type", help="el: add scores per gold entity type"),
-    drop_singletons: bool = Opt(False, "--drop-singletons", help="coref: ignore one-mention clusters on both sides"),
-    negative_labels: Optional[str] = Opt(None, "--negative-labels", help="re: comma-separated 'no relation' labels (default Other,no_relation)"),
-    threshold: Optional[float] = Opt(None, "--threshold", help="re: ignore predicted relations scoring below this"),
-    top_label_only: bool = Opt(False, "--top-label-only", help="re: keep the best label per entity pair"),
-    semeval: bool = Opt(False, "--semeval", help="re: add the official SemEval-2010 Task 8 score"),
-    per_label: bool = Opt(False, "--per-label", help="re: add scores per relation label"),
+    kb: Optional[Path] = OPTS["kb"],
+    spans_key: Optional[str] = OPTS["spans_key"],
+    matching: str = OPTS["matching"],
+    link_attr: str = OPTS["link_attr"],
+    per_type: bool = OPTS["per_type"],
+    drop_singletons: bool = OPTS["drop_singletons"],
+    negative_labels: Optional[str] = OPTS["negative_labels"],
+    threshold: Optional[float] = OPTS["threshold"],
+    top_label_only: bool = OPTS["top_label_only"],
+    semeval: bool = OPTS["semeval"],
+    per_label: bool = OPTS["per_label"],
     # fmt: on
 ):
     """Score a prediction file against a gold file in the same format (any reader

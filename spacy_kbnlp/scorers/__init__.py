@@ -65,24 +65,37 @@ def token_offsets(gold: Any, pred: Any) -> Callable[[Any], Tuple[int, int]]:
     return by_chars
 
 
-def bind_settings(func: Callable[..., Dict[str, Any]], settings: Dict[str, Any]
+def on_examples(doc_func: Callable[..., Dict[str, Any]]) -> Callable[..., Dict[str, Any]]:
+    """``score(examples, **options)``: ``doc_func`` on ``(reference, predicted)`` pairs."""
+
+    def score_examples(examples: Iterable[Any], **options: Any) -> Dict[str, Any]:
+        return doc_func(((eg.reference, eg.predicted) for eg in examples), **options)
+
+    score_examples.__doc__ = (f"Score ``Example`` objects (reference = gold, predicted = "
+                              f"output) with ``{doc_func.__name__}``; same options.")
+    return score_examples
+
+
+def bind_settings(doc_func: Callable[..., Dict[str, Any]], settings: Dict[str, Any]
                   ) -> Callable[..., Dict[str, Any]]:
-    """The ``scorer(examples, **kwargs)`` of a registered maker.
+    """The ``scorer(examples, **kwargs)`` of a registered maker, scoring with
+    ``doc_func(pairs, **options)``.
 
     ``settings`` (the maker's arguments) are the defaults; keyword arguments given
     at call time override those of the same name. ``Pipe.score`` passes the whole
-    ``self.cfg`` (and ``labels``), so keys that ``func`` does not take are ignored.
+    ``self.cfg`` (and ``labels``), so keys that ``doc_func`` does not take are ignored.
     """
-    accepted = set(inspect.signature(func).parameters) - {"examples"}
+    accepted = set(inspect.signature(doc_func).parameters) - {"pairs"}
+    score_examples = on_examples(doc_func)
 
     def scorer(examples: Iterable[Any], **kwargs: Any) -> Dict[str, Any]:
         options = dict(settings)
         options.update({k: v for k, v in kwargs.items() if k in accepted})
-        return func(examples, **options)
+        return score_examples(examples, **options)
 
-    scorer.__name__ = f"{func.__name__}_scorer"
-    scorer.__doc__ = func.__doc__
+    scorer.__doc__ = doc_func.__doc__
     return scorer
 
 
-__all__ = ["bind_settings", "doc_name", "f_score", "prf", "prf_dict", "safe_div", "token_offsets"]
+__all__ = ["bind_settings", "doc_name", "f_score", "on_examples", "prf", "prf_dict", "safe_div",
+           "token_offsets"]

@@ -36,7 +36,7 @@ from spacy.util import registry
 
 from ..errors import Warnings
 from ..extensions import DEFAULT_CLUSTER_PREFIX, get_coref_clusters, install_extensions
-from . import bind_settings, doc_name, f_score, safe_div, token_offsets
+from . import bind_settings, doc_name, f_score, on_examples, safe_div, token_offsets
 
 Mention = Hashable
 Clusters = Sequence[Sequence[Mention]]
@@ -225,16 +225,7 @@ def score_coref_docs(
                                 names=[doc_name(g) for g, _ in pairs])
 
 
-def score_coref(
-    examples: Iterable[Any],
-    *,
-    span_cluster_prefix: str = DEFAULT_CLUSTER_PREFIX,
-    drop_singletons: bool = False,
-) -> Dict[str, Any]:
-    """Score ``Example`` objects (reference = gold clusters, predicted = output)."""
-    return score_coref_docs(((eg.reference, eg.predicted) for eg in examples),
-                            span_cluster_prefix=span_cluster_prefix,
-                            drop_singletons=drop_singletons)
+score_coref = on_examples(score_coref_docs)
 
 
 @registry.scorers("spacy_kbnlp.coref_scorer.v1")
@@ -247,7 +238,7 @@ def make_coref_scorer(
     span_cluster_prefix: clusters are read from ``doc.spans[f"{prefix}_N"]``.
     drop_singletons: remove one-mention clusters from gold and prediction first.
     Keyword arguments at call time (e.g. a component's cfg) override these."""
-    return bind_settings(score_coref, {"span_cluster_prefix": span_cluster_prefix,
+    return bind_settings(score_coref_docs, {"span_cluster_prefix": span_cluster_prefix,
                                        "drop_singletons": drop_singletons})
 
 

@@ -38,7 +38,7 @@ from spacy.util import registry
 
 from ..errors import Errors, Warnings
 from ..extensions import install_extensions
-from . import bind_settings, doc_name, prf, prf_dict
+from . import bind_settings, doc_name, on_examples, prf, prf_dict
 
 QID_RE = re.compile(r"^Q[1-9]\d*$")
 NIL = "<NIL>"
@@ -438,19 +438,7 @@ def gerbil_prf(tp: int, fp: int, fn: int) -> Tuple[float, float, float]:
     return prf(tp, fp, fn)
 
 
-def score_el(
-    examples: Iterable[Any],
-    *,
-    spans_key: Optional[str] = None,
-    kb_ids: Optional[Set[str]] = None,
-    matching: str = "strong",
-    per_type: bool = False,
-    link_attr: str = "kb_id",
-) -> Dict[str, Any]:
-    """Score ``Example`` objects (reference = gold Doc, predicted = pipeline output)."""
-    return score_el_docs(((eg.reference, eg.predicted) for eg in examples), spans_key=spans_key,
-                         kb_ids=kb_ids, matching=matching, per_type=per_type,
-                         link_attr=link_attr)
+score_el = on_examples(score_el_docs)
 
 
 def load_kb_ids(path: Union[str, Path]) -> Set[str]:
@@ -483,7 +471,7 @@ def make_el_scorer(
         raise ValueError(Errors.KBE100.format(matching=matching, options=", ".join(MATCHING)))
     settings: Dict[str, Any] = {"spans_key": spans_key, "matching": matching,
                                 "per_type": per_type, "kb_ids": None, "link_attr": link_attr}
-    base = bind_settings(score_el, settings)
+    base = bind_settings(score_el_docs, settings)
     loaded: Dict[str, Set[str]] = {}
 
     def el_scorer(examples: Iterable[Any], **kwargs: Any) -> Dict[str, Any]:

@@ -29,7 +29,8 @@ from spacy.util import registry
 
 from ..errors import Errors
 from ..extensions import install_extensions
-from . import bind_settings, doc_name, f_score, prf, prf_dict, safe_div, token_offsets
+from . import (bind_settings, doc_name, f_score, on_examples, prf, prf_dict, safe_div,
+               token_offsets)
 
 DEFAULT_NEGATIVE_LABELS = ("Other", "no_relation")
 SEMEVAL_OTHER = "Other"
@@ -221,20 +222,7 @@ def _first_positive(doc: Doc, negative_labels: Sequence[str]) -> Optional[Mappin
     return None
 
 
-def score_relations(
-    examples: Iterable[Any],
-    *,
-    negative_labels: Sequence[str] = DEFAULT_NEGATIVE_LABELS,
-    threshold: Optional[float] = None,
-    top_label_only: bool = False,
-    semeval: bool = False,
-    per_label: bool = False,
-) -> Dict[str, Any]:
-    """Score ``Example`` objects (reference = gold relations, predicted = output)."""
-    return score_relation_docs(((eg.reference, eg.predicted) for eg in examples),
-                               negative_labels=negative_labels, threshold=threshold,
-                               top_label_only=top_label_only, semeval=semeval,
-                               per_label=per_label)
+score_relations = on_examples(score_relation_docs)
 
 
 @registry.scorers("spacy_kbnlp.rel_scorer.v1")
@@ -253,7 +241,7 @@ def make_rel_scorer(
     threshold: ignore predicted records with a lower score (None = keep all).
     top_label_only: keep only the best-scoring label per (head, tail) pair.
     Keyword arguments at call time (e.g. a component's cfg) override these."""
-    return bind_settings(score_relations, {
+    return bind_settings(score_relation_docs, {
         "negative_labels": tuple(negative_labels), "threshold": threshold,
         "top_label_only": top_label_only, "semeval": semeval, "per_label": per_label})
 

@@ -7,10 +7,10 @@ from spacy.language import Language
 from spacy.util import make_tempdir
 from typer.testing import CliRunner
 
-import spacy_kbnlp  # noqa: F401
 from spacy_kbnlp.cli import app
 from spacy_kbnlp.cli.evaluate import evaluate, input_doc
 from spacy_kbnlp.extensions import add_relation, set_coref_clusters
+from tests.scorers import ruler_nlp
 
 RUNNER = CliRunner()
 
@@ -52,15 +52,6 @@ def semeval_writer(doc):
     return doc
 
 
-def ruler_pipeline():
-    nlp = spacy.blank("en")
-    ruler = nlp.add_pipe("entity_ruler")
-    ruler.add_patterns([{"label": "ENTITY", "pattern": p, "id": i} for p, i in [
-        ("Paris", "Q90"), ("France", "Q142"), ("Angela Merkel", "Q567"), ("Rome", "Q2"),
-        ("2019", "Q2019"), ("capital", "Q5119")]])
-    return nlp
-
-
 def test_evaluate_el_entity_ruler_hand_computed(fixtures_dir):
     """tests/fixtures/readers/el.jsonl; the ruler links by pattern id (--link-attr id).
     doc a: Paris TP, "capital" on no gold span FP, France (child of the optional NIL
@@ -68,7 +59,7 @@ def test_evaluate_el_entity_ruler_hand_computed(fixtures_dir):
     Q2 vs gold Q220 FN+FP, 2019 (DATETIME, optional) linked to a QID FP -> 1/2/1.
     Micro P 3/6, R 3/4, F 0.6; macro P (2/3 + 1/3)/2, R (1 + 1/2)/2, F (0.8 + 0.4)/2."""
     with make_tempdir() as tmp:
-        ruler_pipeline().to_disk(tmp / "pipe")
+        ruler_nlp().to_disk(tmp / "pipe")
         out = evaluate("el", tmp / "pipe", fixtures_dir / "readers" / "el.jsonl", "jsonl",
                        link_attr="id", output=tmp / "m.json", quiet=True, show_progress=False)
         written = json.loads((tmp / "m.json").read_text())
@@ -87,14 +78,14 @@ def test_evaluate_el_entity_ruler_hand_computed(fixtures_dir):
         kb = tmp / "kb.jsonl"
         kb.write_text("".join(json.dumps({"id": q, "name": q}) + "\n"
                               for q in ("Q90", "Q567", "Q2")))
-        out = evaluate("el", ruler_pipeline(), fixtures_dir / "readers" / "el.jsonl", "jsonl",
+        out = evaluate("el", ruler_nlp(), fixtures_dir / "readers" / "el.jsonl", "jsonl",
                        link_attr="id", kb=kb, quiet=True, show_progress=False)
     assert (out["el_tp"], out["el_fp"], out["el_fn"]) == (2, 4, 0)
 
 
 def test_evaluate_el_cli(fixtures_dir):
     with make_tempdir() as tmp:
-        ruler_pipeline().to_disk(tmp / "pipe")
+        ruler_nlp().to_disk(tmp / "pipe")
         result = RUNNER.invoke(app, ["evaluate", "el", str(tmp / "pipe"),
                                      str(fixtures_dir / "readers" / "el.jsonl"), "--format",
                                      "jsonl", "--link-attr", "id", "--output",

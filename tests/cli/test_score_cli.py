@@ -1,6 +1,5 @@
 """``score``: a prediction file against a gold file in the same format."""
 import json
-import warnings
 
 import pytest
 import spacy
@@ -8,7 +7,6 @@ from spacy.tokens import DocBin
 from spacy.util import make_tempdir
 from typer.testing import CliRunner
 
-import spacy_kbnlp  # noqa: F401
 from spacy_kbnlp.cli import app
 from spacy_kbnlp.cli.score import pair_docs, score
 from spacy_kbnlp.readers import read_jsonl

@@ -13,6 +13,7 @@ from spacy.training import Example
 from spacy_kbnlp.readers import read_jsonl
 from spacy_kbnlp.scorers.el import (gerbil_prf, make_el_scorer, score_el, score_el_docs,
                                     score_el_document)
+from tests.scorers import ruler_nlp
 
 DATA = Path(__file__).parent / "data"
 QID = re.compile(r"^Q[1-9]\d*$")
@@ -119,16 +120,6 @@ def test_gerbil_macro_convention():
 
 
 # ---------------------------------------------------------------- Docs
-
-
-def ruler_nlp():
-    """A blank pipeline whose entity_ruler links by pattern ids (read with link_attr="id")."""
-    nlp = spacy.blank("en")
-    ruler = nlp.add_pipe("entity_ruler")
-    ruler.add_patterns([{"label": "ENTITY", "pattern": p, "id": i} for p, i in [
-        ("Paris", "Q90"), ("France", "Q142"), ("Angela Merkel", "Q567"), ("Rome", "Q2"),
-        ("2019", "Q2019"), ("capital", "Q5119")]])
-    return nlp
 
 
 # Hand-computed on tests/fixtures/readers/el.jsonl with the ruler above:
