@@ -9,7 +9,7 @@ Code ranges by area (keep new messages inside their range):
   KBE050-KBE099  corpus readers and converters
   KBE100-KBE149  scorers, evaluate/score CLI
   KBE150-KBE199  encoders, core helpers, extensions, CLI, demo
-  KBE200-        pipeline components (later issues)
+  KBE200-KBE249  EntQA linker (models, training, pipeline, CLI)
 """
 from spacy.errors import ErrorsWithCodes
 
@@ -42,6 +42,11 @@ class Warnings(metaclass=ErrorsWithCodes):
     # --- encoders / core (KBW150-KBW199)
     KBW150 = ("Encoder '{name}' was loaded from the Hugging Face cache or hub name; "
               "pass a local path for fully reproducible offline use.")
+
+    # --- EntQA linker (KBW200-KBW249)
+    KBW200 = ("'{name}': {n} document(s) left unchanged in doc.ents because `set_ents` would "
+              "have replaced existing entities and `overwrite_ents` is false; all links are in "
+              "doc.spans['{key}'].")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -149,6 +154,32 @@ class Errors(metaclass=ErrorsWithCodes):
               "Predictions may cover a subset of the gold ids only.")
     KBE111 = ("Document '{id}' has {n} entities; the SemEval-2010 score needs the two marked "
               "nominals e1 and e2 in doc.ents.")
+    # --- EntQA linker (KBE200-KBE249)
+    KBE200 = ("Component '{name}' is not initialized: call nlp.initialize() with a `kb` (the "
+              "component setting or `[initialize.components.{name}] kb_loader`), or load a "
+              "trained pipeline with spacy.load().")
+    KBE201 = ("No dense KB found at {path} (expected the folder written by `python -m "
+              "spacy_kbnlp build-kb`). Build it first, or fix the `kb` path of '{name}'.")
+    KBE202 = ("The KB of '{name}' was encoded with '{kb_encoder}' (dim {kb_dim}), but the "
+              "component's retriever encodes entities with '{encoder}' (dim {dim}). Re-encode the "
+              "KB with this retriever (`python -m spacy_kbnlp entqa assemble`) or use the "
+              "retriever it was built with.")
+    KBE203 = ("Unknown EntQA score function '{kind}'. Choose one of: {options}.")
+    KBE204 = ("The KB of '{name}' has no entities. Add at least one entity record.")
+    KBE205 = ("Invalid setting {setting}={value!r} for '{name}': {why}.")
+    KBE206 = ("No training passages with a gold entity in the KB were found in {source} "
+              "({n_docs} docs). Check the corpus (ELEVANT gold in doc._.el_gold) and the KB.")
+    KBE207 = ("No saved EntQA {kind} at {path} (spec.json is missing). Give the output folder "
+              "of `python -m spacy_kbnlp entqa train-{kind}`.")
+    KBE208 = ("The tokenizer of '{name}' has neither a CLS/BOS nor a SEP/EOS token, which the "
+              "EntQA inputs need. Use an encoder model with special tokens.")
+    KBE209 = ("Unknown passage topic '{topic}'. Choose one of: {options}.")
+    KBE210 = ("Duplicate entity id '{id}' in the training KB records. Entity ids must be unique.")
+    KBE211 = ("The entity cache of '{name}' was computed with retriever '{cache}', but the "
+              "component's retriever is '{retriever}'. Re-run `python -m spacy_kbnlp entqa "
+              "assemble` to recompute it.")
+    KBE212 = ("No dev documents to calibrate the threshold on ({path}). Pass a corpus with "
+              "gold InKB links.")
     # --- encoders / core / extensions / CLI (KBE150-KBE199)
     KBE150 = ("Could not load the encoder '{name}' (resolved to '{path}'): {err}. Give a local "
               "Hugging Face model directory, or leave `encoder` unset to use the bundled "

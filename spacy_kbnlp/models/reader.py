@@ -1,0 +1,388 @@
+"""EntQA reader (Chapter 6.2.2): find the mentions of each candidate entity in a
+passage, or reject it with the [CLS] span.
+
+Two registered architectures share one output contract, inputs and decoding:
+
+* ``spacy_kbnlp.EntQAReader.v1`` (faithful): one cross-encoder pass per
+  (passage, candidate): ``[CLS] passage [SEP] topic [SEP] entity [SEP]``;
+  start/end logits ``w^T H_i`` and the rerank logit ``w_rerank^T H_[CLS]``.
+* ``spacy_kbnlp.EntQAPackedReader.v1`` (fast, ReLiK-style packing): one pass per
+  passage and up to ``candidates_per_sequence`` candidates,
+  ``[CLS] passage [SEP] topic [SEP] [ENT] e_1 [ENT] e_2 ... [SEP]``; candidate k is
+  represented by its marker's state ``M_k``, start/end logits are bilinear
+  ``(U M_k)^T (V H_i)`` and the rerank logit is ``w^T M_k``.
+
+For every (passage, candidate) pair both return word-level start/end logits over
+positions ``0..W`` (0 = [CLS] = "not mentioned") and one rerank logit; the rerank
+distribution is normalized over the K candidates of a passage. Decoding keeps the
+top-P spans per candidate that are more probable than the [CLS] span, and links
+a span when ``p_rerank * p_span > threshold``.
+"""
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy
+import torch
+from spacy.util import registry
+
+from ..errors import Errors
+from .passages import Batch, Passage, passage_body, special_ids
+from .retriever import (_load_hf, load_heads, multilabel_nce_loss, read_spec, run_encoder,
+                        save_heads, save_hf_module)
+
+READER_FORMAT = 1
+MARKER = "[ENT]"
+NEG_INF = float("-inf")
+
+
+@dataclass
+class ReaderSpec:
+    """A registered reader architecture: what to build, not the weights."""
+
+    name: Optional[str] = None
+    packed: bool = False
+    max_passage_pieces: int = 64
+    max_entity_pieces: int = 32
+    max_span_words: int = 10
+    candidates_per_sequence: int = 16
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def build(self, path: Optional[Union[str, Path]] = None, device=None):
+        """The reader: pretrained encoder from ``self.name`` (local path or the
+        bundled MiniLM) with fresh heads, or the weights saved under ``path``."""
+        if path is not None:
+            return load_reader(path, device=device)
+        from ..core.torch_io import get_device
+        from ..encoders.hf import resolve_model_path
+
+        tok, enc = _load_hf(resolve_model_path(self.name), self.name)
+        cls = PackedReader if self.packed else CrossReader
+        if self.packed and MARKER not in tok.get_vocab():
+            tok.add_special_tokens({"additional_special_tokens": [MARKER]})
+            enc.resize_token_embeddings(len(tok))
+        return cls(self, enc, tok).to(get_device(device)).eval()
+
+
+@registry.architectures("spacy_kbnlp.EntQAReader.v1")
+def entqa_reader(
+    name: Optional[str] = None,
+    max_passage_pieces: int = 64,
+    max_entity_pieces: int = 32,
+    max_span_words: int = 10,
+) -> ReaderSpec:
+    """Faithful EntQA reader: one cross-encoder pass per (passage, candidate),
+    warm-started from ``name`` (a local HF encoder; None = bundled MiniLM)."""
+    return ReaderSpec(name=name, packed=False, max_passage_pieces=max_passage_pieces,
+                      max_entity_pieces=max_entity_pieces, max_span_words=max_span_words)
+
+
+@registry.architectures("spacy_kbnlp.EntQAPackedReader.v1")
+def entqa_packed_reader(
+    name: Optional[str] = None,
+    max_passage_pieces: int = 64,
+    max_entity_pieces: int = 16,
+    max_span_words: int = 10,
+    candidates_per_sequence: int = 16,
+) -> ReaderSpec:
+    """Packed EntQA reader: one pass scores up to ``candidates_per_sequence``
+    candidates of a passage (ReLiK-style), each behind an ``[ENT]`` marker."""
+    return ReaderSpec(name=name, packed=True, max_passage_pieces=max_passage_pieces,
+                      max_entity_pieces=max_entity_pieces, max_span_words=max_span_words,
+                      candidates_per_sequence=candidates_per_sequence)
+
+
+# ---------------------------------------------------------------- inputs
+
+@dataclass
+class ReaderInputs:
+    """Padded sequences plus the bookkeeping that maps outputs to pairs.
+
+    ``pairs[r] = (passage_index, candidate_index)`` is the pair of output row r;
+    ``first``/``last`` (rows, W) give each word's first/last piece position in
+    the row's sequence (-1: no piece); ``markers`` (packed only, sequences x
+    candidates_per_sequence) the marker positions (-1: padding)."""
+
+    batch: Batch
+    first: numpy.ndarray
+    last: numpy.ndarray
+    pairs: List[Tuple[int, int]]
+    markers: Optional[numpy.ndarray] = None
+    seq_rows: Optional[numpy.ndarray] = None
+
+
+def _word_positions(firsts: List[List[int]], lasts: List[List[int]], offset: int, width: int):
+    f = numpy.full((len(firsts), width), -1, dtype="int64")
+    la = numpy.full((len(firsts), width), -1, dtype="int64")
+    for i, (a, b) in enumerate(zip(firsts, lasts)):
+        a = numpy.asarray(a, dtype="int64")
+        b = numpy.asarray(b, dtype="int64")
+        f[i, : len(a)] = numpy.where(a >= 0, a + offset, -1)
+        la[i, : len(b)] = numpy.where(b >= 0, b + offset, -1)
+    return f, la
+
+
+def build_inputs(spec: ReaderSpec, tokenizer, passages: Sequence[Passage],
+                 candidates: Sequence[Sequence[List[int]]]) -> ReaderInputs:
+    """Reader inputs for ``passages`` and, per passage, the piece ids of its
+    candidate entity texts (already truncated to ``spec.max_entity_pieces``)."""
+    cls, sep, pad = special_ids(tokenizer)
+    width = max((p.n_words for p in passages), default=1)
+    seqs: List[List[int]] = []
+    types: List[List[int]] = []
+    firsts: List[List[int]] = []
+    lasts: List[List[int]] = []
+    pairs: List[Tuple[int, int]] = []
+    marker_rows: List[List[int]] = []
+    seq_rows: List[List[int]] = []
+    marker_id = tokenizer.convert_tokens_to_ids(MARKER) if spec.packed else None
+    for pi, (passage, cands) in enumerate(zip(passages, candidates)):
+        body, first, last = passage_body(passage, spec.max_passage_pieces)
+        head = [cls] + body + [sep] + (passage.topic + [sep] if passage.topic else [])
+        if not spec.packed:
+            for ci, ent in enumerate(cands):
+                ent = ent[: spec.max_entity_pieces]
+                seqs.append(head + ent + [sep])
+                types.append([0] * len(head) + [1] * (len(ent) + 1))
+                firsts.append(first)
+                lasts.append(last)
+                pairs.append((pi, ci))
+            continue
+        step = max(1, spec.candidates_per_sequence)
+        for c0 in range(0, len(cands), step):
+            seq = list(head)
+            markers = []
+            rows = []
+            for ci in range(c0, min(c0 + step, len(cands))):
+                markers.append(len(seq))
+                seq.append(marker_id)
+                seq.extend(cands[ci][: spec.max_entity_pieces])
+                rows.append(len(pairs))
+                pairs.append((pi, ci))
+            seq.append(sep)
+            seqs.append(seq)
+            types.append([0] * len(head) + [1] * (len(seq) - len(head)))
+            firsts.append(first)
+            lasts.append(last)
+            marker_rows.append(markers)
+            seq_rows.append(rows)
+    batch = Batch.pad(seqs, types, pad) if seqs else Batch.pad([[cls, sep]], [[0, 0]], pad)
+    f, la = _word_positions(firsts, lasts, 1, width)
+    out = ReaderInputs(batch, f, la, pairs)
+    if spec.packed:
+        m = max((len(r) for r in marker_rows), default=1)
+        mk = numpy.full((len(marker_rows), m), -1, dtype="int64")
+        rw = numpy.full((len(marker_rows), m), -1, dtype="int64")
+        for i, (a, b) in enumerate(zip(marker_rows, seq_rows)):
+            mk[i, : len(a)] = a
+            rw[i, : len(b)] = b
+        out.markers, out.seq_rows = mk, rw
+    return out
+
+
+def _gather_words(token_logits, positions):
+    """(R, T) token logits -> (R, W+1) word logits; column 0 is [CLS]."""
+    idx = torch.as_tensor(positions, device=token_logits.device)
+    words = token_logits.gather(1, idx.clamp(min=0))
+    words = words.masked_fill(idx < 0, NEG_INF)
+    return torch.cat([token_logits[:, :1], words], dim=1)
+
+
+# ---------------------------------------------------------------- models
+
+class CrossReader(torch.nn.Module):
+    """Faithful reader: ``w_start``, ``w_end`` and ``w_rerank`` on one joint encoding
+    per (passage, candidate)."""
+
+    def __init__(self, spec: ReaderSpec, encoder, tokenizer):
+        super().__init__()
+        self.spec = spec
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        dim = int(encoder.config.hidden_size)
+        self.qa = torch.nn.Linear(dim, 2)
+        self.rank = torch.nn.Linear(dim, 1)
+        for lin in (self.qa, self.rank):
+            lin.weight.data.normal_(0.0, 0.02)
+            lin.bias.data.zero_()
+
+    def forward(self, inputs: ReaderInputs):
+        """Word-level (start, end) logits (pairs, W+1) and rerank logits (pairs,)."""
+        device = next(self.encoder.parameters()).device
+        hidden = run_encoder(self.encoder, inputs.batch.to_torch(device))
+        logits = self.qa(hidden)
+        start = _gather_words(logits[..., 0], inputs.first)
+        end = _gather_words(logits[..., 1], inputs.last)
+        rank = self.rank(hidden[:, 0]).squeeze(-1)
+        return start, end, rank
+
+
+class PackedReader(torch.nn.Module):
+    """Packed reader: bilinear span heads conditioned on each candidate's marker."""
+
+    def __init__(self, spec: ReaderSpec, encoder, tokenizer):
+        super().__init__()
+        self.spec = spec
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        dim = int(encoder.config.hidden_size)
+        self.start_q = torch.nn.Linear(dim, dim)
+        self.start_k = torch.nn.Linear(dim, dim)
+        self.end_q = torch.nn.Linear(dim, dim)
+        self.end_k = torch.nn.Linear(dim, dim)
+        self.rank = torch.nn.Linear(dim, 1)
+        self.rank.weight.data.normal_(0.0, 0.02)
+        self.rank.bias.data.zero_()
+        self._scale = 1.0 / math.sqrt(dim)
+
+    def forward(self, inputs: ReaderInputs):
+        device = next(self.encoder.parameters()).device
+        hidden = run_encoder(self.encoder, inputs.batch.to_torch(device))  # (S, T, d)
+        markers = torch.as_tensor(inputs.markers, device=device)  # (S, C)
+        valid = markers >= 0
+        mk = hidden.gather(1, markers.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        n_pairs = len(inputs.pairs)
+        rows = torch.as_tensor(inputs.seq_rows, device=device)[valid]  # pair row of each marker
+        order = torch.empty(n_pairs, dtype=torch.long, device=device)
+        order[rows] = torch.arange(n_pairs, device=device)
+        outs = []
+        for q, k, pos in ((self.start_q, self.start_k, inputs.first),
+                          (self.end_q, self.end_k, inputs.last)):
+            tok = torch.einsum("scd,std->sct", q(mk), k(hidden)) * self._scale  # (S, C, T)
+            s, c, t = tok.shape
+            pos_rep = numpy.repeat(pos, c, axis=0)
+            words = _gather_words(tok.reshape(s * c, t), pos_rep).reshape(s, c, -1)
+            outs.append(words[valid][order])
+        rank = self.rank(mk).squeeze(-1)[valid][order]
+        return outs[0], outs[1], rank
+
+
+# ---------------------------------------------------------------- loss + decoding
+
+def group_by_passage(values, pairs: Sequence[Tuple[int, int]], n_passages: int):
+    """(pairs,) -> (passages, max candidates) with -inf padding, and the index map."""
+    n_c = max((c for _, c in pairs), default=-1) + 1
+    idx = numpy.full((n_passages, max(n_c, 1)), -1, dtype="int64")
+    for r, (p, c) in enumerate(pairs):
+        idx[p, c] = r
+    t = torch.as_tensor(idx, device=values.device)
+    out = values[t.clamp(min=0)].masked_fill(t < 0, NEG_INF)
+    return out, t
+
+
+def reader_loss(start, end, rank, pairs, n_passages: int, gold_start, gold_end, gold_cand):
+    """EntQA reader objective (6.2) with multi-label NCE for every term: gold start
+    and end positions per pair (position 0 for a candidate that is not mentioned),
+    and gold candidates among the K of each passage. Mean of the three terms."""
+    gs = torch.as_tensor(gold_start, device=start.device)
+    ge = torch.as_tensor(gold_end, device=start.device)
+    ls = multilabel_nce_loss(start, gs, start > NEG_INF)
+    le = multilabel_nce_loss(end, ge, end > NEG_INF)
+    grouped, idx = group_by_passage(rank, pairs, n_passages)
+    gc = torch.as_tensor(numpy.asarray(gold_cand, dtype=bool), device=start.device)
+    gold_grouped = gc[idx.clamp(min=0)] & (idx >= 0)
+    lr = multilabel_nce_loss(grouped, gold_grouped, idx >= 0)
+    return (ls + le + lr) / 3.0
+
+
+@dataclass
+class ReaderOutput:
+    """Probabilities of one batch, on the CPU as numpy arrays."""
+
+    start_logp: numpy.ndarray  # (pairs, W+1)
+    end_logp: numpy.ndarray
+    rerank_p: numpy.ndarray    # (pairs,) normalized over each passage's candidates
+    pairs: List[Tuple[int, int]]
+
+
+def reader_probs(start, end, rank, pairs, n_passages: int) -> ReaderOutput:
+    sl = torch.log_softmax(start.float(), dim=-1)
+    el = torch.log_softmax(end.float(), dim=-1)
+    grouped, idx = group_by_passage(rank.float(), pairs, n_passages)
+    probs = torch.softmax(grouped, dim=-1)
+    rp = numpy.zeros(len(pairs), dtype="float32")
+    idx_np = idx.cpu().numpy()
+    pr = probs.cpu().numpy()
+    sel = idx_np >= 0
+    rp[idx_np[sel]] = pr[sel]
+    return ReaderOutput(sl.cpu().numpy(), el.cpu().numpy(), rp, list(pairs))
+
+
+def top_spans(start_logp: numpy.ndarray, end_logp: numpy.ndarray, max_len: int,
+              top_p: int) -> List[List[Tuple[int, int, float]]]:
+    """Per row, up to ``top_p`` spans ``(start_word, end_word_exclusive, p_span)``
+    more probable than the [CLS] span, best first; a span nested in or
+    overlapping a better span of the same row is skipped."""
+    n, w1 = start_logp.shape
+    w = w1 - 1
+    out: List[List[Tuple[int, int, float]]] = [[] for _ in range(n)]
+    if n == 0 or w == 0 or top_p <= 0:
+        return out
+    null = start_logp[:, 0] + end_logp[:, 0]
+    # cheap filter: best start + best end must beat the null span
+    best = start_logp[:, 1:].max(1) + end_logp[:, 1:].max(1)
+    rows = numpy.nonzero(best > null)[0]
+    if rows.size == 0:
+        return out
+    i = numpy.arange(w)
+    band = (i[None, :] >= i[:, None]) & (i[None, :] - i[:, None] < max_len)
+    for r in rows:
+        scores = start_logp[r, 1:, None] + end_logp[r, None, 1:]
+        scores = numpy.where(band & (scores > null[r]), scores, -numpy.inf)
+        flat = scores.ravel()
+        k = min(flat.size, 4 * top_p)
+        cand = numpy.argpartition(-flat, k - 1)[:k]
+        cand = cand[numpy.argsort(-flat[cand], kind="stable")]
+        chosen: List[Tuple[int, int, float]] = []
+        for c in cand:
+            v = flat[c]
+            if not numpy.isfinite(v):
+                break
+            s, e = divmod(int(c), w)
+            if any(not (e < cs or s >= ce) for cs, ce, _ in chosen):
+                continue
+            chosen.append((s, e + 1, float(numpy.exp(v))))
+            if len(chosen) >= top_p:
+                break
+        out[r] = chosen
+    return out
+
+
+# ---------------------------------------------------------------- (de)serialization
+
+def save_reader(model, path: Union[str, Path]) -> None:
+    """Write ``spec.json``, ``encoder/`` (HF config, safetensors, tokenizer) and
+    ``heads.safetensors``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "spec.json").write_text(json.dumps({"format": READER_FORMAT,
+                                                "spec": model.spec.to_dict()}, indent=2),
+                                    encoding="utf-8")
+    save_hf_module(model.encoder, model.tokenizer, path / "encoder")
+    save_heads(model, path / "heads.safetensors", ("encoder",))
+
+
+def load_reader(path: Union[str, Path], device=None):
+    """Rebuild a reader saved by ``save_reader`` (offline, local files only)."""
+    from ..core.torch_io import get_device
+
+    path = Path(path)
+    spec = ReaderSpec(**read_spec(path, "reader")["spec"])
+    tok, enc = _load_hf(str(path / "encoder"), str(path))
+    model = (PackedReader if spec.packed else CrossReader)(spec, enc, tok)
+    load_heads(model, path / "heads.safetensors", ("encoder",), device)
+    return model.to(get_device(device)).eval()
+
+
+def quantize_dynamic(model):
+    """Dynamic int8 quantization of every ``Linear`` (CPU inference only)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model.cpu(), {torch.nn.Linear},
+                                                      dtype=torch.qint8)

@@ -1,0 +1,247 @@
+"""EntQA training data: passages with their gold entities from gold EL Docs, the
+training-only KB extension, and the held-out split for tuning and calibration.
+
+Gold Docs come from the ELEVANT reader (``doc._.el_gold`` records with token
+offsets, ``doc._.el_eval_span``). Only the evaluation span is annotated in the
+Fair benchmarks, so passages are windows over the tokens inside it. A label is a
+training target when it has a QID, is neither optional nor descriptive (nor
+DATETIME/QUANTITY, nor a coreference mention unless ``include_coref``), could be
+aligned to tokens and lies inside the evaluation span; nested labels (parents and
+children) are all targets.
+"""
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Container, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import numpy
+from spacy.tokens import Doc
+
+from ..models.passages import Passage, doc_pieces, make_passages
+from ..readers.elevant import QID_RE, is_optional
+from ..readers.select import doc_id
+
+
+@dataclass
+class TrainPassage:
+    """A passage and its gold entities: ``golds[kb_id]`` = word spans
+    ``(start, end)`` relative to the passage (end exclusive)."""
+
+    passage: Passage
+    golds: Dict[str, List[Tuple[int, int]]] = field(default_factory=dict)
+    # every QID labelled anywhere in the passage (targets or not): never a negative
+    labelled: Set[str] = field(default_factory=set)
+
+
+def eval_token_range(doc: Doc) -> Tuple[int, int]:
+    """Tokens ``[start, end)`` lying inside ``doc._.el_eval_span`` (all tokens without one)."""
+    span = doc._.el_eval_span
+    if not span:
+        return 0, len(doc)
+    a, b = int(span[0]), int(span[1])
+    start = next((t.i for t in doc if t.idx >= a), len(doc))
+    end = start
+    for t in doc[start:]:
+        if t.idx + len(t.text) > b:
+            break
+        end = t.i + 1
+    return start, end
+
+
+def gold_links(doc: Doc, kb_ids: Optional[Container[str]] = None,
+               include_coref: bool = False) -> List[Tuple[int, int, str]]:
+    """Training targets ``(start_token, end_token, qid)`` of a gold EL Doc."""
+    lo, hi = eval_token_range(doc)
+    out = []
+    for rec in doc._.el_gold or ():
+        qid = rec.get("entity_id") or ""
+        if not QID_RE.match(qid) or is_optional(rec):
+            continue
+        if rec.get("coref") and not include_coref:
+            continue
+        if rec.get("start") is None or rec.get("end") is None:
+            continue
+        if kb_ids is not None and qid not in kb_ids:
+            continue
+        s, e = int(rec["start"]), int(rec["end"])
+        if lo <= s and e <= hi:
+            out.append((s, e, qid))
+    return sorted(set(out))
+
+
+def labelled_ids(doc: Doc) -> List[Tuple[int, int, str]]:
+    """Every QID label with a token span (optional and coreference ones too)."""
+    return [(int(r["start"]), int(r["end"]), r["entity_id"]) for r in doc._.el_gold or ()
+            if r.get("start") is not None and QID_RE.match(r.get("entity_id") or "")]
+
+
+def training_passages(
+    docs: Sequence[Doc],
+    tokenizer,
+    *,
+    length: int = 32,
+    stride: int = 16,
+    topic: str = "first_line",
+    topic_length: int = 12,
+    kb_ids: Optional[Container[str]] = None,
+    include_coref: bool = False,
+) -> List[TrainPassage]:
+    """Passages over the evaluation span of every doc, with gold entities fully
+    inside each window. ``Passage.doc_index`` indexes ``docs``."""
+    out: List[TrainPassage] = []
+    for i, doc in enumerate(docs):
+        dp = doc_pieces(tokenizer, doc, topic, topic_length)
+        links = gold_links(doc, kb_ids, include_coref)
+        labels = labelled_ids(doc)
+        for p in make_passages(i, doc, dp, length, stride, eval_token_range(doc)):
+            tp = TrainPassage(p)
+            for s, e, qid in links:
+                if p.start <= s and e <= p.end:
+                    tp.golds.setdefault(qid, []).append((s - p.start, e - p.start))
+            tp.labelled = {q for s, e, q in labels if s < p.end and e > p.start}
+            tp.labelled.update(tp.golds)
+            out.append(tp)
+    return out
+
+
+def extend_records(records: Sequence[Any], docs: Iterable[Doc], make_record: Callable[..., Any],
+                   ) -> Tuple[List[Any], int]:
+    """The KB records plus one name-only record per gold QID of ``docs`` that is not
+    in the KB (training only: the protocol allows the gold name, no description).
+    Labels named "Unknown" are skipped. Returns (records, number added)."""
+    known = {r.id for r in records}
+    added: Dict[str, str] = {}
+    for doc in docs:
+        for rec in doc._.el_gold or ():
+            qid = rec.get("entity_id") or ""
+            name = (rec.get("name") or "").strip()
+            if not QID_RE.match(qid) or qid in known or qid in added:
+                continue
+            if not name or name == "Unknown":
+                continue
+            added[qid] = name
+    extra = [make_record(id=q, name=n) for q, n in sorted(added.items())]
+    return list(records) + extra, len(extra)
+
+
+def split_holdout(docs: Sequence[Doc], every: int = 5, offset: int = 0) -> Tuple[List[Doc], List[Doc]]:
+    """Deterministic split of training docs: in each source file, sorted by id,
+    every ``every``-th doc (starting at ``offset``) goes to the held-out set."""
+    by_file: Dict[str, List[Doc]] = {}
+    for d in docs:
+        by_file.setdefault(str((d._.source or {}).get("file", "")), []).append(d)
+    train: List[Doc] = []
+    dev: List[Doc] = []
+    for key in sorted(by_file):
+        group = sorted(by_file[key], key=lambda d: (len(doc_id(d)), doc_id(d)))
+        for j, d in enumerate(group):
+            (dev if every > 0 and j % every == offset % max(every, 1) else train).append(d)
+    return train, dev
+
+
+def batches(items: Sequence[Any], size: int, *, shuffle: bool = True,
+            seed: int = 0) -> List[List[Any]]:
+    """Items in batches of ``size`` (shuffled with ``seed``)."""
+    order = list(range(len(items)))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    return [[items[i] for i in order[b: b + size]] for b in range(0, len(order), size)]
+
+
+# ---------------------------------------------------------------- training steps
+
+@dataclass
+class EntityTexts:
+    """Piece ids of every training-KB entity: the full text (name + description)
+    and the name alone. ``row_of[kb_id]`` = row."""
+
+    ids: List[str]
+    full: List[List[int]]
+    name_only: List[List[int]]
+    row_of: Dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.row_of:
+            self.row_of = {k: i for i, k in enumerate(self.ids)}
+
+    def pieces(self, row: int, rng: Optional[random.Random] = None,
+               desc_dropout: float = 0.0) -> List[int]:
+        """Full text, or (with probability ``desc_dropout``) the name alone, so that a
+        missing description (the training-only name records) is no cue."""
+        if rng is not None and desc_dropout > 0 and rng.random() < desc_dropout:
+            return self.name_only[row]
+        return self.full[row]
+
+
+def retriever_step_inputs(
+    items: Sequence[Tuple[int, TrainPassage]],
+    texts: EntityTexts,
+    ranked: Callable[[int], Sequence[int]],
+    *,
+    n_negatives: int,
+    hard_fraction: float,
+    rng: numpy.random.Generator,
+    text_rng: Optional[random.Random] = None,
+    desc_dropout: float = 0.0,
+):
+    """Candidates of one retriever batch: per passage its gold rows plus sampled
+    negatives that exclude every entity labelled in the passage.
+
+    Returns (passages, entity piece lists of the union of candidates,
+    cand_index (B, C) into that union with -1 padding, gold (B, C) bool)."""
+    from .negatives import sample_negatives
+
+    n_ent = len(texts.ids)
+    per: List[List[int]] = []
+    golds: List[Set[int]] = []
+    for index, tp in items:
+        gold = {texts.row_of[q] for q in tp.golds if q in texts.row_of}
+        exclude = gold | {texts.row_of[q] for q in tp.labelled if q in texts.row_of}
+        neg = sample_negatives(exclude, ranked(index), n_negatives, n_ent,
+                               hard_fraction=hard_fraction, rng=rng)
+        per.append(sorted(gold) + neg)
+        golds.append(gold)
+    union = sorted({r for rows in per for r in rows})
+    pos = {r: i for i, r in enumerate(union)}
+    width = max((len(rows) for rows in per), default=1)
+    cand = numpy.full((len(per), width), -1, dtype="int64")
+    gold_mask = numpy.zeros((len(per), width), dtype=bool)
+    for b, rows in enumerate(per):
+        for c, r in enumerate(rows):
+            cand[b, c] = pos[r]
+            gold_mask[b, c] = r in golds[b]
+    pieces = [texts.pieces(r, text_rng, desc_dropout) for r in union]
+    return [tp.passage for _, tp in items], pieces, cand, gold_mask
+
+
+def reader_targets(tps: Sequence[TrainPassage], candidates: Sequence[Sequence[str]],
+                   pairs: Sequence[Tuple[int, int]], width: int):
+    """Gold start/end positions (pairs, width+1) and gold candidates (pairs,) for the
+    reader loss: the word positions of every gold mention of the candidate (word i
+    is position i+1), or position 0 ([CLS]) when the candidate is not mentioned."""
+    gs = numpy.zeros((len(pairs), width + 1), dtype=bool)
+    ge = numpy.zeros((len(pairs), width + 1), dtype=bool)
+    gc = numpy.zeros(len(pairs), dtype=bool)
+    for r, (p, c) in enumerate(pairs):
+        spans = tps[p].golds.get(candidates[p][c], [])
+        if not spans:
+            gs[r, 0] = ge[r, 0] = True
+            continue
+        gc[r] = True
+        for s, e in spans:
+            gs[r, s + 1] = True
+            ge[r, e] = True
+    return gs, ge, gc
+
+
+def reader_candidates(tp: TrainPassage, ranked_ids: Sequence[str], k: int,
+                      rng: random.Random) -> List[str]:
+    """Training candidates of a passage: all its gold entities plus the best-ranked
+    retrieved entities that are not labelled in it, ``k`` in all, shuffled."""
+    cands = list(tp.golds)
+    for q in ranked_ids:
+        if len(cands) >= max(k, len(tp.golds)):
+            break
+        if q not in tp.labelled and q not in cands:
+            cands.append(q)
+    rng.shuffle(cands)
+    return cands

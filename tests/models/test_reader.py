@@ -1,0 +1,179 @@
+"""EntQA reader: inputs (faithful and packed), span decoding, loss, overfitting a
+tiny example (links exact, rejection of absent candidates), round trip, int8."""
+import math
+
+import numpy
+import pytest
+import torch
+from spacy.lang.en import English
+from spacy.util import make_tempdir, registry
+
+from spacy_kbnlp.models.passages import doc_pieces, entity_pieces, make_passages
+from spacy_kbnlp.models.reader import (ReaderSpec, build_inputs, load_reader, quantize_dynamic,
+                                       reader_loss, reader_probs, save_reader, top_spans)
+from spacy_kbnlp.training.entqa import TrainPassage, reader_targets
+
+TEXTS = ["Barack Obama visited Berlin .", "The weather was nice today ."]
+CANDS = ["Barack Obama: 44th president of the United States",
+         "Berlin: capital of Germany", "Apple Inc.: technology company"]
+# gold (start, end) word spans per text and candidate index
+GOLD = [{0: [(0, 2)], 1: [(3, 4)]}, {}]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared 2-core machine, OpenMP spinning with 2 threads
+    makes these tiny batches many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+def _passages(tok, texts=TEXTS):
+    nlp = English()
+    out = []
+    for i, text in enumerate(texts):
+        doc = nlp(text)
+        out.extend(make_passages(i, doc, doc_pieces(tok, doc, topic="first_token"), 32, 16))
+    return out
+
+
+def test_top_spans_rules():
+    neg = -50.0
+    start = numpy.full((3, 6), neg)
+    end = numpy.full((3, 6), neg)
+    # row 0: null span most likely -> nothing
+    start[0, 0] = end[0, 0] = 0.0
+    # row 1: span words [1, 3) (positions 2..3) beats null; a nested [2, 3) and a far [4, 5)
+    start[1, [0, 2, 3, 5]] = numpy.log([0.1, 0.6, 0.2, 0.1])
+    end[1, [0, 3, 5]] = numpy.log([0.1, 0.7, 0.2])
+    # row 2: best span is longer than max_len=2 words
+    start[2, [0, 1]] = numpy.log([0.3, 0.7])
+    end[2, [0, 5]] = numpy.log([0.3, 0.7])
+    got = top_spans(start, end, max_len=2, top_p=3)
+    assert got[0] == []
+    spans = [(s, e) for s, e, _ in got[1]]
+    assert spans == [(1, 3), (4, 5)]  # nested [2, 3) dropped, top-P best first
+    assert got[1][0][2] == pytest.approx(0.6 * 0.7)
+    assert got[1][1][2] == pytest.approx(0.1 * 0.2)
+    assert got[2] == []  # 0.7*0.7 span too long; the others lose to null
+    assert top_spans(start, end, max_len=2, top_p=1)[1] == [(1, 3, pytest.approx(0.42))]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_inputs_put_words_and_candidates_where_the_outputs_read_them(packed):
+    spec = ReaderSpec(packed=packed, candidates_per_sequence=2)
+    reader = spec.build()
+    tok = reader.tokenizer
+    passages = _passages(tok)
+    ents = entity_pieces(tok, CANDS, 8)
+    inputs = build_inputs(spec, tok, passages, [ents, ents[:1]])
+    assert inputs.pairs == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    ids = inputs.batch.input_ids
+    # the first piece of "berlin" (word 3 of passage 0) sits at first[row, 3]
+    berlin = tok.convert_tokens_to_ids("berlin")
+    for r, (p, _) in enumerate(inputs.pairs):
+        if p == 0:
+            seq = r if not packed else 0 if r < 2 else 1
+            assert ids[seq, inputs.first[seq, 3]] == berlin
+    if packed:
+        # 3 candidates of passage 0 in 2 sequences, 1 of passage 1 in its own
+        assert ids.shape[0] == 3
+        marker = tok.convert_tokens_to_ids("[ENT]")
+        assert [ids[s, m] for s in range(3) for m in inputs.markers[s] if m >= 0] == [marker] * 4
+        assert inputs.seq_rows.tolist() == [[0, 1], [2, -1], [3, -1]]
+    else:
+        assert ids.shape[0] == 4
+        sep = tok.sep_token_id
+        assert list(ids[1][ids[1] > 0][-len(ents[1]) - 1:]) == ents[1] + [sep]
+    start, end, rank = reader(inputs)
+    # passage 1 has 6 words, passage 0 has 5: its position 6 is padding
+    assert start.shape == end.shape == (4, 7) and rank.shape == (4,)
+    assert torch.isinf(start[0, 6]) and torch.isinf(end[2, 6]) and not torch.isinf(start[3, 6])
+
+
+def test_reader_loss_is_the_mean_of_three_nce_terms():
+    start = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 0.0]])
+    end = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    rank = torch.tensor([1.0, -1.0])
+    gs = numpy.array([[False, True, False], [True, False, False]])
+    ge = numpy.array([[False, False, True], [True, False, False]])
+    gc = numpy.array([True, False])
+    loss = reader_loss(start, end, rank, [(0, 0), (0, 1)], 1, gs, ge, gc)
+
+    def nce(row, g):
+        return -row[g] + math.log(sum(math.exp(v) for v in row))
+
+    ls = (nce([1.0, 2.0, 0.0], 1) + nce([0.5, 0.0, 0.0], 0)) / 2
+    le = (nce([0.0, 1.0, 1.0], 2) + nce([0.0, 0.0, 0.0], 0)) / 2
+    lr = nce([1.0, -1.0], 0)
+    assert loss.item() == pytest.approx((ls + le + lr) / 3, rel=1e-5)
+
+
+def _train(spec, steps, lr):
+    reader = spec.build()
+    torch.manual_seed(0)
+    tok = reader.tokenizer
+    passages = _passages(tok)
+    ents = entity_pieces(tok, CANDS, spec.max_entity_pieces)
+    tps = [TrainPassage(p, {CANDS[c]: spans for c, spans in GOLD[i].items()})
+           for i, p in enumerate(passages)]
+    cand_ids = [CANDS, CANDS]
+    inputs = build_inputs(spec, tok, passages, [ents, ents])
+    width = inputs.first.shape[1]
+    gs, ge, gc = reader_targets(tps, cand_ids, inputs.pairs, width)
+    params = [p for n, p in reader.named_parameters() if "embeddings" not in n]
+    opt = torch.optim.AdamW(params, lr=lr)
+    reader.train()
+    for _ in range(steps):
+        loss = reader_loss(*reader(inputs), inputs.pairs, len(passages), gs, ge, gc)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    reader.eval()
+    return reader, inputs, passages
+
+
+def _links(reader, inputs, passages, threshold=0.2):
+    with torch.no_grad():
+        out = reader_probs(*reader(inputs), inputs.pairs, len(passages))
+    spans = top_spans(out.start_logp, out.end_logp, reader.spec.max_span_words, 3)
+    links = set()
+    for r, (p, c) in enumerate(out.pairs):
+        for s, e, ps in spans[r]:
+            if out.rerank_p[r] * ps > threshold:
+                links.add((p, s, e, c))
+    return links, out
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_overfit_tiny_example_links_exactly_and_rejects_absent_candidates(packed):
+    spec = ReaderSpec(packed=packed, max_entity_pieces=12)
+    reader, inputs, passages = _train(spec, steps=25 if packed else 15, lr=5e-4 if packed else 2e-4)
+    links, out = _links(reader, inputs, passages)
+    assert links == {(0, 0, 2, 0), (0, 3, 4, 1)}
+    # passage 1 mentions none of the candidates: every candidate's best span is [CLS]
+    spans = top_spans(out.start_logp, out.end_logp, 10, 3)
+    assert all(spans[r] == [] for r, (p, _) in enumerate(out.pairs) if p == 1)
+    # round trip: identical probabilities
+    with make_tempdir() as tmp:
+        save_reader(reader, tmp / "reader")
+        loaded = load_reader(tmp / "reader")
+    links2, out2 = _links(loaded, inputs, passages)
+    assert links2 == links
+    numpy.testing.assert_allclose(out2.start_logp, out.start_logp, atol=1e-5)
+    numpy.testing.assert_allclose(out2.rerank_p, out.rerank_p, atol=1e-5)
+    # dynamic int8 keeps the decisions
+    links3, _ = _links(quantize_dynamic(loaded), inputs, passages)
+    assert links3 == links
+
+
+def test_registered_readers_resolve():
+    got = registry.resolve({"a": {"@architectures": "spacy_kbnlp.EntQAReader.v1"},
+                            "b": {"@architectures": "spacy_kbnlp.EntQAPackedReader.v1",
+                                  "candidates_per_sequence": 8}})
+    assert got["a"] == ReaderSpec(packed=False)
+    assert got["b"].packed and got["b"].candidates_per_sequence == 8
+    assert got["b"].max_entity_pieces == 16
