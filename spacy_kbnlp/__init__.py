@@ -12,6 +12,9 @@ from .encoders import hf  # noqa: F401
 from .kb import dense_kb, spacy_kb  # noqa: F401
 from .readers import conll04, conll2012, elevant, gum_tsv, jsonl, semeval2010  # noqa: F401
 from .scorers import coref, el, rel  # noqa: F401
+from .llm import backends  # noqa: F401
+from .models import etrag  # noqa: F401
+from .pipeline import demo_retriever, etrag_relation_extractor, icl_relation_extractor  # noqa: F401
 
 install_extensions()
 

@@ -40,6 +40,14 @@ class Warnings(metaclass=ErrorsWithCodes):
     KBW101 = ("{n} mention(s) occur in more than one {side} cluster of document '{doc}' (first: "
               "{example}); each was kept in its first cluster only. Clusters must be disjoint.")
     # --- encoders / core (KBW150-KBW199)
+    # --- retrieval / LLM / relation extraction (KBW300-KBW349)
+    KBW300 = ("{name}: {n} LLM answers could not be used completely ({kinds}); see "
+              "doc._.llm_errors on the affected docs.")
+    KBW301 = ("Demonstration store is empty: '{name}' leaves doc._.demonstrations empty. Build "
+              "it with `python -m spacy_kbnlp build-demo-store` or initialize the component "
+              "with training examples.")
+    KBW302 = ("{name}: {n} documents were left without relations because they have fewer than "
+              "two entities or only overlapping ones.")
     KBW150 = ("Encoder '{name}' was loaded from the Hugging Face cache or hub name; "
               "pass a local path for fully reproducible offline use.")
 
@@ -180,6 +188,35 @@ class Errors(metaclass=ErrorsWithCodes):
               "assemble` to recompute it.")
     KBE212 = ("No dev documents to calibrate the threshold on ({path}). Pass a corpus with "
               "gold InKB links.")
+    # --- retrieval / LLM / relation extraction (KBE300-KBE349)
+    KBE300 = ("Unknown retriever '{value}'. Choose one of: {options}.")
+    KBE301 = ("Unknown demonstration task '{value}'. Choose one of: {options}.")
+    KBE302 = ("The demonstration store at {path} was built with encoder '{store_encoder}' (dim "
+              "{store_dim}) but the component uses '{encoder}' (dim {dim}). Rebuild it with "
+              "`python -m spacy_kbnlp build-demo-store --encoder ...` or set `encoder` to match.")
+    KBE303 = ("No demonstration store at {path} (expected {files}). Build one with `python -m "
+              "spacy_kbnlp build-demo-store`.")
+    KBE304 = ("Component '{name}' is not initialized: call nlp.initialize() (with training "
+              "examples or `store_path`), or load a trained pipeline.")
+    KBE305 = ("The demonstration store has no dense index: it was built with `dense=False`. "
+              "Rebuild it with an encoder or use retriever 'bm25'.")
+    KBE306 = ("Unknown LLM backend kind '{value}'. Choose one of: {options}.")
+    KBE307 = ("The environment variable {env} holding the API key for {url} is not set. Set it, "
+              "or set `api_key_env` to null for endpoints without authentication.")
+    KBE308 = ("LLM request to {url} failed after {tries} tries: {err}.")
+    KBE309 = ("Could not load the local model '{path}': {err}. Give a local Hugging Face model "
+              "directory (config.json, weights and tokenizer files); nothing is downloaded.")
+    KBE310 = ("The model at '{path}' is neither a causal LM nor a sequence-to-sequence model "
+              "(model_type '{model_type}'), so it cannot score or generate text.")
+    KBE311 = ("spacy-llm is not installed, so the backend 'spacy_kbnlp.SpacyLLMModel.v1' "
+              "cannot wrap '{model}'. Run `pip install spacy-llm` or choose another backend.")
+    KBE312 = ("Invalid value {value!r} for '{setting}': {why}.")
+    KBE313 = ("No relation instances found in the training examples for '{name}': the docs need "
+              "at least two entities in doc.ents. Check the corpus.")
+    KBE314 = ("The backbone '{path}' is neither a sequence-to-sequence model nor an encoder that "
+              "can be warm-started into one (model_type '{model_type}').")
+    KBE315 = ("Preference signal '{value}' is unknown. Choose one of: {options}.")
+    KBE316 = ("Need at least {need} {what} to train, got {n}.")
     # --- encoders / core / extensions / CLI (KBE150-KBE199)
     KBE150 = ("Could not load the encoder '{name}' (resolved to '{path}'): {err}. Give a local "
               "Hugging Face model directory, or leave `encoder` unset to use the bundled "

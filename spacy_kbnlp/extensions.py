@@ -82,6 +82,11 @@ DOC_EXTENSIONS: Dict[str, Dict[str, Any]] = {
     "coref_clusters": {"getter": _coref_clusters_getter},
     # provenance of a converted document (file, line or document id)
     "source": {"default": None},
+    # retrieved demonstrations: list of {"id", "text", "input", "target", "labels", "score"}
+    # (best first; written by demo_retriever)
+    "demonstrations": {"default": None},
+    # LLM answer problems: list of {"kind", "detail"} (written by icl_relation_extractor)
+    "llm_errors": {"default": None},
 }
 SPAN_EXTENSIONS: Dict[str, Dict[str, Any]] = {}
 

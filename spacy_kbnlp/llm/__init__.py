@@ -1,0 +1,1 @@
+"""LLM backends, prompts and answer parsing for in-context extraction."""

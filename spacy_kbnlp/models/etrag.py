@@ -1,0 +1,346 @@
+"""ETRAG (Makino et al., 2024): end-to-end trainable retrieval-augmented relation
+classification with soft prompts, as a torch module and a registered thinc model.
+
+For a batch of relation instances (sentences with ``[E1 ..]``/``[E2 ..]`` marks):
+
+1. the query embedding ``q`` is the mean-pooled, L2-normalised output of the
+   seq2seq *encoder* on the instance (with gradients: this is the retrieval
+   encoder, shared with the generator);
+2. similarities ``q . k_j`` to the instance bank (keys = the same embedding of every
+   training instance, refreshed every ``refresh_every`` updates, no gradient) give
+   the ``n_candidates`` nearest instances, the query itself (and its duplicates)
+   excluded during training;
+3. a differentiable top-k (the continuous relaxation of Plötz & Roth's neural
+   nearest neighbours, the Gumbel-free form ETRAG uses): ``w_1 = softmax(s / T)``,
+   ``w_{t+1} = softmax(log w_t-logits + log(1 - w_t))``, for ``t < n_neighbors``;
+4. each soft neighbour ``sum_j w_t[j] * v_j`` with value ``v_j = W [k_j ; e(label_j)]``
+   (``e`` = trainable label embeddings) becomes ``prompt_length`` soft prompt
+   vectors prepended to the encoder's input embeddings;
+5. the decoder scores every label verbalisation (e.g. ``cause effect (e2,e1)``);
+   the output is each label's summed token log-likelihood. Training minimises
+   the token-level negative log-likelihood of the gold label (generation loss), so
+   gradients reach the retrieval encoder through the weights ``w_t``.
+
+``n_neighbors=0`` gives the no-retrieval baseline with the same backbone.
+
+Backbone: any Hugging Face seq2seq model directory (T5, BART, ...), or an encoder
+(BERT-like; default: the bundled MiniLM) warm-started into an ``EncoderDecoderModel``
+whose decoder keeps the first ``decoder_layers`` layers (cross-attention new).
+"""
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.util import registry
+from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3
+
+from ..core.torch_io import get_device, load_state, save_state
+from ..encoders.hf import resolve_model_path
+from ..errors import Errors
+from ..retrieval.render import NO_RELATION, undirected
+
+
+def verbalize(label: str) -> str:
+    """``Cause-Effect(e2,e1)`` -> ``cause effect (e2,e1)``; ``no_relation`` -> ``no relation``."""
+    base, forward = undirected(label)
+    text = base.replace("-", " ").replace("_", " ").lower()
+    if label == NO_RELATION or base == label:
+        return text
+    return f"{text} {'(e1,e2)' if forward else '(e2,e1)'}"
+
+
+def load_backbone(path: Optional[str], decoder_layers: int = 2, *, from_config: Optional[Dict] = None):
+    """``(seq2seq model, tokenizer)`` from a local path (weights) or a saved config
+    (architecture only, for ``from_disk``)."""
+    from transformers import (AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderConfig,
+                              EncoderDecoderModel)
+
+    src = resolve_model_path(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
+        if from_config is not None:
+            if from_config.get("model_type") == "encoder-decoder":
+                model = EncoderDecoderModel(config=EncoderDecoderConfig.from_dict(from_config))
+            else:
+                config = AutoConfig.for_model(**from_config)
+                model = AutoModelForSeq2SeqLM.from_config(config)
+            return model, tokenizer
+        config = AutoConfig.from_pretrained(src, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(Errors.KBE309.format(path=src, err=err)) from err
+    if getattr(config, "is_encoder_decoder", False):
+        model = AutoModelForSeq2SeqLM.from_pretrained(src, local_files_only=True)
+    elif config.model_type in ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "mpnet"):
+        import transformers
+
+        level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # "cross-attention newly initialized" is expected
+        try:
+            model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+                src, src, decoder_num_hidden_layers=int(decoder_layers), local_files_only=True)
+        finally:
+            transformers.logging.set_verbosity(level)
+        model.config.decoder_start_token_id = tokenizer.cls_token_id
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.eos_token_id = tokenizer.sep_token_id
+    else:
+        raise ValueError(Errors.KBE314.format(path=src, model_type=config.model_type))
+    return model, tokenizer
+
+
+def backbone_config(model) -> Dict[str, Any]:
+    return model.config.to_dict()
+
+
+def _build_module_class():
+    import torch
+    from torch import nn
+
+    class _Etrag(nn.Module):
+        def __init__(self, seq2seq, tokenizer, labels: Sequence[str], *, n_neighbors: int = 4,
+                     n_candidates: int = 32, temperature: float = 0.1, prompt_length: int = 1,
+                     max_length: int = 128):
+            super().__init__()
+            self.seq2seq = seq2seq
+            self.tokenizer = tokenizer
+            self.labels = list(labels)
+            self.n_neighbors = int(n_neighbors)
+            self.n_candidates = int(n_candidates)
+            self.temperature = float(temperature)
+            self.prompt_length = int(prompt_length)
+            self.max_length = int(max_length)
+            emb = seq2seq.get_input_embeddings()
+            d = emb.weight.shape[1]
+            self.d_model = d
+            # label verbalisations -> token ids (+ eos), padded with -100
+            eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+            seqs = [tokenizer(verbalize(l), add_special_tokens=False)["input_ids"] + [eos]
+                    for l in self.labels]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), -100, dtype=torch.long)
+            for i, s in enumerate(seqs):
+                ids[i, :len(s)] = torch.tensor(s)
+            self.register_buffer("label_ids", ids, persistent=False)
+            self.label_emb = nn.Embedding(len(self.labels), d)
+            with torch.no_grad():  # warm start: mean word embedding of the verbalisation
+                for i, s in enumerate(seqs):
+                    self.label_emb.weight[i] = emb.weight[torch.tensor(s[:-1] or s)].mean(0)
+            self.value = nn.Linear(2 * d, self.prompt_length * d)
+            # instance bank (no gradient); set with set_bank()
+            self.register_buffer("bank_keys", torch.zeros((0, d)), persistent=False)
+            self.register_buffer("bank_labels", torch.zeros((0,), dtype=torch.long), persistent=False)
+            self.bank_instance_keys: List[str] = []
+            self._rows_by_key: Dict[str, List[int]] = {}
+
+        @property
+        def device(self):
+            return self.label_emb.weight.device
+
+        def tokenize(self, texts: Sequence[str]):
+            enc = self.tokenizer(list(texts), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+        def embed(self, ids, mask):
+            """Mean-pooled, L2-normalised encoder output (the retrieval embedding)."""
+            hidden = self.seq2seq.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+        @torch.no_grad()
+        def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> "torch.Tensor":
+            out = []
+            for b in range(0, len(texts), batch_size):
+                ids, mask = self.tokenize(texts[b: b + batch_size])
+                out.append(self.embed(ids, mask))
+            return torch.cat(out) if out else torch.zeros((0, self.d_model), device=self.device)
+
+        def set_bank(self, keys, labels: Sequence[int], instance_keys: Sequence[str]) -> None:
+            self.bank_keys = torch.as_tensor(keys, dtype=torch.float32).to(self.device)
+            self.bank_labels = torch.as_tensor(list(labels), dtype=torch.long).to(self.device)
+            self.bank_instance_keys = list(instance_keys)
+            self._rows_by_key = {}
+            for i, k in enumerate(self.bank_instance_keys):
+                self._rows_by_key.setdefault(k, []).append(i)
+
+        def neighbour_weights(self, q, exclude: Sequence[Optional[str]]):
+            """``(weights (B, n_neighbors, C), candidate rows (B, C))``."""
+            sims = q @ self.bank_keys.T  # (B, N)
+            for b, key in enumerate(exclude):
+                rows = self._rows_by_key.get(key) if key else None
+                if rows:
+                    sims[b, rows] = float("-inf")
+            c = min(self.n_candidates, sims.shape[1])
+            cand_s, cand_idx = sims.topk(c, dim=1)
+            logits = cand_s / self.temperature
+            ws = []
+            for _ in range(self.n_neighbors):
+                w = torch.softmax(logits, dim=-1)
+                ws.append(w)
+                logits = logits + torch.log1p(-w.clamp(max=1 - 1e-6))
+            return torch.stack(ws, 1), cand_idx
+
+        def soft_prompts(self, ids, mask, exclude):
+            q = self.embed(ids, mask)
+            weights, cand = self.neighbour_weights(q, exclude)
+            values = self.value(torch.cat([self.bank_keys[cand], self.label_emb(self.bank_labels[cand])], -1))
+            prompts = torch.einsum("bkc,bcv->bkv", weights, values)  # (B, k, m*d)
+            return prompts.reshape(ids.shape[0], -1, self.d_model), weights, cand
+
+        def encode(self, texts: Sequence[str], exclude: Sequence[Optional[str]],
+                   forced: Optional[Sequence[Sequence[int]]] = None):
+            """Encoder states with soft prompts. ``forced`` (rows per instance) replaces
+            the learned retrieval by the given bank rows (uniform weights)."""
+            ids, mask = self.tokenize(texts)
+            embeds = self.seq2seq.get_input_embeddings()(ids)
+            use_bank = self.n_neighbors > 0 and self.bank_keys.shape[0] > 0
+            if use_bank and forced is not None:
+                rows = torch.as_tensor([list(r) for r in forced], dtype=torch.long, device=self.device)
+                vals = self.value(torch.cat([self.bank_keys[rows], self.label_emb(self.bank_labels[rows])], -1))
+                prompts = vals.reshape(ids.shape[0], -1, self.d_model)
+            elif use_bank:
+                prompts, _, _ = self.soft_prompts(ids, mask, exclude)
+            else:
+                prompts = None
+            if prompts is not None:
+                embeds = torch.cat([prompts.to(embeds.dtype), embeds], 1)
+                mask = torch.cat([torch.ones(prompts.shape[:2], dtype=mask.dtype, device=mask.device), mask], 1)
+            enc = self.seq2seq.get_encoder()(inputs_embeds=embeds, attention_mask=mask)
+            return enc.last_hidden_state, mask
+
+        def label_scores(self, hidden, mask, label_rows: Optional[Sequence[int]] = None):
+            """Summed token log-likelihood of each label (B, L) (or of ``label_rows``)."""
+            from transformers.modeling_outputs import BaseModelOutput
+
+            B = hidden.shape[0]
+            L = self.label_ids.shape[0] if label_rows is None else 1
+            lab = self.label_ids if label_rows is None else self.label_ids[torch.as_tensor(label_rows)]
+            if label_rows is None:
+                hid = hidden.repeat_interleave(L, 0)
+                msk = mask.repeat_interleave(L, 0)
+                targets = lab.repeat(B, 1)
+            else:
+                hid, msk, targets = hidden, mask, lab
+            valid = targets != -100
+            dec_in = self.decoder_inputs(targets)
+            out = self.seq2seq(encoder_outputs=BaseModelOutput(last_hidden_state=hid),
+                               attention_mask=msk, decoder_input_ids=dec_in,
+                               decoder_attention_mask=torch.ones_like(dec_in))
+            logits = out.logits.float()
+            gold = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            tok = (gold - torch.logsumexp(logits, -1)) * valid
+            return tok.sum(-1).reshape(B, L), valid.sum(-1).reshape(B, L)
+
+        def decoder_inputs(self, targets):
+            """Teacher forcing: the targets shifted right behind the start token."""
+            cfg = self.seq2seq.config
+            start = cfg.decoder_start_token_id
+            if start is None:
+                start = getattr(getattr(cfg, "decoder", None), "bos_token_id", None) or 0
+            pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+            dec = torch.full_like(targets, pad)
+            dec[:, 0] = start
+            dec[:, 1:] = targets[:, :-1].masked_fill(targets[:, :-1] == -100, pad)
+            return dec
+
+        def forward(self, texts: Sequence[str], exclude: Sequence[Optional[str]],
+                    label_rows: Optional[Sequence[int]] = None):
+            """Summed log-likelihood of every label (B, L), or of ``label_rows`` (B, 1):
+            training scores only the gold label (teacher forcing)."""
+            hidden, mask = self.encode(texts, exclude)
+            scores, _ = self.label_scores(hidden, mask, label_rows=label_rows)
+            return scores
+
+        def gold_loglik(self, texts, gold: Sequence[int], exclude, forced=None):
+            """Average token log-likelihood of each instance's gold label (B,)."""
+            hidden, mask = self.encode(texts, exclude, forced=forced)
+            s, n = self.label_scores(hidden, mask, label_rows=list(gold))
+            return (s / n.clamp(min=1)).squeeze(-1)
+
+    return _Etrag
+
+
+_MODULE_CLASS = None
+
+
+def etrag_module_class():
+    global _MODULE_CLASS
+    if _MODULE_CLASS is None:
+        _MODULE_CLASS = _build_module_class()
+    return _MODULE_CLASS
+
+
+def build_etrag_module(attrs: Dict[str, Any], labels: Sequence[str], *,
+                       from_config: Optional[Dict] = None):
+    seq2seq, tokenizer = load_backbone(attrs["backbone"], attrs["decoder_layers"],
+                                       from_config=from_config)
+    cls = etrag_module_class()
+    module = cls(seq2seq, tokenizer, labels, n_neighbors=attrs["n_neighbors"],
+                 n_candidates=attrs["n_candidates"], temperature=attrs["temperature"],
+                 prompt_length=attrs["prompt_length"], max_length=attrs["max_length"])
+    return module.to(get_device(attrs.get("device")))
+
+
+def _convert_inputs(model: Model, X: Tuple, is_train: bool):
+    """``(texts, exclude_keys)`` or ``(texts, exclude_keys, gold label rows)``."""
+    texts, exclude = X[0], X[1]
+    rows = list(X[2]) if len(X) > 2 and X[2] is not None else None
+    return ArgsKwargs(args=(list(texts), list(exclude), rows), kwargs={}), lambda d: X
+
+
+def _etrag_forward(model: Model, X, is_train: bool):
+    if not model.layers:
+        raise ValueError(Errors.KBE304.format(name=model.name))
+    return model.layers[0](X, is_train)
+
+
+def _etrag_init(model: Model, X=None, Y=None) -> None:
+    """Build the torch module once the labels are known (``model.attrs["labels"]``)."""
+    if model.layers:
+        return
+    labels = model.attrs.get("labels")
+    if not labels:
+        raise ValueError(Errors.KBE313.format(name=model.name))
+    attach_module(model, build_etrag_module(model.attrs, labels))
+
+
+def attach_module(model: Model, module) -> None:
+    wrapper = PyTorchWrapper_v3(module, convert_inputs=_convert_inputs,
+                                serialize_model=save_state, deserialize_model=load_state)
+    model._layers.append(wrapper)
+
+
+def torch_module(model: Model):
+    """The ``_Etrag`` torch module inside a built ETRAG thinc model (or None)."""
+    return model.layers[0].shims[0]._model if model.layers else None
+
+
+@registry.architectures("spacy_kbnlp.ETRAG.v1")
+def build_etrag_model(
+    backbone: Optional[str] = None,
+    n_neighbors: int = 4,
+    n_candidates: int = 32,
+    temperature: float = 0.1,
+    prompt_length: int = 1,
+    decoder_layers: int = 2,
+    max_length: int = 128,
+    device: Optional[str] = None,
+) -> Model:
+    """ETRAG relation classifier (see module doc). Input: ``(texts, exclude_keys)``
+    (plus gold label rows in training); output: ``(n_instances, n_labels)`` summed
+    label log-likelihoods (``(n_instances, 1)``: of the given labels). The torch module
+    is built in ``initialize`` (labels from the component), weights from ``backbone``
+    (None = bundled MiniLM warm start)."""
+    for name, value, ok in (("n_neighbors", n_neighbors, n_neighbors >= 0),
+                            ("n_candidates", n_candidates, n_candidates >= max(1, n_neighbors)),
+                            ("temperature", temperature, temperature > 0),
+                            ("prompt_length", prompt_length, prompt_length >= 1)):
+        if not ok:
+            raise ValueError(Errors.KBE312.format(value=value, setting=name,
+                                                  why="out of range (see spacy_kbnlp.ETRAG.v1)"))
+    return Model("etrag", _etrag_forward, init=_etrag_init, layers=[], attrs={
+        "backbone": backbone, "n_neighbors": n_neighbors, "n_candidates": n_candidates,
+        "temperature": temperature, "prompt_length": prompt_length,
+        "decoder_layers": decoder_layers, "max_length": max_length, "device": device,
+        "labels": None})

@@ -1,0 +1,281 @@
+"""``etrag_relation_extractor``: relation classification between given entities with
+ETRAG soft prompts (``spacy_kbnlp.ETRAG.v1``), trainable with ``spacy train``.
+
+Why a thinc ``PyTorchWrapper`` (STYLE.md §1.6): the network trains through
+``nlp.update``, so thinc's optimizer, parameter averaging and device placement apply;
+the relation label is scored, not freely generated, so no decoding loop lives in
+the component. The wrapper saves the torch weights as safetensors
+(``core.torch_io.save_state``); the instance bank and the backbone's config and
+tokenizer are written next to it, so ``from_disk`` needs no hub and no weights path.
+
+Instances are the unordered pairs of ``doc.ents`` (see ``retrieval.render``); the
+predicted directed label becomes one record in ``doc._.rel_records`` (read through
+``doc._.rel`` / ``doc._.relations``) with its probability (softmax over the label
+log-likelihoods); ``no_relation`` and probabilities below ``threshold`` write
+nothing. Docs with fewer than two entities get no relation. During training the
+instance bank holds every training instance; a query never retrieves instances of
+its own sentence (leave-one-out by ``doc_key``).
+"""
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy
+import srsly
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import ensure_path, registry
+from spacy.vocab import Vocab
+from thinc.api import Config, Model
+
+from ..errors import Errors
+from ..extensions import install_extensions
+from ..models.etrag import attach_module, backbone_config, build_etrag_module, torch_module
+from ..retrieval.render import NO_RELATION, doc_key, pair_instances, relation_from_instance
+
+DEFAULT_ETRAG_MODEL = """
+[model]
+@architectures = "spacy_kbnlp.ETRAG.v1"
+backbone = null
+n_neighbors = 4
+n_candidates = 32
+temperature = 0.1
+prompt_length = 1
+decoder_layers = 2
+max_length = 128
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_ETRAG_MODEL)["model"]
+SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
+
+
+@Language.factory(
+    "etrag_relation_extractor",
+    assigns=["doc._.rel_records"],
+    requires=["doc.ents"],
+    default_config={"model": DEFAULT_MODEL, "threshold": 0.0, "refresh_every": 200,
+                    "batch_size": 16, "overwrite": True,
+                    "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
+    default_score_weights=SCORE_WEIGHTS,
+)
+def make_etrag_relation_extractor(nlp: Language, name: str, model: Model, threshold: float,
+                                  refresh_every: int, batch_size: int, overwrite: bool,
+                                  scorer: Optional[Callable]) -> "EtragRelationExtractor":
+    return EtragRelationExtractor(nlp.vocab, model, name, threshold=threshold,
+                                  refresh_every=refresh_every, batch_size=batch_size,
+                                  overwrite=overwrite, scorer=scorer)
+
+
+@registry.augmenters("spacy_kbnlp.gold_entities_augmenter.v1")
+def create_gold_entities_augmenter() -> Callable[[Language, Example], Iterator[Example]]:
+    """Copy the gold entities into the predicted Doc (given-entity relation
+    classification), e.g. ``augmenter`` of ``spacy.Corpus.v1`` for train and dev."""
+    return gold_entities_augmenter
+
+
+def gold_entities_augmenter(nlp: Language, example: Example) -> Iterator[Example]:
+    pred = example.predicted.copy()
+    spans = []
+    for ent in example.reference.ents:
+        span = pred.char_span(ent.start_char, ent.end_char, label=ent.label_,
+                              alignment_mode="expand")
+        if span is not None:
+            spans.append(span)
+    from spacy.util import filter_spans
+
+    pred.ents = filter_spans(spans)
+    yield Example(pred, example.reference)
+
+
+Instance = Dict[str, Any]
+
+
+class EtragRelationExtractor(TrainablePipe):
+    def __init__(self, vocab: Vocab, model: Model, name: str = "etrag_relation_extractor", *,
+                 threshold: float = 0.0, refresh_every: int = 200, batch_size: int = 32,
+                 overwrite: bool = True, scorer: Optional[Callable] = None):
+        install_extensions()
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.cfg: Dict[str, Any] = {"labels": [], "threshold": float(threshold),
+                                    "refresh_every": int(refresh_every),
+                                    "batch_size": int(batch_size), "overwrite": overwrite,
+                                    "format_version": 1}
+        self._bank: List[Tuple[str, int, str]] = []  # (text, label row, doc key)
+        self._stale = False
+        self._n_updates = 0
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return tuple(self.cfg["labels"])
+
+    @property
+    def module(self):
+        return torch_module(self.model)
+
+    # --- instances
+    @staticmethod
+    def instances(doc: Doc, gold: bool) -> List[Instance]:
+        insts = pair_instances(doc, with_labels=gold)
+        key = doc_key(doc)
+        for inst in insts:
+            inst["key"] = key
+        return insts
+
+    def _gold_instances(self, examples: Iterable[Example]) -> List[Instance]:
+        return [inst for eg in examples for inst in self.instances(eg.reference, gold=True)]
+
+    # --- set-up
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *,
+                   nlp: Optional[Language] = None, labels: Optional[List[str]] = None) -> None:
+        validate_get_examples(get_examples, "EtragRelationExtractor.initialize")
+        insts = self._gold_instances(get_examples())
+        if not insts:
+            raise ValueError(Errors.KBE313.format(name=self.name))
+        found = sorted({i["label"] for i in insts} | {NO_RELATION})
+        self.cfg["labels"] = list(labels) if labels else found
+        if NO_RELATION not in self.cfg["labels"]:
+            self.cfg["labels"].append(NO_RELATION)
+        self.model.attrs["labels"] = list(self.cfg["labels"])
+        self.model.initialize()
+        self.set_bank(insts)
+
+    def set_bank(self, insts: Sequence[Instance]) -> None:
+        """Use gold ``insts`` as the retrievable training instances and embed them."""
+        index = {l: i for i, l in enumerate(self.labels)}
+        self._bank = [(i["text"], index.get(i["label"], index[NO_RELATION]), i["key"])
+                      for i in insts]
+        self.refresh_bank()
+
+    def refresh_bank(self) -> None:
+        """Re-embed the bank with the current encoder (no gradient)."""
+        module = self.module
+        if module is None or module.n_neighbors == 0:
+            self._stale = False
+            return
+        was_training = module.training
+        module.eval()
+        keys = module.embed_texts([b[0] for b in self._bank])
+        module.train(was_training)
+        module.set_bank(keys, [b[1] for b in self._bank], [b[2] for b in self._bank])
+        self._stale = False
+
+    # --- prediction
+    def predict(self, docs: Iterable[Doc]) -> List[Tuple[List[Instance], numpy.ndarray]]:
+        docs = list(docs)
+        if not self.model.layers:
+            raise ValueError(Errors.KBE304.format(name=self.name))
+        if self._stale:
+            self.refresh_bank()
+        per_doc = [self.instances(doc, gold=False) for doc in docs]
+        flat = [inst for insts in per_doc for inst in insts]
+        n_labels = len(self.labels)
+        scores = numpy.zeros((len(flat), n_labels), dtype="float32")
+        bs = self.cfg["batch_size"]
+        for b in range(0, len(flat), bs):
+            chunk = flat[b: b + bs]
+            out = self.model.predict(([i["text"] for i in chunk], [i["key"] for i in chunk]))
+            scores[b: b + len(chunk)] = self.model.ops.to_numpy(out)
+        out, pos = [], 0
+        for insts in per_doc:
+            out.append((insts, scores[pos: pos + len(insts)]))
+            pos += len(insts)
+        return out
+
+    def set_annotations(self, docs: Iterable[Doc], preds) -> None:
+        for doc, (insts, scores) in zip(docs, preds):
+            if not self.cfg["overwrite"] and doc._.rel_records:
+                continue
+            records = []
+            if len(insts):
+                probs = numpy.exp(scores - scores.max(1, keepdims=True))
+                probs /= probs.sum(1, keepdims=True)
+                for inst, p in zip(insts, probs):
+                    j = int(p.argmax())
+                    rec = relation_from_instance(inst, self.labels[j])
+                    if rec is not None and p[j] >= self.cfg["threshold"]:
+                        rec["score"] = round(float(p[j]), 6)
+                        records.append(rec)
+            doc._.rel_records = records
+
+    # --- training
+    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None,
+               losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "EtragRelationExtractor.update")
+        insts = self._gold_instances(examples)
+        if not insts:
+            return losses
+        if self._stale and self._n_updates % max(1, self.cfg["refresh_every"]) == 0:
+            self.refresh_bank()
+        gold = self._gold_rows(insts)
+        scores, backprop = self.model.begin_update(([i["text"] for i in insts],
+                                                    [i["key"] for i in insts], gold))
+        loss, d_scores = self.get_loss(insts, scores)
+        backprop(d_scores)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        self._n_updates += 1
+        self._stale = True
+        return losses
+
+    def _gold_rows(self, insts: Sequence[Instance]) -> List[int]:
+        index = {l: i for i, l in enumerate(self.labels)}
+        return [index.get(i["label"], index[NO_RELATION]) for i in insts]
+
+    def get_loss(self, insts: Sequence[Instance], scores) -> Tuple[float, Any]:
+        """Token-level generation loss of the gold label, averaged over instances.
+        ``scores``: the gold labels' summed log-likelihoods ``(n, 1)``."""
+        gold = numpy.array(self._gold_rows(insts))
+        n_tok = (self.module.label_ids != -100).sum(-1).cpu().numpy().astype("float32")[gold]
+        s = self.model.ops.to_numpy(scores).reshape(-1)
+        loss = float(-(s / n_tok).mean())
+        d = (-1.0 / (len(insts) * n_tok)).reshape(-1, 1).astype("float32")
+        return loss, self.model.ops.xp.asarray(d)
+
+    # --- serialization
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        import safetensors.numpy
+
+        path = ensure_path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(path / "cfg", self.cfg)
+        module = self.module
+        if module is None:
+            return
+        (path / "backbone").mkdir(exist_ok=True)
+        srsly.write_json(path / "backbone" / "config.json", backbone_config(module.seq2seq))
+        module.tokenizer.save_pretrained(path / "backbone")
+        with (path / "model").open("wb") as f:
+            f.write(self.model.to_bytes())
+        keys = module.bank_keys.detach().cpu().numpy().astype("float32")
+        safetensors.numpy.save_file({"keys": keys}, str(path / "bank.safetensors"))
+        srsly.write_jsonl(path / "bank.jsonl", [{"text": t, "label": l, "key": k}
+                                                for t, l, k in self._bank])
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "EtragRelationExtractor":
+        import safetensors.numpy
+
+        path = ensure_path(path)
+        self.cfg.update(srsly.read_json(path / "cfg"))
+        if not (path / "model").exists():
+            return self
+        self.model.attrs["labels"] = list(self.cfg["labels"])
+        attrs = dict(self.model.attrs, backbone=str(path / "backbone"))
+        if not self.model.layers:
+            config = srsly.read_json(path / "backbone" / "config.json")
+            attach_module(self.model, build_etrag_module(attrs, self.labels, from_config=config))
+        self.model.from_bytes((path / "model").read_bytes())
+        self._bank = [(r["text"], int(r["label"]), r["key"]) for r in srsly.read_jsonl(path / "bank.jsonl")]
+        keys = safetensors.numpy.load_file(str(path / "bank.safetensors"))["keys"]
+        module = self.module
+        if len(self._bank) and module.n_neighbors > 0:
+            module.set_bank(keys, [b[1] for b in self._bank], [b[2] for b in self._bank])
+        self._stale = False
+        return self
