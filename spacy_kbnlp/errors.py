@@ -39,6 +39,9 @@ class Warnings(metaclass=ErrorsWithCodes):
               "it unset to score doc.ents.")
     KBW101 = ("{n} mention(s) occur in more than one {side} cluster of document '{doc}' (first: "
               "{example}); each was kept in its first cluster only. Clusters must be disjoint.")
+    KBW102 = ("{n} of {total} gold entity ids are not Wikidata QIDs, and without a KB only QIDs "
+              "count as known entities, so these are scored as NIL. Pass the KB (`kb_path`, "
+              "`--kb`) to score ids of another scheme.")
     # --- encoders / core (KBW150-KBW199)
     # --- retrieval / LLM / relation extraction (KBW300-KBW349)
     KBW300 = ("{name}: {n} LLM answers could not be used completely ({kinds}); see "

@@ -57,12 +57,26 @@ Prediction = Tuple[int, int, Optional[str]]
 # ---------------------------------------------------------------- id normalisation
 
 def normalize_gold_id(entity_id: Optional[str], kb_ids: Optional[Set[str]] = None) -> str:
-    """A QID (in ``kb_ids`` when given), ``DATETIME``/``QUANTITY``, else ``<NIL>``."""
+    """The gold id if it is known, ``DATETIME``/``QUANTITY`` as is, else ``<NIL>``.
+
+    With ``kb_ids`` an id is known when it is in the KB (any id scheme); without, when
+    it is a Wikidata QID (so malformed ELEVANT ids such as "Cummings" are NIL)."""
     if entity_id in DATETIME_QUANTITY:
         return str(entity_id)
-    if entity_id and QID_RE.match(entity_id) and (kb_ids is None or entity_id in kb_ids):
-        return entity_id
-    return NIL
+    if not entity_id or entity_id in UNLINKED_IDS:
+        return NIL
+    if kb_ids is not None:
+        return entity_id if entity_id in kb_ids else NIL
+    return entity_id if QID_RE.match(entity_id) else NIL
+
+
+def _count_ids(labels: Iterable[Mapping[str, Any]], counts: List[int]) -> None:
+    """Add the numbers of QID and of other (non-NIL, non-DATETIME/QUANTITY) gold ids."""
+    for rec in labels:
+        eid = rec.get("entity_id")
+        if not eid or eid in UNLINKED_IDS or eid in DATETIME_QUANTITY:
+            continue
+        counts[0 if QID_RE.match(eid) else 1] += 1
 
 
 def normalize_pred_id(kb_id: Optional[str]) -> str:
@@ -394,6 +408,7 @@ def score_el_docs(
     ``el_per_type`` = ``{type: {"p", "r", "f", "tp", "fp", "fn"}}``."""
     install_extensions()
     tp = fp = fn = n_docs = missing_key = 0
+    id_kinds = [0, 0]   # gold ids: QIDs, other ids
     macro = [0.0, 0.0, 0.0]
     types: Dict[str, List[int]] = defaultdict(lambda: [0, 0, 0])
     for gold, pred in pairs:
@@ -405,7 +420,10 @@ def score_el_docs(
             preds: List[Prediction] = []
         else:
             preds = el_predictions(pred, spans_key, link_attr)
-        res = score_el_document(el_gold_labels(gold), preds, eval_span_of(gold), kb_ids=kb_ids,
+        labels = el_gold_labels(gold)
+        if kb_ids is None:
+            _count_ids(labels, id_kinds)
+        res = score_el_document(labels, preds, eval_span_of(gold), kb_ids=kb_ids,
                                 matching=matching)
         tp, fp, fn, n_docs = tp + res.tp, fp + res.fp, fn + res.fn, n_docs + 1
         for i, value in enumerate(gerbil_prf(res.tp, res.fp, res.fn)):
@@ -415,6 +433,8 @@ def score_el_docs(
                 types[typ][i] += counts[i]
     if spans_key and n_docs and missing_key == n_docs:
         warnings.warn(Warnings.KBW100.format(key=spans_key, n=n_docs))
+    if id_kinds[1] and id_kinds[1] >= id_kinds[0]:
+        warnings.warn(Warnings.KBW102.format(n=id_kinds[1], total=sum(id_kinds)))
     out: Dict[str, Any] = {}
     p, r, f = prf(tp, fp, fn)
     out.update(el_micro_p=p, el_micro_r=r, el_micro_f=f)

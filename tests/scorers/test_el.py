@@ -198,3 +198,18 @@ def test_text_mismatch_is_an_error(el_pairs):
     other = spacy.blank("en")("Something else entirely.")
     with pytest.raises(ValueError, match="KBE101"):
         score_el_docs([(gold[0], other)])
+
+
+def test_non_wikidata_ids_need_the_kb(nlp):
+    """Ids of another scheme (the demo KB's "paris_france") are known only through the KB."""
+    from spacy_kbnlp.readers.elevant import build_el_doc
+
+    gold = build_el_doc(nlp, "Paris is nice.", [{"id": 0, "span": [0, 5],
+                                                 "entity_id": "paris_france"}])
+    pred = nlp.make_doc(gold.text)
+    pred.ents = [Span(pred, 0, 1, label="E", kb_id="paris_france")]
+    with pytest.warns(UserWarning, match="KBW102"):
+        out = score_el_docs([(gold, pred)])
+    assert (out["el_tp"], out["el_fp"], out["el_fn"]) == (0, 1, 0)
+    out = score_el_docs([(gold, pred)], kb_ids={"paris_france", "paris_texas"})
+    assert (out["el_tp"], out["el_fp"], out["el_fn"]) == (1, 0, 0)
