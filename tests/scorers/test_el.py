@@ -9,6 +9,7 @@ import pytest
 import spacy
 from spacy.tokens import Span
 from spacy.training import Example
+from spacy.util import make_tempdir
 
 from spacy_kbnlp.readers import read_jsonl
 from spacy_kbnlp.scorers.el import (gerbil_prf, make_el_scorer, score_el, score_el_docs,
@@ -213,3 +214,16 @@ def test_non_wikidata_ids_need_the_kb(nlp):
     assert (out["el_tp"], out["el_fp"], out["el_fn"]) == (0, 1, 0)
     out = score_el_docs([(gold, pred)], kb_ids={"paris_france", "paris_texas"})
     assert (out["el_tp"], out["el_fp"], out["el_fn"]) == (1, 0, 0)
+
+
+def test_registered_scorer_reads_the_kb(el_pairs):
+    gold, pred = el_pairs
+    examples = [Example(p, g) for g, p in zip(gold, pred)]
+    with make_tempdir() as tmp:
+        kb = tmp / "kb.jsonl"
+        kb.write_text("".join(json.dumps({"id": q, "name": q}) + "\n" for q in ("Q90", "Q567")))
+        scorer = make_el_scorer(kb_path=str(kb), link_attr="id")
+        out = scorer(examples)
+        assert (out["el_tp"], out["el_fp"], out["el_fn"]) == (2, 4, 0)
+        with pytest.raises(ValueError, match="KBE102"):
+            make_el_scorer(kb_path=str(tmp / "missing.jsonl"))(examples)
