@@ -38,7 +38,7 @@ from spacy.util import registry
 from ..about import __version__
 from ..encoders.hf import canonical_name
 from ..errors import Errors, Warnings
-from .index import INDEX_FILE, META_FILE, VectorIndex, normalize_rows
+from .index import INDEX_FILE, META_FILE, VectorIndex, normalize_rows, resolve_params
 from .records import (DEFAULT_TEMPLATE, MANIFEST_FILE, RECORDS_FILE, EntityRecord, check_template,
                       dedupe_records, entity_text, read_entities, write_entities)
 
@@ -156,6 +156,9 @@ class DenseKB:
         records = _unique(records)
         info = encoder_info(encoder, encoder_name)
         check_template(template)
+        _check_dtype(dtype)
+        # fail on a bad preset or parameter before the (long) encoding
+        resolve_params(preset, int(getattr(encoder, "dim", 0) or 0), len(records), index_params)
         texts = [entity_text(r, template) for r in records]
         vectors = encode_texts(encoder, texts, batch_size=batch_size, show_progress=show_progress)
         kb = cls.from_vectors(records, vectors, encoder_name=info["encoder"], preset=preset,

@@ -109,23 +109,23 @@ def resolve_params(preset: str, dim: int, n: int, params: Dict[str, Any]) -> Dic
         if key not in PRESETS[preset]:
             raise ValueError(Errors.KBE013.format(name=key, value=params[key], preset=preset,
                                                   why=f"the preset takes {', '.join(PRESETS[preset]) or 'no parameters'}"))
+    for key, value in params.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ValueError(Errors.KBE013.format(name=key, value=value, preset=preset,
+                                                  why="it must be a positive integer"))
     out = {**PRESETS[preset], **{k: v for k, v in params.items() if v is not None}}
     if "nlist" in out:
         out["nlist"] = int(out["nlist"] or auto_nlist(n))
         out["nprobe"] = int(out["nprobe"] or auto_nprobe(out["nlist"]))
     if preset == "ivf_pq":
         out["m"] = int(out["m"] or auto_pq_m(dim))
-        if dim % out["m"]:
+        if dim and dim % out["m"]:
             raise ValueError(Errors.KBE013.format(name="m", value=out["m"], preset=preset,
                                                   why=f"it must divide the dimension {dim}"))
     if "train_size" in out:
         need = min_train(preset, out)
         default = max(need, 50 * out.get("nlist", 1), 20_000)
         out["train_size"] = int(min(n, out["train_size"] or default))
-    for key, value in out.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-            raise ValueError(Errors.KBE013.format(name=key, value=value, preset=preset,
-                                                  why="it must be positive"))
     return out
 
 
