@@ -29,7 +29,7 @@ from ..errors import Errors, Warnings
 from ..extensions import install_extensions
 from ..llm.parsing import parse_entities, parse_relations
 from ..llm.prompts import build_prompt
-from ..retrieval.render import TASKS, non_overlapping
+from ..retrieval.render import TASKS, non_overlapping, undirected
 
 SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
 
@@ -120,6 +120,12 @@ class ICLRelationExtractor(Pipe):
             error_handler(self.name, self, docs, err)
         return docs
 
+    def _doc_labels(self, doc: Doc) -> List[str]:
+        """The configured labels; without any, the labels of the doc's demonstrations."""
+        if self.cfg["labels"]:
+            return self.labels
+        return sorted({undirected(l)[0] for d in doc._.demonstrations or () for l in d.get("labels", ())})
+
     def _entities(self, doc: Doc) -> List[Span]:
         return non_overlapping(list(doc.ents))[0]
 
@@ -135,7 +141,7 @@ class ICLRelationExtractor(Pipe):
             elif not doc.text.strip():
                 prompts.append(None)
             else:
-                prompts.append(build_prompt(doc, self.labels, task=task,
+                prompts.append(build_prompt(doc, self._doc_labels(doc), task=task,
                                             demonstrations=doc._.demonstrations,
                                             max_demonstrations=self.cfg["max_demonstrations"],
                                             input_format=self.cfg["input_format"]))
@@ -159,9 +165,9 @@ class ICLRelationExtractor(Pipe):
                             "prompt": prompt})
                 continue
             if task == "re":
-                items, errors = parse_relations(ans.get("text"), self._entities(doc), self.labels)
+                items, errors = parse_relations(ans.get("text"), self._entities(doc), self._doc_labels(doc))
             else:
-                items, errors = parse_entities(ans.get("text"), doc, self.labels)
+                items, errors = parse_entities(ans.get("text"), doc, self._doc_labels(doc))
             out.append({"items": items, "errors": errors, "prompt": prompt})
         return out
 

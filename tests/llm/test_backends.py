@@ -98,27 +98,9 @@ def test_concurrency_limit(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    """A tiny random GPT-2 and T5 with the MiniLM WordPiece tokenizer, saved to disk."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+    from .tiny import build_tiny_models
 
-    from spacy_kbnlp.encoders.hf import resolve_model_path
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(None), local_files_only=True)
-    root = tmp_path_factory.mktemp("tiny")
-    v = len(tok)
-    gpt = GPT2LMHeadModel(GPT2Config(vocab_size=v, n_embd=32, n_layer=2, n_head=2, n_positions=256,
-                                     bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id))
-    t5 = T5ForConditionalGeneration(T5Config(vocab_size=v, d_model=32, d_ff=64, d_kv=8, num_layers=2,
-                                             num_heads=2, decoder_start_token_id=tok.pad_token_id,
-                                             pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
-    paths = {}
-    for name, model in (("gpt", gpt), ("t5", t5)):
-        model.save_pretrained(root / name, safe_serialization=True)
-        tok.save_pretrained(root / name)
-        paths[name] = str(root / name)
-    return paths
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.parametrize("kind", ["gpt", "t5"])

@@ -28,7 +28,7 @@ def make_doc(nlp: Language, text: str, ents, rels) -> Doc:
     doc.ents = spans
     for h, t, l in rels:
         add_relation(doc, spans[h], spans[t], l)
-    doc._.source = {"id": text.split()[0]}
+    doc._.source = {"id": (text.split() or [""])[0]}
     return doc
 
 

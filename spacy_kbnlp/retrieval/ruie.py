@@ -1,0 +1,322 @@
+"""RUIE (Liao et al., 2024) retriever training: preference scoring of BM25 candidates,
+a keyword-enhanced cross-encoder reward model, and the bi-encoder trained with a
+contrastive loss plus KL distillation from the reward model.
+
+1. **Candidates**: for each training query, the ``n_candidates`` BM25 neighbours in
+   the demonstration store (never the query's own document).
+2. **Preference** ``s(d, x)`` of demonstration ``d`` for query ``x``:
+   * ``"llm"`` (RUIE exactly): the average token log-likelihood of the gold output
+     ``y_x`` given the prompt made of ``d`` (its input and target) and ``x``'s input,
+     under any local Hugging Face causal LM or seq2seq model
+     (``LLMPreference`` over ``llm.backends.HFLocalBackend.score``);
+   * ``"etrag"``: the same quantity under our trainable relation model: a trained
+     ``etrag_relation_extractor`` whose soft prompts are forced to come from the
+     instances of ``d`` (``RelationModelPreference``): the average token
+     log-likelihood of each gold (directed) label of ``x``'s entity pairs given
+     ``d`` and ``x``, averaged over the pairs. Used where no LLM weights exist.
+   Each run records which signal it used (``ruie_meta.json``).
+3. **Reward model**: a cross-encoder (encoder + linear head on the first token) over
+   ``(x's marked input, keyword_text(d))``: the annotated spans *and labels* of ``d``
+   are marked keywords. Trained with InfoNCE: the most preferred candidate against
+   the ``n_negatives`` least preferred ones.
+4. **Bi-encoder** (warm start: the bundled MiniLM): ``q = enc(x input)``,
+   ``k = enc(d input)``, similarity / ``temperature``; loss = InfoNCE(most preferred
+   vs. least preferred candidates + in-batch negatives) + ``kl_weight`` *
+   KL(reward-model distribution || bi-encoder distribution) over each query's
+   candidate list. Saved as a Hugging Face directory (safetensors) for
+   ``HFEncoder(path)``, e.g. ``demo_retriever`` with ``retriever = "dense"``.
+
+The optimisation uses torch AdamW with linear warmup/decay (``_optimise``).
+"""
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy
+import srsly
+from spacy.tokens import Doc
+
+from ..core.torch_io import get_device, set_seed
+from ..errors import Errors
+from .render import doc_key, keyword_text, pair_instances, render_input, render_target
+from .store import DemoStore
+
+PREFERENCES = ("llm", "etrag")
+
+
+def mine_candidates(store: DemoStore, docs: Sequence[Doc], n_candidates: int) -> List[List[int]]:
+    """BM25 candidate rows per query doc, leaving out the doc itself."""
+    hits = store.search([render_input(d, store.input_format) for d in docs], n_candidates,
+                        retriever="bm25", exclude_keys=[doc_key(d) for d in docs])
+    return [[r for r, _ in h] for h in hits]
+
+
+class LLMPreference:
+    """RUIE's signal: ``mean_t log p_LLM(y_t | demonstration, x, y_<t)``."""
+
+    name = "llm"
+
+    def __init__(self, backend, labels: Sequence[str] = ()):
+        self.backend = backend
+        self.labels = list(labels)
+
+    def __call__(self, query: Doc, demos: Sequence[Dict[str, Any]]) -> List[float]:
+        from ..llm.prompts import build_prompt
+
+        prompts = [build_prompt(query, self.labels, demonstrations=[d]) for d in demos]
+        target = render_target(query)
+        return list(self.backend.score(prompts, [target] * len(prompts)))
+
+
+class RelationModelPreference:
+    """The same log-likelihood under a trained ETRAG component whose soft prompts are
+    forced to the demonstration's instances (see module doc)."""
+
+    name = "etrag"
+
+    def __init__(self, etrag_pipe):
+        self.pipe = etrag_pipe
+        self.module = etrag_pipe.module
+        if self.module is None or self.module.n_neighbors == 0 or not len(self.module.bank_instance_keys):
+            raise ValueError(Errors.KBE315.format(value="etrag (needs a trained ETRAG component "
+                                                        "with n_neighbors > 0)", options=", ".join(PREFERENCES)))
+
+    def _rows(self, demo_key: str) -> Optional[List[int]]:
+        rows = self.module._rows_by_key.get(demo_key)
+        if not rows:
+            return None
+        k = self.module.n_neighbors
+        return [rows[i % len(rows)] for i in range(k)]
+
+    def __call__(self, query: Doc, demos: Sequence[Dict[str, Any]]) -> List[float]:
+        import torch
+
+        insts = pair_instances(query, with_labels=True)
+        labels = {l: i for i, l in enumerate(self.pipe.labels)}
+        if not insts:
+            return [0.0] * len(demos)
+        gold = [labels.get(i["label"], labels["no_relation"]) for i in insts]
+        texts = [i["text"] for i in insts]
+        out = []
+        self.module.eval()
+        with torch.no_grad():
+            for demo in demos:
+                rows = self._rows(demo["key"])
+                if rows is None:
+                    out.append(float("-inf"))
+                    continue
+                ll = self.module.gold_loglik(texts, gold, [None] * len(texts), forced=[rows] * len(texts))
+                out.append(float(ll.mean()))
+        return out
+
+
+def score_candidates(preference: Callable, store: DemoStore, docs: Sequence[Doc],
+                     candidates: Sequence[Sequence[int]], *, show_progress: bool = False) -> List[List[float]]:
+    items = zip(docs, candidates)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(list(items), desc=f"Preference ({preference.name})", unit="query")
+    return [preference(doc, [store.records[r] for r in rows]) for doc, rows in items]
+
+
+# --- models -------------------------------------------------------------------------
+def _encoder_and_tokenizer(path: Optional[str]):
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..encoders.hf import resolve_model_path
+
+    src = resolve_model_path(path)
+    return AutoModel.from_pretrained(src, local_files_only=True), AutoTokenizer.from_pretrained(
+        src, local_files_only=True)
+
+
+def _mean_pool(hidden, mask):
+    import torch
+
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+
+class RewardModel:
+    """Keyword-enhanced cross-encoder: ``score(query_text, demo_keyword_text)``."""
+
+    def __init__(self, path: Optional[str] = None, max_length: int = 192, device=None):
+        import torch
+
+        self.encoder, self.tokenizer = _encoder_and_tokenizer(path)
+        self.head = torch.nn.Linear(self.encoder.config.hidden_size, 1)
+        self.max_length = max_length
+        self.device = get_device(device)
+        self.encoder.to(self.device)
+        self.head.to(self.device)
+
+    def parameters(self):
+        return list(self.encoder.parameters()) + list(self.head.parameters())
+
+    def train(self, mode: bool = True):
+        self.encoder.train(mode)
+        self.head.train(mode)
+
+    def scores(self, queries: Sequence[str], demos: Sequence[str]):
+        enc = self.tokenizer(list(queries), list(demos), padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt").to(self.device)
+        hidden = self.encoder(**enc).last_hidden_state[:, 0]
+        return self.head(hidden).squeeze(-1)
+
+
+class BiEncoder:
+    def __init__(self, path: Optional[str] = None, max_length: int = 128, device=None):
+        self.encoder, self.tokenizer = _encoder_and_tokenizer(path)
+        self.max_length = max_length
+        self.device = get_device(device)
+        self.encoder.to(self.device)
+
+    def parameters(self):
+        return list(self.encoder.parameters())
+
+    def train(self, mode: bool = True):
+        self.encoder.train(mode)
+
+    def embed(self, texts: Sequence[str]):
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt").to(self.device)
+        return _mean_pool(self.encoder(**enc).last_hidden_state, enc["attention_mask"])
+
+    def save(self, path: Union[str, Path]) -> None:
+        self.encoder.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+
+
+def _optimise(params, steps: int, lr: float, warmup: float, step_fn: Callable[[int], float],
+              log: Callable[[str], None], what: str) -> List[float]:
+    """AdamW with linear warmup and decay over ``steps`` calls of ``step_fn`` (-> loss)."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = get_linear_schedule_with_warmup(opt, int(warmup * steps), steps)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad()
+        loss = step_fn(step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 25 == 0 or step + 1 == steps:
+            log(f"{what} step {step + 1}/{steps} loss {numpy.mean(losses[-25:]):.4f}")
+    return losses
+
+
+def _finite_mean(values: Sequence[float]) -> Optional[float]:
+    vals = [v for v in values if numpy.isfinite(v)]
+    return round(float(numpy.mean(vals)), 4) if vals else None
+
+
+def _split(prefs: Sequence[float], n_neg: int) -> Tuple[int, List[int]]:
+    order = sorted(range(len(prefs)), key=lambda i: -prefs[i])
+    return order[0], order[::-1][:n_neg]
+
+
+def train_ruie(
+    store: DemoStore,
+    docs: Sequence[Doc],
+    preference: Callable,
+    output: Union[str, Path],
+    *,
+    n_candidates: int = 16,
+    n_negatives: int = 4,
+    batch_size: int = 8,
+    reward_steps: int = 200,
+    bi_steps: int = 200,
+    lr: float = 2e-5,
+    temperature: float = 0.05,
+    kl_weight: float = 1.0,
+    warmup: float = 0.1,
+    encoder: Optional[str] = None,
+    seed: int = 0,
+    device: Optional[str] = None,
+    show_progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Train the reward model and the bi-encoder on ``docs`` (annotated queries, all
+    in ``store``); write ``output/encoder`` (the bi-encoder) and
+    ``output/ruie_meta.json``. Returns the metadata (preference used, timings)."""
+    import torch
+
+    if len(docs) < 2 or len(store) < n_negatives + 1:
+        raise ValueError(Errors.KBE316.format(need=max(2, n_negatives + 1), what="queries/demonstrations",
+                                              n=min(len(docs), len(store))))
+    set_seed(seed)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cands = mine_candidates(store, docs, n_candidates)
+    keep = [i for i, c in enumerate(cands) if len(c) >= n_negatives + 1]
+    docs = [docs[i] for i in keep]
+    cands = [cands[i] for i in keep]
+    prefs = score_candidates(preference, store, docs, cands, show_progress=show_progress)
+    t_pref = time.perf_counter() - t0
+    q_texts = [render_input(d, store.input_format) for d in docs]
+    groups = []  # (query idx, [positive row] + negative rows, preference of those)
+    for i, (rows, pr) in enumerate(zip(cands, prefs)):
+        pos, negs = _split(pr, n_negatives)
+        sel = [pos] + negs
+        groups.append((i, [rows[j] for j in sel], [pr[j] for j in sel], rows, pr))
+    rng = random.Random(seed)
+
+    def batch(step: int) -> List[Tuple]:
+        return [groups[rng.randrange(len(groups))] for _ in range(batch_size)]
+
+    # reward model: InfoNCE, positive first
+    reward = RewardModel(encoder, device=device)
+    reward.train(True)
+
+    def reward_step(step: int):
+        b = batch(step)
+        qs = [q_texts[g[0]] for g in b for _ in g[1]]
+        ds = [keyword_text(store.records[r]["input"], store.records[r]["target"]) for g in b for r in g[1]]
+        s = reward.scores(qs, ds).view(len(b), -1)
+        return torch.nn.functional.cross_entropy(s, torch.zeros(len(b), dtype=torch.long, device=s.device))
+
+    t1 = time.perf_counter()
+    reward_losses = _optimise(reward.parameters(), reward_steps, lr, warmup, reward_step, log, "reward")
+    reward.train(False)
+    t_reward = time.perf_counter() - t1
+
+    # bi-encoder: contrastive (+ in-batch negatives) + KL from the reward model
+    bi = BiEncoder(encoder, device=device)
+    bi.train(True)
+
+    def bi_step(step: int):
+        b = batch(step)
+        n = len(b[0][1])
+        q = bi.embed([q_texts[g[0]] for g in b])                              # (B, d)
+        d = bi.embed([store.records[r]["input"] for g in b for r in g[1]])   # (B*n, d)
+        sims = q @ d.T / temperature                                           # (B, B*n)
+        target = torch.arange(len(b), device=sims.device) * n                  # own positive
+        own = torch.stack([sims[i, i * n:(i + 1) * n] for i in range(len(b))])  # (B, n)
+        with torch.no_grad():
+            qs = [q_texts[g[0]] for g in b for _ in g[1]]
+            ds = [keyword_text(store.records[r]["input"], store.records[r]["target"]) for g in b for r in g[1]]
+            teacher = torch.softmax(reward.scores(qs, ds).view(len(b), n), -1)
+        kl = torch.nn.functional.kl_div(torch.log_softmax(own, -1), teacher, reduction="batchmean")
+        return torch.nn.functional.cross_entropy(sims, target) + kl_weight * kl
+
+    t2 = time.perf_counter()
+    bi_losses = _optimise(bi.parameters(), bi_steps, lr, warmup, bi_step, log, "bi-encoder")
+    t_bi = time.perf_counter() - t2
+    bi.save(output / "encoder")
+    meta = {"preference": getattr(preference, "name", str(preference)), "queries": len(docs),
+            "n_candidates": n_candidates, "n_negatives": n_negatives, "batch_size": batch_size,
+            "reward_steps": reward_steps, "bi_steps": bi_steps, "lr": lr, "temperature": temperature,
+            "kl_weight": kl_weight, "preference_s": round(t_pref, 1), "reward_s": round(t_reward, 1),
+            "bi_encoder_s": round(t_bi, 1), "reward_final_loss": reward_losses[-1],
+            "bi_final_loss": bi_losses[-1],
+            "positive_pref_mean": _finite_mean([g[2][0] for g in groups]),
+            "negative_pref_mean": _finite_mean([v for g in groups for v in g[2][1:]])}
+    srsly.write_json(output / "ruie_meta.json", meta)
+    return meta
