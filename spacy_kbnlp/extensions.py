@@ -69,6 +69,30 @@ def add_relation(doc: Doc, head: Span, tail: Span, label: str, score: float = 1.
     doc._.rel_records = records
 
 
+def find_link(span: Span) -> Optional[Dict[str, Any]]:
+    """The ``doc._.kb_links`` record with the span's boundaries and ``kb_id_`` (or,
+    for a span without kb_id, the best-scoring record with its boundaries)."""
+    best = None
+    for rec in span.doc._.kb_links or ():
+        if rec["start"] != span.start or rec["end"] != span.end:
+            continue
+        if span.kb_id_ and rec["kb_id"] == span.kb_id_:
+            return rec
+        if not span.kb_id_ and (best is None or rec["score"] > best["score"]):
+            best = rec
+    return best
+
+
+def _link_score_getter(span: Span) -> Optional[float]:
+    rec = find_link(span)
+    return None if rec is None else float(rec["score"])
+
+
+def _kb_candidates_getter(span: Span) -> List[Tuple[str, float]]:
+    rec = find_link(span)
+    return [] if rec is None else [(str(k), float(s)) for k, s in rec.get("candidates") or ()]
+
+
 # name -> set_extension kwargs
 DOC_EXTENSIONS: Dict[str, Dict[str, Any]] = {
     # relations: list of {"head": [start, end], "tail": [start, end], "label": str, "score": float}
@@ -87,8 +111,17 @@ DOC_EXTENSIONS: Dict[str, Dict[str, Any]] = {
     "demonstrations": {"default": None},
     # LLM answer problems: list of {"kind", "detail"} (written by icl_relation_extractor)
     "llm_errors": {"default": None},
+    # entity links: list of {"start", "end", "kb_id", "label", "score", "candidates":
+    # [[kb_id, score], ...] (ranked alternatives), "key": span group} (written by entqa_linker)
+    "kb_links": {"default": None},
+    # EntQA retrieval per passage: list of {"start", "end", "candidates": [[kb_id, score], ...]}
+    "entqa_candidates": {"default": None},
 }
-SPAN_EXTENSIONS: Dict[str, Dict[str, Any]] = {}
+SPAN_EXTENSIONS: Dict[str, Dict[str, Any]] = {
+    # score and ranked (kb_id, score) alternatives of a linked span (getters over doc._.kb_links)
+    "link_score": {"getter": _link_score_getter},
+    "kb_candidates": {"getter": _kb_candidates_getter},
+}
 
 
 def _as_tuple(spec: Dict[str, Any]) -> Tuple[Any, Any, Any, Any]:

@@ -72,7 +72,8 @@ def word_pieces(tokenizer, words: Sequence[str], max_word_pieces: int = 16) -> L
     idx = [i for i, w in enumerate(words) if w.strip()]
     if not idx:
         return out
-    enc = tokenizer([words[i] for i in idx], is_split_into_words=True, add_special_tokens=False)
+    enc = tokenizer([words[i] for i in idx], is_split_into_words=True, add_special_tokens=False,
+                    verbose=False)
     for piece, wid in zip(enc["input_ids"], enc.word_ids()):
         if wid is None:
             continue
@@ -140,27 +141,35 @@ class Batch:
     input_ids: numpy.ndarray
     attention_mask: numpy.ndarray
     token_type_ids: numpy.ndarray
+    position_ids: Optional[numpy.ndarray] = None
 
     @classmethod
-    def pad(cls, seqs: List[List[int]], types: List[List[int]], pad_id: int) -> "Batch":
+    def pad(cls, seqs: List[List[int]], types: List[List[int]], pad_id: int,
+            positions: Optional[List[List[int]]] = None) -> "Batch":
         n = max((len(s) for s in seqs), default=1)
         ids = numpy.full((len(seqs), n), pad_id, dtype="int64")
         mask = numpy.zeros((len(seqs), n), dtype="int64")
         tt = numpy.zeros((len(seqs), n), dtype="int64")
+        pos = None if positions is None else numpy.zeros((len(seqs), n), dtype="int64")
         for i, (s, t) in enumerate(zip(seqs, types)):
             ids[i, : len(s)] = s
             mask[i, : len(s)] = 1
             tt[i, : len(t)] = t
-        return cls(ids, mask, tt)
+            if pos is not None:
+                pos[i, : len(s)] = positions[i]
+        return cls(ids, mask, tt, pos)
 
     def to_torch(self, device) -> Dict[str, "torch.Tensor"]:
         import torch
 
-        return {
+        out = {
             "input_ids": torch.from_numpy(self.input_ids).to(device),
             "attention_mask": torch.from_numpy(self.attention_mask).to(device),
             "token_type_ids": torch.from_numpy(self.token_type_ids).to(device),
         }
+        if self.position_ids is not None:
+            out["position_ids"] = torch.from_numpy(self.position_ids).to(device)
+        return out
 
 
 def passage_query(passage: Passage, cls: int, sep: int, max_pieces: int) -> List[int]:

@@ -9,8 +9,10 @@ Two registered architectures share one output contract, inputs and decoding:
 * ``spacy_kbnlp.EntQAPackedReader.v1`` (fast, ReLiK-style packing): one pass per
   passage and up to ``candidates_per_sequence`` candidates,
   ``[CLS] passage [SEP] topic [SEP] [ENT] e_1 [ENT] e_2 ... [SEP]``; candidate k is
-  represented by its marker's state ``M_k``, start/end logits are bilinear
-  ``(U M_k)^T (V H_i)`` and the rerank logit is ``w^T M_k``.
+  represented by the mean state ``M_k`` of its segment (marker + entity text; every
+  segment starts at the same position id, so candidate order carries no signal),
+  start/end logits are bilinear ``(U M_k)^T (V H_i)`` (U, V start as identity) and
+  the rerank logit is ``w^T M_k``.
 
 For every (passage, candidate) pair both return word-level start/end logits over
 positions ``0..W`` (0 = [CLS] = "not mentioned") and one rerank logit; the rerank
@@ -105,7 +107,8 @@ class ReaderInputs:
     ``pairs[r] = (passage_index, candidate_index)`` is the pair of output row r;
     ``first``/``last`` (rows, W) give each word's first/last piece position in
     the row's sequence (-1: no piece); ``markers`` (packed only, sequences x
-    candidates_per_sequence) the marker positions (-1: padding)."""
+    candidates_per_sequence) the marker positions (-1: padding) and ``seg_lens``
+    the length of each candidate segment (marker + entity pieces)."""
 
     batch: Batch
     first: numpy.ndarray
@@ -113,6 +116,7 @@ class ReaderInputs:
     pairs: List[Tuple[int, int]]
     markers: Optional[numpy.ndarray] = None
     seq_rows: Optional[numpy.ndarray] = None
+    seg_lens: Optional[numpy.ndarray] = None
 
 
 def _word_positions(firsts: List[List[int]], lasts: List[List[int]], offset: int, width: int):
@@ -139,6 +143,8 @@ def build_inputs(spec: ReaderSpec, tokenizer, passages: Sequence[Passage],
     pairs: List[Tuple[int, int]] = []
     marker_rows: List[List[int]] = []
     seq_rows: List[List[int]] = []
+    positions: List[List[int]] = []
+    seg_lens: List[List[int]] = []
     marker_id = tokenizer.convert_tokens_to_ids(MARKER) if spec.packed else None
     for pi, (passage, cands) in enumerate(zip(passages, candidates)):
         body, first, last = passage_body(passage, spec.max_passage_pieces)
@@ -155,31 +161,46 @@ def build_inputs(spec: ReaderSpec, tokenizer, passages: Sequence[Passage],
         step = max(1, spec.candidates_per_sequence)
         for c0 in range(0, len(cands), step):
             seq = list(head)
+            pos = list(range(len(head)))
             markers = []
             rows = []
+            lens = []
             for ci in range(c0, min(c0 + step, len(cands))):
                 markers.append(len(seq))
-                seq.append(marker_id)
-                seq.extend(cands[ci][: spec.max_entity_pieces])
+                segment = [marker_id] + cands[ci][: spec.max_entity_pieces]
+                lens.append(len(segment))
+                seq.extend(segment)
+                # every candidate segment starts at the same position: the order of
+                # the candidates carries no information
+                pos.extend(range(len(head), len(head) + len(segment)))
                 rows.append(len(pairs))
                 pairs.append((pi, ci))
             seq.append(sep)
+            pos.append(len(head) + 1 + spec.max_entity_pieces)
             seqs.append(seq)
+            positions.append(pos)
             types.append([0] * len(head) + [1] * (len(seq) - len(head)))
             firsts.append(first)
             lasts.append(last)
             marker_rows.append(markers)
             seq_rows.append(rows)
-    batch = Batch.pad(seqs, types, pad) if seqs else Batch.pad([[cls, sep]], [[0, 0]], pad)
+            seg_lens.append(lens)
+    if not seqs:
+        batch = Batch.pad([[cls, sep]], [[0, 0]], pad)
+    else:
+        batch = Batch.pad(seqs, types, pad, positions if spec.packed else None)
     f, la = _word_positions(firsts, lasts, 1, width)
     out = ReaderInputs(batch, f, la, pairs)
     if spec.packed:
         m = max((len(r) for r in marker_rows), default=1)
         mk = numpy.full((len(marker_rows), m), -1, dtype="int64")
         rw = numpy.full((len(marker_rows), m), -1, dtype="int64")
-        for i, (a, b) in enumerate(zip(marker_rows, seq_rows)):
+        ln = numpy.zeros((len(marker_rows), m), dtype="int64")
+        for i, (a, b, c) in enumerate(zip(marker_rows, seq_rows, seg_lens)):
             mk[i, : len(a)] = a
             rw[i, : len(b)] = b
+            ln[i, : len(c)] = c
+        out.seg_lens = ln
         out.markers, out.seq_rows = mk, rw
     return out
 
@@ -234,6 +255,11 @@ class PackedReader(torch.nn.Module):
         self.start_k = torch.nn.Linear(dim, dim)
         self.end_q = torch.nn.Linear(dim, dim)
         self.end_k = torch.nn.Linear(dim, dim)
+        # identity start: a mention scores by the similarity of its tokens to the
+        # candidate's marker state (which attends to the entity text)
+        for lin in (self.start_q, self.start_k, self.end_q, self.end_k):
+            torch.nn.init.eye_(lin.weight)
+            torch.nn.init.zeros_(lin.bias)
         self.rank = torch.nn.Linear(dim, 1)
         self.rank.weight.data.normal_(0.0, 0.02)
         self.rank.bias.data.zero_()
@@ -244,7 +270,13 @@ class PackedReader(torch.nn.Module):
         hidden = run_encoder(self.encoder, inputs.batch.to_torch(device))  # (S, T, d)
         markers = torch.as_tensor(inputs.markers, device=device)  # (S, C)
         valid = markers >= 0
-        mk = hidden.gather(1, markers.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        # candidate k = mean state of its segment ([ENT] + entity pieces)
+        lens = torch.as_tensor(inputs.seg_lens, device=device)
+        pos = torch.arange(hidden.shape[1], device=device)
+        seg = ((pos[None, None, :] >= markers[..., None]) &
+               (pos[None, None, :] < (markers + lens)[..., None]) & valid[..., None])
+        segf = seg.to(hidden.dtype)
+        mk = torch.einsum("sct,std->scd", segf, hidden) / segf.sum(-1, keepdim=True).clamp(min=1)
         n_pairs = len(inputs.pairs)
         rows = torch.as_tensor(inputs.seq_rows, device=device)[valid]  # pair row of each marker
         order = torch.empty(n_pairs, dtype=torch.long, device=device)

@@ -196,6 +196,8 @@ def run_encoder(model, batch: Dict[str, Any]):
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if _uses_token_types(model) and "token_type_ids" in batch:
         kwargs["token_type_ids"] = batch["token_type_ids"]
+    if "position_ids" in batch:
+        kwargs["position_ids"] = batch["position_ids"]
     return model(**kwargs).last_hidden_state
 
 

@@ -103,11 +103,13 @@ def training_passages(
     return out
 
 
-def extend_records(records: Sequence[Any], docs: Iterable[Doc], make_record: Callable[..., Any],
-                   ) -> Tuple[List[Any], int]:
+def extend_records(records: Sequence[Any], docs: Iterable[Doc],
+                   make_record: Optional[Callable[..., Any]] = None) -> Tuple[List[Any], int]:
     """The KB records plus one name-only record per gold QID of ``docs`` that is not
     in the KB (training only: the protocol allows the gold name, no description).
     Labels named "Unknown" are skipped. Returns (records, number added)."""
+    if make_record is None:
+        from ..kb.records import EntityRecord as make_record
     known = {r.id for r in records}
     added: Dict[str, str] = {}
     for doc in docs:
@@ -245,3 +247,41 @@ def reader_candidates(tp: TrainPassage, ranked_ids: Sequence[str], k: int,
             cands.append(q)
     rng.shuffle(cands)
     return cands
+
+
+def retriever_batch_loss(model, items: Sequence[Tuple[int, TrainPassage]], texts: EntityTexts,
+                         ranked: Callable[[int], Sequence[int]], *, n_negatives: int,
+                         hard_fraction: float, rng: numpy.random.Generator,
+                         text_rng: Optional[random.Random] = None, desc_dropout: float = 0.0):
+    """Multi-label NCE (6.1) of one batch of training passages (``(index, passage)``
+    pairs; ``ranked(index)`` = the miner's ranking for the hard negatives)."""
+    import torch
+
+    from ..models.passages import Batch, entity_input, passage_query, special_ids
+    from ..models.retriever import multilabel_nce_loss
+
+    passages, pieces, cand, gold = retriever_step_inputs(
+        items, texts, ranked, n_negatives=n_negatives, hard_fraction=hard_fraction, rng=rng,
+        text_rng=text_rng, desc_dropout=desc_dropout)
+    cls, sep, pad = special_ids(model.tokenizer)
+    device = next(model.parameters()).device
+    pq = [passage_query(p, cls, sep, model.spec.max_passage_pieces) for p in passages]
+    eq = [entity_input(p[: model.spec.max_entity_pieces], cls, sep) for p in pieces]
+    pb = Batch.pad(pq, [[0] * len(s) for s in pq], pad).to_torch(device)
+    eb = Batch.pad(eq, [[0] * len(s) for s in eq], pad).to_torch(device)
+    cand_t = torch.from_numpy(cand).to(device)
+    scores = model(pb, eb, cand_t)
+    return multilabel_nce_loss(scores, torch.from_numpy(gold).to(device), cand_t >= 0)
+
+
+def reader_batch_loss(reader, tps: Sequence[TrainPassage], candidates: Sequence[Sequence[str]],
+                      pieces_of: Callable[[str], List[int]]):
+    """Reader objective (6.2) of one batch: ``candidates[i]`` are entity ids for
+    passage ``i`` (all its golds among them), ``pieces_of(id)`` their piece ids."""
+    from ..models.reader import build_inputs, reader_loss
+
+    inputs = build_inputs(reader.spec, reader.tokenizer, [tp.passage for tp in tps],
+                          [[pieces_of(q) for q in c] for c in candidates])
+    start, end, rank = reader(inputs)
+    gs, ge, gc = reader_targets(tps, candidates, inputs.pairs, inputs.first.shape[1])
+    return reader_loss(start, end, rank, inputs.pairs, len(tps), gs, ge, gc)

@@ -1,0 +1,625 @@
+"""``entqa_linker``: end-to-end entity linking as question answering (EntQA).
+
+For every passage of a document (``passage_length`` tokens every ``passage_stride``
+tokens, plus a short document topic) the retriever finds the ``top_k`` entities of
+a dense KB; the reader then looks for mentions of each candidate in the passage
+(or rejects it) and a mention is linked when ``p_rerank * p_span > threshold``.
+Overlapping and nested mentions are kept in ``doc.spans[spans_key]``; a
+non-overlapping selection can go to ``doc.ents``.
+
+Annotations (all JSON-like, so they survive ``DocBin`` and ``n_process>1``):
+
+* ``doc.spans[spans_key]``: linked spans, label ``label``, ``kb_id_`` = entity id;
+* ``doc._.kb_links``: one record per link ``{"start", "end", "kb_id", "label",
+  "score", "candidates": [[kb_id, score], ...], "key"}``, read by the Span getters
+  ``span._.link_score`` and ``span._.kb_candidates`` (ranked alternatives for the
+  same span, scored like the link);
+* ``doc._.entqa_candidates``: per passage ``{"start", "end", "candidates"}`` with the
+  best ``store_candidates`` retrieval results.
+
+Speed settings (all in the config): batching of passages across documents
+(``batch_size``) and of reader sequences (``reader_batch_size``); the KB's entity
+texts are encoded once (at initialize, stored in the component folder); adaptive K
+(``adaptive_margin``: skip candidates whose retrieval score is that far below the
+passage's best); the packed reader (``spacy_kbnlp.EntQAPackedReader.v1``); dynamic
+int8 quantization on CPU (``quantize``). The faithful mode is the paper's: K=100,
+one cross-encoder pass per candidate (``configs/entqa_faithful.cfg``).
+"""
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy
+import srsly
+import torch
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import SimpleFrozenList, minibatch
+from spacy.vocab import Vocab
+from thinc.api import Config
+
+from ..core.torch_io import get_device
+from ..errors import Errors
+from ..extensions import install_extensions
+from ..models.passages import (TOPICS, Batch, DocPieces, Passage, check_topic, doc_pieces,
+                               entity_pieces, make_passages, passage_query, special_ids,
+                               word_pieces)
+from ..models.reader import (ReaderSpec, build_inputs, load_reader, quantize_dynamic,
+                             reader_probs, save_reader, top_spans)
+from ..models.retriever import (RetrieverSpec, encode_entity_texts, load_retriever,
+                                save_retriever, topk_exhaustive)
+
+FORMAT_VERSION = 1
+CACHE_DIR = "entity_cache"
+
+DEFAULT_RETRIEVER = """
+[model]
+@architectures = "spacy_kbnlp.EntQARetriever.v1"
+name = null
+shared_encoder = true
+pooling = "mean"
+normalize = true
+scale = 20.0
+max_passage_pieces = 64
+max_entity_pieces = 32
+
+[model.score]
+@misc = "spacy_kbnlp.DualScore.v1"
+"""
+DEFAULT_READER = """
+[model]
+@architectures = "spacy_kbnlp.EntQAPackedReader.v1"
+name = null
+max_passage_pieces = 64
+max_entity_pieces = 16
+max_span_words = 10
+candidates_per_sequence = 16
+"""
+DEFAULT_RETRIEVER_MODEL = Config().from_str(DEFAULT_RETRIEVER)["model"]
+DEFAULT_READER_MODEL = Config().from_str(DEFAULT_READER)["model"]
+
+
+@Language.factory(
+    "entqa_linker",
+    assigns=["doc.ents", "doc.spans", "doc._.kb_links", "doc._.entqa_candidates"],
+    default_config={
+        "retriever": DEFAULT_RETRIEVER_MODEL,
+        "reader": DEFAULT_READER_MODEL,
+        "kb": None,
+        "passage_length": 32,
+        "passage_stride": 16,
+        "topic": "first_line",
+        "topic_length": 12,
+        "top_k": 32,
+        "adaptive_margin": 4.0,
+        "min_k": 4,
+        "top_p": 3,
+        "threshold": 0.05,
+        "one_entity_per_span": True,
+        "batch_size": 64,
+        "reader_batch_size": 64,
+        "quantize": True,
+        "device": None,
+        "spans_key": "entqa",
+        "label": "ENTITY",
+        "set_ents": True,
+        "overwrite_ents": False,
+        "n_alternatives": 5,
+        "store_candidates": 10,
+        "scorer": {"@scorers": "spacy_kbnlp.el_scorer.v1"},
+    },
+    default_score_weights={"el_micro_f": 1.0, "el_micro_p": 0.0, "el_micro_r": 0.0},
+)
+def make_entqa_linker(
+    nlp: Language,
+    name: str,
+    retriever: RetrieverSpec,
+    reader: ReaderSpec,
+    kb: Optional[str],
+    passage_length: int,
+    passage_stride: int,
+    topic: str,
+    topic_length: int,
+    top_k: int,
+    adaptive_margin: Optional[float],
+    min_k: int,
+    top_p: int,
+    threshold: float,
+    one_entity_per_span: bool,
+    batch_size: int,
+    reader_batch_size: int,
+    quantize: bool,
+    device: Optional[str],
+    spans_key: str,
+    label: str,
+    set_ents: bool,
+    overwrite_ents: bool,
+    n_alternatives: int,
+    store_candidates: int,
+    scorer: Optional[Callable],
+) -> "EntQALinker":
+    return EntQALinker(
+        nlp.vocab, retriever, reader, name, kb=kb, passage_length=passage_length,
+        passage_stride=passage_stride, topic=topic, topic_length=topic_length, top_k=top_k,
+        adaptive_margin=adaptive_margin, min_k=min_k, top_p=top_p, threshold=threshold,
+        one_entity_per_span=one_entity_per_span, batch_size=batch_size,
+        reader_batch_size=reader_batch_size, quantize=quantize, device=device,
+        spans_key=spans_key, label=label, set_ents=set_ents, overwrite_ents=overwrite_ents,
+        n_alternatives=n_alternatives, store_candidates=store_candidates, scorer=scorer)
+
+
+@dataclass
+class DocLinks:
+    """Predictions for one Doc: ``links[(start, end, kb_id)] = (score, alternatives)``
+    and the retrieval results per passage."""
+
+    links: Dict[Tuple[int, int, str], Tuple[float, List[List[Any]]]] = field(default_factory=dict)
+    passages: List[Dict[str, Any]] = field(default_factory=list)
+
+    def add(self, start: int, end: int, kb_id: str, score: float, alts: List[List[Any]]) -> None:
+        key = (start, end, kb_id)
+        if key not in self.links or score > self.links[key][0]:
+            self.links[key] = (score, alts)
+
+    def final(self, one_entity_per_span: bool) -> List[Tuple[int, int, str, float, List[List[Any]]]]:
+        """Links sorted by position; with ``one_entity_per_span`` only the best
+        entity of each span is kept (its rivals stay among the alternatives)."""
+        items = [(s, e, k, sc, alts) for (s, e, k), (sc, alts) in self.links.items()]
+        if one_entity_per_span:
+            best: Dict[Tuple[int, int], Tuple[int, int, str, float, List[List[Any]]]] = {}
+            for it in items:
+                key = (it[0], it[1])
+                if key not in best or it[3] > best[key][3]:
+                    best[key] = it
+            items = list(best.values())
+        return sorted(items, key=lambda x: (x[0], x[1], -x[3], x[2]))
+
+
+class RetrieverEntityEncoder:
+    """The retriever's entity tower as a DenseKB encoder (``name``, ``dim``,
+    ``encode``), so that the KB stores exactly the vectors the dual score uses."""
+
+    def __init__(self, model, name: str):
+        self.model = model
+        self.name = name
+        self.pooling = model.spec.pooling
+        self.normalize = model.spec.normalize
+        self.max_length = model.spec.max_entity_pieces
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.entity_model.config.hidden_size)
+
+    def encode(self, texts: Sequence[str], *, batch_size: Optional[int] = None,
+               show_progress: bool = False, desc: str = "Encoding entities") -> numpy.ndarray:
+        pieces = entity_pieces(self.model.tokenizer, texts, self.model.spec.max_entity_pieces)
+        reps, _ = encode_entity_texts(self.model, pieces, batch_size=batch_size or 64,
+                                      show_progress=show_progress)
+        return reps[:, 0] if len(texts) else numpy.zeros((0, self.dim), dtype="float32")
+
+
+def retriever_fingerprint(model) -> str:
+    """A name for the retriever's entity encoding: its spec and the weights of the
+    entity tower and score head, hashed."""
+    digest = hashlib.sha256(json.dumps(model.spec.to_dict(), sort_keys=True).encode("utf8"))
+    state = {**{f"e.{k}": v for k, v in model.entity_model.state_dict().items()},
+             **{f"s.{k}": v for k, v in model.score_fn.state_dict().items()}}
+    for key in sorted(state):
+        digest.update(key.encode("utf8"))
+        digest.update(state[key].detach().float().cpu().numpy().tobytes())
+    return f"entqa-retriever-{digest.hexdigest()[:16]}"
+
+
+class EntQALinker(Pipe):
+    """EntQA entity linker: dense retriever over a KB + reader (see the module doc)."""
+
+    def __init__(self, vocab: Vocab, retriever: RetrieverSpec, reader: ReaderSpec,
+                 name: str = "entqa_linker", *, kb: Optional[str] = None,
+                 passage_length: int = 32, passage_stride: int = 16, topic: str = "first_line",
+                 topic_length: int = 12, top_k: int = 32, adaptive_margin: Optional[float] = 4.0,
+                 min_k: int = 4, top_p: int = 3, threshold: float = 0.05,
+                 one_entity_per_span: bool = True, batch_size: int = 64,
+                 reader_batch_size: int = 64, quantize: bool = True,
+                 device: Optional[str] = None, spans_key: str = "entqa", label: str = "ENTITY",
+                 set_ents: bool = True, overwrite_ents: bool = False, n_alternatives: int = 5,
+                 store_candidates: int = 10, scorer: Optional[Callable] = None):
+        install_extensions()
+        self.vocab = vocab
+        self.name = name
+        self.retriever_spec = retriever
+        self.reader_spec = reader
+        self.scorer = scorer
+        self.cfg: Dict[str, Any] = {
+            "kb": None if kb is None else str(kb), "passage_length": passage_length,
+            "passage_stride": passage_stride, "topic": topic, "topic_length": topic_length,
+            "top_k": top_k, "adaptive_margin": adaptive_margin, "min_k": min_k, "top_p": top_p,
+            "threshold": threshold, "one_entity_per_span": one_entity_per_span,
+            "batch_size": batch_size, "reader_batch_size": reader_batch_size,
+            "quantize": quantize, "device": device, "spans_key": spans_key, "label": label,
+            "set_ents": set_ents, "overwrite_ents": overwrite_ents,
+            "n_alternatives": n_alternatives, "store_candidates": store_candidates,
+            "format_version": FORMAT_VERSION,
+        }
+        self._check_settings()
+        self.retriever = None
+        self.reader = None
+        self.kb = None
+        self.entity_cache: Optional[Tuple[numpy.ndarray, numpy.ndarray]] = None
+        self._fingerprint: Optional[str] = None
+        self._runtime_reader = None
+        self._runtime_retriever = None
+        self._ent_pieces: Dict[int, List[int]] = {}
+        self._ids: List[str] = []
+        self._same_tokenizer = False
+
+    # ------------------------------------------------------------ settings
+    def _check_settings(self) -> None:
+        c = self.cfg
+        check_topic(c["topic"])
+
+        def bad(setting, why):
+            return ValueError(Errors.KBE205.format(setting=setting, value=c[setting],
+                                                   name=self.name, why=why))
+
+        for key in ("passage_length", "passage_stride", "top_k", "min_k", "top_p",
+                    "batch_size", "reader_batch_size"):
+            if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
+                raise bad(key, "give a positive integer")
+        if c["passage_stride"] > c["passage_length"]:
+            raise bad("passage_stride", "the stride cannot exceed passage_length")
+        if not 0.0 <= float(c["threshold"]) < 1.0:
+            raise bad("threshold", "a probability threshold in [0, 1)")
+        if c["adaptive_margin"] is not None and float(c["adaptive_margin"]) < 0:
+            raise bad("adaptive_margin", "give a non-negative margin or null")
+
+    @property
+    def is_initialized(self) -> bool:
+        return self.retriever is not None and self.reader is not None and self.kb is not None
+
+    def _require(self) -> None:
+        if not self.is_initialized:
+            raise ValueError(Errors.KBE200.format(name=self.name))
+
+    @property
+    def device(self):
+        return get_device(self.cfg["device"])
+
+    # ------------------------------------------------------------ set-up
+    def initialize(
+        self,
+        get_examples: Optional[Callable[[], Iterable[Example]]] = None,
+        *,
+        nlp: Optional[Language] = None,
+        kb_loader: Optional[Callable[..., Any]] = None,
+        retriever_path: Optional[str] = None,
+        reader_path: Optional[str] = None,
+        reencode_kb: bool = False,
+    ) -> None:
+        """Load the models and the KB.
+
+        ``retriever_path``/``reader_path``: folders written by ``entqa train-retriever``
+        / ``train-reader`` (default: warm start from the architectures' ``name``).
+        ``kb_loader``: e.g. ``spacy_kbnlp.DenseKBFromDisk.v1`` (default: the ``kb``
+        setting). With ``reencode_kb`` a KB built with another encoder is re-encoded
+        with the retriever (once); otherwise such a KB is an error (KBE001)."""
+        if get_examples is not None:
+            validate_get_examples(get_examples, "EntQALinker.initialize")
+        from ..kb.dense_kb import DenseKB
+
+        device = self.device
+        self.retriever = self.retriever_spec.build(retriever_path, device=device)
+        self.reader = self.reader_spec.build(reader_path, device=device)
+        self.retriever_spec, self.reader_spec = self.retriever.spec, self.reader.spec
+        if kb_loader is not None:
+            kb = kb_loader(self.vocab) if callable(kb_loader) else kb_loader
+        elif self.cfg["kb"]:
+            kb = DenseKB.from_disk(self.cfg["kb"])
+        else:
+            raise ValueError(Errors.KBE200.format(name=self.name))
+        self.set_kb(kb, reencode=reencode_kb)
+
+    def set_kb(self, kb, *, reencode: bool = False) -> None:
+        """Use ``kb`` (a DenseKB): check (or re-encode) its vectors for the dual score,
+        or compute the entity cache of the other score functions. Entity texts are
+        encoded here, once."""
+        if len(kb) == 0:
+            raise ValueError(Errors.KBE204.format(name=self.name))
+        self._fingerprint = retriever_fingerprint(self.retriever)
+        if self.retriever.spec.score.kind == "dual":
+            adapter = RetrieverEntityEncoder(self.retriever, self._fingerprint)
+            if reencode and kb.encoder_name != self._fingerprint:
+                kb.reencode(adapter, show_progress=False)
+            kb.check_encoder(adapter, user=f"component '{self.name}'")
+            self.entity_cache = None
+        else:
+            pieces = entity_pieces(self.retriever.tokenizer, kb.texts(),
+                                   self.retriever.spec.max_entity_pieces)
+            self.entity_cache = encode_entity_texts(self.retriever, pieces,
+                                                    device=self.device)
+        self.kb = kb
+        self._after_load()
+
+    def _after_load(self) -> None:
+        self._ent_pieces = {}
+        self._ids = self.kb.ids
+        rt, rd = self.retriever.tokenizer, self.reader.tokenizer
+        self._same_tokenizer = (type(rt) is type(rd) and rt.vocab_size == rd.vocab_size and
+                                word_pieces(rt, ["Zürich", "linking"]) ==
+                                word_pieces(rd, ["Zürich", "linking"]))
+        self._runtime_reader = self.reader
+        self._runtime_retriever = self.retriever
+        if self.cfg["quantize"] and self.device.type == "cpu":
+            self._runtime_reader = quantize_dynamic(self.reader)
+            self._runtime_retriever = quantize_dynamic(self.retriever)
+
+    # ------------------------------------------------------------ prediction
+    def _entity_pieces(self, row: int) -> List[int]:
+        got = self._ent_pieces.get(row)
+        if got is None:
+            text = self.kb.text(self._ids[row])
+            got = entity_pieces(self.reader.tokenizer, [text], self.reader.spec.max_entity_pieces)[0]
+            self._ent_pieces[row] = got
+        return got
+
+    def _passages(self, docs: Sequence[Doc]) -> Iterator[Tuple[Passage, Optional[Passage]]]:
+        """(retriever passage, reader passage) pairs over every doc; the reader's is
+        None when both models share a tokenizer."""
+        c = self.cfg
+        for i, doc in enumerate(docs):
+            if not doc.text.strip():
+                continue
+            dp = doc_pieces(self.retriever.tokenizer, doc, c["topic"], c["topic_length"])
+            dp2 = None if self._same_tokenizer else doc_pieces(self.reader.tokenizer, doc,
+                                                               c["topic"], c["topic_length"])
+            ps = make_passages(i, doc, dp, c["passage_length"], c["passage_stride"])
+            ps2 = (make_passages(i, doc, dp2, c["passage_length"], c["passage_stride"])
+                   if dp2 is not None else [None] * len(ps))
+            yield from zip(ps, ps2)
+
+    def retrieve(self, passages: Sequence[Passage]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """Top-``top_k`` (scores, KB rows) per passage (rows -1 where fewer)."""
+        model = self._runtime_retriever
+        cls, sep, pad = special_ids(self.retriever.tokenizer)
+        seqs = [passage_query(p, cls, sep, self.retriever.spec.max_passage_pieces) for p in passages]
+        batch = Batch.pad(seqs, [[0] * len(s) for s in seqs], pad).to_torch(self.device)
+        k = min(self.cfg["top_k"], len(self.kb))
+        with torch.inference_mode():
+            p, pm = model.encode_passages(batch)
+            if self.entity_cache is None:
+                scores, rows = self.kb.search_rows(p[:, 0].float().cpu().numpy(), k)
+                scale = self.retriever.score_fn.scale
+                return numpy.where(rows >= 0, scores * scale, -numpy.inf), rows
+            reps, mask = self.entity_cache
+            return topk_exhaustive(model, p, pm, reps, mask, k)
+
+    def _select(self, scores: numpy.ndarray, rows: numpy.ndarray) -> List[List[int]]:
+        """Candidates per passage after adaptive K (score within ``adaptive_margin``
+        of the best, at least ``min_k``)."""
+        margin = self.cfg["adaptive_margin"]
+        out = []
+        for s, r in zip(scores, rows):
+            keep = [int(x) for x in r if x >= 0]
+            if margin is not None and keep:
+                n = int(numpy.sum(s[: len(keep)] >= s[0] - float(margin)))
+                keep = keep[: max(n, self.cfg["min_k"])]
+            out.append(keep)
+        return out
+
+    def _read(self, passages: Sequence[Passage], cands: Sequence[Sequence[int]],
+              result: List[DocLinks]) -> None:
+        """Run the reader over ``passages`` with their candidate rows and add the
+        links above the threshold to ``result``."""
+        c = self.cfg
+        spec = self.reader.spec
+        per_seq = 1 if not spec.packed else spec.candidates_per_sequence
+        groups: List[List[int]] = [[]]
+        n_seqs = 0
+        for i, cand in enumerate(cands):
+            need = -(-len(cand) // per_seq) if cand else 0
+            if groups[-1] and n_seqs + need > c["reader_batch_size"]:
+                groups.append([])
+                n_seqs = 0
+            groups[-1].append(i)
+            n_seqs += need
+        ids = self._ids
+        for group in groups:
+            group = [i for i in group if cands[i]]
+            if not group:
+                continue
+            gp = [passages[i] for i in group]
+            gc = [[self._entity_pieces(r) for r in cands[i]] for i in group]
+            inputs = build_inputs(spec, self.reader.tokenizer, gp, gc)
+            with torch.inference_mode():
+                start, end, rank = self._runtime_reader(inputs)
+            out = reader_probs(start, end, rank, inputs.pairs, len(gp))
+            spans = top_spans(out.start_logp, out.end_logp, spec.max_span_words, c["top_p"])
+            by_passage: Dict[int, List[int]] = {}
+            for r, (pi, _) in enumerate(out.pairs):
+                by_passage.setdefault(pi, []).append(r)
+            for r, (pi, ci) in enumerate(out.pairs):
+                for s, e, p_span in spans[r]:
+                    score = float(out.rerank_p[r]) * p_span
+                    if score <= c["threshold"]:
+                        continue
+                    passage = gp[pi]
+                    alts = []
+                    for r2 in by_passage[pi]:
+                        p2 = float(out.rerank_p[r2] * numpy.exp(out.start_logp[r2, s + 1] +
+                                                                out.end_logp[r2, e]))
+                        alts.append([ids[cands[group[pi]][out.pairs[r2][1]]], p2])
+                    alts.sort(key=lambda x: -x[1])
+                    alts = alts[: c["n_alternatives"]]
+                    result[passage.doc_index].add(passage.start + s, passage.start + e,
+                                                  ids[cands[group[pi]][ci]], score, alts)
+
+    def predict(self, docs: Iterable[Doc]) -> List[DocLinks]:
+        """Links of every doc (does not touch the docs). Passages of all docs are
+        processed together in batches of ``batch_size``, so memory stays bounded
+        for long documents."""
+        self._require()
+        docs = list(docs)
+        result = [DocLinks() for _ in docs]
+        ids = self._ids
+        bs = self.cfg["batch_size"]
+        store = self.cfg["store_candidates"]
+        chunk: List[Tuple[Passage, Optional[Passage]]] = []
+
+        def flush():
+            ps = [p for p, _ in chunk]
+            scores, rows = self.retrieve(ps)
+            cands = self._select(scores, rows)
+            for p, s, cand in zip(ps, scores, cands):
+                result[p.doc_index].passages.append(
+                    {"start": p.start, "end": p.end,
+                     "candidates": [[ids[r], float(x)] for r, x in zip(cand[:store], s)]})
+            self._read([q if q is not None else p for p, q in chunk], cands, result)
+            chunk.clear()
+
+        for pair in self._passages(docs):
+            chunk.append(pair)
+            if len(chunk) >= bs:
+                flush()
+        if chunk:
+            flush()
+        return result
+
+    def set_annotations(self, docs: Iterable[Doc], preds: List[DocLinks]) -> None:
+        c = self.cfg
+        key, label = c["spans_key"], c["label"]
+        for doc, pred in zip(docs, preds):
+            links = pred.final(c["one_entity_per_span"])
+            doc.spans[key] = [Span(doc, s, e, label=label, kb_id=k) for s, e, k, _, _ in links]
+            records = [r for r in doc._.kb_links or () if r.get("key") != key]
+            records.extend({"start": s, "end": e, "kb_id": k, "label": label, "score": sc,
+                            "candidates": alts, "key": key} for s, e, k, sc, alts in links)
+            doc._.kb_links = records
+            doc._.entqa_candidates = pred.passages
+            if c["set_ents"]:
+                self._set_ents(doc, links)
+
+    def _set_ents(self, doc: Doc, links) -> None:
+        """Greedy non-overlapping selection (best score first) into ``doc.ents``;
+        existing entities are kept (and get the kb_id of a link with the same
+        boundaries) unless ``overwrite_ents``."""
+        label = self.cfg["label"]
+        taken = numpy.zeros(len(doc), dtype=bool)
+        ents: List[Span] = []
+        by_span = {}
+        for s, e, k, sc, _ in links:
+            if (s, e) not in by_span or sc > by_span[(s, e)][1]:
+                by_span[(s, e)] = (k, sc)
+        if not self.cfg["overwrite_ents"]:
+            for ent in doc.ents:
+                k = by_span.get((ent.start, ent.end), (ent.kb_id_, 0.0))[0] or ent.kb_id_
+                ents.append(Span(doc, ent.start, ent.end, label=ent.label_, kb_id=k))
+                taken[ent.start: ent.end] = True
+        for s, e, k, sc, _ in sorted(links, key=lambda x: (-x[3], x[0], x[1])):
+            if not taken[s:e].any():
+                ents.append(Span(doc, s, e, label=label, kb_id=k))
+                taken[s:e] = True
+        doc.set_ents(sorted(ents, key=lambda x: x.start), default="outside")
+
+    def __call__(self, doc: Doc) -> Doc:
+        install_extensions()
+        error_handler = self.get_error_handler()
+        try:
+            self.set_annotations([doc], self.predict([doc]))
+        except Exception as e:  # routed to the pipeline's error handler, as TrainablePipe does
+            error_handler(self.name, self, [doc], e)
+        return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Batches of ``batch_size`` docs; their passages are read together."""
+        install_extensions()
+        error_handler = self.get_error_handler()
+        for docs in minibatch(stream, size=batch_size):
+            try:
+                self.set_annotations(docs, self.predict(docs))
+            except Exception as e:
+                error_handler(self.name, self, docs, e)
+            yield from docs
+
+    # ------------------------------------------------------------ scoring
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+        """``el_*`` scores of ``doc.spans[spans_key]``, InKB relative to this KB."""
+        examples = list(examples)
+        validate_examples(examples, "EntQALinker.score")
+        settings = dict(self.cfg)
+        settings.update(kwargs)
+        if self.kb is not None and settings.get("kb_ids") is None:
+            settings["kb_ids"] = set(self._ids)
+        return self.scorer(examples, **settings) if self.scorer else {}
+
+    # ------------------------------------------------------------ serialization
+    def to_disk(self, path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
+        self._require()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(path / "cfg", self.cfg)
+        save_retriever(self.retriever, path / "retriever")
+        save_reader(self.reader, path / "reader")
+        self.kb.to_disk(path / "kb")
+        if self.entity_cache is not None:
+            cache = path / CACHE_DIR
+            cache.mkdir(exist_ok=True)
+            numpy.save(cache / "reps.npy", self.entity_cache[0].astype("float16"))
+            numpy.save(cache / "mask.npy", self.entity_cache[1])
+            srsly.write_json(cache / "meta.json", {"retriever": self._fingerprint,
+                                                   "count": len(self.kb)})
+
+    def from_disk(self, path, *, exclude: Iterable[str] = SimpleFrozenList()) -> "EntQALinker":
+        from ..kb.dense_kb import DenseKB
+
+        path = Path(path)
+        cfg = srsly.read_json(path / "cfg")
+        self.cfg.update({k: v for k, v in cfg.items() if k not in ("kb",)})
+        device = self.device
+        self.retriever = load_retriever(path / "retriever", device=device)
+        self.reader = load_reader(path / "reader", device=device)
+        self.retriever_spec, self.reader_spec = self.retriever.spec, self.reader.spec
+        self.kb = DenseKB.from_disk(path / "kb")
+        self._fingerprint = retriever_fingerprint(self.retriever)
+        if self.retriever.spec.score.kind == "dual":
+            self.kb.check_encoder(RetrieverEntityEncoder(self.retriever, self._fingerprint),
+                                  user=f"component '{self.name}'")
+            self.entity_cache = None
+        else:
+            cache = path / CACHE_DIR
+            meta = srsly.read_json(cache / "meta.json")
+            if meta.get("retriever") != self._fingerprint:
+                raise ValueError(Errors.KBE211.format(name=self.name, cache=meta.get("retriever"),
+                                                      retriever=self._fingerprint))
+            self.entity_cache = (numpy.load(cache / "reps.npy").astype("float32"),
+                                 numpy.load(cache / "mask.npy"))
+        self._after_load()
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = SimpleFrozenList()) -> bytes:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(tmp)
+            files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*")
+                     if p.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = SimpleFrozenList()) -> "EntQALinker":
+        import tempfile
+
+        files = srsly.msgpack_loads(data)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / name).write_bytes(content)
+            self.from_disk(tmp)
+            # the KB was memory-mapped from the temporary folder: load it into memory
+            from ..kb.dense_kb import DenseKB
+
+            self.kb = DenseKB.from_disk(Path(tmp) / "kb", mmap=False)
+        return self
+

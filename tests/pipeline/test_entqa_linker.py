@@ -1,0 +1,281 @@
+"""entqa_linker: lifecycle, coded errors, overfitting a tiny example with exact
+links, serialization, nlp.pipe / n_process, bad input, nlp.evaluate."""
+import random
+
+import numpy
+import pytest
+import spacy
+import torch
+from spacy.lang.en import English
+from spacy.tokens import Span
+from spacy.training import Example
+from spacy.util import make_tempdir
+
+from spacy_kbnlp.encoders.hf import HFEncoder
+from spacy_kbnlp.kb.dense_kb import DenseKB
+from spacy_kbnlp.kb.records import EntityRecord
+from spacy_kbnlp.readers.elevant import build_el_doc
+from spacy_kbnlp.training.entqa import (reader_batch_loss, reader_candidates,
+                                        training_passages)
+
+RECORDS = [
+    EntityRecord("Q76", "Barack Obama", "44th president of the United States"),
+    EntityRecord("Q64", "Berlin", "capital and largest city of Germany"),
+    EntityRecord("Q312", "Apple Inc.", "American technology company"),
+    EntityRecord("Q567", "Angela Merkel", "chancellor of Germany from 2005 to 2021"),
+    EntityRecord("Q513", "Mount Everest", "highest mountain on Earth"),
+    EntityRecord("Q90", "Paris", "capital and largest city of France"),
+]
+TRAIN = [
+    ("Barack Obama visited Berlin last week.", [(0, 12, "Q76"), (21, 27, "Q64")]),
+    ("Angela Merkel met Barack Obama in Paris.", [(0, 13, "Q567"), (18, 30, "Q76"), (34, 39, "Q90")]),
+    ("The weather was cold and grey that morning.", []),
+    ("Apple Inc. opened a store in Paris.", [(0, 10, "Q312"), (29, 34, "Q90")]),
+]
+CONFIG = {"quantize": False, "top_k": 6, "adaptive_margin": None, "threshold": 0.05,
+          "passage_length": 16, "passage_stride": 8}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def gold_docs(nlp, data=TRAIN):
+    docs = []
+    for i, (text, links) in enumerate(data):
+        labels = [{"id": j, "span": [s, e], "entity_id": q, "name": q}
+                  for j, (s, e, q) in enumerate(links)]
+        doc = build_el_doc(nlp, text, labels)
+        doc._.source = {"id": i}
+        docs.append(doc)
+    return docs
+
+
+def make_kb(records=RECORDS):
+    return DenseKB.from_vectors(records, numpy.eye(len(records), 8, dtype="float32"),
+                                encoder_name="placeholder")
+
+
+def _train_reader(linker, docs, steps=60, lr=5e-4):
+    """Overfit the component's reader on ``docs`` (candidates: every KB entity)."""
+    reader = linker.reader
+    tps = training_passages(docs, reader.tokenizer, length=linker.cfg["passage_length"],
+                            stride=linker.cfg["passage_stride"])
+    rng = random.Random(0)
+    ids = [r.id for r in RECORDS]
+    texts = {r.id: linker._entity_pieces(linker.kb.row(r.id)) for r in RECORDS}
+    params = [p for n, p in reader.named_parameters() if "embeddings" not in n]
+    opt = torch.optim.AdamW(params, lr=lr)
+    torch.manual_seed(0)
+    reader.train()
+    for _ in range(steps):
+        # candidates in a new order every step, as in training
+        cands = [reader_candidates(tp, ids, len(ids), rng) for tp in tps]
+        loss = reader_batch_loss(reader, tps, cands, texts.__getitem__)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    reader.eval()
+    linker._after_load()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    nlp = English()
+    linker = nlp.add_pipe("entqa_linker", config=CONFIG)
+    linker.initialize(kb_loader=lambda vocab: make_kb(), reencode_kb=True)
+    _train_reader(linker, gold_docs(nlp))
+    return nlp
+
+
+def links(doc, key="entqa"):
+    return [(s.start, s.end, s.kb_id_) for s in doc.spans[key]]
+
+
+def test_add_pipe_is_cheap_and_settings_are_checked():
+    nlp = English()
+    linker = nlp.add_pipe("entqa_linker")
+    assert linker.retriever is None and linker.reader is None
+    assert linker.reader_spec.packed and linker.retriever_spec.score.kind == "dual"
+    with pytest.raises(ValueError, match="KBE205"):
+        English().add_pipe("entqa_linker", config={"passage_stride": 40})
+    with pytest.raises(ValueError, match="KBE205"):
+        English().add_pipe("entqa_linker", config={"threshold": 1.5})
+    with pytest.raises(ValueError, match="KBE209"):
+        English().add_pipe("entqa_linker", config={"topic": "title"})
+
+
+def test_uninitialized_and_missing_kb_are_coded_errors(tmp_path):
+    nlp = English()
+    linker = nlp.add_pipe("entqa_linker", config={"kb": str(tmp_path / "nope")})
+    with pytest.raises(ValueError, match="KBE200"):
+        nlp("Barack Obama")
+    with pytest.raises(FileNotFoundError, match="KBE008"):
+        linker.initialize()
+    with pytest.raises(ValueError, match="KBE200"):
+        English().add_pipe("entqa_linker").initialize()
+
+
+def test_kb_from_another_encoder_empty_kb_duplicate_ids(encoder):
+    nlp = English()
+    linker = nlp.add_pipe("entqa_linker", config={"quantize": False})
+    kb = DenseKB.build(RECORDS[:2], encoder, show_progress=False)
+    with pytest.raises(ValueError, match="KBE001"):
+        linker.initialize(kb_loader=lambda vocab: kb)
+    empty = make_kb(RECORDS[:1])
+    empty.remove(["Q76"])
+    with pytest.raises(ValueError, match="KBE204"):
+        linker.set_kb(empty)
+    with pytest.raises(ValueError, match="KBE005"):
+        make_kb(RECORDS[:2] + [EntityRecord("Q76", "Obama")])
+    # re-encoding with the component's retriever fixes the encoder mismatch
+    linker.set_kb(kb, reencode=True)
+    assert kb.encoder_name.startswith("entqa-retriever-")
+
+
+def test_overfit_tiny_example_gives_exact_links(trained):
+    doc = trained("Barack Obama visited Berlin last week.")
+    assert links(doc) == [(0, 2, "Q76"), (3, 4, "Q64")]
+    assert [(e.start, e.end, e.kb_id_, e.label_) for e in doc.ents] == \
+        [(0, 2, "Q76", "ENTITY"), (3, 4, "Q64", "ENTITY")]
+    for span in doc.spans["entqa"]:
+        assert span._.link_score > 0.05
+        cands = span._.kb_candidates
+        assert cands[0][0] == span.kb_id_ and cands[0][1] == pytest.approx(span._.link_score)
+        assert len(cands) == 5 and all(a[1] >= b[1] for a, b in zip(cands, cands[1:]))
+    assert doc._.entqa_candidates[0]["start"] == 0
+    assert {c[0] for c in doc._.entqa_candidates[0]["candidates"]} == {r.id for r in RECORDS}
+    # the reader rejects every candidate of a passage that mentions none of them
+    empty = trained("The weather was cold and grey that morning.")
+    assert links(empty) == [] and list(empty.ents) == []
+
+
+def test_serialization_round_trip_gives_identical_links(trained):
+    texts = [t for t, _ in TRAIN] + ["Angela Merkel visited Paris."]
+    before = [trained(t) for t in texts]
+    with make_tempdir() as tmp:
+        trained.to_disk(tmp)
+        assert (tmp / "entqa_linker" / "reader" / "encoder" / "model.safetensors").exists()
+        assert (tmp / "entqa_linker" / "kb" / "manifest.json").exists()
+        loaded = spacy.load(tmp)
+    after = [loaded(t) for t in texts]
+    for a, b in zip(before, after):
+        assert links(a) == links(b)
+        assert a._.kb_links == b._.kb_links or all(
+            x["kb_id"] == y["kb_id"] and x["score"] == pytest.approx(y["score"], abs=1e-5)
+            for x, y in zip(a._.kb_links, b._.kb_links))
+    # to_bytes / from_bytes
+    data = trained.get_pipe("entqa_linker").to_bytes()
+    nlp2 = English()
+    nlp2.add_pipe("entqa_linker", config=CONFIG).from_bytes(data)
+    assert [links(nlp2(t)) for t in texts] == [links(d) for d in before]
+
+
+ODD = ["", "   \n\t ", "Barack", "Ünïcödé → 🤖 Berlin ​ zero​width", "Paris. " * 3,
+       "Angela Merkel met Barack Obama in Paris."]
+
+
+def test_pipe_equals_call_and_keeps_every_doc(trained):
+    texts = [t for t, _ in TRAIN] + ODD
+    single = [trained(t) for t in texts]
+    for batch_size in (1, 3, 50):
+        piped = list(trained.pipe(texts, batch_size=batch_size))
+        assert len(piped) == len(texts)
+        for a, b in zip(single, piped):
+            assert a.text == b.text and links(a) == links(b)
+            assert [(r["kb_id"], round(r["score"], 5)) for r in a._.kb_links] == \
+                [(r["kb_id"], round(r["score"], 5)) for r in b._.kb_links]
+    assert links(single[len(TRAIN)]) == [] and links(single[len(TRAIN) + 1]) == []
+
+
+def test_n_process_2_equals_serial(trained):
+    texts = [t for t, _ in TRAIN] * 2
+    serial = [links(d) for d in trained.pipe(texts)]
+    parallel = [links(d) for d in trained.pipe(texts, n_process=2, batch_size=2)]
+    assert parallel == serial
+    assert any(serial)
+
+
+def test_links_far_into_a_long_document(trained):
+    filler = "The weather was cold and grey that morning. " * 150
+    text = filler + "Barack Obama visited Berlin last week."
+    doc = trained(text)
+    n = len(doc)
+    assert len(doc._.entqa_candidates) > 60
+    assert doc._.entqa_candidates[-1]["end"] == n
+    # the mentions at the very end are found at their document offsets
+    assert {(n - 7, n - 5, "Q76"), (n - 4, n - 3, "Q64")} <= set(links(doc))
+
+
+@pytest.mark.slow
+def test_100k_token_document(trained):
+    text = "The weather was cold and grey that morning. " * 10000 + "Barack Obama visited Berlin."
+    doc = trained(text)
+    assert len(doc) > 100000
+    assert ("Q76" in {s.kb_id_ for s in doc.spans["entqa"]})
+
+
+def test_existing_ents_are_respected_or_replaced(trained):
+    linker = trained.get_pipe("entqa_linker")
+    doc = trained.make_doc("Barack Obama visited Berlin last week.")
+    doc.ents = [Span(doc, 0, 1, label="PERSON"), Span(doc, 3, 4, label="GPE")]
+    doc = linker(doc)
+    assert [(e.start, e.end, e.label_, e.kb_id_) for e in doc.ents] == \
+        [(0, 1, "PERSON", ""), (3, 4, "GPE", "Q64")]
+    linker.cfg["overwrite_ents"] = True
+    try:
+        doc = trained.make_doc("Barack Obama visited Berlin last week.")
+        doc.ents = [Span(doc, 0, 1, label="PERSON")]
+        doc = linker(doc)
+        assert [(e.start, e.end, e.kb_id_) for e in doc.ents] == [(0, 2, "Q76"), (3, 4, "Q64")]
+    finally:
+        linker.cfg["overwrite_ents"] = False
+
+
+def test_evaluate_returns_the_declared_keys(trained):
+    examples = [Example(trained.make_doc(d.text), d) for d in gold_docs(English())]
+    scores = trained.evaluate(examples)
+    weights = trained.get_pipe_meta("entqa_linker").default_score_weights
+    assert set(weights) <= set(scores)
+    assert 0.5 < scores["el_micro_f"] <= 1.0  # the training docs themselves
+    # spaCy's own keys for nel are not used
+    assert not any(k.startswith("nel_") for k in scores)
+
+
+@pytest.mark.parametrize("kind", ["som", "multi", "poly"])
+def test_other_score_functions_use_an_entity_cache_that_round_trips(kind):
+    nlp = English()
+    cfg = dict(CONFIG)
+    cfg["retriever"] = {"@architectures": "spacy_kbnlp.EntQARetriever.v1",
+                        "score": {"@misc": {"som": "spacy_kbnlp.SumOfMaxScore.v1",
+                                            "multi": "spacy_kbnlp.MultiVectorScore.v1",
+                                            "poly": "spacy_kbnlp.PolyScore.v1"}[kind]}}
+    cfg["top_k"] = 2
+    linker = nlp.add_pipe("entqa_linker", config=cfg)
+    linker.initialize(kb_loader=lambda vocab: make_kb())
+    assert linker.entity_cache is not None and linker.entity_cache[0].shape[0] == len(RECORDS)
+    scores, rows = linker.retrieve(list(p for p, _ in linker._passages(
+        [nlp.make_doc("Barack Obama visited Berlin")])))
+    if kind != "poly":  # poly's code vectors are untrained here
+        assert {linker.kb.ids[r] for r in rows[0]} == {"Q76", "Q64"}
+    doc = nlp("Barack Obama visited Berlin")
+    with make_tempdir() as tmp:
+        nlp.to_disk(tmp)
+        loaded = spacy.load(tmp)
+        linker2 = loaded.get_pipe("entqa_linker")
+        numpy.testing.assert_allclose(linker2.entity_cache[0], linker.entity_cache[0], atol=2e-3)
+        doc2 = loaded("Barack Obama visited Berlin")
+    assert doc2._.entqa_candidates[0]["candidates"][0][0] == doc._.entqa_candidates[0]["candidates"][0][0]
+
+
+def test_single_entity_kb():
+    nlp = English()
+    linker = nlp.add_pipe("entqa_linker", config=CONFIG)
+    linker.initialize(kb_loader=lambda vocab: make_kb(RECORDS[:1]), reencode_kb=True)
+    doc = nlp("Barack Obama visited Berlin.")
+    assert [c[0] for c in doc._.entqa_candidates[0]["candidates"]] == ["Q76"]
+    assert all(s.kb_id_ == "Q76" for s in doc.spans["entqa"])
