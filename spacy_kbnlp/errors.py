@@ -10,6 +10,7 @@ Code ranges by area (keep new messages inside their range):
   KBE100-KBE149  scorers, evaluate/score CLI
   KBE150-KBE199  encoders, core helpers, extensions, CLI, demo
   KBE200-KBE249  EntQA linker (models, training, pipeline, CLI)
+  KBE250-KBE299  seq2seq coreference, constrained decoding, the torch training loop
 """
 from spacy.errors import ErrorsWithCodes
 
@@ -43,6 +44,16 @@ class Warnings(metaclass=ErrorsWithCodes):
               "count as known entities, so these are scored as NIL. Pass the KB (`kb_path`, "
               "`--kb`) to score ids of another scheme.")
     # --- encoders / core (KBW150-KBW199)
+    # --- seq2seq coreference, decoding, training loop (KBW250-KBW299)
+    KBW250 = ("{name}: {n} gold mention(s) left out of the training targets ({why}). The model "
+              "cannot learn them; {fix}.")
+    KBW251 = ("{name}: {n} of {total} training segment target(s) were longer than the decoder "
+              "limit ({limit} tokens) and were cut; lower `segment_length` or raise "
+              "`max_target_length`.")
+    KBW252 = ("{name}: decoding of {n} segment(s) stopped before the grammar finished (limit "
+              "{limit} tokens); mentions still open there were dropped.")
+    KBW253 = ("Resuming from {path}: {what} differs from the saved run ({saved!r} now {now!r}); "
+              "the run will not be an exact continuation.")
     # --- retrieval / LLM / relation extraction (KBW300-KBW349)
     KBW300 = ("{name}: {n} LLM answers could not be used completely ({kinds}); see "
               "doc._.llm_errors on the affected docs.")
@@ -191,6 +202,25 @@ class Errors(metaclass=ErrorsWithCodes):
               "assemble` to recompute it.")
     KBE212 = ("No dev documents to calibrate the threshold on ({path}). Pass a corpus with "
               "gold InKB links.")
+    # --- seq2seq coreference, decoding, training loop (KBE250-KBE299)
+    KBE250 = ("Component '{name}' is not initialized: call nlp.initialize() (it loads or "
+              "warm-starts the seq2seq model), or load a trained pipeline with spacy.load().")
+    KBE251 = ("The model at '{path}' (model_type '{model_type}') cannot be used here: {why}.")
+    KBE252 = ("Could not load the model '{path}': {err}. Give a local Hugging Face model "
+              "directory (config.json, weights, tokenizer files); nothing is downloaded.")
+    KBE253 = ("Invalid output representation '{representation}' with action '{action}': {why}.")
+    KBE254 = ("The {what} would need {n} tokens but the model allows {limit}; {fix}.")
+    KBE255 = ("The tokenizer has no id for {what}; {fix}.")
+    KBE256 = ("No training data for '{name}': {why}. Check the corpus paths in the config "
+              "([paths] / [corpora]).")
+    KBE257 = ("Cannot resume from {path}: {why}. Start a new run (without --resume) or point "
+              "--output at the directory of the interrupted run.")
+    KBE258 = ("No trainable component in the pipeline{which}: the `train` command trains "
+              "components that offer `training_items`/`training_loss` (e.g. seq2seq_coref). "
+              "Components in the pipeline: {names}.")
+    KBE259 = ("Invalid training setting {name}={value!r}: {why}.")
+    KBE260 = ("Component '{name}' has no model files at {path} (expected config.json and "
+              "model.safetensors); save the pipeline with nlp.to_disk().")
     # --- retrieval / LLM / relation extraction (KBE300-KBE349)
     KBE300 = ("Unknown retriever '{value}'. Choose one of: {options}.")
     KBE301 = ("Unknown demonstration task '{value}'. Choose one of: {options}.")

@@ -1,0 +1,503 @@
+"""Constrained decoding: grammar state machines, a prefix trie, and decode loops.
+
+This is the one decoding core of the project. A generative component describes
+*what may be generated* as a :class:`ConstraintState` (a small immutable state
+machine) and gets, for free:
+
+* :func:`greedy_decode`: plain constrained greedy decoding;
+* :func:`speculative_decode`: copy-speculative greedy decoding. Where the grammar
+  can guess the next tokens (they copy the source), it proposes them, one forward
+  pass verifies the whole proposal, and the longest prefix that greedy decoding
+  would have produced is kept, plus the token greedy picks at the first mismatch.
+  The output is the output of :func:`greedy_decode`;
+* :func:`beam_decode`: constrained beam search with length normalisation;
+* :class:`ConstrainedLogitsProcessor`: the same constraints for Hugging Face
+  ``model.generate`` (greedy, beam, sampling).
+
+A state's :meth:`~ConstraintState.allowed` maps each token that may be emitted next
+to the token *whose score it takes*. Plain constraints map a token to itself.
+Copy actions map the actual source token to the copy symbol ``<c>`` (the model
+predicts "copy", the decoder is fed the real token), and the integer-free
+coreference representation maps ``</m_{l+1}>`` to ``<new>``. Tokens not in the map
+are masked.
+
+Models are driven through a *stepper* (:class:`HFSeq2SeqStepper` for any Hugging
+Face encoder-decoder): ``step(ids) -> logits`` with a key/value cache, ``crop`` to
+drop rejected speculative tokens, ``reorder`` for beams. A stepper may compute
+logits over a subset of the vocabulary only (``columns``), which makes copy-action
+models much cheaper: their action space has a few hundred symbols.
+
+:class:`PrefixTrie` constrains a multi-token choice (cluster numbers in
+coreference, entity names in generative entity linking) to a set of token
+sequences, optionally only those of rank ``<= max_rank``.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+
+NEG_INF = float("-inf")
+
+
+# --------------------------------------------------------------------------- grammar states
+class ConstraintState:
+    """What may be generated next, for one hypothesis. Subclasses are immutable:
+    :meth:`advance` returns a new state."""
+
+    finished: bool = False
+
+    def allowed(self) -> Dict[int, int]:
+        """``{token to emit: token whose score it takes}`` (empty only when finished)."""
+        raise NotImplementedError
+
+    def advance(self, token: int) -> "ConstraintState":
+        """The state after emitting ``token`` (which must be allowed)."""
+        raise NotImplementedError
+
+    def proposal(self, n: int) -> List[int]:
+        """Up to ``n`` tokens that are likely to come next (copy continuation);
+        used by :func:`speculative_decode`. Default: none."""
+        return []
+
+
+class SequenceState(ConstraintState):
+    """Emit exactly ``tokens`` then stop: the simplest copy-only constraint, and a
+    reference for tests (a decoder constrained by it reproduces ``tokens``)."""
+
+    __slots__ = ("tokens", "pos")
+
+    def __init__(self, tokens: Sequence[int], pos: int = 0):
+        self.tokens = tuple(tokens)
+        self.pos = pos
+
+    @property
+    def finished(self) -> bool:  # type: ignore[override]
+        return self.pos >= len(self.tokens)
+
+    def allowed(self) -> Dict[int, int]:
+        if self.finished:
+            return {}
+        tok = self.tokens[self.pos]
+        return {tok: tok}
+
+    def advance(self, token: int) -> "SequenceState":
+        return SequenceState(self.tokens, self.pos + 1)
+
+    def proposal(self, n: int) -> List[int]:
+        return list(self.tokens[self.pos + 1: self.pos + 1 + n])
+
+
+class TrieNode:
+    __slots__ = ("children", "value", "min_rank")
+
+    def __init__(self):
+        self.children: Dict[int, "TrieNode"] = {}
+        self.value: Any = None
+        self.min_rank: float = math.inf
+
+
+class PrefixTrie:
+    """Token sequences with values; walk it to constrain a multi-token choice.
+
+    Each sequence has a ``rank`` (default: its value if numeric, else 0); every node
+    keeps the smallest rank below it, so :meth:`next_tokens` can restrict the
+    choice to sequences of rank ``<= max_rank`` (e.g. cluster numbers up to the
+    next new one) without rebuilding the trie."""
+
+    def __init__(self, items: Iterable[Tuple[Sequence[int], Any]] = ()):
+        self.root = TrieNode()
+        self.max_depth = 0
+        for seq, value in items:
+            self.insert(seq, value)
+
+    def insert(self, seq: Sequence[int], value: Any, rank: Optional[float] = None) -> None:
+        if not seq:
+            raise ValueError("PrefixTrie: cannot insert an empty sequence")
+        if rank is None:
+            rank = value if isinstance(value, (int, float)) else 0
+        node = self.root
+        node.min_rank = min(node.min_rank, rank)
+        for tok in seq:
+            node = node.children.setdefault(int(tok), TrieNode())
+            node.min_rank = min(node.min_rank, rank)
+        node.value = value
+        self.max_depth = max(self.max_depth, len(seq))
+
+    def walk(self, seq: Sequence[int], node: Optional[TrieNode] = None) -> Optional[TrieNode]:
+        """The node reached from ``node`` (default: root) by ``seq``, or None."""
+        node = self.root if node is None else node
+        for tok in seq:
+            node = node.children.get(int(tok))
+            if node is None:
+                return None
+        return node
+
+    @staticmethod
+    def next_tokens(node: TrieNode, max_rank: Optional[float] = None) -> List[int]:
+        if max_rank is None:
+            return list(node.children)
+        return [t for t, child in node.children.items() if child.min_rank <= max_rank]
+
+    def lookup(self, seq: Sequence[int]) -> Any:
+        node = self.walk(seq)
+        return None if node is None else node.value
+
+
+# --------------------------------------------------------------------------- choosing a token
+def column_index(columns: Optional[Sequence[int]], vocab_size: int) -> Optional[numpy.ndarray]:
+    """``vocab id -> column`` array for a stepper computing logits over ``columns`` only
+    (-1 where a token has no column); None when logits cover the whole vocabulary."""
+    if columns is None:
+        return None
+    index = numpy.full(vocab_size, -1, dtype=numpy.int64)
+    index[numpy.asarray(columns, dtype=numpy.int64)] = numpy.arange(len(columns))
+    return index
+
+
+def allowed_arrays(state: ConstraintState, col_of: Optional[numpy.ndarray]
+                   ) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """``(tokens, columns)``: the allowed tokens (in the state's order) and the logit
+    column that scores each one."""
+    allowed = state.allowed()
+    toks = numpy.fromiter(allowed.keys(), dtype=numpy.int64, count=len(allowed))
+    cols = numpy.fromiter(allowed.values(), dtype=numpy.int64, count=len(allowed))
+    if col_of is not None:
+        cols = col_of[cols]
+        if (cols < 0).any():
+            bad = toks[cols < 0][:5].tolist()
+            raise ValueError(f"Tokens {bad} are allowed but the stepper computes no logits for "
+                             "their scoring tokens; add them to the stepper's columns.")
+    return toks, cols
+
+
+def choose(row: numpy.ndarray, state: ConstraintState, col_of: Optional[numpy.ndarray]
+           ) -> Tuple[int, float]:
+    """The allowed token with the highest score in ``row`` (first one on ties)."""
+    toks, cols = allowed_arrays(state, col_of)
+    if len(toks) == 0:
+        raise ValueError("Constrained decoding reached a state that allows no token.")
+    scores = row[cols]
+    best = int(scores.argmax())
+    return int(toks[best]), float(scores[best])
+
+
+@dataclass
+class DecodeOutput:
+    tokens: List[int]                  # emitted tokens (the prompt excluded)
+    score: float = 0.0                 # sum of chosen logits (greedy) / log-probs (beam)
+    n_forward: int = 0                 # decoder forward passes
+    n_proposed: int = 0                # speculative: tokens proposed
+    n_accepted: int = 0                # speculative: proposed tokens kept
+    finished: bool = True              # the grammar reached its final state
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- decode loops
+def greedy_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int],
+                  max_new_tokens: int) -> DecodeOutput:
+    """Constrained greedy decoding, one token per forward pass."""
+    stepper.reset()
+    out: List[int] = []
+    total = 0.0
+    logits = stepper.step_numpy(list(prompt))
+    n_forward = 1
+    row = logits[-1]
+    while not state.finished and len(out) < max_new_tokens:
+        tok, score = choose(row, state, stepper.col_of)
+        out.append(tok)
+        total += score
+        state = state.advance(tok)
+        if state.finished or len(out) >= max_new_tokens:
+            break
+        row = stepper.step_numpy([tok])[-1]
+        n_forward += 1
+    return DecodeOutput(out, total, n_forward, finished=state.finished)
+
+
+def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int],
+                       max_new_tokens: int, n_propose: int = 8) -> DecodeOutput:
+    """Copy-speculative greedy decoding (same output as :func:`greedy_decode`).
+
+    Each round feeds the pending token plus ``state.proposal(width)`` in one
+    forward pass, keeps the proposed tokens while they equal the constrained argmax,
+    appends the argmax at the first disagreement (or after the last proposal), and
+    crops the cache back to the kept tokens. ``width`` starts at ``n_propose``, halves
+    after a rejection and doubles (up to ``n_propose``) after a full acceptance; the
+    proposals only decide how much work one pass does, never what is emitted."""
+    stepper.reset()
+    out: List[int] = []
+    total = 0.0
+    pending = list(prompt)
+    cached = 0
+    n_forward = n_prop = n_acc = 0
+    width = n_propose  # adaptive: halve after a rejection, double after a full acceptance
+    while not state.finished and len(out) < max_new_tokens:
+        room = max_new_tokens - len(out) - 1
+        prop = state.proposal(min(width, room)) if room > 0 and n_propose > 0 else []
+        logits = stepper.step_numpy(pending + prop)
+        n_forward += 1
+        n_prop += len(prop)
+        base = len(pending) - 1
+        accepted = 0
+        for k in range(len(prop) + 1):
+            tok, score = choose(logits[base + k], state, stepper.col_of)
+            out.append(tok)
+            total += score
+            state = state.advance(tok)
+            if k < len(prop) and tok == prop[k] and not state.finished and len(out) < max_new_tokens:
+                accepted += 1
+                continue
+            break
+        n_acc += accepted
+        if prop:
+            width = min(n_propose, width * 2) if accepted == len(prop) else max(1, width // 2)
+        cached += len(pending) + accepted
+        stepper.crop(cached)
+        pending = [out[-1]]
+    return DecodeOutput(out, total, n_forward, n_prop, n_acc, finished=state.finished)
+
+
+def beam_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int], max_new_tokens: int,
+                beam_size: int = 4, length_penalty: float = 1.0) -> DecodeOutput:
+    """Constrained beam search. Scores are log-probabilities (softmax over the
+    stepper's columns); finished hypotheses are ranked by ``score / len**length_penalty``
+    (as Hugging Face does). ``beam_size=1`` is greedy decoding on log-probabilities."""
+    import torch
+
+    stepper.reset()
+    logits = stepper.step(torch.tensor([list(prompt)], dtype=torch.long))[:, -1]
+    n_forward = 1
+    beams: List[Tuple[float, List[int], ConstraintState]] = [(0.0, [], state)]
+    done: List[Tuple[float, float, List[int]]] = []  # (normalised, raw, tokens)
+    for _ in range(max_new_tokens):
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        cands: List[Tuple[float, int, int]] = []  # (score, beam index, token)
+        for b, (score, _toks, st) in enumerate(beams):
+            toks, cols = allowed_arrays(st, stepper.col_of)
+            if len(toks) == 0:
+                continue
+            scores = logp[b, cols]
+            top = numpy.argsort(-scores, kind="stable")[: beam_size * 2]
+            cands.extend((score + float(scores[i]), b, int(toks[i])) for i in top)
+        cands.sort(key=lambda c: -c[0])
+        new_beams: List[Tuple[float, List[int], ConstraintState]] = []
+        parents: List[int] = []
+        for score, b, tok in cands:
+            toks_b = beams[b][1] + [tok]
+            st = beams[b][2].advance(tok)
+            if st.finished:
+                done.append((score / (len(toks_b) ** length_penalty), score, toks_b))
+            else:
+                new_beams.append((score, toks_b, st))
+                parents.append(b)
+            if len(new_beams) >= beam_size:
+                break
+        best_open = max((s / (len(t) ** length_penalty) for s, t, _ in new_beams), default=NEG_INF)
+        if len(done) >= beam_size and max(d[0] for d in done) >= best_open:
+            break
+        if not new_beams:
+            break
+        stepper.reorder(parents)
+        beams = new_beams
+        last = torch.tensor([[t[-1]] for _, t, _ in beams], dtype=torch.long)
+        logits = stepper.step(last)[:, -1]
+        n_forward += 1
+    if done:
+        _, raw, toks = max(done, key=lambda d: d[0])
+        return DecodeOutput(toks, raw, n_forward, finished=True)
+    score, toks, _ = beams[0]
+    return DecodeOutput(toks, score, n_forward, finished=False)
+
+
+# --------------------------------------------------------------------------- Hugging Face models
+def crop_cache(cache: Any, length: int) -> Any:
+    """Keep the first ``length`` positions of a decoder self-attention cache (legacy
+    tuples of (self k, self v[, cross k, cross v]) per layer, or a ``Cache`` object)."""
+    if cache is None:
+        return None
+    if hasattr(cache, "crop"):
+        cache.crop(length)
+        return cache
+    out = []
+    for layer in cache:
+        layer = tuple(layer)
+        out.append(tuple(t[:, :, :length] for t in layer[:2]) + layer[2:])
+    return tuple(out)
+
+
+def reorder_cache(cache: Any, index: "Any") -> Any:
+    if cache is None:
+        return None
+    if hasattr(cache, "reorder_cache"):
+        cache.reorder_cache(index)
+        return cache
+    return tuple(tuple(t.index_select(0, index) for t in layer) for layer in cache)
+
+
+class restricted_output:
+    """Context manager: the model's output layer computes logits for ``columns``
+    only (gradients flow into the full weight). Works for any model whose
+    ``get_output_embeddings()`` is an ``nn.Linear`` and that adds no other
+    vocabulary-sized bias (BART's ``final_logits_bias``): elsewhere a no-op that
+    leaves full logits (check ``active``)."""
+
+    def __init__(self, model: Any, columns: Optional[Sequence[int]]):
+        self.model = model
+        self.columns = columns
+        self.active = False
+        self._linear = None
+
+    def __enter__(self) -> "restricted_output":
+        import torch
+
+        if self.columns is None or hasattr(self.model, "final_logits_bias"):
+            return self
+        linear = self.model.get_output_embeddings()
+        if not isinstance(linear, torch.nn.Linear):
+            return self
+        idx = torch.as_tensor(list(self.columns), dtype=torch.long, device=linear.weight.device)
+
+        def forward(x, _lin=linear, _idx=idx):
+            bias = _lin.bias.index_select(0, _idx) if _lin.bias is not None else None
+            return torch.nn.functional.linear(x, _lin.weight.index_select(0, _idx), bias)
+
+        linear.forward = forward
+        self._linear = linear
+        self.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._linear is not None:
+            del self._linear.forward  # back to the class's forward
+            self._linear = None
+        self.active = False
+
+
+class HFSeq2SeqStepper:
+    """Incremental decoder steps of a Hugging Face encoder-decoder over fixed
+    encoder outputs, with a key/value cache.
+
+    ``columns`` (vocab ids) restricts the logits to those tokens (see
+    :class:`restricted_output`); ``col_of`` maps a vocab id to its column."""
+
+    def __init__(self, model: Any, encoder_hidden: "Any", attention_mask: "Any",
+                 columns: Optional[Sequence[int]] = None):
+        self.model = model
+        self.encoder_hidden = encoder_hidden
+        self.attention_mask = attention_mask
+        self._base_hidden, self._base_mask = encoder_hidden, attention_mask
+        self.columns = list(columns) if columns is not None else None
+        vocab = model.get_output_embeddings().weight.shape[0]
+        self._restrict = restricted_output(model, self.columns)
+        with self._restrict as r:
+            active = r.active
+        self.columns = self.columns if active else None
+        self.col_of = column_index(self.columns, vocab)
+        self.cache = None
+
+    def reset(self) -> None:
+        self.cache = None
+        self.encoder_hidden, self.attention_mask = self._base_hidden, self._base_mask
+
+    def step(self, ids: "Any") -> "Any":
+        """Logits ``(batch, len, columns)`` for decoder input ``ids`` (batch, len)."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        if not torch.is_tensor(ids):
+            ids = torch.tensor([list(ids)], dtype=torch.long)
+        ids = ids.to(self.encoder_hidden.device)
+        if ids.shape[0] != self.encoder_hidden.shape[0]:
+            reps = ids.shape[0] // self.encoder_hidden.shape[0]
+            self.encoder_hidden = self.encoder_hidden.repeat(reps, 1, 1)
+            self.attention_mask = self.attention_mask.repeat(reps, 1)
+        with torch.inference_mode(), restricted_output(self.model, self.columns):
+            out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=self.encoder_hidden),
+                             attention_mask=self.attention_mask, decoder_input_ids=ids,
+                             past_key_values=self.cache, use_cache=True, return_dict=True)
+        self.cache = out.past_key_values
+        return out.logits
+
+    def step_numpy(self, ids: Sequence[int]) -> numpy.ndarray:
+        """Logits ``(len, columns)`` as float32 numpy for one sequence."""
+        return self.step(ids)[0].float().cpu().numpy()
+
+    def crop(self, length: int) -> None:
+        self.cache = crop_cache(self.cache, length)
+
+    def reorder(self, index: Sequence[int]) -> None:
+        import torch
+
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.encoder_hidden.device)
+        self.cache = reorder_cache(self.cache, idx)
+        self.encoder_hidden = self._base_hidden.expand(len(index), -1, -1)
+        self.attention_mask = self._base_mask.expand(len(index), -1)
+
+
+def decode(stepper: Any, state: ConstraintState, prompt: Sequence[int], max_new_tokens: int, *,
+           method: str = "greedy", beam_size: int = 4, n_propose: int = 0,
+           length_penalty: float = 1.0) -> DecodeOutput:
+    """Dispatch: ``greedy`` (copy-speculative when ``n_propose > 0``) or ``beam``."""
+    if method == "beam" and beam_size > 1:
+        return beam_decode(stepper, state, prompt, max_new_tokens, beam_size=beam_size,
+                           length_penalty=length_penalty)
+    if method not in ("greedy", "beam"):
+        raise ValueError(f"Unknown decoding method '{method}': use 'greedy' or 'beam'.")
+    if n_propose > 0:
+        return speculative_decode(stepper, state, prompt, max_new_tokens, n_propose=n_propose)
+    return greedy_decode(stepper, state, prompt, max_new_tokens)
+
+
+# --------------------------------------------------------------------------- HF generate adapter
+class ConstrainedLogitsProcessor:
+    """A ``transformers`` logits processor applying :class:`ConstraintState` grammars
+    inside ``model.generate`` (greedy, beam search, sampling).
+
+    ``initial_states[i]`` is the grammar of batch item i; with beams, rows
+    ``i*num_beams ... (i+1)*num_beams-1`` belong to item i. The processor replays
+    each row's generated tokens (those after ``prompt_length``) through the grammar,
+    caching states by prefix. Finished rows may only emit ``pad_token_id``."""
+
+    def __init__(self, initial_states: Sequence[ConstraintState], *, num_beams: int = 1,
+                 prompt_length: int = 1, pad_token_id: Optional[int] = None):
+        self.initial_states = list(initial_states)
+        self.num_beams = num_beams
+        self.prompt_length = prompt_length
+        self.pad_token_id = pad_token_id
+        self._cache: Dict[Tuple[int, Tuple[int, ...]], ConstraintState] = {}
+
+    def _state(self, row: int, generated: Tuple[int, ...]) -> ConstraintState:
+        item = row // self.num_beams
+        st = self._cache.get((item, generated))
+        if st is not None:
+            return st
+        # replay from the longest cached prefix (normally the previous step's)
+        k = len(generated)
+        while k > 0 and (item, generated[:k]) not in self._cache:
+            k -= 1
+        st = self._cache.get((item, generated[:k]), self.initial_states[item])
+        for tok in generated[k:]:
+            st = st if st.finished else st.advance(tok)
+        self._cache[(item, generated)] = st
+        return st
+
+    def __call__(self, input_ids: "Any", scores: "Any") -> "Any":
+        import torch
+
+        out = torch.full_like(scores, NEG_INF)
+        step = input_ids.shape[1] - self.prompt_length
+        for row in range(input_ids.shape[0]):
+            generated = tuple(int(t) for t in input_ids[row, self.prompt_length:])
+            st = self._state(row, generated)
+            if st.finished:
+                if self.pad_token_id is not None:
+                    out[row, self.pad_token_id] = 0.0
+                continue
+            allowed = st.allowed()
+            toks = torch.tensor(list(allowed.keys()), dtype=torch.long, device=scores.device)
+            cols = torch.tensor(list(allowed.values()), dtype=torch.long, device=scores.device)
+            out[row, toks] = scores[row, cols]
+        # drop states of prefixes that can no longer be extended (keep the last step)
+        self._cache = {k: v for k, v in self._cache.items() if len(k[1]) >= step}
+        return out
