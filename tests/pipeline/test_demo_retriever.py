@@ -97,3 +97,22 @@ def test_n_process_2_equals_serial(nlp):
     serial = [d._.demonstrations for d in nlp.pipe([x.copy() for x in docs])]
     parallel = [d._.demonstrations for d in nlp.pipe([x.copy() for x in docs], n_process=2)]
     assert [[dict(x, labels=list(x["labels"])) for x in p] for p in parallel] == serial
+
+
+@pytest.mark.parametrize("name", ["demo_retriever.cfg", "test/demo_retriever.cfg"])
+def test_configs_build_and_initialize(name, tmp_path):
+    from pathlib import Path
+
+    from spacy.util import load_config, load_model_from_config
+
+    store = DemoStore.from_docs(re_docs(spacy.blank("en")))
+    store.to_disk(tmp_path / "store")
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / name,
+                         overrides={"paths.store": str(tmp_path / "store")})
+    nlp = load_model_from_config(config, auto_fill=True, validate=True)
+    assert nlp.pipe_names == ["demo_retriever", "icl_relation_extractor"]
+    if name.startswith("test/"):  # BM25: no embedding needed
+        nlp.initialize()
+        doc = nlp.get_pipe("demo_retriever")(unannotated(nlp, re_docs(nlp)[0]))
+        assert len(doc._.demonstrations) == 2
+        assert nlp.get_pipe("icl_relation_extractor")._doc_labels(doc) == ["Live_In"]

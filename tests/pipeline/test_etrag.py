@@ -1,0 +1,173 @@
+"""etrag_relation_extractor on a tiny T5 built from a config (and once on the MiniLM
+warm start): training, leave-one-out retrieval, gradients into the retrieval encoder,
+serialization, bad input."""
+import random
+from pathlib import Path
+
+import numpy
+import pytest
+import spacy
+from spacy.training import Example
+from spacy.util import make_tempdir
+from thinc.api import Adam
+
+from spacy_kbnlp.retrieval.render import NO_RELATION, doc_key
+
+from ..llm.tiny import build_tiny_models
+from ..retrieval.util import make_doc, re_docs, unannotated
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_etrag"))
+
+
+def _nlp(backbone, **model):
+    nlp = spacy.blank("en")
+    cfg = {"backbone": backbone, "n_neighbors": 2, "n_candidates": 4, "temperature": 0.5}
+    cfg.update(model)
+    nlp.add_pipe("etrag_relation_extractor", config={"model": cfg, "refresh_every": 5})
+    return nlp
+
+
+def _examples(nlp):
+    return [Example(unannotated(nlp, d), d) for d in re_docs(nlp)]
+
+
+def _train(nlp, steps=50, seed=0):
+    from spacy_kbnlp.core.torch_io import set_seed
+
+    set_seed(seed)
+    egs = _examples(nlp)
+    nlp.initialize(lambda: egs)
+    opt = Adam(0.01)
+    rng = random.Random(seed)
+    losses = []
+    for _ in range(steps):
+        rng.shuffle(egs)
+        losses.append(nlp.update(egs, sgd=opt, losses={})["etrag_relation_extractor"])
+    return losses
+
+
+def _rels(doc):
+    return sorted((tuple(r["head"]), tuple(r["tail"]), r["label"]) for r in doc._.rel_records)
+
+
+def test_add_pipe_uninitialized_and_config_errors(tiny):
+    nlp = _nlp(tiny["t5"])
+    with pytest.raises(ValueError, match="KBE304"):
+        nlp(make_doc(nlp, "Ann lived in Rome .", [(0, 3, "Peop"), (13, 17, "Loc")], []))
+    with pytest.raises(ValueError, match="KBE312"):
+        _nlp(tiny["t5"], temperature=0.0)
+    empty = spacy.blank("en")
+    empty.add_pipe("etrag_relation_extractor", config={"model": {"backbone": tiny["t5"]}})
+    with pytest.raises(ValueError, match="KBE313"):
+        empty.initialize(lambda: [Example(empty.make_doc("No entities ."), empty.make_doc("No entities ."))])
+
+
+def test_overfit_round_trip_and_pipe(tiny):
+    nlp = _nlp(tiny["t5"])
+    losses = _train(nlp)
+    assert losses[-1] < losses[0] / 3
+    pipe = nlp.get_pipe("etrag_relation_extractor")
+    assert pipe.labels == ("Kill(e1,e2)", "Live_In(e1,e2)", "OrgBased_In(e1,e2)", "Work_For(e1,e2)",
+                           NO_RELATION)
+    gold = re_docs(nlp)
+    out = [nlp(unannotated(nlp, d)) for d in gold]
+    assert [_rels(o) for o in out] == [_rels(g) for g in gold]
+    assert all(0 < r["score"] <= 1 for o in out for r in o._.rel_records)
+    assert list(out[5]._.rel) == [(0, 2)]
+    piped = list(nlp.pipe([unannotated(nlp, d) for d in gold], batch_size=3))
+    assert [p._.rel_records for p in piped] == [o._.rel_records for o in out]
+    with make_tempdir() as tmp:
+        nlp.to_disk(tmp)
+        nlp2 = spacy.load(tmp)
+        again = [nlp2(unannotated(nlp2, d)) for d in gold]
+    assert [a._.rel_records for a in again] == [o._.rel_records for o in out]
+    scores = nlp.evaluate(_examples(nlp))
+    assert scores["rel_micro_f"] == 1.0 and "rel_micro_p" in scores and "rel_micro_r" in scores
+
+
+def test_retrieval_never_itself_and_gradients_reach_encoder(tiny):
+    import torch
+
+    nlp = _nlp(tiny["t5"])
+    nlp.initialize(lambda: _examples(nlp))
+    pipe = nlp.get_pipe("etrag_relation_extractor")
+    module = pipe.module
+    insts = [i for d in re_docs(nlp) for i in pipe.instances(d, gold=True)]
+    texts, keys = [i["text"] for i in insts], [i["key"] for i in insts]
+    ids, mask = module.tokenize(texts)
+    q = module.embed(ids, mask)
+    weights, cand = module.neighbour_weights(q, keys)
+    assert weights.shape == (len(insts), 2, 4)
+    for row, key in zip(cand.tolist(), keys):
+        assert all(module.bank_instance_keys[r] != key for r in row)  # never its own sentence
+    assert torch.allclose(weights.sum(-1), torch.ones(len(insts), 2))
+    # soft prompts carry gradient into the shared encoder (the retrieval encoder)
+    module.zero_grad()
+    prompts, _, _ = module.soft_prompts(ids, mask, keys)
+    prompts.pow(2).sum().backward()
+    enc_grads = [p.grad for n, p in module.seq2seq.get_encoder().named_parameters() if p.grad is not None]
+    assert enc_grads and sum(float(g.abs().sum()) for g in enc_grads) > 0
+    # the generation loss does too, through the retrieval weights
+    module.zero_grad()
+    loss = -module(texts, keys, label_rows=[0] * len(texts)).sum()
+    loss.backward()
+    assert module.value.weight.grad is not None and float(module.value.weight.grad.abs().sum()) > 0
+
+
+def test_bad_input_drops_nothing(tiny):
+    nlp = _nlp(tiny["t5"], n_neighbors=0)  # the no-retrieval baseline
+    _train(nlp, steps=3)
+    overlapping = make_doc(nlp, "University of Manchester staff .", [(0, 24, "Org")], [])
+    from spacy.tokens import Span
+    overlapping.set_ents([Span(overlapping, 0, 3, "Org")])
+    docs = [nlp.make_doc(""), nlp.make_doc(" "), make_doc(nlp, "Only Paris .", [(5, 10, "Loc")], []),
+            make_doc(nlp, "Ann met Bob in Rome .", [(0, 3, "Peop"), (8, 11, "Peop"), (15, 19, "Loc")], []),
+            overlapping]
+    out = list(nlp.pipe(docs))
+    assert len(out) == 5
+    assert [d._.rel_records for d in out[:3]] == [[], [], []]
+    assert isinstance(out[3]._.rel_records, list)
+    assert len(nlp.get_pipe("etrag_relation_extractor").instances(out[3], gold=False)) == 3
+
+
+@pytest.mark.slow
+def test_minilm_warm_start_trains():
+    nlp = _nlp(None, n_candidates=4)
+    losses = _train(nlp, steps=40)
+    assert losses[-1] < losses[0]
+    module = nlp.get_pipe("etrag_relation_extractor").module
+    assert module.seq2seq.config.model_type == "encoder-decoder"
+    assert module.seq2seq.config.decoder.num_hidden_layers == 2
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["etrag.cfg", "test/etrag.cfg"])
+def test_configs_build(name):
+    from spacy.util import load_config, load_model_from_config
+
+    config = load_config(CONFIGS / name)
+    nlp = load_model_from_config(config, auto_fill=True, validate=True)
+    assert nlp.pipe_names == ["etrag_relation_extractor"]
+    assert "rel_semeval_f" in nlp.config["training"]["score_weights"]
+
+
+@pytest.mark.slow
+def test_spacy_train_tiny_config(tmp_path):
+    """`spacy train` on the tiny twin: initialize from .spacy files with the gold-entity
+    augmenter, a few steps, evaluation with the declared score keys, model-last saved."""
+    from spacy.cli.train import train
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    db = DocBin(store_user_data=True, docs=re_docs(nlp))
+    db.to_disk(tmp_path / "train.spacy")
+    train(CONFIGS / "test" / "etrag.cfg", tmp_path / "out",
+          overrides={"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy")})
+    trained = spacy.load(tmp_path / "out" / "model-last")
+    doc = trained(unannotated(trained, re_docs(trained)[0]))
+    assert isinstance(doc._.rel_records, list)
