@@ -11,6 +11,7 @@ children) are all targets.
 """
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Container, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy
@@ -285,3 +286,252 @@ def reader_batch_loss(reader, tps: Sequence[TrainPassage], candidates: Sequence[
     start, end, rank = reader(inputs)
     gs, ge, gc = reader_targets(tps, candidates, inputs.pairs, inputs.first.shape[1])
     return reader_loss(start, end, rank, inputs.pairs, len(tps), gs, ge, gc)
+
+
+# ---------------------------------------------------------------- training drivers
+
+def _section(config: Dict[str, Any], *keys: str) -> Dict[str, Any]:
+    out: Any = config
+    for k in keys:
+        out = (out or {}).get(k) or {}
+    return dict(out)
+
+
+def resolve_specs(config: Dict[str, Any]):
+    """The retriever and reader specs of ``[components.entqa_linker]``."""
+    from spacy.util import registry
+
+    comp = config["components"]["entqa_linker"]
+    got = registry.resolve({"retriever": comp["retriever"], "reader": comp["reader"]})
+    return got["retriever"], got["reader"]
+
+
+def passage_settings(config: Dict[str, Any]) -> Dict[str, Any]:
+    comp = config["components"]["entqa_linker"]
+    return {"length": comp.get("passage_length", 32), "stride": comp.get("passage_stride", 16),
+            "topic": comp.get("topic", "first_line"), "topic_length": comp.get("topic_length", 12)}
+
+
+def read_corpus(path: Any, nlp) -> List[Doc]:
+    """Gold Docs from a .spacy file or folder (``None``: no docs)."""
+    if path is None or str(path) in ("", "None", "null"):
+        return []
+    from ..readers import read_docbin
+
+    return list(read_docbin(path, nlp))
+
+
+def freeze_embeddings(module) -> int:
+    """Freeze the word embedding matrices (most of a small encoder's parameters,
+    little to learn from a few thousand mentions); returns the frozen count."""
+    n = 0
+    for name, param in module.named_parameters():
+        if "word_embeddings" in name:
+            param.requires_grad_(False)
+            n += param.numel()
+    return n
+
+
+def entity_texts_for(tokenizer, records: Sequence[Any], template: str, max_pieces: int) -> EntityTexts:
+    from ..kb.records import entity_text
+    from ..models.passages import entity_pieces
+
+    return EntityTexts([r.id for r in records],
+                       entity_pieces(tokenizer, [entity_text(r, template) for r in records], max_pieces),
+                       entity_pieces(tokenizer, [r.name for r in records], max_pieces))
+
+
+def recall_at(ranked_rows: Sequence[Sequence[int]], golds: Sequence[Set[int]],
+              ks: Sequence[int] = (1, 10, 100)) -> Dict[str, float]:
+    """Share of (passage, gold entity) pairs whose gold is among the top k."""
+    total = sum(len(g) for g in golds)
+    out = {}
+    for k in ks:
+        hit = sum(len(g & set(int(r) for r in rows[:k])) for rows, g in zip(ranked_rows, golds))
+        out[f"recall_at_{k}"] = hit / total if total else 0.0
+    out["n_gold"] = float(total)
+    return out
+
+
+def train_retriever(config: Dict[str, Any], output_dir: Any, *, resume: bool = False,
+                    show_progress: bool = True) -> Dict[str, Any]:
+    """Train the EntQA retriever with multi-label NCE, 90/10 random/hard negatives and
+    an index refresh at every evaluation (default: every epoch).
+
+    ``config``: an interpolated pipeline config (``configs/entqa.cfg``) with
+    ``[paths]`` train/dev/kb and ``[entqa_training.retriever]``. The KB is extended
+    with the training docs' gold entities (name only) for training only. Writes
+    ``model-best``/``model-last`` (``save_retriever`` folders) and ``summary.json``."""
+    import spacy
+    import srsly
+
+    from ..errors import Errors
+    from ..kb.dense_kb import DenseKB
+    from ..models.retriever import save_retriever, topk_exhaustive
+    from .loop import TrainingConfig, steps_per_epoch, train_loop
+    from .negatives import HardNegativeMiner
+
+    paths = config["paths"]
+    settings = _section(config, "entqa_training")
+    rcfg = _section(config, "entqa_training", "retriever")
+    loop_cfg = TrainingConfig.from_dict(_section(config, "entqa_training", "retriever",
+                                                 "torch_training"))
+    ps = passage_settings(config)
+    spec, _ = resolve_specs(config)
+    nlp = spacy.blank(config["nlp"]["lang"])
+    train_docs = read_corpus(paths["train"], nlp)
+    dev_docs = read_corpus(paths.get("dev"), nlp)
+    kb = DenseKB.from_disk(paths["kb"])
+    kb_ids = set(kb.ids)
+    model = spec.build(rcfg.get("init") or None)
+    if settings.get("freeze_embeddings", True):
+        freeze_embeddings(model)
+    tok = model.tokenizer
+    records, n_added = extend_records(kb.records, train_docs)
+    texts = entity_texts_for(tok, records, kb.template, spec.max_entity_pieces)
+    coref = bool(settings.get("include_coref", False))
+    tps = [tp for tp in training_passages(train_docs, tok, kb_ids=texts.row_of, include_coref=coref,
+                                          **ps) if tp.golds]
+    if not tps:
+        raise ValueError(Errors.KBE206.format(source=paths["train"], n_docs=len(train_docs)))
+    dev_tps = [tp for tp in training_passages(dev_docs, tok, kb_ids=kb_ids, include_coref=coref,
+                                              **ps) if tp.golds]
+    miner = HardNegativeMiner(model, texts.full, [tp.passage for tp in tps] +
+                              [tp.passage for tp in dev_tps], pool=int(rcfg.get("pool", 100)))
+    dev_golds = [{texts.row_of[q] for q in tp.golds} for tp in dev_tps]
+    if not loop_cfg.eval_every:
+        loop_cfg.eval_every = steps_per_epoch(len(tps), loop_cfg)
+    miner.refresh(show_progress=show_progress)
+
+    def evaluate() -> Dict[str, float]:
+        miner.refresh(show_progress=False)  # the index refresh
+        scores = recall_at([miner.ranked(len(tps) + i) for i in range(len(dev_tps))], dev_golds)
+        return scores if dev_tps else {"recall_at_10": 0.0}
+
+    def loss_fn(batch: List[int]):
+        return retriever_batch_loss(
+            model, [(i, tps[i]) for i in batch], texts, miner.ranked,
+            n_negatives=int(rcfg.get("n_negatives", 31)),
+            hard_fraction=float(rcfg.get("hard_fraction", 0.1)), rng=numpy.random,
+            text_rng=random, desc_dropout=float(settings.get("desc_dropout", 0.0)))
+
+    result = train_loop(model, list(range(len(tps))), loss_fn, loop_cfg, output_dir,
+                        evaluate=evaluate, score_key="recall_at_10",
+                        export=lambda d: save_retriever(model, d), resume=resume,
+                        show_progress=show_progress)
+    summary = {"train_docs": len(train_docs), "dev_docs": len(dev_docs),
+               "train_passages": len(tps), "dev_passages": len(dev_tps),
+               "kb_entities": len(kb), "added_entities": n_added, "steps": result.steps,
+               "seconds": result.seconds, "best_score": result.best_score,
+               "history": result.history, "stopped": result.stopped}
+    srsly.write_json(Path(output_dir) / "summary.json", summary)
+    return summary
+
+
+def _rewindow(tps: Sequence[TrainPassage], docs: Sequence[Doc], tokenizer,
+              settings: Dict[str, Any]) -> List[Passage]:
+    """The same windows as ``tps`` with another model's word pieces."""
+    cache: Dict[int, Any] = {}
+    out = []
+    for tp in tps:
+        p = tp.passage
+        if p.doc_index not in cache:
+            cache[p.doc_index] = doc_pieces(tokenizer, docs[p.doc_index], settings["topic"],
+                                            settings["topic_length"])
+        dp = cache[p.doc_index]
+        out.append(Passage(p.doc_index, p.start, p.end, dp.pieces[p.start:p.end], dp.topic))
+    return out
+
+
+def train_reader(config: Dict[str, Any], output_dir: Any, *, resume: bool = False,
+                 show_progress: bool = True) -> Dict[str, Any]:
+    """Train the EntQA reader (6.2) on candidates from the trained retriever
+    (``[paths] retriever``): all gold entities of a passage plus the best-ranked
+    others, ``n_candidates`` in all, in a new order at every step. Passages
+    without a gold entity teach the rejection. The dev score is the negative dev
+    loss. Writes ``model-best``/``model-last`` and ``summary.json``."""
+    import spacy
+    import srsly
+    import torch
+
+    from ..errors import Errors
+    from ..kb.dense_kb import DenseKB
+    from ..models.reader import save_reader
+    from ..models.retriever import load_retriever
+    from .loop import TrainingConfig, steps_per_epoch, train_loop
+    from .negatives import HardNegativeMiner
+
+    paths = config["paths"]
+    settings = _section(config, "entqa_training")
+    rcfg = _section(config, "entqa_training", "reader")
+    loop_cfg = TrainingConfig.from_dict(_section(config, "entqa_training", "reader",
+                                                 "torch_training"))
+    ps = passage_settings(config)
+    _, spec = resolve_specs(config)
+    nlp = spacy.blank(config["nlp"]["lang"])
+    train_docs = read_corpus(paths["train"], nlp)
+    dev_docs = read_corpus(paths.get("dev"), nlp)
+    kb = DenseKB.from_disk(paths["kb"])
+    records, n_added = extend_records(kb.records, train_docs)
+    coref = bool(settings.get("include_coref", False))
+    reader = spec.build(rcfg.get("init") or None)
+    if settings.get("freeze_embeddings", True):
+        freeze_embeddings(reader)
+    tok = reader.tokenizer
+    ids = [r.id for r in records]
+    row_of = {q: i for i, q in enumerate(ids)}
+    tps = training_passages(train_docs, tok, kb_ids=row_of, include_coref=coref, **ps)
+    dev_tps = training_passages(dev_docs, tok, kb_ids=row_of, include_coref=coref, **ps)
+    if not any(tp.golds for tp in tps):
+        raise ValueError(Errors.KBE206.format(source=paths["train"], n_docs=len(train_docs)))
+    # candidates: the trained retriever's ranking of the training KB
+    retriever = load_retriever(paths["retriever"])
+    rtexts = entity_texts_for(retriever.tokenizer, records, kb.template,
+                              retriever.spec.max_entity_pieces)
+    rpass = (_rewindow(tps, train_docs, retriever.tokenizer, ps) +
+             _rewindow(dev_tps, dev_docs, retriever.tokenizer, ps))
+    n_cand = int(rcfg.get("n_candidates", 16))
+    miner = HardNegativeMiner(retriever, rtexts.full, rpass, pool=2 * n_cand + 8)
+    miner.refresh(show_progress=show_progress)
+    ranked = [[ids[r] for r in miner.ranked(i)] for i in range(len(rpass))]
+    del miner, retriever
+    texts = entity_texts_for(tok, records, kb.template, spec.max_entity_pieces)
+    dropout = float(settings.get("desc_dropout", 0.0))
+
+    def pieces_of(q: str) -> List[int]:
+        return texts.pieces(row_of[q], random, dropout)
+
+    dev_rng = random.Random(0)
+    dev_cands = [reader_candidates(tp, ranked[len(tps) + i], n_cand, dev_rng)
+                 for i, tp in enumerate(dev_tps)]
+    if not loop_cfg.eval_every:
+        loop_cfg.eval_every = steps_per_epoch(len(tps), loop_cfg)
+
+    def evaluate() -> Dict[str, float]:
+        if not dev_tps:
+            return {"neg_dev_loss": 0.0}
+        total, n = 0.0, 0
+        bs = max(1, loop_cfg.batch_size)
+        for b in range(0, len(dev_tps), bs):
+            loss = reader_batch_loss(reader, dev_tps[b: b + bs], dev_cands[b: b + bs],
+                                     lambda q: texts.full[row_of[q]])
+            total += float(loss) * len(dev_tps[b: b + bs])
+            n += len(dev_tps[b: b + bs])
+        return {"neg_dev_loss": -total / n}
+
+    def loss_fn(batch: List[int]):
+        chosen = [tps[i] for i in batch]
+        cands = [reader_candidates(tps[i], ranked[i], n_cand, random) for i in batch]
+        return reader_batch_loss(reader, chosen, cands, pieces_of)
+
+    result = train_loop(reader, list(range(len(tps))), loss_fn, loop_cfg, output_dir,
+                        evaluate=evaluate, score_key="neg_dev_loss",
+                        export=lambda d: save_reader(reader, d), resume=resume,
+                        show_progress=show_progress)
+    summary = {"train_docs": len(train_docs), "dev_docs": len(dev_docs),
+               "train_passages": len(tps), "dev_passages": len(dev_tps),
+               "added_entities": n_added, "steps": result.steps, "seconds": result.seconds,
+               "best_score": result.best_score, "history": result.history,
+               "stopped": result.stopped, "packed": spec.packed}
+    srsly.write_json(Path(output_dir) / "summary.json", summary)
+    return summary

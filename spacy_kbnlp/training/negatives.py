@@ -8,7 +8,7 @@ current entity representations: ``refresh()`` re-encodes every entity of the
 training KB with the current entity encoder (the index refresh during training)
 and ranks the entities for every training passage.
 """
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 import numpy
 import torch
@@ -24,13 +24,14 @@ def sample_negatives(
     n_entities: int,
     *,
     hard_fraction: float = 0.1,
-    rng: Optional[numpy.random.Generator] = None,
+    rng: Optional[Any] = None,
 ) -> List[int]:
     """``n`` distinct entity rows: ``round(n * hard_fraction)`` taken in order from
     ``ranked`` (best first) and the rest drawn uniformly from all ``n_entities``
     rows; rows in ``exclude`` are never returned. Fewer than ``n`` come back only
-    when the KB has too few entities."""
-    rng = rng or numpy.random.default_rng()
+    when the KB has too few entities. ``rng``: a numpy Generator, or the
+    ``numpy.random`` module (its global state is checkpointed by the training loop)."""
+    rng = rng if rng is not None else numpy.random.default_rng()
     available = n_entities - len({r for r in exclude if 0 <= r < n_entities})
     n = max(0, min(n, available))
     n_hard = min(n, int(round(n * hard_fraction)))
@@ -43,8 +44,9 @@ def sample_negatives(
         if r not in seen and 0 <= r < n_entities:
             chosen.append(r)
             seen.add(r)
+    draw_ints = rng.integers if hasattr(rng, "integers") else rng.randint
     while len(chosen) < n:
-        draw = rng.integers(0, n_entities, size=2 * (n - len(chosen)) + 8)
+        draw = draw_ints(0, n_entities, size=2 * (n - len(chosen)) + 8)
         for r in draw:
             r = int(r)
             if r not in seen:

@@ -1,13 +1,14 @@
 """entqa_linker: lifecycle, coded errors, overfitting a tiny example with exact
 links, serialization, nlp.pipe / n_process, bad input, nlp.evaluate."""
 import random
+from pathlib import Path
 
 import numpy
 import pytest
 import spacy
 import torch
 from spacy.lang.en import English
-from spacy.tokens import Span
+from spacy.tokens import DocBin, Span
 from spacy.training import Example
 from spacy.util import make_tempdir
 
@@ -279,3 +280,66 @@ def test_single_entity_kb():
     doc = nlp("Barack Obama visited Berlin.")
     assert [c[0] for c in doc._.entqa_candidates[0]["candidates"]] == ["Q76"]
     assert all(s.kb_id_ == "Q76" for s in doc.spans["entqa"])
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _tiny_inputs(tmp):
+    make_kb().to_disk(tmp / "kb")
+    docs = gold_docs(English())
+    DocBin(docs=docs, store_user_data=True).to_disk(tmp / "train.spacy")
+    DocBin(docs=docs[:2], store_user_data=True).to_disk(tmp / "dev.spacy")
+    return {"paths.train": str(tmp / "train.spacy"), "paths.dev": str(tmp / "dev.spacy"),
+            "paths.kb": str(tmp / "kb")}
+
+
+@pytest.mark.parametrize("name", ["entqa.cfg", "entqa_faithful.cfg", "test/entqa.cfg"])
+def test_shipped_configs_build_with_init_nlp(name, tmp_path):
+    from spacy.training.initialize import init_nlp
+    from spacy.util import load_config
+
+    config = load_config(CONFIGS / name, overrides=_tiny_inputs(tmp_path), interpolate=False)
+    nlp = init_nlp(config)
+    linker = nlp.get_pipe("entqa_linker")
+    assert nlp.pipe_names == ["entqa_linker"] and linker.is_initialized
+    assert linker.kb.encoder_name.startswith("entqa-retriever-")  # re-encoded once
+    assert linker.reader.spec.packed == (name != "entqa_faithful.cfg")
+    doc = nlp("Barack Obama visited Berlin.")
+    assert doc._.entqa_candidates and "entqa" in doc.spans
+
+
+@pytest.mark.slow
+def test_tiny_el_workflow_train_assemble_calibrate_evaluate(tmp_path):
+    """The `el` workflow's commands on tiny data (the project's smoke run)."""
+    from spacy.util import load_config
+
+    from spacy_kbnlp.cli.entqa import assemble, calibrate, split_corpus
+    from spacy_kbnlp.cli.evaluate import evaluate
+    from spacy_kbnlp.training.entqa import train_reader, train_retriever
+
+    paths = _tiny_inputs(tmp_path)
+    counts = split_corpus([paths["paths.train"]], tmp_path / "t.spacy", tmp_path / "d.spacy",
+                          every=2)
+    assert counts == {"train": 2, "dev": 2}
+    cfg_path = CONFIGS / "test" / "entqa.cfg"
+    config = load_config(cfg_path, overrides=paths, interpolate=True)
+    summary = train_retriever(config, tmp_path / "retriever", show_progress=False)
+    assert summary["steps"] == 2 and (tmp_path / "retriever" / "model-best" / "spec.json").exists()
+    paths["paths.retriever"] = str(tmp_path / "retriever" / "model-last")
+    config = load_config(cfg_path, overrides=paths, interpolate=True)
+    summary = train_reader(config, tmp_path / "reader", show_progress=False)
+    assert summary["steps"] == 2
+    # resume continues from the checkpoint (nothing left to do after 2 of 2 steps)
+    again = train_reader(config, tmp_path / "reader", resume=True, show_progress=False)
+    assert again["steps"] == 2
+    paths["paths.reader"] = str(tmp_path / "reader" / "model-last")
+    out = assemble(cfg_path, tmp_path / "pipeline", paths)
+    result = calibrate(out, paths["paths.dev"], tmp_path / "calibrated")
+    assert 0.0 <= result["threshold"] < 1.0 and result["curve"]
+    loaded = spacy.load(tmp_path / "calibrated")
+    assert loaded.get_pipe("entqa_linker").cfg["threshold"] == pytest.approx(result["threshold"])
+    assert loaded.config["components"]["entqa_linker"]["threshold"] == pytest.approx(result["threshold"])
+    metrics = evaluate("el", tmp_path / "calibrated", paths["paths.dev"], "spacy",
+                       spans_key="entqa", kb=paths["paths.kb"], show_progress=False, quiet=True)
+    assert metrics["el_micro_f"] == pytest.approx(result["dev_f"])

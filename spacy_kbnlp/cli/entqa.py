@@ -1,0 +1,254 @@
+"""``python -m spacy_kbnlp entqa ...``: train, assemble and calibrate the EntQA linker.
+
+* ``split``: training DocBins -> a training and a held-out (tuning/calibration) file;
+* ``train-retriever`` / ``train-reader``: the two models (``configs/entqa.cfg``);
+* ``assemble``: a pipeline folder from the trained models and the KB (the KB is
+  re-encoded once with the trained retriever and stored inside the component);
+* ``calibrate``: pick the threshold on held-out docs (Appendix D.1: every effective
+  threshold from the sorted link scores) and write it into the pipeline config.
+
+Each command is a thin wrapper around an importable function.
+"""
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import typer
+from wasabi import msg
+
+from ..errors import Errors
+from ._util import Arg, Opt, app, parse_config_overrides, setup_gpu
+
+entqa_app = typer.Typer(name="entqa", help="EntQA entity linking: train, assemble, calibrate",
+                        no_args_is_help=True)
+app.add_typer(entqa_app, name="entqa")
+
+PathLike = Union[str, Path]
+
+
+def load_entqa_config(path: PathLike, overrides: Optional[Dict[str, Any]] = None):
+    """The interpolated config (``--paths.train ...`` style overrides applied)."""
+    from spacy import util
+
+    return util.load_config(path, overrides=overrides or {}, interpolate=True)
+
+
+def split_corpus(inputs: Sequence[PathLike], train_output: PathLike, dev_output: PathLike, *,
+                 every: int = 5, offset: int = 0, lang: str = "en") -> Dict[str, int]:
+    """Merge gold DocBins and hold out every ``every``-th doc of each source file
+    (sorted by id) for tuning and calibration."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    from ..readers import read_docbin
+    from ..training.entqa import split_holdout
+
+    nlp = spacy.blank(lang)
+    docs = [d for path in inputs for d in read_docbin(path, nlp)]
+    train, dev = split_holdout(docs, every=every, offset=offset)
+    for out, part in ((train_output, train), (dev_output, dev)):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        DocBin(docs=part, store_user_data=True).to_disk(out)
+    return {"train": len(train), "dev": len(dev)}
+
+
+def assemble(config_path: PathLike, output: PathLike,
+             overrides: Optional[Dict[str, Any]] = None) -> Path:
+    """``init_nlp`` on the config (trained models from ``paths.retriever`` /
+    ``paths.reader``, the KB from ``paths.kb``) and ``nlp.to_disk(output)``."""
+    from spacy.training.initialize import init_nlp
+
+    config = load_entqa_config(config_path, overrides)
+    nlp = init_nlp(config)
+    nlp.to_disk(output)
+    return Path(output)
+
+
+def set_config_value(pipeline_dir: PathLike, section: str, key: str, value: Any) -> None:
+    """Change one setting in a saved pipeline's ``config.cfg``."""
+    from thinc.api import Config
+
+    path = Path(pipeline_dir) / "config.cfg"
+    config = Config().from_disk(path, interpolate=False)
+    node = config
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    config.to_disk(path)
+
+
+def _threshold_grid(scores: List[float], n: int) -> List[float]:
+    """Every effective threshold (midway between adjacent distinct link scores, and
+    0), thinned to about ``n`` evenly spaced quantiles and rounded to 6 decimals, so
+    that the value survives the JSON/config round trip unchanged."""
+    distinct = sorted(set(scores))
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(distinct, distinct[1:])]
+    if len(cuts) > n:
+        step = len(cuts) / n
+        cuts = [cuts[int(i * step)] for i in range(n)]
+    return sorted({round(c, 6) for c in cuts})
+
+
+def calibrate(pipeline: PathLike, dev: PathLike, output: Optional[PathLike] = None, *,
+              name: str = "entqa_linker", n_thresholds: int = 400, batch_size: int = 16,
+              kb_ids_from_component: bool = True) -> Dict[str, Any]:
+    """Choose the threshold that maximizes InKB micro F1 on held-out gold docs and
+    write it into the pipeline (component cfg and ``config.cfg``) at ``output``
+    (default: in place). Returns the best threshold and the F1 curve."""
+    import spacy
+    import srsly
+
+    from ..readers import read_docbin
+    from ..scorers import prf
+    from ..scorers.el import el_gold_labels, eval_span_of, score_el_document
+    from .evaluate import input_doc, load_pipeline
+
+    nlp = load_pipeline(pipeline)
+    linker = nlp.get_pipe(name)
+    gold = list(read_docbin(dev, nlp))
+    if not gold:
+        raise ValueError(Errors.KBE212.format(path=dev))
+    old = linker.cfg["threshold"]
+    linker.cfg["threshold"] = 0.0
+    try:
+        preds = list(nlp.pipe([input_doc(nlp, g) for g in gold], batch_size=batch_size))
+    finally:
+        linker.cfg["threshold"] = old
+    key = linker.cfg["spans_key"]
+    kb_ids = set(linker.kb.ids) if kb_ids_from_component else None
+    per_doc = []
+    scores: List[float] = []
+    for g, p in zip(gold, preds):
+        links = [(s.start_char, s.end_char, s.kb_id_, s._.link_score) for s in p.spans[key]]
+        scores.extend(x[3] for x in links)
+        per_doc.append((el_gold_labels(g), eval_span_of(g), links))
+    curve = []
+    for t in _threshold_grid(scores, n_thresholds):
+        tp = fp = fn = 0
+        for labels, span, links in per_doc:
+            res = score_el_document(labels, [x[:3] for x in links if x[3] > t], span,
+                                    kb_ids=kb_ids)
+            tp, fp, fn = tp + res.tp, fp + res.fp, fn + res.fn
+        p_, r_, f_ = prf(tp, fp, fn)
+        curve.append({"threshold": t, "p": p_, "r": r_, "f": f_})
+    best = max(curve, key=lambda c: (c["f"], c["threshold"]))
+    out = Path(output) if output is not None else Path(pipeline)
+    linker.cfg["threshold"] = float(best["threshold"])
+    nlp.to_disk(out)
+    set_config_value(out, f"components.{name}", "threshold", float(best["threshold"]))
+    result = {"threshold": best["threshold"], "dev_f": best["f"], "dev_p": best["p"],
+              "dev_r": best["r"], "previous_threshold": old, "docs": len(gold),
+              "f_at_previous": _f_at(curve, old), "curve": curve}
+    srsly.write_json(out / f"{name}_calibration.json", result)
+    return result
+
+
+def _f_at(curve: List[Dict[str, float]], threshold: float) -> float:
+    below = [c for c in curve if c["threshold"] <= threshold]
+    return (max(below, key=lambda c: c["threshold"]) if below else curve[0])["f"]
+
+
+# ---------------------------------------------------------------- commands
+
+@entqa_app.command("split")
+def split_cli(
+    # fmt: off
+    inputs: List[Path] = Arg(..., help="Gold .spacy files (e.g. the three training files)", exists=True),
+    train_output: Path = Opt(..., "--train-output", help="Output .spacy with the training docs"),
+    dev_output: Path = Opt(..., "--dev-output", help="Output .spacy with the held-out docs"),
+    every: int = Opt(5, "--every", help="Hold out every N-th doc of each file (by id)"),
+    # fmt: on
+):
+    """Merge training DocBins and hold out part of them for tuning/calibration."""
+    try:
+        counts = split_corpus(inputs, train_output, dev_output, every=every)
+    except (ValueError, OSError) as err:
+        msg.fail(str(err), exits=1)
+    msg.good(f"{counts['train']} training docs -> {train_output}, {counts['dev']} held out -> {dev_output}")
+
+
+def _train(kind: str, ctx: typer.Context, config_path: Path, output: Path, resume: bool,
+           gpu_id: int) -> None:
+    from ..training.entqa import train_reader, train_retriever
+
+    setup_gpu(gpu_id)
+    overrides = parse_config_overrides(ctx.args)
+    try:
+        config = load_entqa_config(config_path, overrides)
+        fn = train_retriever if kind == "retriever" else train_reader
+        summary = fn(config, output, resume=resume)
+    except (ValueError, OSError) as err:
+        msg.fail(str(err), exits=1)
+    msg.good(f"Trained the {kind} in {summary['seconds']:.0f}s ({summary['steps']} steps), "
+             f"best dev score {summary['best_score']}: {output}/model-best")
+
+
+@entqa_app.command("train-retriever",
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_retriever_cli(
+    # fmt: off
+    ctx: typer.Context,
+    config_path: Path = Arg(..., help="Pipeline config (configs/entqa.cfg)", exists=True),
+    output: Path = Arg(..., help="Output folder (model-best, model-last, checkpoint, train_log.jsonl)"),
+    resume: bool = Opt(False, "--resume", help="Continue from OUTPUT/checkpoint"),
+    gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    # fmt: on
+):
+    """Train the EntQA retriever (multi-label NCE, 90/10 random/hard negatives, index
+    refresh at every evaluation). Config overrides: --paths.train ... --paths.kb ..."""
+    _train("retriever", ctx, config_path, output, resume, gpu_id)
+
+
+@entqa_app.command("train-reader",
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_reader_cli(
+    # fmt: off
+    ctx: typer.Context,
+    config_path: Path = Arg(..., help="Pipeline config (configs/entqa.cfg or configs/entqa_faithful.cfg)", exists=True),
+    output: Path = Arg(..., help="Output folder (model-best, model-last, checkpoint, train_log.jsonl)"),
+    resume: bool = Opt(False, "--resume", help="Continue from OUTPUT/checkpoint"),
+    gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    # fmt: on
+):
+    """Train the EntQA reader on the trained retriever's candidates (--paths.retriever)."""
+    _train("reader", ctx, config_path, output, resume, gpu_id)
+
+
+@entqa_app.command("assemble",
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def assemble_cli(
+    # fmt: off
+    ctx: typer.Context,
+    config_path: Path = Arg(..., help="Pipeline config", exists=True),
+    output: Path = Arg(..., help="Output pipeline folder"),
+    gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    # fmt: on
+):
+    """Build the pipeline from the trained models (--paths.retriever, --paths.reader)
+    and the KB (--paths.kb, re-encoded once with the retriever) and save it."""
+    setup_gpu(gpu_id)
+    try:
+        out = assemble(config_path, output, parse_config_overrides(ctx.args))
+    except (ValueError, OSError) as err:
+        msg.fail(str(err), exits=1)
+    msg.good(f"Saved the pipeline to {out}")
+
+
+@entqa_app.command("calibrate")
+def calibrate_cli(
+    # fmt: off
+    pipeline: Path = Arg(..., help="Pipeline folder", exists=True),
+    dev: Path = Arg(..., help="Held-out gold .spacy file (never a test set)", exists=True),
+    output: Optional[Path] = Opt(None, "--output", "-o", help="Write the calibrated pipeline here (default: in place)"),
+    name: str = Opt("entqa_linker", "--name", help="Component name"),
+    gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    # fmt: on
+):
+    """Pick the link threshold on held-out docs (max InKB micro F1) and write it
+    into the pipeline config."""
+    setup_gpu(gpu_id)
+    try:
+        res = calibrate(pipeline, dev, output, name=name)
+    except (ValueError, OSError) as err:
+        msg.fail(str(err), exits=1)
+    msg.good(f"threshold {res['threshold']:.4f}: dev F1 {res['dev_f']:.4f} (P {res['dev_p']:.4f}, "
+             f"R {res['dev_r']:.4f}); was {res['previous_threshold']} with F1 {res['f_at_previous']:.4f}")
