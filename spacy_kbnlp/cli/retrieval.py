@@ -1,6 +1,6 @@
 """``python -m spacy_kbnlp build-demo-store`` and ``train-ruie``."""
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from wasabi import msg
 

@@ -277,7 +277,7 @@ class SpacyLLMBackend:
     def load(self):
         if self._model is None:
             try:
-                import spacy_llm  # noqa: F401
+                import spacy_llm  # noqa: F401  (registers its models)
             except ImportError as err:
                 raise ImportError(Errors.KBE311.format(model=self.name)) from err
             self._model = registry.get("llm_models", self.name)(**self.config)

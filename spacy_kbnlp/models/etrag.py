@@ -27,10 +27,8 @@ Backbone: any Hugging Face seq2seq model directory (T5, BART, ...), or an encode
 (BERT-like; default: the bundled MiniLM) warm-started into an ``EncoderDecoderModel``
 whose decoder keeps the first ``decoder_layers`` layers (cross-attention new).
 """
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3
 

@@ -57,7 +57,38 @@ def save_encoder(encoder: HFEncoder, path: Path) -> None:
     encoder.tokenizer.save_pretrained(path)
 
 
-class DemoRetriever(Pipe):
+class BatchedPipe(Pipe):
+    """A non-trainable Pipe that predicts per batch: ``predict`` then
+    ``set_annotations``, failures routed to spaCy's error handler (like
+    ``TrainablePipe``), so ``nlp.pipe`` never loses a batch silently."""
+
+    default_batch_size = 64
+
+    def __call__(self, doc: Doc) -> Doc:
+        return next(iter(self.pipe([doc])))
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
+        install_extensions()
+        size = batch_size or self.default_batch_size
+        batch: List[Doc] = []
+        for doc in stream:
+            batch.append(doc)
+            if len(batch) >= size:
+                yield from self._process(batch)
+                batch = []
+        if batch:
+            yield from self._process(batch)
+
+    def _process(self, docs: List[Doc]) -> List[Doc]:
+        error_handler = self.get_error_handler()
+        try:
+            self.set_annotations(docs, self.predict(docs))
+        except Exception as err:
+            error_handler(self.name, self, docs, err)
+        return docs
+
+
+class DemoRetriever(BatchedPipe):
     def __init__(self, vocab: Vocab, name: str = "demo_retriever", *, retriever: str = "bm25",
                  top_k: int = 5, encoder: Optional[HFEncoder] = None, task: str = "re",
                  input_format: str = "marked", leave_one_out: bool = True, overwrite: bool = True,
@@ -106,28 +137,6 @@ class DemoRetriever(Pipe):
         self.cfg["task"] = store.task
 
     # --- prediction
-    def __call__(self, doc: Doc) -> Doc:
-        return next(iter(self.pipe([doc])))
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 64) -> Iterator[Doc]:
-        install_extensions()
-        batch: List[Doc] = []
-        for doc in stream:
-            batch.append(doc)
-            if len(batch) >= batch_size:
-                yield from self._process(batch)
-                batch = []
-        if batch:
-            yield from self._process(batch)
-
-    def _process(self, docs: List[Doc]) -> List[Doc]:
-        error_handler = self.get_error_handler()
-        try:
-            self.set_annotations(docs, self.predict(docs))
-        except Exception as err:  # routed to spaCy's error handler like TrainablePipe
-            error_handler(self.name, self, docs, err)
-        return docs
-
     def predict(self, docs: List[Doc]) -> List[List[Dict[str, Any]]]:
         """Top-k demonstration records with ``score`` per doc (no Doc is changed)."""
         if self.store is None:

@@ -15,11 +15,10 @@ entities are not sent for ``re`` and get no relation. No Doc is ever dropped.
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import srsly
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_get_examples
 from spacy.util import ensure_path, filter_spans
@@ -30,6 +29,7 @@ from ..extensions import install_extensions
 from ..llm.parsing import parse_entities, parse_relations
 from ..llm.prompts import build_prompt
 from ..retrieval.render import TASKS, non_overlapping, undirected
+from .demo_retriever import BatchedPipe
 
 SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
 
@@ -52,7 +52,9 @@ def make_icl_relation_extractor(nlp: Language, name: str, backend: Optional[Call
                                 score=score, overwrite=overwrite, scorer=scorer)
 
 
-class ICLRelationExtractor(Pipe):
+class ICLRelationExtractor(BatchedPipe):
+    default_batch_size = 16
+
     def __init__(self, vocab: Vocab, name: str = "icl_relation_extractor", *,
                  backend: Optional[Callable] = None, labels: Iterable[str] = (), task: str = "re",
                  max_demonstrations: int = 5, input_format: str = "marked", score: float = 1.0,
@@ -98,28 +100,6 @@ class ICLRelationExtractor(Pipe):
         self.cfg["labels"] = sorted(found)
 
     # --- prediction
-    def __call__(self, doc: Doc) -> Doc:
-        return next(iter(self.pipe([doc])))
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 16) -> Iterator[Doc]:
-        install_extensions()
-        batch: List[Doc] = []
-        for doc in stream:
-            batch.append(doc)
-            if len(batch) >= batch_size:
-                yield from self._process(batch)
-                batch = []
-        if batch:
-            yield from self._process(batch)
-
-    def _process(self, docs: List[Doc]) -> List[Doc]:
-        error_handler = self.get_error_handler()
-        try:
-            self.set_annotations(docs, self.predict(docs))
-        except Exception as err:
-            error_handler(self.name, self, docs, err)
-        return docs
-
     def _doc_labels(self, doc: Doc) -> List[str]:
         """The configured labels; without any, the labels of the doc's demonstrations."""
         if self.cfg["labels"]:

@@ -9,7 +9,6 @@ own sentence). Used as the ``knn`` benchmark system and by the README demo.
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import numpy
 from spacy.tokens import Doc
 
 from .render import NO_RELATION, doc_key, pair_instances, relation_from_instance

@@ -98,16 +98,18 @@ class RelationModelPreference:
             return [0.0] * len(demos)
         gold = [labels.get(i["label"], labels["no_relation"]) for i in insts]
         texts = [i["text"] for i in insts]
-        out = []
+        rows = [self._rows(d["key"]) for d in demos]
+        usable = [i for i, r in enumerate(rows) if r is not None]
+        out = [float("-inf")] * len(demos)
+        if not usable:
+            return out
+        n = len(insts)
         self.module.eval()
-        with torch.no_grad():
-            for demo in demos:
-                rows = self._rows(demo["key"])
-                if rows is None:
-                    out.append(float("-inf"))
-                    continue
-                ll = self.module.gold_loglik(texts, gold, [None] * len(texts), forced=[rows] * len(texts))
-                out.append(float(ll.mean()))
+        with torch.no_grad():  # one batch: every (demonstration, query pair) combination
+            ll = self.module.gold_loglik(texts * len(usable), gold * len(usable), [None] * (n * len(usable)),
+                                         forced=[rows[i] for i in usable for _ in range(n)])
+        for j, i in enumerate(usable):
+            out[i] = float(ll[j * n:(j + 1) * n].mean())
         return out
 
 

@@ -3,7 +3,6 @@ import spacy
 from spacy.training import Example
 from spacy.util import make_tempdir
 
-from spacy_kbnlp.retrieval.render import doc_key
 from spacy_kbnlp.retrieval.store import DemoStore
 
 from ..retrieval.util import re_docs, unannotated

@@ -4,14 +4,13 @@ serialization, bad input."""
 import random
 from pathlib import Path
 
-import numpy
 import pytest
 import spacy
 from spacy.training import Example
 from spacy.util import make_tempdir
 from thinc.api import Adam
 
-from spacy_kbnlp.retrieval.render import NO_RELATION, doc_key
+from spacy_kbnlp.retrieval.render import NO_RELATION
 
 from ..llm.tiny import build_tiny_models
 from ..retrieval.util import make_doc, re_docs, unannotated

@@ -92,7 +92,7 @@ def test_pipe_equals_per_doc_and_round_trip(nlp):
 
 
 def test_uninitialized_and_evaluate(nlp):
-    icl = nlp.add_pipe("icl_relation_extractor")
+    nlp.add_pipe("icl_relation_extractor")
     with pytest.raises(ValueError, match="KBE304"):
         nlp(make_doc(nlp, "Ann lived in Rome .", [(0, 3, "Peop"), (13, 17, "Loc")], []))
     with FakeOpenAI(ANSWERS) as server:

@@ -59,3 +59,32 @@ def test_train_ruie_end_to_end(nlp, tiny, tmp_path):
     assert len(hits[0]) == 2
     with pytest.raises(ValueError, match="KBE316"):
         train_ruie(store, docs[:1], pref, tmp_path / "x")
+
+
+def test_etrag_preference_forces_demonstration_prompts(tiny):
+    import torch
+
+    from spacy_kbnlp.retrieval.ruie import RelationModelPreference
+
+    from ..pipeline.test_etrag import _nlp, _train
+
+    nlp = _nlp(tiny["t5"])
+    _train(nlp, steps=3)
+    pipe = nlp.get_pipe("etrag_relation_extractor")
+    docs = re_docs(nlp)
+    store = DemoStore.from_docs(docs)
+    pref = RelationModelPreference(pipe)
+    demos = [store.records[1], store.records[6], {"key": "not-in-bank"}]
+    got = pref(docs[0], demos)
+    assert got[2] == float("-inf") and all(v < 0 for v in got[:2])
+    module = pipe.module
+    rows = module._rows_by_key[demos[1]["key"]]
+    inst = pipe.instances(docs[0], gold=True)[0]
+    with torch.no_grad():
+        want = module.gold_loglik([inst["text"]], [pipe.labels.index(inst["label"])], [None],
+                                  forced=[[rows[i % len(rows)] for i in range(module.n_neighbors)]])
+    assert got[1] == pytest.approx(float(want[0]), abs=1e-5)
+    with pytest.raises(ValueError, match="KBE315"):
+        baseline = _nlp(tiny["t5"], n_neighbors=0)
+        _train(baseline, steps=1)
+        RelationModelPreference(baseline.get_pipe("etrag_relation_extractor"))
