@@ -43,6 +43,64 @@ def _coref_clusters_getter(doc: Doc) -> List[List[Span]]:
     return get_coref_clusters(doc)
 
 
+def _span_coref_cluster_getter(span: Span) -> Optional[int]:
+    """The number N of the first ``coref_clusters_N`` group holding a mention with the
+    span's boundaries, or None. Reads ``doc.spans`` (the Doc-level store), so spans
+    with the same offsets share the value, as spaCy's span extensions do anyway."""
+    for n, cluster in enumerate(get_coref_clusters(span.doc), start=1):
+        for mention in cluster:
+            if mention.start == span.start and mention.end == span.end:
+                return n
+    return None
+
+
+PRONOUNS = frozenset(
+    "i me my mine myself you your yours yourself yourselves he him his himself she her hers "
+    "herself it its itself we us our ours ourselves they them their theirs themselves this "
+    "that these those who whom whose which one".split())
+POSSESSIVES = frozenset("my your his her its our their whose".split())
+
+
+def _is_pronoun(span: Span) -> bool:
+    if len(span) != 1:
+        return False
+    tok = span[0]
+    return tok.pos_ == "PRON" or tok.lower_ in PRONOUNS
+
+
+def resolve_coref_text(doc: Doc, prefix: str = DEFAULT_CLUSTER_PREFIX) -> str:
+    """``doc.text`` with each mention replaced by its cluster's representative mention
+    (the first one that is not a pronoun, else the first); possessive pronouns become
+    ``representative's``. Only outermost mentions are replaced."""
+    replace: List[Tuple[int, int, str]] = []
+    for cluster in get_coref_clusters(doc, prefix):
+        if not cluster:
+            continue
+        rep = next((m for m in cluster if not _is_pronoun(m)), cluster[0])
+        for m in cluster:
+            if m.start == rep.start and m.end == rep.end:
+                continue
+            text = rep.text
+            if len(m) == 1 and m[0].lower_ in POSSESSIVES:
+                text += "'s"
+            replace.append((m.start, m.end, text))
+    replace.sort(key=lambda r: (r[0], -r[1]))
+    parts: List[str] = []
+    pos = 0
+    for start, end, text in replace:
+        if start < pos:
+            continue  # nested inside a replaced mention
+        parts.append(doc[pos:start].text_with_ws)
+        parts.append(text + doc[end - 1].whitespace_)
+        pos = end
+    parts.append(doc[pos:].text_with_ws)
+    return "".join(parts)
+
+
+def _resolved_text_getter(doc: Doc) -> str:
+    return resolve_coref_text(doc)
+
+
 def _rel_getter(doc: Doc) -> Dict[Tuple[int, int], Dict[str, float]]:
     """``{(head.start, tail.start): {label: score}}``, the spaCy rel_component format."""
     out: Dict[Tuple[int, int], Dict[str, float]] = {}
@@ -104,6 +162,8 @@ DOC_EXTENSIONS: Dict[str, Dict[str, Any]] = {
     "el_eval_span": {"default": None},
     # coreference view over doc.spans["coref_clusters_N"]
     "coref_clusters": {"getter": _coref_clusters_getter},
+    # the text with every mention replaced by its cluster's representative mention
+    "resolved_text": {"getter": _resolved_text_getter},
     # provenance of a converted document (file, line or document id)
     "source": {"default": None},
     # retrieved demonstrations: list of {"id", "text", "input", "target", "labels", "score"}
@@ -118,6 +178,8 @@ DOC_EXTENSIONS: Dict[str, Dict[str, Any]] = {
     "entqa_candidates": {"default": None},
 }
 SPAN_EXTENSIONS: Dict[str, Dict[str, Any]] = {
+    # number N of the coref_clusters_N group holding this mention (getter over doc.spans)
+    "coref_cluster": {"getter": _span_coref_cluster_getter},
     # score and ranked (kb_id, score) alternatives of a linked span (getters over doc._.kb_links)
     "link_score": {"getter": _link_score_getter},
     "kb_candidates": {"getter": _kb_candidates_getter},

@@ -503,7 +503,7 @@ def source_units(words: Sequence[str], tokenizer: Any, *, sent_starts: Optional[
     word: List[int] = []
     if keep:
         enc = tokenizer([words[w] for w in keep], is_split_into_words=True,
-                        add_special_tokens=False)
+                        add_special_tokens=False, verbose=False)
         piece_words = enc.word_ids()
         for tok, k in zip(enc["input_ids"], piece_words):
             if k is None:

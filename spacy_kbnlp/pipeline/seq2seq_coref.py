@@ -1,0 +1,318 @@
+"""``seq2seq_coref``: coreference resolution as constrained sequence-to-sequence generation.
+
+Wraps any Hugging Face seq2seq model (T5, BART, mT5, an encoder-decoder) given by
+path or name; by default an encoder-decoder warm-started from the bundled
+all-MiniLM-L6-v2 (encoder and decoder both start from it; no download). The model
+is loaded in :meth:`initialize` or :meth:`from_disk`, never in the factory.
+
+Results: ``doc.spans["coref_clusters_1"]``, ``..._2``, ... (the spacy-experimental
+convention), ``doc._.coref_clusters`` (lists of Spans), ``span._.coref_cluster``
+(the cluster number of a mention) and ``doc._.resolved_text``.
+"""
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+import srsly
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import ensure_path, from_disk as util_from_disk, to_disk as util_to_disk
+from spacy.vocab import Vocab
+
+from ..errors import Errors, Warnings
+from ..extensions import DEFAULT_CLUSTER_PREFIX, install_extensions, set_coref_clusters
+from ..models.seq2seq import ModelSettings, Seq2SeqCorefModel, check_spec
+
+FORMAT_VERSION = 1
+SCORE_KEYS = tuple(
+    [f"coref_{m}_{x}" for m in ("muc", "b3", "ceafe", "lea") for x in ("p", "r", "f")]
+    + ["coref_conll_f"] + [f"coref_mention_{x}" for x in ("p", "r", "f")] + ["coref_docs"])
+DEFAULT_SCORE_WEIGHTS = {key: None for key in SCORE_KEYS}
+DEFAULT_SCORE_WEIGHTS["coref_conll_f"] = 1.0
+DEFAULT_SCORE_WEIGHTS["coref_lea_f"] = 0.0
+
+Clusters = List[List[Tuple[int, int]]]
+
+
+@Language.factory(
+    "seq2seq_coref",
+    assigns=["doc.spans", "doc._.coref_clusters", "doc._.resolved_text"],
+    default_config={
+        "model": None,
+        "warm_start": None,
+        "decoder_layers": 3,
+        "representation": "full",
+        "action": "copy",
+        "segment_length": 256,
+        "stride": 128,
+        "train_stride": 192,
+        "max_target_length": 512,
+        "max_clusters": 100,
+        "decoding": "greedy",
+        "beam_size": 4,
+        "speculative": 8,
+        "keep_singletons": False,
+        "span_cluster_prefix": DEFAULT_CLUSTER_PREFIX,
+        "device": None,
+        "scorer": {"@scorers": "spacy_kbnlp.coref_scorer.v1"},
+    },
+    default_score_weights=DEFAULT_SCORE_WEIGHTS,
+)
+def make_seq2seq_coref(
+    nlp: Language,
+    name: str,
+    model: Optional[str],
+    warm_start: Optional[str],
+    decoder_layers: Optional[int],
+    representation: str,
+    action: str,
+    segment_length: int,
+    stride: int,
+    train_stride: int,
+    max_target_length: int,
+    max_clusters: int,
+    decoding: str,
+    beam_size: int,
+    speculative: int,
+    keep_singletons: bool,
+    span_cluster_prefix: str,
+    device: Optional[str],
+    scorer: Optional[Callable],
+) -> "Seq2SeqCoref":
+    """Seq2seq coreference. ``model``: a seq2seq model path/name (None: warm-start an
+    encoder-decoder from ``warm_start``, None = the bundled MiniLM, with
+    ``decoder_layers`` decoder layers). ``representation``: full, partial or
+    integer_free; ``action``: copy or token. Documents are cut into segments of
+    ``segment_length`` subword units every ``stride`` units (``train_stride`` when
+    training). ``decoding``: greedy or beam (``beam_size``); ``speculative`` > 0
+    proposes that many copied tokens per forward pass in greedy decoding (same output,
+    faster)."""
+    return Seq2SeqCoref(
+        nlp.vocab, name, model=model, warm_start=warm_start, decoder_layers=decoder_layers,
+        representation=representation, action=action, segment_length=segment_length,
+        stride=stride, train_stride=train_stride, max_target_length=max_target_length,
+        max_clusters=max_clusters, decoding=decoding, beam_size=beam_size,
+        speculative=speculative, keep_singletons=keep_singletons,
+        span_cluster_prefix=span_cluster_prefix, device=device, scorer=scorer)
+
+
+class Seq2SeqCoref(Pipe):
+    """Seq2seq coreference component (a ``Pipe`` holding a torch model, STYLE 1.6)."""
+
+    def __init__(self, vocab: Vocab, name: str = "seq2seq_coref", *, model: Optional[str] = None,
+                 warm_start: Optional[str] = None, decoder_layers: Optional[int] = 3,
+                 representation: str = "full", action: str = "copy", segment_length: int = 256,
+                 stride: int = 128, train_stride: int = 192, max_target_length: int = 512,
+                 max_clusters: int = 100, decoding: str = "greedy", beam_size: int = 4,
+                 speculative: int = 8, keep_singletons: bool = False,
+                 span_cluster_prefix: str = DEFAULT_CLUSTER_PREFIX, device: Optional[str] = None,
+                 scorer: Optional[Callable] = None):
+        install_extensions()
+        check_spec(representation, action)
+        for key, value, ok in (
+                ("segment_length", segment_length, isinstance(segment_length, int) and segment_length > 0),
+                ("stride", stride, isinstance(stride, int) and 0 < stride),
+                ("train_stride", train_stride, isinstance(train_stride, int) and 0 < train_stride),
+                ("decoding", decoding, decoding in ("greedy", "beam")),
+                ("beam_size", beam_size, isinstance(beam_size, int) and beam_size >= 1),
+                ("speculative", speculative, isinstance(speculative, int) and speculative >= 0),
+                ("max_clusters", max_clusters, isinstance(max_clusters, int) and max_clusters >= 1)):
+            if not ok:
+                raise ValueError(Errors.KBE259.format(name=key, value=value,
+                                                      why="see the factory's documentation"))
+        self.vocab = vocab
+        self.name = name
+        self.scorer = scorer
+        self.cfg: Dict[str, Any] = {
+            "model": model, "warm_start": warm_start, "decoder_layers": decoder_layers,
+            "representation": representation, "action": action,
+            "segment_length": segment_length, "stride": stride, "train_stride": train_stride,
+            "max_target_length": max_target_length, "max_clusters": max_clusters,
+            "decoding": decoding, "beam_size": beam_size, "speculative": speculative,
+            "keep_singletons": keep_singletons, "span_cluster_prefix": span_cluster_prefix,
+            "device": device, "format_version": FORMAT_VERSION,
+        }
+        self.coref_model: Optional[Seq2SeqCorefModel] = None
+        self.stats: Dict[str, float] = defaultdict(float)
+        self._optimizer = None
+
+    # --- model
+    @property
+    def settings(self) -> ModelSettings:
+        c = self.cfg
+        return ModelSettings(representation=c["representation"], action=c["action"],
+                             max_clusters=c["max_clusters"], segment_length=c["segment_length"],
+                             max_target_length=c["max_target_length"])
+
+    @property
+    def is_trainable(self) -> bool:
+        return True
+
+    @property
+    def torch_module(self) -> Any:
+        """The torch module that training updates (for the training loop)."""
+        return self._require_model().model
+
+    def _require_model(self) -> Seq2SeqCorefModel:
+        if self.coref_model is None:
+            raise ValueError(Errors.KBE250.format(name=self.name))
+        return self.coref_model
+
+    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
+                   nlp: Optional[Language] = None, model_path: Optional[str] = None) -> None:
+        """Load the seq2seq model (``model_path`` overrides the ``model`` setting), or
+        warm-start the default encoder-decoder."""
+        if get_examples is not None:
+            validate_get_examples(get_examples, "Seq2SeqCoref.initialize")
+        path = model_path if model_path else self.cfg["model"]
+        self.coref_model = Seq2SeqCorefModel.load(
+            path, self.settings, warm_start=self.cfg["warm_start"], device=self.cfg["device"],
+            decoder_layers=self.cfg["decoder_layers"])
+
+    # --- prediction
+    def __call__(self, doc: Doc) -> Doc:
+        install_extensions()
+        error_handler = self.get_error_handler()
+        try:
+            self.set_annotations([doc], self.predict([doc]))
+            return doc
+        except Exception as err:  # as spaCy's TrainablePipe.__call__
+            error_handler(self.name, self, [doc], err)
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterable[Doc]:
+        install_extensions()
+        error_handler = self.get_error_handler()
+        for doc in stream:
+            try:
+                self.set_annotations([doc], self.predict([doc]))
+                yield doc
+            except Exception as err:  # routed like spaCy's TrainablePipe.pipe
+                error_handler(self.name, self, [doc], err)
+
+    def predict(self, docs: Iterable[Doc]) -> List[Clusters]:
+        """Clusters of token spans ``(start, end)`` per doc; touches no Doc."""
+        model = self._require_model()
+        c = self.cfg
+        out = []
+        for doc in docs:
+            start = time.perf_counter()
+            n_propose = c["speculative"] if c["decoding"] == "greedy" else 0
+            clusters = model.predict_doc(doc, stride=c["stride"], method=c["decoding"],
+                                         beam_size=c["beam_size"], n_propose=n_propose,
+                                         stats=self.stats)
+            if not c["keep_singletons"]:
+                clusters = [cl for cl in clusters if len(cl) > 1]
+            self.stats["docs"] += 1
+            self.stats["seconds"] += time.perf_counter() - start
+            out.append(clusters)
+        return out
+
+    def set_annotations(self, docs: Iterable[Doc], clusters: List[Clusters]) -> None:
+        for doc, doc_clusters in zip(docs, clusters):
+            set_coref_clusters(doc, doc_clusters, self.cfg["span_cluster_prefix"])
+
+    # --- training
+    def training_items(self, examples: Iterable[Example], *, stats: Optional[Dict[str, int]] = None
+                       ) -> List[Dict[str, Any]]:
+        """Training segments (JSON-like) of gold examples, for the training loop."""
+        from ..extensions import get_coref_clusters
+
+        model = self._require_model()
+        stats = stats if stats is not None else defaultdict(int)
+        items: List[Dict[str, Any]] = []
+        prefix = self.cfg["span_cluster_prefix"]
+        for eg in examples:
+            ref = eg.reference
+            clusters = [[(s.start, s.end) for s in cl] for cl in get_coref_clusters(ref, prefix)]
+            items.extend(model.training_items(ref, clusters, self.cfg["train_stride"], stats))
+        for key, why, fix in (
+                ("cut", "they cross a segment edge", "raise `train_stride` overlap or `segment_length`"),
+                ("over", f"beyond max_clusters={self.cfg['max_clusters']} in a segment",
+                 "raise `max_clusters`"),
+                ("lost", "they cover only whitespace", "check the tokenization")):
+            if stats.get(key):
+                warnings.warn(Warnings.KBW250.format(name=self.name, n=stats[key], why=why, fix=fix))
+        if stats.get("truncated"):
+            warnings.warn(Warnings.KBW251.format(name=self.name, n=stats["truncated"],
+                                                 total=stats["segments"],
+                                                 limit=model.decoder_limit()))
+        return items
+
+    def training_loss(self, items: List[Dict[str, Any]]) -> Any:
+        """Mean token cross-entropy of a batch of training items (a torch scalar)."""
+        return self._require_model().loss(items)
+
+    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd: Any = None,
+               losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """One AdamW step on ``examples`` with the component's own optimizer (``sgd`` is
+        ignored: the weights are torch's). Prefer ``python -m spacy_kbnlp train``."""
+        import torch
+
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "Seq2SeqCoref.update")
+        items = self.training_items(examples)
+        if not items:
+            return losses
+        module = self.torch_module
+        module.train()
+        if self._optimizer is None:
+            self._optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+        loss = self.training_loss(items)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        self._optimizer.step()
+        self._optimizer.zero_grad()
+        module.eval()
+        losses[self.name] += float(loss.detach())
+        return losses
+
+    # --- serialization
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        model = self._require_model()
+        serialize = {
+            "cfg": lambda p: srsly.write_json(p, self.cfg),
+            "model": lambda p: model.save(p),
+        }
+        util_to_disk(path, serialize, exclude)
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()
+                  ) -> "Seq2SeqCoref":
+        path = ensure_path(path)
+
+        def load_cfg(p: Path) -> None:
+            if p.exists():
+                self.cfg.update(srsly.read_json(p))
+
+        def load_model(p: Path) -> None:
+            if not (p / "config.json").exists():
+                raise ValueError(Errors.KBE260.format(name=self.name, path=p))
+            self.coref_model = Seq2SeqCorefModel.from_dir(p, self.settings, device=self.cfg["device"])
+
+        util_from_disk(path, {"cfg": load_cfg, "model": load_model}, exclude)
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        from spacy.util import make_tempdir
+
+        with make_tempdir() as tmp:
+            self.to_disk(tmp, exclude=exclude)
+            files = {str(p.relative_to(tmp)): p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "Seq2SeqCoref":
+        from spacy.util import make_tempdir
+
+        files = srsly.msgpack_loads(bytes_data)
+        with make_tempdir() as tmp:
+            for rel, data in files.items():
+                target = tmp / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            self.from_disk(tmp, exclude=exclude)
+        return self
