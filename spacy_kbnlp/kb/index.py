@@ -66,8 +66,9 @@ def auto_nprobe(nlist: int) -> int:
 
 
 def auto_pq_m(dim: int) -> int:
-    """Sub-quantizers: 2 dimensions each, falling back to a divisor of ``dim``."""
-    for sub in (2, 4, 3, 1):
+    """Sub-quantizers: 4 dimensions each (2-dimensional ones train very slowly in
+    FAISS: 298 s vs 20 s for 384-d on 51k vectors), else another divisor of ``dim``."""
+    for sub in (4, 2, 3, 1):
         if dim % sub == 0:
             return dim // sub
     return dim

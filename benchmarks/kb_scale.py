@@ -1,0 +1,373 @@
+"""KB scaling benchmark (not a test): every FAISS preset of ``spacy_kbnlp.kb.index``
+on synthetic 384-d entity vectors, 100k and 1M of them.
+
+    nice -n 10 python benchmarks/kb_scale.py --output benchmarks/results/kb_scale.json
+
+Data: a mixture of Gaussians on the unit sphere (super-clusters -> clusters ->
+points, uneven cluster sizes), not iid noise, which has no neighbourhood structure
+(every point's neighbours are about as far as any other point, so no index can
+do better than chance and recall numbers mean nothing). Queries are 1,000 new
+points from the same mixture (like held-out entities). The mixture was calibrated
+so that the mean cosine of an entity's 1st/10th/100th nearest neighbour is close to
+MiniLM's on the 14.5k FB15k-237 entity KB: 0.691/0.588/0.441 synthetic vs
+0.708/0.587/0.463 real at 14.5k (``--calibrate KB_DIR`` prints both).
+
+Per size and preset, each step runs in its own subprocess so that memory figures
+are honest:
+
+* build:  ``VectorIndex.build`` over the memory-mapped vectors -> ``build_s``,
+  ``build_peak_rss_gib``; written with FAISS IO -> ``disk_gib``.
+* query:  a fresh process imports ``spacy_kbnlp`` (which loads spaCy and torch),
+  loads the index with ``VectorIndex.from_disk`` and runs the queries: latency per
+  query at batch 1 and 64 (``p50_ms``/``p99_ms``, k=100); ``recall_at_10``/
+  ``recall_at_100`` against the ``flat`` preset's results; ``rss_spacy_gib`` = its
+  peak RSS (about 0.28 GiB of it is the spaCy/torch import).
+* serve:  a lean fresh process (Python, numpy, FAISS; no spaCy, no torch) loads the
+  same index file with the same search parameters and runs the same queries:
+  ``rss_gib`` = its peak RSS (VmHWM), ``rss_index_gib`` = that minus its RSS
+  before loading (``rss_base_gib``).
+
+FAISS runs with ``--threads`` OpenMP threads (default 2) and
+``OMP_WAIT_POLICY=PASSIVE`` (spinning threads are very slow on a shared CPU).
+The load average at the start of each query step is recorded (``load_avg``).
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_PRESETS = ["flat", "hnsw", "sq8", "ivf_flat", "ivf_sq8", "ivf_pq"]
+KEYS = ["n", "dim", "preset", "build_s", "rss_gib", "disk_gib", "p50_ms", "p99_ms", "recall_at_10",
+        "recall_at_100"]
+K = 100
+GIB = 2**30
+CHUNK = 50_000
+
+# mixture: points per cluster ~ lognormal around CLUSTER_SIZE; cluster centres around
+# SUPER super-centres; spreads calibrated against MiniLM on FB15k-237 (see --calibrate)
+MIXTURE = {"cluster_size": 5, "n_super": 50, "centre_spread": 0.04, "point_spread": (0.015, 0.06)}
+
+
+# --- data
+def mixture_params(n: int, dim: int, seed: int) -> Dict[str, numpy.ndarray]:
+    rng = numpy.random.default_rng(seed)
+    n_clusters = max(1, n // MIXTURE["cluster_size"])
+    supers = _unit(rng.normal(size=(MIXTURE["n_super"], dim)))
+    centres = _unit(supers[rng.integers(0, len(supers), n_clusters)]
+                    + MIXTURE["centre_spread"] * rng.normal(size=(n_clusters, dim)))
+    weights = rng.lognormal(0.0, 1.0, n_clusters)
+    lo, hi = MIXTURE["point_spread"]
+    return {"centres": centres.astype("float32"), "p": weights / weights.sum(),
+            "spread": rng.uniform(lo, hi, n_clusters).astype("float32")}
+
+
+def _unit(x: numpy.ndarray) -> numpy.ndarray:
+    return x / numpy.linalg.norm(x, axis=1, keepdims=True)
+
+
+def sample(mix: Dict[str, numpy.ndarray], n: int, rng: numpy.random.Generator) -> numpy.ndarray:
+    c = rng.choice(len(mix["centres"]), size=n, p=mix["p"])
+    x = mix["centres"][c] + mix["spread"][c][:, None] * rng.normal(size=(n, mix["centres"].shape[1])).astype("float32")
+    return _unit(x).astype("float32")
+
+
+def make_data(work: Path, n: int, dim: int, n_queries: int, seed: int) -> Path:
+    """``work/n{n}_d{dim}/{base,queries}.npy`` (written once)."""
+    folder = work / f"n{n}_d{dim}_s{seed}"
+    spec = {"n": n, "dim": dim, "queries": n_queries, "seed": seed, "mixture": MIXTURE}
+    if (folder / "spec.json").exists() and json.loads((folder / "spec.json").read_text()) == spec:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    mix = mixture_params(n, dim, seed)
+    rng = numpy.random.default_rng(seed + 1)
+    base = numpy.lib.format.open_memmap(folder / "base.npy", mode="w+", dtype="float32", shape=(n, dim))
+    for s in range(0, n, CHUNK):
+        base[s: s + CHUNK] = sample(mix, min(CHUNK, n - s), rng)
+    base.flush()
+    del base
+    numpy.save(folder / "queries.npy", sample(mix, n_queries, rng))
+    (folder / "spec.json").write_text(json.dumps(spec))
+    return folder
+
+
+def nn_profile(base: numpy.ndarray, queries: numpy.ndarray, ranks=(1, 10, 100)) -> Dict[str, float]:
+    sims = -numpy.sort(-(queries @ base.T), axis=1)
+    return {f"cos@{r}": round(float(numpy.mean(sims[:, r - 1])), 3) for r in ranks}
+
+
+def calibrate(kb_dir: str, dim: int, seed: int) -> None:
+    """Compare the neighbour-cosine profile of a real KB (entity vs the other
+    entities) with the synthetic mixture's at the same size."""
+    real = numpy.load(Path(kb_dir) / "vectors.npy").astype("float32")
+    rng = numpy.random.default_rng(seed)
+    q = rng.choice(len(real), 500, replace=False)
+    mask = numpy.ones(len(real), bool)
+    mask[q] = False
+    print("real     ", len(real), nn_profile(real[mask], real[q]))
+    mix = mixture_params(len(real), dim, seed)
+    synth = sample(mix, len(real), rng)
+    print("synthetic", len(real), nn_profile(synth, sample(mix, 500, rng)))
+
+
+# --- workers (run in subprocesses)
+def rss_now() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / GIB
+
+
+def peak_rss() -> float:
+    """Peak RSS of this process image: VmHWM (ru_maxrss would include the forking
+    parent's RSS, which Linux carries over execve)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / GIB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+
+
+def worker_build(args) -> Dict[str, Any]:
+    import faiss
+
+    from spacy_kbnlp.kb.index import VectorIndex
+
+    faiss.omp_set_num_threads(args.threads)
+    base = numpy.load(Path(args.data) / "base.npy", mmap_mode="r")
+    t = time.perf_counter()
+    index = VectorIndex.build(base, preset=args.preset, **json.loads(args.params))
+    build_s = time.perf_counter() - t
+    out = Path(args.index_dir)
+    index.to_disk(out)
+    return {"build_s": build_s, "build_peak_rss_gib": peak_rss(), "effective_preset": index.preset,
+            "params": index.params, "disk_gib": sum(p.stat().st_size for p in out.iterdir()) / GIB}
+
+
+def _latencies(index, queries: numpy.ndarray, batch: int, budget_s: float, min_batches: int) -> List[float]:
+    """Per-query milliseconds, one value per batch, cycling over the queries."""
+    n_batches = max(1, len(queries) // batch)
+    for i in range(min(3, n_batches)):  # warm-up
+        index.search(queries[i * batch: (i + 1) * batch], K)
+    out: List[float] = []
+    start = time.perf_counter()
+    i = 0
+    while len(out) < min_batches or (time.perf_counter() - start < budget_s and len(out) < 4 * n_batches):
+        b = i % n_batches
+        q = queries[b * batch: (b + 1) * batch]
+        t = time.perf_counter()
+        index.search(q, K)
+        out.append((time.perf_counter() - t) * 1000 / len(q))
+        i += 1
+    return out
+
+
+def worker_serve(args) -> Dict[str, Any]:
+    """A lean serving process: Python + numpy + FAISS and the index file, nothing
+    of spaCy/torch; loads the index as ``VectorIndex.from_disk`` does and runs the
+    same queries (all at once, then 100 one by one)."""
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    base_rss = rss_now()
+    meta = json.loads((Path(args.index_dir) / "index.json").read_text())
+    index = faiss.read_index(str(Path(args.index_dir) / "index.faiss"))
+    if "nprobe" in meta["params"]:
+        index.nprobe = meta["params"]["nprobe"]
+    if "ef_search" in meta["params"]:
+        faiss.downcast_index(index.index).hnsw.efSearch = meta["params"]["ef_search"]
+    queries = numpy.load(Path(args.data) / "queries.npy")
+    index.search(queries, K)
+    for i in range(100):
+        index.search(queries[i: i + 1], K)
+    return {"rss_gib": peak_rss(), "rss_base_gib": base_rss, "rss_now_gib": rss_now()}
+
+
+def worker_query(args) -> Dict[str, Any]:
+    import faiss
+
+    from spacy_kbnlp.kb.index import VectorIndex
+
+    faiss.omp_set_num_threads(args.threads)
+    base_rss = rss_now()
+    load_avg = os.getloadavg()[0]
+    queries = numpy.load(Path(args.data) / "queries.npy")
+    t = time.perf_counter()
+    index = VectorIndex.from_disk(args.index_dir)
+    load_s = time.perf_counter() - t
+    _, ids = index.search(queries, K)
+    numpy.save(Path(args.index_dir) / "found.npy", ids)
+    lat = {b: _latencies(index, queries, b, args.budget, min_batches=20 if b == 1 else 8) for b in (1, 64)}
+    peak = peak_rss()
+    return {"rss_gib": peak, "rss_base_gib": base_rss, "load_s": load_s, "load_avg": load_avg,
+            "latency": {b: {"p50_ms": float(numpy.percentile(v, 50)), "p99_ms": float(numpy.percentile(v, 99)),
+                            "samples": len(v)} for b, v in lat.items()}}
+
+
+# --- driver
+def run_worker(kind: str, args, data: Path, preset: str, params: Dict[str, Any], index_dir: Path,
+               log) -> Dict[str, Any]:
+    out_file = index_dir.with_suffix(f".{kind}.json")
+    cmd = [sys.executable, __file__, "--worker", kind, "--data", str(data), "--preset", preset,
+           "--params", json.dumps(params), "--index-dir", str(index_dir), "--threads", str(args.threads),
+           "--budget", str(args.budget), "--worker-out", str(out_file)]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads),
+               OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        log(f"  {kind} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise RuntimeError(f"{kind} worker failed for {preset}")
+    log(f"  {kind} done in {time.perf_counter() - t:.1f}s")
+    return json.loads(out_file.read_text())
+
+
+def recall(found: numpy.ndarray, truth: numpy.ndarray, k: int) -> float:
+    return float(numpy.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth)]))
+
+
+def parse_preset_params(items: Optional[List[str]]) -> Dict[str, Dict[str, Any]]:
+    out: Dict[str, Dict[str, Any]] = {}
+    for item in items or ():
+        preset, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        out.setdefault(preset, {})[key] = json.loads(value)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
+    p.add_argument("--param", action="append", help="PRESET:KEY=VALUE, e.g. ivf_sq8:nprobe=64 (repeatable)")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--budget", type=float, default=30.0, help="seconds of latency measurement per batch size")
+    p.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per worker")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", type=Path, default=HERE / ".cache" / "kb_scale")
+    p.add_argument("--output", type=Path, default=HERE / "results" / "kb_scale.json")
+    p.add_argument("--markdown", type=Path, default=HERE / "README_kb_scale.md")
+    p.add_argument("--keep", action="store_true", help="keep the index folders in --work")
+    p.add_argument("--calibrate", metavar="KB_DIR", help="print the neighbour profile of a DenseKB and exit")
+    # worker mode
+    p.add_argument("--worker", choices=list(WORKERS))
+    p.add_argument("--data")
+    p.add_argument("--preset")
+    p.add_argument("--params", default="{}")
+    p.add_argument("--index-dir")
+    p.add_argument("--worker-out")
+    args = p.parse_args()
+
+    if args.worker:
+        result = WORKERS[args.worker](args)
+        Path(args.worker_out).write_text(json.dumps(result))
+        return
+    if args.calibrate:
+        calibrate(args.calibrate, args.dim, args.seed)
+        return
+
+    log_lines: List[str] = []
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        log_lines.append(line)
+
+    overrides = parse_preset_params(args.param)
+    presets = ["flat"] + [x for x in args.presets if x != "flat"]  # flat gives the ground truth
+    records: List[Dict[str, Any]] = []
+    if args.output.exists():  # keep results of other sizes
+        records = [r for r in json.loads(args.output.read_text()) if r["n"] not in args.sizes]
+    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    for n in args.sizes:
+        t = time.perf_counter()
+        data = make_data(args.work, n, args.dim, args.queries, args.seed)
+        log(f"n={n}: data ready in {time.perf_counter() - t:.1f}s ({data})")
+        base_profile = nn_profile(numpy.load(data / "base.npy", mmap_mode="r")[: min(n, 100_000)],
+                                  numpy.load(data / "queries.npy")[:200])
+        truth = None
+        for preset in presets:
+            params = overrides.get(preset, {})
+            index_dir = args.work / f"index_n{n}_{preset}"
+            log(f"n={n} preset={preset} params={params}")
+            built = run_worker("build", args, data, preset, params, index_dir, log)
+            queried = run_worker("query", args, data, preset, params, index_dir, log)
+            served = run_worker("serve", args, data, preset, params, index_dir, log)
+            found = numpy.load(index_dir / "found.npy")
+            if preset == "flat":
+                truth = found
+            for batch, lat in queried["latency"].items():
+                rec = {"n": n, "dim": args.dim, "preset": preset, "batch": int(batch),
+                       "build_s": round(built["build_s"], 2), "rss_gib": round(served["rss_gib"], 3),
+                       "disk_gib": round(built["disk_gib"], 3), "p50_ms": round(lat["p50_ms"], 3),
+                       "p99_ms": round(lat["p99_ms"], 3), "recall_at_10": round(recall(found, truth, 10), 4),
+                       "recall_at_100": round(recall(found, truth, 100), 4),
+                       "params": built["params"], "effective_preset": built["effective_preset"],
+                       "rss_base_gib": round(served["rss_base_gib"], 3),
+                       "rss_index_gib": round(served["rss_gib"] - served["rss_base_gib"], 3),
+                       "rss_spacy_gib": round(queried["rss_gib"], 3),
+                       "build_peak_rss_gib": round(built["build_peak_rss_gib"], 3),
+                       "latency_samples": lat["samples"], "threads": args.threads,
+                       "load_avg": round(queried["load_avg"], 2), "queries": args.queries, "k": K,
+                       "data": f"synthetic clustered mixture on the unit sphere, seed {args.seed}",
+                       "neighbour_cosines": base_profile if n <= 100_000 else None, "machine": machine}
+                records.append(rec)
+                log("  " + json.dumps({k: rec[k] for k in KEYS + ["batch", "rss_index_gib"]}))
+            if not args.keep and preset != "flat":
+                _remove_index(index_dir)
+        if not args.keep:
+            _remove_index(args.work / f"index_n{n}_flat")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(records, indent=1) + "\n")
+    write_markdown(records, args)
+
+
+WORKERS = {"build": worker_build, "query": worker_query, "serve": worker_serve}
+
+
+def _remove_index(index_dir: Path) -> None:
+    for f in index_dir.glob("*"):
+        f.unlink()
+    if index_dir.exists():
+        index_dir.rmdir()
+
+
+def write_markdown(records: List[Dict[str, Any]], args) -> None:
+    rows: Dict[tuple, Dict[int, Dict[str, Any]]] = {}
+    for r in records:
+        rows.setdefault((r["n"], r["preset"]), {})[r["batch"]] = r
+    lines = [
+        "| n | preset | params | build s | RSS GiB: lean (index) | RSS GiB with spaCy | disk GiB | p50 / p99 ms, batch 1 | p50 / p99 ms per query, batch 64 | recall@10 | recall@100 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (n, preset), by_batch in sorted(rows.items(), key=lambda x: (x[0][0], DEFAULT_PRESETS.index(x[0][1]) if x[0][1] in DEFAULT_PRESETS else 99)):
+        r1, r64 = by_batch.get(1), by_batch.get(64)
+        r = r1 or r64
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "train_size")
+        lines.append(f"| {n:,} | {preset} | {params} | {r['build_s']:.1f} | {r['rss_gib']:.2f} ({r['rss_index_gib']:.2f}) "
+                     f"| {r['rss_spacy_gib']:.2f} | {r['disk_gib']:.3f} | {_lat(r1)} | {_lat(r64)} | {r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} |")
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    text = args.markdown.read_text() if args.markdown.exists() else ""
+    start, end = "<!-- kb_scale:begin -->", "<!-- kb_scale:end -->"
+    block = start + "\n" + "\n".join(lines) + "\n" + end
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = (text + "\n" if text else "") + block + "\n"
+    args.markdown.write_text(text)
+
+
+def _lat(r: Optional[Dict[str, Any]]) -> str:
+    return "-" if r is None else f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"
+
+
+if __name__ == "__main__":
+    main()
