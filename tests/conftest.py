@@ -56,3 +56,17 @@ def encoder():
     from spacy_kbnlp.encoders.hf import HFEncoder
 
     return HFEncoder().load()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures(
+    "one_torch_thread")``): on a shared, oversubscribed CPU, OpenMP spin-waiting with two
+    threads makes small forward/backward passes many times slower (measured: a MiniLM
+    reader test 100 s with 2 threads, 19 s with 1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,7 +10,7 @@
 Each command is a thin wrapper around an importable function.
 """
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
 import typer
 from wasabi import msg
@@ -76,7 +76,7 @@ def set_config_value(pipeline_dir: PathLike, section: str, key: str, value: Any)
     config.to_disk(path)
 
 
-def _threshold_grid(scores: List[float], n: int) -> List[float]:
+def threshold_grid(scores: List[float], n: int) -> List[float]:
     """Every effective threshold (midway between adjacent distinct link scores, and
     0), thinned to about ``n`` evenly spaced quantiles and rounded to 6 decimals, so
     that the value survives the JSON/config round trip unchanged."""
@@ -88,18 +88,44 @@ def _threshold_grid(scores: List[float], n: int) -> List[float]:
     return sorted({round(c, 6) for c in cuts})
 
 
-def calibrate(pipeline: PathLike, dev: PathLike, output: Optional[PathLike] = None, *,
+def threshold_curve(per_doc: Sequence[Any], kb_ids: Optional[Set[str]] = None,
+                    n_thresholds: int = 400) -> List[Dict[str, float]]:
+    """InKB micro P/R/F1 for every effective threshold. ``per_doc``: per gold doc
+    ``(labels, eval_span, links)`` with ``labels`` = ``el_gold_labels(gold)`` and
+    ``links`` = ``(start_char, end_char, kb_id, score)``; a link counts when its
+    score is above the threshold."""
+    from ..scorers import prf
+    from ..scorers.el import score_el_document
+
+    scores = [x[3] for _, _, links in per_doc for x in links]
+    curve = []
+    for t in threshold_grid(scores, n_thresholds):
+        tp = fp = fn = 0
+        for labels, span, links in per_doc:
+            res = score_el_document(labels, [x[:3] for x in links if x[3] > t], span,
+                                    kb_ids=kb_ids)
+            tp, fp, fn = tp + res.tp, fp + res.fp, fn + res.fn
+        p_, r_, f_ = prf(tp, fp, fn)
+        curve.append({"threshold": t, "p": p_, "r": r_, "f": f_})
+    return curve
+
+
+def best_threshold(curve: List[Dict[str, float]]) -> Dict[str, float]:
+    """The point of highest F1 (the highest threshold among ties)."""
+    return max(curve, key=lambda c: (c["f"], c["threshold"]))
+
+
+def calibrate(pipeline: PathLike, dev: PathLike, output: PathLike, *,
               name: str = "entqa_linker", n_thresholds: int = 400, batch_size: int = 16,
               kb_ids_from_component: bool = True) -> Dict[str, Any]:
     """Choose the threshold that maximizes InKB micro F1 on held-out gold docs and
-    write it into the pipeline (component cfg and ``config.cfg``) at ``output``
-    (default: in place). Returns the best threshold and the F1 curve."""
-    import spacy
+    write it into the pipeline (component cfg and ``config.cfg``) saved at
+    ``output`` (a new folder: the loaded weights may be memory-mapped from the
+    input). Returns the best threshold and the F1 curve."""
     import srsly
 
     from ..readers import read_docbin
-    from ..scorers import prf
-    from ..scorers.el import el_gold_labels, eval_span_of, score_el_document
+    from ..scorers.el import el_gold_labels, eval_span_of
     from .evaluate import input_doc, load_pipeline
 
     nlp = load_pipeline(pipeline)
@@ -116,22 +142,12 @@ def calibrate(pipeline: PathLike, dev: PathLike, output: Optional[PathLike] = No
     key = linker.cfg["spans_key"]
     kb_ids = set(linker.kb.ids) if kb_ids_from_component else None
     per_doc = []
-    scores: List[float] = []
     for g, p in zip(gold, preds):
         links = [(s.start_char, s.end_char, s.kb_id_, s._.link_score) for s in p.spans[key]]
-        scores.extend(x[3] for x in links)
         per_doc.append((el_gold_labels(g), eval_span_of(g), links))
-    curve = []
-    for t in _threshold_grid(scores, n_thresholds):
-        tp = fp = fn = 0
-        for labels, span, links in per_doc:
-            res = score_el_document(labels, [x[:3] for x in links if x[3] > t], span,
-                                    kb_ids=kb_ids)
-            tp, fp, fn = tp + res.tp, fp + res.fp, fn + res.fn
-        p_, r_, f_ = prf(tp, fp, fn)
-        curve.append({"threshold": t, "p": p_, "r": r_, "f": f_})
-    best = max(curve, key=lambda c: (c["f"], c["threshold"]))
-    out = Path(output) if output is not None else Path(pipeline)
+    curve = threshold_curve(per_doc, kb_ids, n_thresholds)
+    best = best_threshold(curve)
+    out = Path(output)
     linker.cfg["threshold"] = float(best["threshold"])
     nlp.to_disk(out)
     set_config_value(out, f"components.{name}", "threshold", float(best["threshold"]))
@@ -238,7 +254,7 @@ def calibrate_cli(
     # fmt: off
     pipeline: Path = Arg(..., help="Pipeline folder", exists=True),
     dev: Path = Arg(..., help="Held-out gold .spacy file (never a test set)", exists=True),
-    output: Optional[Path] = Opt(None, "--output", "-o", help="Write the calibrated pipeline here (default: in place)"),
+    output: Path = Arg(..., help="Output folder for the calibrated pipeline"),
     name: str = Opt("entqa_linker", "--name", help="Component name"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
     # fmt: on

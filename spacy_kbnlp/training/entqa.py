@@ -353,6 +353,31 @@ def recall_at(ranked_rows: Sequence[Sequence[int]], golds: Sequence[Set[int]],
     return out
 
 
+def _training_setup(config: Dict[str, Any], kind: str) -> Dict[str, Any]:
+    """What both training drivers read from the config: the data settings, the
+    loop settings of ``[entqa_training.<kind>.torch_training]``, the spec, the
+    train/dev docs, the KB and its extension by the training docs' gold entities."""
+    import spacy
+
+    from ..kb.dense_kb import DenseKB
+    from .loop import TrainingConfig
+
+    paths = config["paths"]
+    specs = resolve_specs(config)
+    nlp = spacy.blank(config["nlp"]["lang"])
+    train_docs = read_corpus(paths["train"], nlp)
+    kb = DenseKB.from_disk(paths["kb"])
+    records, n_added = extend_records(kb.records, train_docs)
+    return {
+        "paths": paths, "settings": _section(config, "entqa_training"),
+        "kind_cfg": _section(config, "entqa_training", kind),
+        "loop": TrainingConfig.from_dict(_section(config, "entqa_training", kind, "torch_training")),
+        "passages": passage_settings(config), "spec": specs[0 if kind == "retriever" else 1],
+        "train_docs": train_docs, "dev_docs": read_corpus(paths.get("dev"), nlp), "kb": kb,
+        "records": records, "n_added": n_added,
+    }
+
+
 def train_retriever(config: Dict[str, Any], output_dir: Any, *, resume: bool = False,
                     show_progress: bool = True) -> Dict[str, Any]:
     """Train the EntQA retriever with multi-label NCE, 90/10 random/hard negatives and
@@ -362,32 +387,23 @@ def train_retriever(config: Dict[str, Any], output_dir: Any, *, resume: bool = F
     ``[paths]`` train/dev/kb and ``[entqa_training.retriever]``. The KB is extended
     with the training docs' gold entities (name only) for training only. Writes
     ``model-best``/``model-last`` (``save_retriever`` folders) and ``summary.json``."""
-    import spacy
     import srsly
 
     from ..errors import Errors
-    from ..kb.dense_kb import DenseKB
-    from ..models.retriever import save_retriever, topk_exhaustive
-    from .loop import TrainingConfig, steps_per_epoch, train_loop
+    from ..models.retriever import save_retriever
+    from .loop import steps_per_epoch, train_loop
     from .negatives import HardNegativeMiner
 
-    paths = config["paths"]
-    settings = _section(config, "entqa_training")
-    rcfg = _section(config, "entqa_training", "retriever")
-    loop_cfg = TrainingConfig.from_dict(_section(config, "entqa_training", "retriever",
-                                                 "torch_training"))
-    ps = passage_settings(config)
-    spec, _ = resolve_specs(config)
-    nlp = spacy.blank(config["nlp"]["lang"])
-    train_docs = read_corpus(paths["train"], nlp)
-    dev_docs = read_corpus(paths.get("dev"), nlp)
-    kb = DenseKB.from_disk(paths["kb"])
+    run = _training_setup(config, "retriever")
+    paths, settings, rcfg, loop_cfg = run["paths"], run["settings"], run["kind_cfg"], run["loop"]
+    ps, spec, kb = run["passages"], run["spec"], run["kb"]
+    train_docs, dev_docs, records, n_added = (run["train_docs"], run["dev_docs"], run["records"],
+                                              run["n_added"])
     kb_ids = set(kb.ids)
     model = spec.build(rcfg.get("init") or None)
     if settings.get("freeze_embeddings", True):
         freeze_embeddings(model)
     tok = model.tokenizer
-    records, n_added = extend_records(kb.records, train_docs)
     texts = entity_texts_for(tok, records, kb.template, spec.max_entity_pieces)
     coref = bool(settings.get("include_coref", False))
     tps = [tp for tp in training_passages(train_docs, tok, kb_ids=texts.row_of, include_coref=coref,
@@ -450,29 +466,19 @@ def train_reader(config: Dict[str, Any], output_dir: Any, *, resume: bool = Fals
     others, ``n_candidates`` in all, in a new order at every step. Passages
     without a gold entity teach the rejection. The dev score is the negative dev
     loss. Writes ``model-best``/``model-last`` and ``summary.json``."""
-    import spacy
     import srsly
-    import torch
 
     from ..errors import Errors
-    from ..kb.dense_kb import DenseKB
     from ..models.reader import save_reader
     from ..models.retriever import load_retriever
-    from .loop import TrainingConfig, steps_per_epoch, train_loop
+    from .loop import steps_per_epoch, train_loop
     from .negatives import HardNegativeMiner
 
-    paths = config["paths"]
-    settings = _section(config, "entqa_training")
-    rcfg = _section(config, "entqa_training", "reader")
-    loop_cfg = TrainingConfig.from_dict(_section(config, "entqa_training", "reader",
-                                                 "torch_training"))
-    ps = passage_settings(config)
-    _, spec = resolve_specs(config)
-    nlp = spacy.blank(config["nlp"]["lang"])
-    train_docs = read_corpus(paths["train"], nlp)
-    dev_docs = read_corpus(paths.get("dev"), nlp)
-    kb = DenseKB.from_disk(paths["kb"])
-    records, n_added = extend_records(kb.records, train_docs)
+    run = _training_setup(config, "reader")
+    paths, settings, rcfg, loop_cfg = run["paths"], run["settings"], run["kind_cfg"], run["loop"]
+    ps, spec, kb = run["passages"], run["spec"], run["kb"]
+    train_docs, dev_docs, records, n_added = (run["train_docs"], run["dev_docs"], run["records"],
+                                              run["n_added"])
     coref = bool(settings.get("include_coref", False))
     reader = spec.build(rcfg.get("init") or None)
     if settings.get("freeze_embeddings", True):

@@ -24,14 +24,7 @@ ENTITIES = [
 TEXT = "Barack Obama visited Berlin and met Angela Merkel."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, OpenMP spinning with 2 threads
-    makes these tiny batches many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -37,12 +37,7 @@ CONFIG = {"quantize": False, "top_k": 6, "adaptive_margin": None, "threshold": 0
           "passage_length": 16, "passage_stride": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gold_docs(nlp, data=TRAIN):

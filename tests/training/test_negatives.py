@@ -19,12 +19,7 @@ ENTITIES = ["Barack Obama: 44th president of the United States", "Berlin: capita
             "Mount Everest: highest mountain"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
