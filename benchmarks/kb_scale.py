@@ -258,6 +258,7 @@ def main() -> None:
     p.add_argument("--markdown", type=Path, default=HERE / "README_kb_scale.md")
     p.add_argument("--keep", action="store_true", help="keep the index folders in --work")
     p.add_argument("--calibrate", metavar="KB_DIR", help="print the neighbour profile of a DenseKB and exit")
+    p.add_argument("--real-kb", metavar="KB_DIR", type=Path, help="index figures of a real DenseKB and exit")
     # worker mode
     p.add_argument("--worker", choices=list(WORKERS))
     p.add_argument("--data")
@@ -273,6 +274,10 @@ def main() -> None:
         return
     if args.calibrate:
         calibrate(args.calibrate, args.dim, args.seed)
+        return
+    if args.real_kb:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before FAISS and torch load OpenMP
+        real_kb(args.real_kb, args)
         return
 
     log_lines: List[str] = []
@@ -333,6 +338,60 @@ def main() -> None:
 WORKERS = {"build": worker_build, "query": worker_query, "serve": worker_serve}
 
 
+def real_kb(kb_dir: Path, args) -> List[Dict[str, Any]]:
+    """Index figures on a real DenseKB (e.g. FB15k-237 + MiniLM from ``build-kb``):
+    per preset, index build seconds and size, batch-1 latency, and recall against
+    ``flat`` for 1,000 random entities' own vectors as queries; plus the KB folder
+    size with float32 and float16 vectors."""
+    import tempfile
+
+    import faiss
+
+    from spacy_kbnlp.kb.dense_kb import DenseKB
+    from spacy_kbnlp.kb.index import VectorIndex
+
+    faiss.omp_set_num_threads(args.threads)
+    kb = DenseKB.from_disk(kb_dir)
+    vectors = numpy.ascontiguousarray(kb.vectors)
+    rng = numpy.random.default_rng(args.seed)
+    queries = vectors[rng.choice(len(vectors), min(1000, len(vectors)), replace=False)]
+    out, truth = [], None
+    for preset in ["flat"] + [p for p in args.presets if p != "flat"]:
+        t = time.perf_counter()
+        index = VectorIndex.build(vectors, preset=preset)
+        build_s = time.perf_counter() - t
+        with tempfile.TemporaryDirectory() as tmp:
+            index.to_disk(tmp)
+            disk = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        _, found = index.search(queries, K)
+        truth = found if preset == "flat" else truth
+        lat = _latencies(index, queries, 1, budget_s=5.0, min_batches=100)
+        out.append({"n": len(kb), "dim": kb.dim, "preset": preset, "effective_preset": index.preset,
+                    "params": index.params, "index_build_s": round(build_s, 2),
+                    "index_disk_mib": round(disk / 2**20, 2), "p50_ms": round(float(numpy.percentile(lat, 50)), 3),
+                    "recall_at_10": round(recall(found, truth, 10), 4),
+                    "recall_at_100": round(recall(found, truth, 100), 4)})
+        print(json.dumps(out[-1]), flush=True)
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            DenseKB.from_vectors(kb.records, vectors, encoder_name=kb.encoder_name, dtype=dtype).to_disk(tmp)
+            sizes[dtype] = round(sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20, 2)
+    print(json.dumps({"kb_folder_mib_flat": sizes}), flush=True)
+    lines = ["| preset | params | index build s | index MiB | p50 ms, batch 1 | recall@10 | recall@100 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in out:
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "train_size")
+        name = r["preset"] if r["preset"] == r["effective_preset"] else f"{r['preset']} (-> {r['effective_preset']})"
+        lines.append(f"| {name} | {params} | {r['index_build_s']:.2f} | {r['index_disk_mib']:.1f} | {r['p50_ms']:.2f} "
+                     f"| {r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} |")
+    lines.append("")
+    lines.append(f"KB folder with the flat index: {sizes['float32']:.1f} MiB (float32 vectors), "
+                 f"{sizes['float16']:.1f} MiB (float16 vectors).")
+    _write_block(args.markdown, "kb_real", lines)
+    return out
+
+
 def _remove_index(index_dir: Path) -> None:
     for f in index_dir.glob("*"):
         f.unlink()
@@ -354,15 +413,20 @@ def write_markdown(records: List[Dict[str, Any]], args) -> None:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "train_size")
         lines.append(f"| {n:,} | {preset} | {params} | {r['build_s']:.1f} | {r['rss_gib']:.2f} ({r['rss_index_gib']:.2f}) "
                      f"| {r['rss_spacy_gib']:.2f} | {r['disk_gib']:.3f} | {_lat(r1)} | {_lat(r64)} | {r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} |")
-    args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    text = args.markdown.read_text() if args.markdown.exists() else ""
-    start, end = "<!-- kb_scale:begin -->", "<!-- kb_scale:end -->"
+    _write_block(args.markdown, "kb_scale", lines)
+
+
+def _write_block(path: Path, name: str, lines: List[str]) -> None:
+    """Replace the ``<!-- name:begin -->...<!-- name:end -->`` block of ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else ""
+    start, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = start + "\n" + "\n".join(lines) + "\n" + end
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = (text + "\n" if text else "") + block + "\n"
-    args.markdown.write_text(text)
+    path.write_text(text)
 
 
 def _lat(r: Optional[Dict[str, Any]]) -> str:

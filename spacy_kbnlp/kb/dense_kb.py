@@ -275,6 +275,10 @@ class DenseKB:
     def get(self, eid: str) -> EntityRecord:
         return self._records[self.row(eid)]
 
+    def record_at(self, row: int) -> EntityRecord:
+        """The record of row ``row`` (e.g. of a ``search_rows`` hit)."""
+        return self._records[row]
+
     def row(self, eid: str) -> int:
         try:
             return self._row[eid]

@@ -163,7 +163,7 @@ class DenseSpacyKB(KnowledgeBase):
         alias_hash = self.vocab.strings.add(mention.text)
         cands = []
         for row, prior, vector in zip(rows.tolist(), priors.tolist(), vectors):
-            record = kb._records[row]
+            record = kb.record_at(row)
             cands.append(Candidate(kb=self, entity_hash=self.vocab.strings.add(record.id),
                                    entity_freq=record.prior if record.prior is not None else 0.0,
                                    entity_vector=vector, alias_hash=alias_hash, prior_prob=prior))
