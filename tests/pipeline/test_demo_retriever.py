@@ -115,3 +115,15 @@ def test_configs_build_and_initialize(name, tmp_path):
         doc = nlp.get_pipe("demo_retriever")(unannotated(nlp, re_docs(nlp)[0]))
         assert len(doc._.demonstrations) == 2
         assert nlp.get_pipe("icl_relation_extractor")._doc_labels(doc) == ["Live_In"]
+
+
+def test_extensions_survive_to_bytes(nlp):
+    from spacy.tokens import Doc
+
+    nlp.add_pipe("demo_retriever", config={"top_k": 2})
+    nlp.initialize(lambda: _examples(nlp))
+    doc = nlp(unannotated(nlp, re_docs(nlp)[0]))
+    doc._.llm_errors = [{"kind": "unparsable", "detail": "x"}]
+    back = Doc(nlp.vocab).from_bytes(doc.to_bytes())
+    assert [dict(d, labels=list(d["labels"])) for d in back._.demonstrations] == doc._.demonstrations
+    assert back._.llm_errors == doc._.llm_errors
