@@ -24,7 +24,6 @@ increase with the row, so an index hit maps back to its row by binary search.
 only new or changed entity texts.
 """
 import hashlib
-import json
 import os
 import tempfile
 import time

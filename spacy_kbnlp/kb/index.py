@@ -97,7 +97,7 @@ def _as_ids(ids: Any, n: int) -> numpy.ndarray:
         raise ValueError(Errors.KBE011.format(n_ids=arr.shape[0], n_vectors=n))
     if arr.size and (arr.min() < 0 or arr.max() >= MAX_LABEL):
         raise ValueError(Errors.KBE024.format(name="ids", value=int(arr.min() if arr.min() < 0 else arr.max()),
-                                              why=f"vector ids must be in [0, 2**62)"))
+                                              why="vector ids must be in [0, 2**62)"))
     return arr
 
 

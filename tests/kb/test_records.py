@@ -79,7 +79,7 @@ def test_blank_lines_are_skipped_and_counted(tmp_path):
 def test_duplicate_ids(tmp_path):
     path = write_lines(tmp_path / "kb.jsonl", ['{"id": "a", "name": "A1"}', '{"id": "b", "name": "B"}',
                                                '{"id": "a", "name": "A2"}'])
-    with pytest.raises(ValueError, match=rf"KBE005.*kb.jsonl:3: duplicate entity id 'a' \(first seen at .*kb.jsonl:1\)"):
+    with pytest.raises(ValueError, match=r"KBE005.*kb.jsonl:3: duplicate entity id 'a' \(first seen at .*kb.jsonl:1\)"):
         read_entities(path)
     with pytest.warns(UserWarning, match="KBW002"):
         first = read_entities(path, duplicates="first")
