@@ -1,0 +1,25 @@
+from typer.testing import CliRunner
+
+from spacy.tokens import DocBin
+
+from spacy_kbnlp.cli import app
+from spacy_kbnlp.retrieval.store import DemoStore
+
+from .util import re_docs
+
+
+def test_build_demo_store_cli(nlp, tmp_path):
+    DocBin(store_user_data=True, docs=re_docs(nlp)).to_disk(tmp_path / "train.spacy")
+    runner = CliRunner()
+    res = runner.invoke(app, ["build-demo-store", str(tmp_path / "train.spacy"), str(tmp_path / "store"),
+                              "--no-dense"])
+    assert res.exit_code == 0, res.output
+    store = DemoStore.from_disk(tmp_path / "store")
+    assert len(store) == 8 and store.index is None
+    assert store.records[5]["target"] == "Booth | Kill | Lincoln"
+    bad = runner.invoke(app, ["build-demo-store", str(tmp_path / "train.spacy"), str(tmp_path / "s2"),
+                              "--task", "coref", "--no-dense"])
+    assert bad.exit_code == 1 and "KBE301" in bad.output
+    ruie = runner.invoke(app, ["train-ruie", str(tmp_path / "train.spacy"), str(tmp_path / "r"),
+                               "--preference", "gpt"])
+    assert ruie.exit_code == 1 and "KBE315" in ruie.output
