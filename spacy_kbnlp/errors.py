@@ -11,6 +11,7 @@ Code ranges by area (keep new messages inside their range):
   KBE150-KBE199  encoders, core helpers, extensions, CLI, demo
   KBE200-KBE249  EntQA linker (models, training, pipeline, CLI)
   KBE250-KBE299  seq2seq coreference, constrained decoding, the torch training loop
+  KBE350-KBE399  generative entity linking (INSGENEL / INSGENEL-R)
 """
 from spacy.errors import ErrorsWithCodes
 
@@ -62,6 +63,12 @@ class Warnings(metaclass=ErrorsWithCodes):
               "with training examples.")
     KBW302 = ("{name}: {n} documents were left without relations because they have fewer than "
               "two entities or only overlapping ones.")
+    # --- generative entity linking (KBW350-KBW399)
+    KBW350 = ("{name}: {n} entity name(s) give no token and cannot be generated (first: "
+              "{examples}); those entities can only be reached through another name or alias.")
+    KBW351 = ("{name}: {n} gold mention(s) left out of the training targets ({why}); {fix}.")
+    KBW352 = ("{name}: decoding of {n} segment(s) stopped at the length limit ({limit} tokens) "
+              "before the grammar finished; mentions still open there were dropped.")
     KBW150 = ("Encoder '{name}' was loaded from the Hugging Face cache or hub name; "
               "pass a local path for fully reproducible offline use.")
 
@@ -250,6 +257,28 @@ class Errors(metaclass=ErrorsWithCodes):
               "can be warm-started into one (model_type '{model_type}').")
     KBE315 = ("Preference signal '{value}' is unknown. Choose one of: {options}.")
     KBE316 = ("Need at least {need} {what} to train, got {n}.")
+    # --- generative entity linking (KBE350-KBE399)
+    KBE350 = ("Component '{name}' is not initialized: call nlp.initialize() (it loads the model "
+              "and the KB names) or load a trained pipeline with spacy.load().")
+    KBE351 = ("Setting '{setting}' of '{name}' has the invalid value {value!r}: {why}.")
+    KBE352 = ("The KB given to '{name}' has no entity with a usable name ({n} records). Give a "
+              "DenseKB folder or entity file whose records have names.")
+    KBE353 = ("The tokenizer of '{name}' lacks the markup symbol {symbol!r}; the model at "
+              "'{path}' was not saved by this component. Train or initialize it with "
+              "insgenel_linker first.")
+    KBE354 = ("'{name}' runs in mode 'retrieval' (INSGENEL-R) but has no retriever. Initialize it "
+              "with `retriever_pipeline` (a trained entqa_linker pipeline) or run `python -m "
+              "spacy_kbnlp insgenel attach-retriever`.")
+    KBE355 = ("The retriever's KB and the KB of '{name}' differ: {n} of the retriever's {total} "
+              "entities (e.g. {examples}) have no name in the linker. Use the same KB for both.")
+    KBE356 = ("No training targets: {n_docs} training docs gave no segment inside their "
+              "evaluation spans ({why}). Check the corpus (ELEVANT gold docs with doc._.el_gold).")
+    KBE357 = ("Markup sequence is not valid at token {index} ({token!r}): the grammar allows "
+              "{allowed}.")
+    KBE358 = ("The folder {path} has no saved model for '{name}' ({missing} missing); save the "
+              "pipeline with nlp.to_disk() after initialization or training.")
+    KBE359 = ("`segment_length` {n} of '{name}' needs {need} positions but the model takes at "
+              "most {limit}; lower `segment_length` to {fit} or less.")
     # --- encoders / core / extensions / CLI (KBE150-KBE199)
     KBE150 = ("Could not load the encoder '{name}' (resolved to '{path}'): {err}. Give a local "
               "Hugging Face model directory, or leave `encoder` unset to use the bundled "

@@ -29,7 +29,15 @@ models much cheaper: their action space has a few hundred symbols.
 
 :class:`PrefixTrie` constrains a multi-token choice (cluster numbers in
 coreference, entity names in generative entity linking) to a set of token
-sequences, optionally only those of rank ``<= max_rank``.
+sequences, optionally only those of rank ``<= max_rank``. :class:`CompactPrefixTrie`
+is its immutable, bulk-built twin for large name sets (flat numpy arrays, about
+12 bytes per node: a million names fit in tens of MB).
+
+Further pieces: ``greedy_decode(skip_forced=True)`` calls the model only where the
+grammar leaves a choice (forced tokens are fed in one pass before the next
+decision); :class:`LogProbStepper` makes the scores log-probabilities (and
+:attr:`DecodeOutput.token_scores` per-token scores); :class:`HFCausalLMStepper` drives
+any Hugging Face causal LM (decoder-only) with the same loops.
 """
 import math
 from dataclasses import dataclass, field
@@ -144,6 +152,180 @@ class PrefixTrie:
         return None if node is None else node.value
 
 
+class CompactPrefixTrie:
+    """An immutable prefix trie over token-id sequences with integer values, in
+    flat numpy arrays; built in bulk by sorting (:meth:`build`).
+
+    Nodes are integers (root ``0``), numbered level by level, so the children of a
+    node are contiguous and sorted by token: :meth:`children` is two array slices
+    and :meth:`child` a binary search. Per node it stores a token, a first child and
+    a child count (int32, 12 bytes); terminal nodes keep their values (several
+    sequences may be equal, e.g. entities sharing a name) in a CSR table.
+    ``walk``/``lookup`` mirror :class:`PrefixTrie` (``lookup`` returns the tuple of
+    values, empty when the sequence is not in the trie)."""
+
+    root = 0
+
+    def __init__(self, token: numpy.ndarray, first_child: numpy.ndarray,
+                 n_children: numpy.ndarray, term_nodes: numpy.ndarray,
+                 term_offsets: numpy.ndarray, values: numpy.ndarray, max_depth: int,
+                 n_sequences: int):
+        self.token = token
+        self.first_child = first_child
+        self.n_children = n_children
+        self.term_nodes = term_nodes
+        self.term_offsets = term_offsets
+        self.values = values
+        self.max_depth = int(max_depth)
+        self.n_sequences = int(n_sequences)
+
+    @classmethod
+    def build(cls, seqs: Sequence[Sequence[int]], values: Optional[Sequence[int]] = None
+              ) -> "CompactPrefixTrie":
+        """The trie of ``seqs`` (non-empty sequences of non-negative ids < 2**31);
+        ``values[i]`` (default ``i``) is stored at the end of ``seqs[i]``."""
+        import itertools
+
+        n = len(seqs)
+        lengths = numpy.fromiter((len(q) for q in seqs), dtype=numpy.int64, count=n)
+        if n and lengths.min() == 0:
+            bad = int(numpy.argmin(lengths))
+            raise ValueError(f"CompactPrefixTrie: sequence {bad} is empty; every sequence "
+                             "needs at least one token.")
+        vals = (numpy.arange(n, dtype=numpy.int64) if values is None
+                else numpy.asarray(values, dtype=numpy.int64))
+        if len(vals) != n:
+            raise ValueError(f"CompactPrefixTrie: {n} sequences but {len(vals)} values.")
+        depth = int(lengths.max()) if n else 0
+        flat = numpy.fromiter(itertools.chain.from_iterable(seqs), dtype=numpy.int64,
+                              count=int(lengths.sum()))
+        if flat.size and (flat.min() < 0 or flat.max() >= 2 ** 31):
+            raise ValueError("CompactPrefixTrie: token ids must lie in [0, 2**31).")
+        padded = numpy.full((n, depth), -1, dtype=numpy.int32)
+        rows = numpy.repeat(numpy.arange(n), lengths)
+        starts = numpy.cumsum(lengths) - lengths
+        cols = numpy.arange(flat.size) - numpy.repeat(starts, lengths)
+        padded[rows, cols] = flat
+        del flat, rows, cols
+        order = (numpy.lexsort(padded.T[::-1]) if depth else numpy.arange(n))
+        padded = padded[order]
+        lengths = lengths[order]
+        vals = vals[order]
+        tokens: List[numpy.ndarray] = []
+        parents: List[numpy.ndarray] = []
+        node_at_prev = numpy.zeros(n, dtype=numpy.int64)  # node of each row at depth d-1
+        end_node = numpy.zeros(n, dtype=numpy.int64)
+        new_prev = numpy.zeros(n, dtype=bool)  # prefix differs from the previous row
+        next_id = 1
+        for d in range(depth):
+            col = padded[:, d]
+            exists = col >= 0
+            changed = numpy.ones(n, dtype=bool)
+            if n > 1:
+                changed[1:] = col[1:] != col[:-1]
+            new = exists & (changed | new_prev)
+            count = numpy.cumsum(new)
+            node_at = next_id + count - 1
+            tokens.append(col[new])
+            parents.append(node_at_prev[new])
+            ends_here = lengths == d + 1
+            end_node[ends_here] = node_at[ends_here]
+            node_at_prev = numpy.where(exists, node_at, -1)
+            new_prev = new
+            next_id += int(count[-1]) if n else 0
+        n_nodes = next_id
+        token = numpy.full(n_nodes, -1, dtype=numpy.int32)
+        parent = numpy.full(n_nodes, -1, dtype=numpy.int64)
+        if tokens:
+            token[1:] = numpy.concatenate(tokens)
+            parent[1:] = numpy.concatenate(parents)
+        n_children = numpy.bincount(parent[1:], minlength=n_nodes).astype(numpy.int32)
+        first_child = numpy.zeros(n_nodes, dtype=numpy.int32)
+        if n_nodes > 1:
+            # children are numbered in parent order: the first child of p follows
+            # the children of every earlier parent
+            first = numpy.searchsorted(parent[1:], numpy.arange(n_nodes), side="left") + 1
+            first_child[:] = numpy.where(n_children > 0, first, 0)
+        by_node = numpy.argsort(end_node, kind="stable")
+        sorted_end = end_node[by_node]
+        term_nodes, counts = numpy.unique(sorted_end, return_counts=True)
+        term_offsets = numpy.zeros(len(term_nodes) + 1, dtype=numpy.int64)
+        numpy.cumsum(counts, out=term_offsets[1:])
+        return cls(token, first_child, n_children, term_nodes.astype(numpy.int32),
+                   term_offsets, vals[by_node], depth, n)
+
+    # --- navigation
+    def __len__(self) -> int:
+        return self.n_sequences
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.token.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in (self.token, self.first_child, self.n_children,
+                                          self.term_nodes, self.term_offsets, self.values)))
+
+    def children(self, node: int) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """``(tokens, nodes)`` of the children of ``node`` (tokens ascending)."""
+        nc = int(self.n_children[node])
+        if nc == 0:
+            empty = numpy.zeros(0, dtype=numpy.int64)
+            return empty, empty
+        fc = int(self.first_child[node])
+        return self.token[fc: fc + nc], numpy.arange(fc, fc + nc)
+
+    def next_tokens(self, node: int) -> List[int]:
+        return self.children(node)[0].tolist()
+
+    def child(self, node: int, tok: int) -> Optional[int]:
+        nc = int(self.n_children[node])
+        if nc == 0:
+            return None
+        fc = int(self.first_child[node])
+        toks = self.token[fc: fc + nc]
+        j = int(numpy.searchsorted(toks, tok))
+        return fc + j if j < nc and int(toks[j]) == tok else None
+
+    def walk(self, seq: Sequence[int], node: Optional[int] = None) -> Optional[int]:
+        """The node reached from ``node`` (default: root) by ``seq``, or None."""
+        node = self.root if node is None else node
+        for tok in seq:
+            node = self.child(node, int(tok))
+            if node is None:
+                return None
+        return node
+
+    def node_values(self, node: int) -> Tuple[int, ...]:
+        """Values of the sequences ending at ``node`` (empty: not a terminal)."""
+        j = int(numpy.searchsorted(self.term_nodes, node))
+        if j >= len(self.term_nodes) or int(self.term_nodes[j]) != node:
+            return ()
+        return tuple(int(v) for v in self.values[self.term_offsets[j]: self.term_offsets[j + 1]])
+
+    def is_terminal(self, node: int) -> bool:
+        j = int(numpy.searchsorted(self.term_nodes, node))
+        return j < len(self.term_nodes) and int(self.term_nodes[j]) == node
+
+    def lookup(self, seq: Sequence[int]) -> Tuple[int, ...]:
+        node = self.walk(seq)
+        return () if node is None else self.node_values(node)
+
+    def sequences(self) -> List[Tuple[Tuple[int, ...], int]]:
+        """Every ``(sequence, value)`` (depth-first, tokens ascending): for tests and
+        inspection."""
+        out: List[Tuple[Tuple[int, ...], int]] = []
+        stack: List[Tuple[int, Tuple[int, ...]]] = [(self.root, ())]
+        while stack:
+            node, prefix = stack.pop()
+            out.extend((prefix, v) for v in self.node_values(node))
+            toks, nodes = self.children(node)
+            for t, c in reversed(list(zip(toks.tolist(), nodes.tolist()))):
+                stack.append((c, prefix + (t,)))
+        return out
+
+
 # --------------------------------------------------------------------------- choosing a token
 def column_index(columns: Optional[Sequence[int]], vocab_size: int) -> Optional[numpy.ndarray]:
     """``vocab id -> column`` array for a stepper computing logits over ``columns`` only
@@ -191,28 +373,44 @@ class DecodeOutput:
     n_accepted: int = 0                # speculative: proposed tokens kept
     finished: bool = True              # the grammar reached its final state
     extra: Dict[str, Any] = field(default_factory=dict)
+    # greedy loops: the score of each emitted token (0.0 for tokens that the grammar
+    # forced and ``skip_forced`` did not score)
+    token_scores: List[float] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- decode loops
 def greedy_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int],
-                  max_new_tokens: int) -> DecodeOutput:
-    """Constrained greedy decoding, one token per forward pass."""
+                  max_new_tokens: int, skip_forced: bool = False) -> DecodeOutput:
+    """Constrained greedy decoding, one token per forward pass.
+
+    With ``skip_forced`` the model is called only where the grammar allows more
+    than one token: forced tokens are emitted without a forward pass (score 0.0)
+    and fed to the model together, in one pass, when the next choice comes. The
+    output is the same; ``n_forward`` counts the passes (the generative calls)."""
     stepper.reset()
     out: List[int] = []
-    total = 0.0
-    logits = stepper.step_numpy(list(prompt))
-    n_forward = 1
-    row = logits[-1]
+    scores: List[float] = []
+    pending = list(prompt)
+    n_forward = 0
     while not state.finished and len(out) < max_new_tokens:
+        if skip_forced:
+            allowed = state.allowed()
+            if len(allowed) == 1:
+                tok = next(iter(allowed))
+                out.append(tok)
+                scores.append(0.0)
+                pending.append(tok)
+                state = state.advance(tok)
+                continue
+        row = stepper.step_numpy(pending)[-1]
+        n_forward += 1
         tok, score = choose(row, state, stepper.col_of)
         out.append(tok)
-        total += score
+        scores.append(score)
         state = state.advance(tok)
-        if state.finished or len(out) >= max_new_tokens:
-            break
-        row = stepper.step_numpy([tok])[-1]
-        n_forward += 1
-    return DecodeOutput(out, total, n_forward, finished=state.finished)
+        pending = [tok]
+    return DecodeOutput(out, float(sum(scores)), n_forward, finished=state.finished,
+                        token_scores=scores)
 
 
 def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int],
@@ -227,6 +425,7 @@ def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[in
     proposals only decide how much work one pass does, never what is emitted."""
     stepper.reset()
     out: List[int] = []
+    scores: List[float] = []
     total = 0.0
     pending = list(prompt)
     cached = 0
@@ -244,6 +443,7 @@ def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[in
             tok, score = choose(logits[base + k], state, stepper.col_of)
             out.append(tok)
             total += score
+            scores.append(score)
             state = state.advance(tok)
             if k < len(prop) and tok == prop[k] and not state.finished and len(out) < max_new_tokens:
                 accepted += 1
@@ -255,7 +455,8 @@ def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[in
         cached += len(pending) + accepted
         stepper.crop(cached)
         pending = [out[-1]]
-    return DecodeOutput(out, total, n_forward, n_prop, n_acc, finished=state.finished)
+    return DecodeOutput(out, total, n_forward, n_prop, n_acc, finished=state.finished,
+                        token_scores=scores)
 
 
 def beam_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int], max_new_tokens: int,
@@ -435,18 +636,98 @@ class HFSeq2SeqStepper:
         self.attention_mask = self._base_mask.expand(len(index), -1)
 
 
+class HFCausalLMStepper:
+    """Incremental steps of a Hugging Face causal LM (decoder-only: GPT-2, OPT,
+    LLaMA, ...) with a key/value cache: the prompt (e.g. instruction + source +
+    separator) is the first ``step``, the same loops drive it as an encoder-decoder.
+
+    ``columns`` restricts the logits as in :class:`HFSeq2SeqStepper`."""
+
+    def __init__(self, model: Any, columns: Optional[Sequence[int]] = None):
+        self.model = model
+        self.columns = list(columns) if columns is not None else None
+        vocab = model.get_output_embeddings().weight.shape[0]
+        with restricted_output(model, self.columns) as r:
+            active = r.active
+        self.columns = self.columns if active else None
+        self.col_of = column_index(self.columns, vocab)
+        self.cache = None
+        self.device = next(model.parameters()).device
+
+    def reset(self) -> None:
+        self.cache = None
+
+    def step(self, ids: "Any") -> "Any":
+        import torch
+
+        if not torch.is_tensor(ids):
+            ids = torch.tensor([list(ids)], dtype=torch.long)
+        ids = ids.to(self.device)
+        with torch.inference_mode(), restricted_output(self.model, self.columns):
+            out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True,
+                             return_dict=True)
+        self.cache = out.past_key_values
+        return out.logits
+
+    def step_numpy(self, ids: Sequence[int]) -> numpy.ndarray:
+        return self.step(ids)[0].float().cpu().numpy()
+
+    def crop(self, length: int) -> None:
+        self.cache = crop_cache(self.cache, length)
+
+    def reorder(self, index: Sequence[int]) -> None:
+        import torch
+
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.device)
+        self.cache = reorder_cache(self.cache, idx)
+
+
+class LogProbStepper:
+    """Wraps a stepper so that its scores are log-probabilities (log-softmax over the
+    stepper's columns, i.e. the full vocabulary unless restricted). The constrained
+    argmax is unchanged; the scores that the loops report (``DecodeOutput.score``,
+    ``token_scores``) become log-probabilities of the emitted tokens under the
+    *unconstrained* model, which tells how much the model agrees with what the
+    grammar let it write."""
+
+    def __init__(self, stepper: Any):
+        self.inner = stepper
+        self.col_of = stepper.col_of
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def step(self, ids: "Any") -> "Any":
+        import torch
+
+        return torch.log_softmax(self.inner.step(ids).float(), dim=-1)
+
+    def step_numpy(self, ids: Sequence[int]) -> numpy.ndarray:
+        rows = numpy.asarray(self.inner.step_numpy(ids), dtype=numpy.float64)
+        top = rows.max(axis=-1, keepdims=True)
+        norm = top + numpy.log(numpy.exp(rows - top).sum(axis=-1, keepdims=True))
+        return (rows - norm).astype(numpy.float32)
+
+    def crop(self, length: int) -> None:
+        self.inner.crop(length)
+
+    def reorder(self, index: Sequence[int]) -> None:
+        self.inner.reorder(index)
+
+
 def decode(stepper: Any, state: ConstraintState, prompt: Sequence[int], max_new_tokens: int, *,
            method: str = "greedy", beam_size: int = 4, n_propose: int = 0,
-           length_penalty: float = 1.0) -> DecodeOutput:
-    """Dispatch: ``greedy`` (copy-speculative when ``n_propose > 0``) or ``beam``."""
+           length_penalty: float = 1.0, skip_forced: bool = False) -> DecodeOutput:
+    """Dispatch: ``greedy`` (copy-speculative when ``n_propose > 0``, calling the
+    model only at choices with ``skip_forced``) or ``beam``."""
     if method == "beam" and beam_size > 1:
         return beam_decode(stepper, state, prompt, max_new_tokens, beam_size=beam_size,
                            length_penalty=length_penalty)
     if method not in ("greedy", "beam"):
         raise ValueError(f"Unknown decoding method '{method}': use 'greedy' or 'beam'.")
-    if n_propose > 0:
+    if n_propose > 0 and not skip_forced:
         return speculative_decode(stepper, state, prompt, max_new_tokens, n_propose=n_propose)
-    return greedy_decode(stepper, state, prompt, max_new_tokens)
+    return greedy_decode(stepper, state, prompt, max_new_tokens, skip_forced=skip_forced)
 
 
 # --------------------------------------------------------------------------- HF generate adapter
