@@ -102,3 +102,20 @@ def test_uninitialized_and_evaluate(nlp):
                         [(0, 1, "Live_In")])
         scores = nlp2.evaluate([Example(unannotated(nlp2, bohr), bohr)])
     assert scores["rel_micro_f"] == 1.0 and {"rel_micro_p", "rel_micro_r"} <= set(scores)
+
+
+def test_local_hf_backend_in_the_pipeline(nlp, tmp_path):
+    """A tiny random causal LM answers nonsense: parsed as far as possible, counted."""
+    from ..llm.tiny import build_tiny_models
+
+    gpt = build_tiny_models(tmp_path)["gpt"]
+    nlp.add_pipe("demo_retriever", config={"top_k": 1})
+    nlp.add_pipe("icl_relation_extractor", config={"backend": {
+        "@misc": "spacy_kbnlp.HFLocalLLM.v1", "path": gpt, "max_new_tokens": 8}})
+    nlp.initialize(lambda: [Example(unannotated(nlp, d), d) for d in re_docs(nlp)])
+    with pytest.warns(UserWarning, match="KBW300"):
+        docs = list(nlp.pipe([unannotated(nlp, d) for d in re_docs(nlp)[:3]]))
+    assert len(docs) == 3
+    for doc in docs:
+        assert isinstance(doc._.rel_records, list)
+        assert doc._.rel_records or doc._.llm_errors  # nonsense is counted, never silent
