@@ -77,6 +77,12 @@ def train_pipeline(config_path: Union[str, Path], output: Union[str, Path], *,
     dev_examples = list(dev_corpus(nlp))
     if extra.get("dev_limit"):
         dev_examples = dev_examples[: int(extra["dev_limit"])]
+    # the components before the trained one annotate the predicted docs (as spaCy's
+    # annotating_components), e.g. a sentencizer for partial linearization
+    before = [proc for name, proc in nlp.pipeline[: nlp.pipe_names.index(trainable.name)]]
+    for eg in train_examples:
+        for proc in before:
+            eg.predicted = proc(eg.predicted)
     items = trainable.training_items(train_examples)
     if not items:
         raise ValueError(Errors.KBE256.format(name=trainable.name,

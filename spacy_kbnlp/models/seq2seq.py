@@ -778,9 +778,10 @@ class Seq2SeqCorefModel:
             return (self.vocab.s_open, self.vocab.s_close)
         return None
 
-    def doc_units(self, doc: Any) -> SourceUnits:
-        sent_starts = None
-        if self.markers is not None and doc.has_annotation("SENT_START"):
+    def doc_units(self, doc: Any, sent_starts: Optional[Sequence[bool]] = None) -> SourceUnits:
+        """Units of ``doc``; partial linearization marks the doc's sentences (or
+        ``sent_starts``, one flag per token; none: one sentence)."""
+        if sent_starts is None and self.markers is not None and doc.has_annotation("SENT_START"):
             sent_starts = [bool(t.is_sent_start) for t in doc]
         return source_units([t.text for t in doc], self.tokenizer, sent_starts=sent_starts,
                             markers=self.markers)
@@ -799,14 +800,15 @@ class Seq2SeqCorefModel:
 
     # --- training
     def training_items(self, doc: Any, clusters: Sequence[Sequence[Tuple[int, int]]],
-                       stride: int, stats: Optional[Dict[str, int]] = None) -> List[Dict[str, Any]]:
+                       stride: int, stats: Optional[Dict[str, int]] = None,
+                       sent_starts: Optional[Sequence[bool]] = None) -> List[Dict[str, Any]]:
         """Training segments of a gold document: ``{"input", "tokens", "actions"}``
         (JSON-like lists of ids). ``stats`` counts mentions that cannot be learned
         (``lost``: no unit; ``cut``: crossing a segment edge, counted per segment;
         ``over``: beyond ``max_clusters``) and ``truncated`` targets."""
         s = self.settings
         stats = stats if stats is not None else defaultdict(int)
-        units = self.doc_units(doc)
+        units = self.doc_units(doc, sent_starts)
         mentions, lost = doc_mentions(units, clusters)
         stats["lost"] += lost
         limit = self.decoder_limit()
@@ -886,11 +888,12 @@ class Seq2SeqCorefModel:
         return mentions, out
 
     def predict_doc(self, doc: Any, *, stride: int, method: str = "greedy", beam_size: int = 4,
-                    n_propose: int = 0, stats: Optional[Dict[str, Any]] = None
-                    ) -> List[List[Tuple[int, int]]]:
+                    n_propose: int = 0, stats: Optional[Dict[str, Any]] = None,
+                    record: Optional[List[List[int]]] = None) -> List[List[Tuple[int, int]]]:
         """Clusters of token spans ``(start, end)`` for ``doc``: segments of
         ``segment_length`` units every ``stride`` units, decoded one by one (memory
-        stays bounded by one segment), merged through shared mentions."""
+        stays bounded by one segment), merged through shared mentions. ``record``
+        receives each segment's decoded tokens (to compare decoding modes)."""
         stats = stats if stats is not None else defaultdict(int)
         units = self.doc_units(doc)
         per_segment = []
@@ -904,6 +907,8 @@ class Seq2SeqCorefModel:
             stats["proposed"] += out.n_proposed
             stats["accepted"] += out.n_accepted
             stats["unfinished"] += 0 if out.finished else 1
+            if record is not None:
+                record.append(list(out.tokens))
             spans = []
             for s, e, c in mentions:
                 a, b = where[s], where[e - 1]

@@ -138,6 +138,8 @@ class Seq2SeqCoref(Pipe):
         }
         self.coref_model: Optional[Seq2SeqCorefModel] = None
         self.stats: Dict[str, float] = defaultdict(float)
+        # set to a list to collect every segment's decoded tokens (benchmarks)
+        self.record: Optional[List[List[int]]] = None
         self._optimizer = None
 
     # --- model
@@ -203,7 +205,7 @@ class Seq2SeqCoref(Pipe):
             n_propose = c["speculative"] if c["decoding"] == "greedy" else 0
             clusters = model.predict_doc(doc, stride=c["stride"], method=c["decoding"],
                                          beam_size=c["beam_size"], n_propose=n_propose,
-                                         stats=self.stats)
+                                         stats=self.stats, record=self.record)
             if not c["keep_singletons"]:
                 clusters = [cl for cl in clusters if len(cl) > 1]
             self.stats["docs"] += 1
@@ -218,7 +220,9 @@ class Seq2SeqCoref(Pipe):
     # --- training
     def training_items(self, examples: Iterable[Example], *, stats: Optional[Dict[str, int]] = None
                        ) -> List[Dict[str, Any]]:
-        """Training segments (JSON-like) of gold examples, for the training loop."""
+        """Training segments (JSON-like) of gold examples, for the training loop. Run
+        the components before this one on ``eg.predicted`` first (the train command
+        does) so that partial linearization sees the sentences it will see later."""
         from ..extensions import get_coref_clusters
 
         model = self._require_model()
@@ -226,9 +230,15 @@ class Seq2SeqCoref(Pipe):
         items: List[Dict[str, Any]] = []
         prefix = self.cfg["span_cluster_prefix"]
         for eg in examples:
-            ref = eg.reference
+            ref, pred = eg.reference, eg.predicted
             clusters = [[(s.start, s.end) for s in cl] for cl in get_coref_clusters(ref, prefix)]
-            items.extend(model.training_items(ref, clusters, self.cfg["train_stride"], stats))
+            # sentences as the pipeline sees them at prediction time (e.g. a sentencizer
+            # that ran on the predicted doc), else the gold ones
+            sent_starts = None
+            if len(pred) == len(ref) and pred.has_annotation("SENT_START"):
+                sent_starts = [bool(t.is_sent_start) for t in pred]
+            items.extend(model.training_items(ref, clusters, self.cfg["train_stride"], stats,
+                                              sent_starts=sent_starts))
         for key, why, fix in (
                 ("cut", "they cross a segment edge", "raise `train_stride` overlap or `segment_length`"),
                 ("over", f"beyond max_clusters={self.cfg['max_clusters']} in a segment",
@@ -250,7 +260,7 @@ class Seq2SeqCoref(Pipe):
                losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
         """One AdamW step on ``examples`` with the component's own optimizer (``sgd`` is
         ignored: the weights are torch's). Prefer ``python -m spacy_kbnlp train``."""
-        import torch
+        from ..training.loop import update_once
 
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
@@ -261,13 +271,8 @@ class Seq2SeqCoref(Pipe):
             return losses
         module = self.torch_module
         module.train()
-        if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
         loss = self.training_loss(items)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        self._optimizer.step()
-        self._optimizer.zero_grad()
+        self._optimizer = update_once(module, loss, self._optimizer)
         module.eval()
         losses[self.name] += float(loss.detach())
         return losses

@@ -123,6 +123,23 @@ def make_scheduler(optimizer: Any, n_steps: int, warmup_ratio: float) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def update_once(module: Any, loss: Any, optimizer: Optional[Any] = None, *,
+                learning_rate: float = 1e-4, max_grad_norm: float = 1.0) -> Any:
+    """One AdamW step on ``loss`` for a component's ``update()`` (spaCy passes no torch
+    optimizer): backward, clip, step, zero the gradients. Returns the optimizer, to be
+    passed back on the next call (created on the first)."""
+    import torch
+
+    if optimizer is None:
+        optimizer = make_optimizer(module, TrainingConfig(learning_rate=learning_rate))
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return optimizer
+
+
 # --------------------------------------------------------------------------- checkpoint I/O
 def _optimizer_to_files(optimizer: Any) -> Dict[str, Any]:
     state = optimizer.state_dict()

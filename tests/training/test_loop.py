@@ -126,3 +126,18 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
                      show_progress=False)
     assert res.stopped == "time" and res.steps == 1
     assert (tmp_path / "checkpoint" / "trainer.json").exists()
+
+
+def test_update_once_reuses_its_optimizer():
+    import torch
+
+    from spacy_kbnlp.training.loop import update_once
+
+    module, items, loss_fn = _setup()
+    before = _weights(module)
+    opt = update_once(module, loss_fn(items), None, learning_rate=0.01)
+    assert opt.param_groups[0]["lr"] == 0.01
+    assert all(p.grad is None for p in module.parameters())
+    again = update_once(module, loss_fn(items), opt)
+    assert again is opt and int(opt.state[next(iter(opt.state))]["step"]) == 2
+    assert any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
