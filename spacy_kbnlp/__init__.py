@@ -11,6 +11,7 @@ from .extensions import install_extensions
 from .encoders import hf  # noqa: F401
 from .kb import dense_kb, spacy_kb  # noqa: F401
 from .pipeline import seq2seq_coref  # noqa: F401
+from .pipeline import insgenel_linker  # noqa: F401
 from .readers import conll04, conll2012, elevant, gum_tsv, jsonl, semeval2010  # noqa: F401
 from .scorers import coref, el, rel  # noqa: F401
 from .llm import backends  # noqa: F401
