@@ -449,6 +449,20 @@ class InsGenELLinker(Pipe):
                 taken[s:e] = True
         doc.set_ents(sorted(ents, key=lambda x: x.start), default="outside")
 
+    def markup_text(self, doc: Doc) -> str:
+        """``doc.text`` with this component's links as ``{mention}[entity name]``
+        (the canonical KB name of the linked entity)."""
+        parts: List[str] = []
+        pos = 0
+        for span in doc.spans[self.cfg["spans_key"]] if self.cfg["spans_key"] in doc.spans else ():
+            row = self.kb.row_of.get(span.kb_id_) if self.kb is not None else None
+            name = self.kb.names[row] if row is not None else span.kb_id_
+            parts.append(doc.text[pos:span.start_char])
+            parts.append(f"{{{span.text}}}[{name}]")
+            pos = span.end_char
+        parts.append(doc.text[pos:])
+        return "".join(parts)
+
     # ------------------------------------------------------------ training
     def training_items(self, examples: Iterable[Example], *,
                        stats: Optional[Dict[str, int]] = None) -> List[Dict[str, Any]]:

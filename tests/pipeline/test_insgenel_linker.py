@@ -292,3 +292,43 @@ def test_100k_token_document(nlp):
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 1024
     assert links(doc) and max(e for _, e, _ in links(doc)) > 90000
+
+
+@pytest.mark.parametrize("name", ["configs/insgenel.cfg", "configs/test/insgenel.cfg"])
+def test_shipped_configs_build(name):
+    from pathlib import Path
+
+    from spacy import util
+
+    root = Path(__file__).resolve().parents[2]
+    config = util.load_config(root / name, overrides={"paths.kb": "kb/fb15k237_el"},
+                              interpolate=False)
+    nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
+    linker = nlp.get_pipe("insgenel_linker")
+    assert linker.el_model is None and linker.cfg["mode"] == "full"
+    assert "torch_training" in config and config["training"]["score_weights"]["el_micro_f"] == 1.0
+
+
+@pytest.mark.slow
+def test_train_command_on_the_tiny_config(paths, tmp_path):
+    """`python -m spacy_kbnlp train configs/test/insgenel.cfg` end to end on tiny data."""
+    from pathlib import Path
+
+    from spacy.tokens import DocBin
+
+    from spacy_kbnlp.cli.train import train_pipeline
+    from spacy_kbnlp.kb.dense_kb import DenseKB
+
+    nlp = English()
+    DocBin(docs=gold_docs(nlp), store_user_data=True).to_disk(tmp_path / "train.spacy")
+    DocBin(docs=gold_docs(nlp)[:2], store_user_data=True).to_disk(tmp_path / "dev.spacy")
+    DenseKB.from_vectors(RECORDS, numpy.eye(len(RECORDS), 8, dtype="float32"),
+                         encoder_name="placeholder").to_disk(tmp_path / "kb")
+    root = Path(__file__).resolve().parents[2]
+    result = train_pipeline(root / "configs/test/insgenel.cfg", tmp_path / "out", overrides={
+        "paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "dev.spacy"),
+        "paths.kb": str(tmp_path / "kb"), "paths.model": paths["model"]}, show_progress=False)
+    assert result.steps == 2
+    trained = spacy.load(tmp_path / "out" / "model-last")
+    doc = trained("Barack Obama visited Berlin last week .")
+    assert all(s.kb_id_ in {r.id for r in RECORDS} for s in doc.spans["insgenel"])
