@@ -356,12 +356,23 @@ def allowed_arrays(state: ConstraintState, col_of: Optional[numpy.ndarray]
 def choose(row: numpy.ndarray, state: ConstraintState, col_of: Optional[numpy.ndarray]
            ) -> Tuple[int, float]:
     """The allowed token with the highest score in ``row`` (first one on ties)."""
+    tok, score, _ = choose_with_mass(row, state, col_of)
+    return tok, score
+
+
+def choose_with_mass(row: numpy.ndarray, state: ConstraintState,
+                     col_of: Optional[numpy.ndarray]) -> Tuple[int, float, float]:
+    """:func:`choose` plus the log-sum-exp of the allowed tokens' scores: with
+    log-probability scores, ``score - mass`` is the chosen token's log-probability
+    renormalized over what the grammar allowed."""
     toks, cols = allowed_arrays(state, col_of)
     if len(toks) == 0:
         raise ValueError("Constrained decoding reached a state that allows no token.")
     scores = row[cols]
     best = int(scores.argmax())
-    return int(toks[best]), float(scores[best])
+    top = float(scores[best])
+    mass = top + float(numpy.log(numpy.exp(scores.astype(numpy.float64) - top).sum()))
+    return int(toks[best]), top, mass
 
 
 @dataclass
@@ -374,8 +385,10 @@ class DecodeOutput:
     finished: bool = True              # the grammar reached its final state
     extra: Dict[str, Any] = field(default_factory=dict)
     # greedy loops: the score of each emitted token (0.0 for tokens that the grammar
-    # forced and ``skip_forced`` did not score)
+    # forced and ``skip_forced`` did not score) and the log-sum-exp of the scores of
+    # the tokens the grammar allowed at that step (see ``choose_with_mass``)
     token_scores: List[float] = field(default_factory=list)
+    allowed_mass: List[float] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- decode loops
@@ -390,6 +403,7 @@ def greedy_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int],
     stepper.reset()
     out: List[int] = []
     scores: List[float] = []
+    masses: List[float] = []
     pending = list(prompt)
     n_forward = 0
     while not state.finished and len(out) < max_new_tokens:
@@ -399,18 +413,20 @@ def greedy_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int],
                 tok = next(iter(allowed))
                 out.append(tok)
                 scores.append(0.0)
+                masses.append(0.0)
                 pending.append(tok)
                 state = state.advance(tok)
                 continue
         row = stepper.step_numpy(pending)[-1]
         n_forward += 1
-        tok, score = choose(row, state, stepper.col_of)
+        tok, score, mass = choose_with_mass(row, state, stepper.col_of)
         out.append(tok)
         scores.append(score)
+        masses.append(mass)
         state = state.advance(tok)
         pending = [tok]
     return DecodeOutput(out, float(sum(scores)), n_forward, finished=state.finished,
-                        token_scores=scores)
+                        token_scores=scores, allowed_mass=masses)
 
 
 def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int],
@@ -426,6 +442,7 @@ def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[in
     stepper.reset()
     out: List[int] = []
     scores: List[float] = []
+    masses: List[float] = []
     total = 0.0
     pending = list(prompt)
     cached = 0
@@ -440,10 +457,11 @@ def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[in
         base = len(pending) - 1
         accepted = 0
         for k in range(len(prop) + 1):
-            tok, score = choose(logits[base + k], state, stepper.col_of)
+            tok, score, mass = choose_with_mass(logits[base + k], state, stepper.col_of)
             out.append(tok)
             total += score
             scores.append(score)
+            masses.append(mass)
             state = state.advance(tok)
             if k < len(prop) and tok == prop[k] and not state.finished and len(out) < max_new_tokens:
                 accepted += 1
@@ -456,7 +474,7 @@ def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[in
         stepper.crop(cached)
         pending = [out[-1]]
     return DecodeOutput(out, total, n_forward, n_prop, n_acc, finished=state.finished,
-                        token_scores=scores)
+                        token_scores=scores, allowed_mass=masses)
 
 
 def beam_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int], max_new_tokens: int,

@@ -764,9 +764,22 @@ class InsGenELModel:
         return grammar.parse(out.tokens, strict=False), out
 
 
-def link_score(link: Link, token_scores: Sequence[float]) -> float:
-    """Probability of the link's markup ``<{> ... <]>`` under the model (tokens the
-    grammar forced and nobody scored count as certain)."""
+def link_score(link: Link, token_scores: Sequence[float],
+               allowed_mass: Optional[Sequence[float]] = None) -> float:
+    """Probability of the link's markup ``<{> mention <}[> name <]>`` under the model.
+
+    Structure decisions (opening, each copied mention token against closing, the
+    close, the end of the name) count renormalized over what the grammar allowed
+    (``allowed_mass``); name tokens count with their unconstrained probability, so
+    a name that the grammar forced on an unwilling model scores low. Tokens the
+    grammar forced and nobody scored count as certain. Without scores (beam
+    search): 1.0."""
     if not token_scores:
         return 1.0
-    return float(math.exp(sum(token_scores[link[3]: link[4] + 1])))
+    s, e, _, a, b = link
+    mass = allowed_mass if allowed_mass else [0.0] * len(token_scores)
+    name_from = a + 2 + (e - s)
+    total = 0.0
+    for k in range(a, b + 1):
+        total += token_scores[k] if name_from <= k < b else token_scores[k] - mass[k]
+    return float(math.exp(min(0.0, total)))

@@ -406,7 +406,7 @@ class InsGenELLinker(Pipe):
                 words = units.unit_span_to_words(a + link[0], a + link[1])
                 if words is None or not link[2]:
                     continue
-                score = link_score(link, out.token_scores)
+                score = link_score(link, out.token_scores, out.allowed_mass)
                 if score <= c["threshold"]:
                     st["below_threshold"] += 1
                     continue

@@ -103,6 +103,14 @@ def test_log_prob_stepper_scores_are_log_probabilities():
         hist.append(tok)
     assert logp.token_scores == pytest.approx(expect, abs=1e-5)
     assert logp.score == pytest.approx(sum(expect), abs=1e-4)
+    # allowed_mass: the log-probability the grammar left open at each step
+    hist, state = [11], CopyOrMark(source)
+    for tok, mass in zip(logp.tokens, logp.allowed_mass):
+        row = torch.log_softmax(torch.tensor(stepper._row(tuple(hist))), -1)
+        allowed = list(state.allowed())
+        assert mass == pytest.approx(float(torch.logsumexp(row[allowed], 0)), abs=1e-5)
+        state = state.advance(tok)
+        hist.append(tok)
 
 
 def test_causal_lm_stepper_caches_like_a_full_pass():

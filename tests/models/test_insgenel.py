@@ -219,12 +219,12 @@ def test_scores_reveal_a_name_the_model_did_not_want():
     out = greedy_decode(LogProbStepper(Scripted(known)), g.initial(), [0], 50)
     assert out.tokens == known
     (link,) = g.parse(out.tokens)
-    assert link_score(link, out.token_scores) > 0.99
+    assert link_score(link, out.token_scores, out.allowed_mass) > 0.99
     unknown = [20, 1, 21, 2, 40, 44, 3, 22]  # wants (40, 44): not a KB name
     out = greedy_decode(LogProbStepper(Scripted(unknown)), g.initial(), [0], 50)
     (link,) = g.parse(out.tokens)
     assert out.tokens[:6] == [20, 1, 21, 2, 40, 41]  # forced onto the KB name ...
-    assert link_score(link, out.token_scores) < 1e-3  # ... with a tiny probability
+    assert link_score(link, out.token_scores, out.allowed_mass) < 1e-3  # ... tiny probability
 
 
 def test_canonical_names_are_unique():
@@ -346,7 +346,8 @@ def test_untrained_tiny_model_output_parses(kind, tmp_path, tokenizer):
         for s, e, values, x, y in g.parse(out.tokens):
             written = tuple(out.tokens[x + 2 + e - s: y])
             assert written in table.seqs and values
-            assert 0.0 < link_score((s, e, values, x, y), out.token_scores) <= 1.0
+            assert 0.0 < link_score((s, e, values, x, y), out.token_scores,
+                                    out.allowed_mass) <= 1.0
             n_links += 1
         copied = [t for t in out.tokens if t not in (model.ids.m_open,)]
         assert len(copied) >= b - a
