@@ -39,8 +39,9 @@ from ..errors import Errors
 from .seq2seq import (SourceUnits, _quiet_transformers, ensure_word_tokenizer, load_seq2seq,
                       resize_embeddings, source_units, warm_start_encoder_decoder)
 
-M_OPEN, M_CLOSE, E_CLOSE, PROMPT_SEP = "<{>", "<}[>", "<]>", "<el>"
+M_OPEN, M_CLOSE, E_CLOSE, PROMPT_SEP, COPY = "<{>", "<}[>", "<]>", "<el>", "<copy>"
 MARKUP = (M_OPEN, M_CLOSE, E_CLOSE, PROMPT_SEP)
+ACTIONS = ("copy", "token")
 
 # (start unit, end unit exclusive, entity rows of the written name, first and last
 # output token index of the markup <{> ... <]>)
@@ -53,11 +54,12 @@ class MarkupIds:
     m_close: int
     e_close: int
     sep: int
+    copy: int = -1  # the copy-action symbol (-1: the tokenizer has none)
 
 
 def add_markup_tokens(tokenizer: Any) -> int:
     """Add the markup symbols to ``tokenizer``; returns how many were new."""
-    return tokenizer.add_special_tokens({"additional_special_tokens": list(MARKUP)},
+    return tokenizer.add_special_tokens({"additional_special_tokens": list(MARKUP) + [COPY]},
                                         replace_additional_special_tokens=False)
 
 
@@ -68,6 +70,8 @@ def markup_ids(tokenizer: Any, name: str = "insgenel_linker", path: str = "?") -
         if i is None or i == tokenizer.unk_token_id:
             raise ValueError(Errors.KBE353.format(name=name, symbol=sym, path=path))
         ids.append(int(i))
+    copy = tokenizer.convert_tokens_to_ids(COPY)
+    ids.append(-1 if copy is None or copy == tokenizer.unk_token_id else int(copy))
     return MarkupIds(*ids)
 
 
@@ -234,12 +238,14 @@ class MarkupGrammar:
     ``{start: {end: trie}}`` (INSGENEL-R): mentions may only be the given unit
     spans, each with the names of its own candidate entities. ``max_mention``
     limits a free mention's length in units (a word is never cut); ``max_length``
-    the output length (mentions open only while the whole rest still fits)."""
+    the output length (mentions open only while the whole rest still fits). With
+    ``copy`` a copied source token takes the score of the copy symbol (copy action:
+    the model predicts "copy", the decoder is fed the real token)."""
 
     def __init__(self, units: Sequence[int], starts: Sequence[bool], ends: Sequence[bool],
                  ids: MarkupIds, trie: Optional[CompactPrefixTrie] = None, *,
                  candidates: Optional[Dict[int, Dict[int, CompactPrefixTrie]]] = None,
-                 max_mention: int = 24, max_length: Optional[int] = None):
+                 max_mention: int = 24, max_length: Optional[int] = None, copy: bool = False):
         if (trie is None) == (candidates is None):
             raise ValueError("MarkupGrammar needs either `trie` or `candidates`.")
         self.units = list(units)
@@ -249,6 +255,9 @@ class MarkupGrammar:
         self.trie = trie
         self.candidates = candidates
         self.max_mention = max_mention
+        if copy and ids.copy < 0:
+            raise ValueError(Errors.KBE353.format(name="MarkupGrammar", symbol=COPY, path="?"))
+        self.copy_col = ids.copy if copy else None
         if candidates is not None:
             self.candidates = {s: {e: t for e, t in ends_.items() if t.n_nodes > 1 and e > s}
                                for s, ends_ in candidates.items()}
@@ -331,7 +340,7 @@ class MarkupState(ConstraintState):
         pos = self.pos
         if self.open < 0:
             if pos < n:
-                res[g.units[pos]] = g.units[pos]
+                res[g.units[pos]] = g.units[pos] if g.copy_col is None else g.copy_col
                 if g.can_open(pos, self.length):
                     res[g.ids.m_open] = g.ids.m_open
             return res
@@ -342,7 +351,7 @@ class MarkupState(ConstraintState):
             else:
                 more = span < g.max_mention or not g.ends[pos - 1]
             if more:
-                res[g.units[pos]] = g.units[pos]
+                res[g.units[pos]] = g.units[pos] if g.copy_col is None else g.copy_col
         if span > 0 and g.ends[pos - 1] and (g.candidates is None or
                                              pos in g.candidates[self.open]):
             res[g.ids.m_close] = g.ids.m_close
@@ -391,26 +400,31 @@ class MarkupState(ConstraintState):
 
 
 def linearize(units: Sequence[int], mentions: Iterable[Tuple[int, int, Sequence[int]]],
-              ids: MarkupIds) -> List[int]:
+              ids: MarkupIds, copy: bool = False) -> Tuple[List[int], List[int]]:
     """The target sequence: ``units`` with each mention ``(start, end, name units)``
-    (non-overlapping, unit coordinates) written as ``<{> ... <}[> name <]>``."""
+    (non-overlapping, unit coordinates) written as ``<{> ... <}[> name <]>``; and the
+    labels the model learns to predict (the same, with ``copy``: the copy symbol for
+    every copied source token)."""
     by_start = {s: (e, name) for s, e, name in mentions}
     out: List[int] = []
+    labels: List[int] = []
     pos = 0
     end_at: Dict[int, Sequence[int]] = {}
     while pos < len(units) or pos in end_at:
         if pos in end_at:
-            out.append(ids.m_close)
-            out.extend(end_at.pop(pos))
-            out.append(ids.e_close)
+            name = [ids.m_close] + list(end_at.pop(pos)) + [ids.e_close]
+            out.extend(name)
+            labels.extend(name)
             continue
         if pos in by_start:
             e, name = by_start[pos]
             out.append(ids.m_open)
+            labels.append(ids.m_open)
             end_at[e] = name
         out.append(units[pos])
+        labels.append(ids.copy if copy else units[pos])
         pos += 1
-    return out
+    return out, labels
 
 
 def render_markup(tokens: Sequence[int], tokenizer: Any, ids: MarkupIds) -> str:
@@ -502,6 +516,8 @@ class ELSettings:
     segment_length: int = 128
     max_mention_units: int = 24
     max_target_length: int = 512
+    # "copy": copied source tokens are predicted as the copy symbol; "token": as themselves
+    action: str = "copy"
     # training: softmax over the batch's tokens, the markup and this many sampled
     # other tokens (0: the whole vocabulary), several times cheaper on CPU
     train_negatives: int = 4096
@@ -647,12 +663,25 @@ class InsGenELModel:
         return self.prefix + list(units) + self.suffix
 
     # --- training
+    @property
+    def copy(self) -> bool:
+        return self.settings.action == "copy"
+
+    def grammar(self, units: Sequence[int], starts: Sequence[bool], ends: Sequence[bool],
+                trie: Optional[CompactPrefixTrie] = None, *,
+                candidates: Optional[Dict[int, Dict[int, CompactPrefixTrie]]] = None
+                ) -> MarkupGrammar:
+        return MarkupGrammar(units, starts, ends, self.ids, trie, candidates=candidates,
+                             max_mention=self.settings.max_mention_units, copy=self.copy)
+
     def training_item(self, units: Sequence[int],
                       mentions: Iterable[Tuple[int, int, Sequence[int]]]) -> Dict[str, Any]:
-        target = linearize(units, mentions, self.ids)
+        """``{"input", "target" (fed to the decoder), "labels" (predicted),
+        "truncated"}`` of one segment."""
+        target, labels = linearize(units, mentions, self.ids, self.copy)
         limit = self.output_limit(len(self.prompt(units)) if self.causal else 0)
         return {"input": self.prompt(units), "target": target[:limit],
-                "truncated": len(target) > limit}
+                "labels": labels[:limit], "truncated": len(target) > limit}
 
     def train_columns(self, items: Sequence[Dict[str, Any]]) -> Optional[List[int]]:
         """Output columns of a training batch (sampled softmax): every token of the
@@ -667,9 +696,10 @@ class InsGenELModel:
         if k <= 0:
             return None
         cols = {self.ids.m_open, self.ids.m_close, self.ids.e_close, self.ids.sep}
+        if self.ids.copy >= 0:
+            cols.add(self.ids.copy)
         for it in items:
-            cols.update(int(t) for t in it["input"])
-            cols.update(int(t) for t in it["target"])
+            cols.update(int(t) for t in it.get("labels", it["target"]))
         if len(cols) + k >= vocab:
             return None
         seed = zlib.crc32(repr([list(it["target"][:8]) for it in items]).encode())
@@ -696,7 +726,7 @@ class InsGenELModel:
             for i, (it, s) in enumerate(zip(items, seqs)):
                 ids[i, :len(s)] = torch.tensor(s)
                 attn[i, :len(s)] = 1
-                labels[i, len(it["input"]):len(s)] = torch.tensor(list(it["target"]))
+                labels[i, len(it["input"]):len(s)] = torch.tensor(list(it.get("labels", it["target"])))
             columns = self.train_columns(items)
             with restricted_output(self.model, columns) as restricted:
                 logits = self.model(input_ids=ids.to(dev), attention_mask=attn.to(dev),
@@ -717,7 +747,7 @@ class InsGenELModel:
                 attn[i, :len(inp)] = 1
                 dec[i, :len(tgt)] = torch.tensor([self.decoder_start] + tgt[:-1])
                 dec_attn[i, :len(tgt)] = 1
-                labels[i, :len(tgt)] = torch.tensor(tgt)
+                labels[i, :len(tgt)] = torch.tensor(list(it.get("labels", tgt)))
             columns = self.train_columns(items)
             with restricted_output(self.model, columns) as restricted:
                 logits = self.model(input_ids=ids.to(dev), attention_mask=attn.to(dev),

@@ -39,7 +39,7 @@ from spacy.vocab import Vocab
 
 from ..errors import Errors, Warnings
 from ..extensions import install_extensions
-from ..models.insgenel import (ELSettings, InsGenELModel, MarkupGrammar, NameTable,
+from ..models.insgenel import (ACTIONS, ELSettings, InsGenELModel, NameTable,
                                decision_candidates, link_score, segments, word_bounds)
 
 FORMAT_VERSION = 1
@@ -64,6 +64,7 @@ Links = List[Tuple[int, int, str, float, List[List[Any]]]]
         "segment_length": 128,
         "max_mention_units": 24,
         "max_target_length": 512,
+        "action": "copy",
         "freeze_encoder": True,
         "train_negatives": 4096,
         "decoding": "greedy",
@@ -93,6 +94,7 @@ def make_insgenel_linker(
     segment_length: int,
     max_mention_units: int,
     max_target_length: int,
+    action: str,
     freeze_encoder: bool,
     train_negatives: int,
     decoding: str,
@@ -112,6 +114,8 @@ def make_insgenel_linker(
     MiniLM, with ``decoder_layers`` decoder layers). ``kb``: a DenseKB folder or
     entity file (or give ``kb_loader`` to initialize). ``mode``: ``full`` (INSGENEL)
     or ``retrieval`` (INSGENEL-R, ``top_k`` retrieved entities per document).
+    ``action``: ``copy`` (the model predicts a copy symbol for copied source
+    tokens, so training concentrates on the markup and the names) or ``token``.
     ``speculative`` > 0 proposes that many copied tokens per forward pass (same
     output, fewer passes). Links whose markup probability is at most ``threshold``
     are dropped. Training (``python -m spacy_kbnlp train``) updates the decoder only
@@ -121,7 +125,8 @@ def make_insgenel_linker(
         nlp.vocab, name, model=model, warm_start=warm_start, decoder_layers=decoder_layers,
         kb=kb, aliases=aliases, mode=mode, top_k=top_k, segment_length=segment_length,
         max_mention_units=max_mention_units, max_target_length=max_target_length,
-        freeze_encoder=freeze_encoder, train_negatives=train_negatives, decoding=decoding, beam_size=beam_size, speculative=speculative, threshold=threshold,
+        action=action, freeze_encoder=freeze_encoder, train_negatives=train_negatives,
+        decoding=decoding, beam_size=beam_size, speculative=speculative, threshold=threshold,
         batch_size=batch_size, device=device, spans_key=spans_key, label=label,
         set_ents=set_ents, overwrite_ents=overwrite_ents, scorer=scorer,
         splitter=nlp.tokenizer)
@@ -135,7 +140,7 @@ class InsGenELLinker(Pipe):
                  decoder_layers: Optional[int] = 3, kb: Optional[str] = None,
                  aliases: bool = True, mode: str = "full", top_k: int = 64,
                  segment_length: int = 128, max_mention_units: int = 24,
-                 max_target_length: int = 512, freeze_encoder: bool = True,
+                 max_target_length: int = 512, action: str = "copy", freeze_encoder: bool = True,
                  train_negatives: int = 4096, decoding: str = "greedy", beam_size: int = 4,
                  speculative: int = 8, threshold: float = 0.0, batch_size: int = 16,
                  device: Optional[str] = None, spans_key: str = "insgenel",
@@ -151,7 +156,8 @@ class InsGenELLinker(Pipe):
             "kb": None if kb is None else str(kb), "aliases": aliases, "mode": mode,
             "top_k": top_k, "segment_length": segment_length,
             "max_mention_units": max_mention_units, "max_target_length": max_target_length,
-            "freeze_encoder": freeze_encoder, "train_negatives": train_negatives,
+            "action": action, "freeze_encoder": freeze_encoder,
+            "train_negatives": train_negatives,
             "decoding": decoding, "beam_size": beam_size, "speculative": speculative,
             "threshold": threshold, "batch_size": batch_size, "device": device,
             "spans_key": spans_key, "label": label, "set_ents": set_ents,
@@ -183,6 +189,8 @@ class InsGenELLinker(Pipe):
             raise bad("speculative", "give a non-negative integer (0: no speculation)")
         if c["mode"] not in MODES:
             raise bad("mode", f"choose one of {', '.join(MODES)}")
+        if c["action"] not in ACTIONS:
+            raise bad("action", f"choose one of {', '.join(ACTIONS)}")
         if c["decoding"] not in ("greedy", "beam"):
             raise bad("decoding", "choose greedy or beam")
         if not 0.0 <= float(c["threshold"]) < 1.0:
@@ -194,7 +202,7 @@ class InsGenELLinker(Pipe):
         return ELSettings(segment_length=c["segment_length"],
                           max_mention_units=c["max_mention_units"],
                           max_target_length=c["max_target_length"],
-                          train_negatives=c["train_negatives"])
+                          action=c["action"], train_negatives=c["train_negatives"])
 
     @property
     def is_initialized(self) -> bool:
@@ -386,14 +394,12 @@ class InsGenELLinker(Pipe):
                 cands: Dict[int, Dict[int, Any]] = defaultdict(dict)
                 for (s, e), ents in matches.items():
                     cands[s][e] = table.subset_trie(ents)
-                grammar = MarkupGrammar(seg, starts, ends, model.ids, candidates=dict(cands),
-                                        max_mention=c["max_mention_units"])
+                grammar = model.grammar(seg, starts, ends, candidates=dict(cands))
                 st["decision_spans"] += len(matches)
                 found, out = model.decode(grammar, skip_forced=greedy, method=c["decoding"],
                                           beam_size=c["beam_size"])
             else:
-                grammar = MarkupGrammar(seg, starts, ends, model.ids, trie,
-                                        max_mention=c["max_mention_units"])
+                grammar = model.grammar(seg, starts, ends, trie)
                 found, out = model.decode(grammar, n_propose=c["speculative"] if greedy else 0,
                                           method=c["decoding"], beam_size=c["beam_size"])
             st["segments_decoded"] += 1
@@ -547,7 +553,9 @@ class InsGenELLinker(Pipe):
 
         def load_cfg(p: Path) -> None:
             if p.exists():
-                self.cfg.update(srsly.read_json(p))
+                saved = srsly.read_json(p)
+                saved.setdefault("action", "token")  # folders saved before copy action
+                self.cfg.update(saved)
 
         def load_model(p: Path) -> None:
             if not (p / "config.json").exists():

@@ -110,7 +110,9 @@ def test_random_decoding_always_parses_and_names_only_kb_entities(bias):
     for _ in range(60):
         units, starts, ends, names, rows = random_case(rng)
         trie = CompactPrefixTrie.build(names, rows)
-        g = MarkupGrammar(units, starts, ends, IDS, trie, max_mention=4)
+        copy = rng.random() < 0.5
+        ids = MarkupIds(1, 2, 3, 4, copy=5) if copy else IDS
+        g = MarkupGrammar(units, starts, ends, ids, trie, max_mention=4, copy=copy)
         stepper = RandomStepper(bias={IDS.m_open: bias, IDS.m_close: bias, IDS.e_close: bias})
         out = greedy_decode(stepper, g.initial(), [0], 400)
         assert out.finished
@@ -143,8 +145,17 @@ def test_linearize_parse_round_trip():
     trie = CompactPrefixTrie.build(names, [7, 8, 9])
     g = MarkupGrammar(units, starts, ends, IDS, trie)
     mentions = [(1, 3, (40, 41)), (3, 4, (40,)), (5, 6, (42,))]
-    tokens = linearize(units, mentions, IDS)
+    tokens, labels = linearize(units, mentions, IDS)
     assert tokens == [20, 1, 21, 22, 2, 40, 41, 3, 1, 23, 2, 40, 3, 24, 1, 25, 2, 42, 3]
+    assert labels == tokens
+    ids = MarkupIds(1, 2, 3, 4, copy=5)
+    copied, labels = linearize(units, mentions, ids, copy=True)
+    assert copied == tokens
+    assert labels == [5, 1, 5, 5, 2, 40, 41, 3, 1, 5, 2, 40, 3, 5, 1, 5, 2, 42, 3]
+    # under copy action the grammar scores copied tokens by the copy symbol
+    gc = MarkupGrammar(units, starts, ends, ids, trie, copy=True)
+    assert gc.initial().allowed() == {20: 5, 1: 1}
+    assert [l[:3] for l in gc.parse(tokens)] == [l[:3] for l in g.parse(tokens)]
     links = g.parse(tokens)
     assert [(s, e, v) for s, e, v, _, _ in links] == [(1, 3, (7,)), (3, 4, (8,)), (5, 6, (9,))]
     # a mention may not end inside a word, nor name something outside the trie
@@ -340,7 +351,7 @@ def test_untrained_tiny_model_output_parses(kind, tmp_path, tokenizer):
     n_links = 0
     for a, b in segments(units, 24):
         starts, ends = word_bounds(units, a, b)
-        g = MarkupGrammar(units.ids[a:b], starts, ends, model.ids, table.trie())
+        g = model.grammar(units.ids[a:b], starts, ends, table.trie())
         links, out = model.decode(g, n_propose=4)
         assert out.finished and len(out.token_scores) == len(out.tokens)
         for s, e, values, x, y in g.parse(out.tokens):
@@ -370,6 +381,9 @@ def test_training_item_loss_decreases(tmp_path):
     item = model.training_item(units.ids, [(0, 4, table.canonical[4]), (5, 6, table.canonical[0])])
     ids = model.ids
     assert item["target"][:1] == [ids.m_open] and item["target"].count(ids.e_close) == 2
+    # copy action (default): copied tokens are labelled with the copy symbol
+    assert [l for t, l in zip(item["target"], item["labels"]) if t != l] == \
+        [ids.copy] * (len(units.ids))
     opt = torch.optim.AdamW(model.model.parameters(), lr=1e-2)
     model.model.train()
     losses = []
