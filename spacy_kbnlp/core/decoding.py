@@ -285,7 +285,7 @@ class CompactPrefixTrie:
             return None
         fc = int(self.first_child[node])
         toks = self.token[fc: fc + nc]
-        j = int(numpy.searchsorted(toks, tok))
+        j = int(toks.searchsorted(numpy.int32(tok)))
         return fc + j if j < nc and int(toks[j]) == tok else None
 
     def walk(self, seq: Sequence[int], node: Optional[int] = None) -> Optional[int]:
@@ -299,13 +299,13 @@ class CompactPrefixTrie:
 
     def node_values(self, node: int) -> Tuple[int, ...]:
         """Values of the sequences ending at ``node`` (empty: not a terminal)."""
-        j = int(numpy.searchsorted(self.term_nodes, node))
+        j = int(self.term_nodes.searchsorted(numpy.int32(node)))  # same dtype: no copy
         if j >= len(self.term_nodes) or int(self.term_nodes[j]) != node:
             return ()
         return tuple(int(v) for v in self.values[self.term_offsets[j]: self.term_offsets[j + 1]])
 
     def is_terminal(self, node: int) -> bool:
-        j = int(numpy.searchsorted(self.term_nodes, node))
+        j = int(self.term_nodes.searchsorted(numpy.int32(node)))
         return j < len(self.term_nodes) and int(self.term_nodes[j]) == node
 
     def lookup(self, seq: Sequence[int]) -> Tuple[int, ...]:
