@@ -178,11 +178,12 @@ def worker_serve(args) -> Dict[str, Any]:
     faiss.omp_set_num_threads(args.threads)
     base_rss = rss_now()
     meta = json.loads((Path(args.index_dir) / "index.json").read_text())
+    params = {**meta["params"], **json.loads(args.search_params)}
     index = faiss.read_index(str(Path(args.index_dir) / "index.faiss"))
-    if "nprobe" in meta["params"]:
-        index.nprobe = meta["params"]["nprobe"]
-    if "ef_search" in meta["params"]:
-        faiss.downcast_index(index.index).hnsw.efSearch = meta["params"]["ef_search"]
+    if "nprobe" in params:
+        index.nprobe = params["nprobe"]
+    if "ef_search" in params:
+        faiss.downcast_index(index.index).hnsw.efSearch = params["ef_search"]
     queries = numpy.load(Path(args.data) / "queries.npy")
     index.search(queries, K)
     for i in range(100):
@@ -202,6 +203,7 @@ def worker_query(args) -> Dict[str, Any]:
     t = time.perf_counter()
     index = VectorIndex.from_disk(args.index_dir)
     load_s = time.perf_counter() - t
+    index.set_search_params(**json.loads(args.search_params))
     _, ids = index.search(queries, K)
     numpy.save(Path(args.index_dir) / "found.npy", ids)
     lat = {b: _latencies(index, queries, b, args.budget, min_batches=20 if b == 1 else 8) for b in (1, 64)}
@@ -213,10 +215,11 @@ def worker_query(args) -> Dict[str, Any]:
 
 # --- driver
 def run_worker(kind: str, args, data: Path, preset: str, params: Dict[str, Any], index_dir: Path,
-               log) -> Dict[str, Any]:
+               log, search: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     out_file = index_dir.with_suffix(f".{kind}.json")
     cmd = [sys.executable, __file__, "--worker", kind, "--data", str(data), "--preset", preset,
-           "--params", json.dumps(params), "--index-dir", str(index_dir), "--threads", str(args.threads),
+           "--params", json.dumps(params), "--search-params", json.dumps(search or {}),
+           "--index-dir", str(index_dir), "--threads", str(args.threads),
            "--budget", str(args.budget), "--worker-out", str(out_file)]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -233,6 +236,16 @@ def recall(found: numpy.ndarray, truth: numpy.ndarray, k: int) -> float:
     return float(numpy.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth)]))
 
 
+def parse_search_sweeps(items: Optional[List[str]]) -> Dict[str, List[Dict[str, Any]]]:
+    """``["hnsw:ef_search=128,512"]`` -> ``{"hnsw": [{"ef_search": 128}, {"ef_search": 512}]}``."""
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for item in items or ():
+        preset, _, kv = item.partition(":")
+        key, _, values = kv.partition("=")
+        out.setdefault(preset, []).extend({key: json.loads(v)} for v in values.split(","))
+    return out
+
+
 def parse_preset_params(items: Optional[List[str]]) -> Dict[str, Dict[str, Any]]:
     out: Dict[str, Dict[str, Any]] = {}
     for item in items or ():
@@ -247,7 +260,9 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
-    p.add_argument("--param", action="append", help="PRESET:KEY=VALUE, e.g. ivf_sq8:nprobe=64 (repeatable)")
+    p.add_argument("--param", action="append", help="PRESET:KEY=VALUE, e.g. ivf_sq8:nlist=2048 (repeatable)")
+    p.add_argument("--search", action="append",
+                   help="search-time sweep PRESET:KEY=V1,V2, e.g. hnsw:ef_search=128,512 (one index, a row per value)")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budget", type=float, default=30.0, help="seconds of latency measurement per batch size")
@@ -264,6 +279,7 @@ def main() -> None:
     p.add_argument("--data")
     p.add_argument("--preset")
     p.add_argument("--params", default="{}")
+    p.add_argument("--search-params", default="{}")
     p.add_argument("--index-dir")
     p.add_argument("--worker-out")
     args = p.parse_args()
@@ -287,10 +303,11 @@ def main() -> None:
         log_lines.append(line)
 
     overrides = parse_preset_params(args.param)
-    presets = ["flat"] + [x for x in args.presets if x != "flat"]  # flat gives the ground truth
+    sweeps = parse_search_sweeps(args.search)
     records: List[Dict[str, Any]] = []
-    if args.output.exists():  # keep results of other sizes
-        records = [r for r in json.loads(args.output.read_text()) if r["n"] not in args.sizes]
+    if args.output.exists():  # keep the results of other sizes and presets
+        records = [r for r in json.loads(args.output.read_text())
+                   if not (r["n"] in args.sizes and r["preset"] in args.presets)]
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     for n in args.sizes:
         t = time.perf_counter()
@@ -298,40 +315,45 @@ def main() -> None:
         log(f"n={n}: data ready in {time.perf_counter() - t:.1f}s ({data})")
         base_profile = nn_profile(numpy.load(data / "base.npy", mmap_mode="r")[: min(n, 100_000)],
                                   numpy.load(data / "queries.npy")[:200])
-        truth = None
+        # flat gives the ground truth (kept with the data; rerun when flat is asked for)
+        presets = list(args.presets)
+        if "flat" in presets or not (data / "truth.npy").exists():
+            presets = ["flat"] + [x for x in presets if x != "flat"]
         for preset in presets:
             params = overrides.get(preset, {})
             index_dir = args.work / f"index_n{n}_{preset}"
             log(f"n={n} preset={preset} params={params}")
             built = run_worker("build", args, data, preset, params, index_dir, log)
-            queried = run_worker("query", args, data, preset, params, index_dir, log)
-            served = run_worker("serve", args, data, preset, params, index_dir, log)
-            found = numpy.load(index_dir / "found.npy")
-            if preset == "flat":
-                truth = found
-            for batch, lat in queried["latency"].items():
-                rec = {"n": n, "dim": args.dim, "preset": preset, "batch": int(batch),
-                       "build_s": round(built["build_s"], 2), "rss_gib": round(served["rss_gib"], 3),
-                       "disk_gib": round(built["disk_gib"], 3), "p50_ms": round(lat["p50_ms"], 3),
-                       "p99_ms": round(lat["p99_ms"], 3), "recall_at_10": round(recall(found, truth, 10), 4),
-                       "recall_at_100": round(recall(found, truth, 100), 4),
-                       "params": built["params"], "effective_preset": built["effective_preset"],
-                       "rss_base_gib": round(served["rss_base_gib"], 3),
-                       "rss_index_gib": round(served["rss_gib"] - served["rss_base_gib"], 3),
-                       "rss_spacy_gib": round(queried["rss_gib"], 3),
-                       "build_peak_rss_gib": round(built["build_peak_rss_gib"], 3),
-                       "latency_samples": lat["samples"], "threads": args.threads,
-                       "load_avg": round(queried["load_avg"], 2), "queries": args.queries, "k": K,
-                       "data": f"synthetic clustered mixture on the unit sphere, seed {args.seed}",
-                       "neighbour_cosines": base_profile if n <= 100_000 else None, "machine": machine}
-                records.append(rec)
-                log("  " + json.dumps({k: rec[k] for k in KEYS + ["batch", "rss_index_gib"]}))
-            if not args.keep and preset != "flat":
+            for search in sweeps.get(preset, [{}]):
+                if search:
+                    log(f"  search {search}")
+                queried = run_worker("query", args, data, preset, params, index_dir, log, search)
+                served = run_worker("serve", args, data, preset, params, index_dir, log, search)
+                found = numpy.load(index_dir / "found.npy")
+                if preset == "flat":
+                    numpy.save(data / "truth.npy", found)
+                truth = numpy.load(data / "truth.npy")
+                for batch, lat in queried["latency"].items():
+                    rec = {"n": n, "dim": args.dim, "preset": preset, "batch": int(batch),
+                           "build_s": round(built["build_s"], 2), "rss_gib": round(served["rss_gib"], 3),
+                           "disk_gib": round(built["disk_gib"], 3), "p50_ms": round(lat["p50_ms"], 3),
+                           "p99_ms": round(lat["p99_ms"], 3), "recall_at_10": round(recall(found, truth, 10), 4),
+                           "recall_at_100": round(recall(found, truth, 100), 4),
+                           "params": {**built["params"], **search}, "effective_preset": built["effective_preset"],
+                           "rss_base_gib": round(served["rss_base_gib"], 3),
+                           "rss_index_gib": round(served["rss_gib"] - served["rss_base_gib"], 3),
+                           "rss_spacy_gib": round(queried["rss_gib"], 3),
+                           "build_peak_rss_gib": round(built["build_peak_rss_gib"], 3),
+                           "latency_samples": lat["samples"], "threads": args.threads,
+                           "load_avg": round(queried["load_avg"], 2), "queries": args.queries, "k": K,
+                           "data": f"synthetic clustered mixture on the unit sphere, seed {args.seed}",
+                           "neighbour_cosines": base_profile if n <= 100_000 else None, "machine": machine}
+                    records.append(rec)
+                    log("  " + json.dumps({k: rec[k] for k in KEYS + ["batch", "rss_index_gib"]}))
+            if not args.keep:
                 _remove_index(index_dir)
-        if not args.keep:
-            _remove_index(args.work / f"index_n{n}_flat")
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(records, indent=1) + "\n")
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(records, indent=1) + "\n")
     write_markdown(records, args)
 
 
@@ -402,12 +424,15 @@ def _remove_index(index_dir: Path) -> None:
 def write_markdown(records: List[Dict[str, Any]], args) -> None:
     rows: Dict[tuple, Dict[int, Dict[str, Any]]] = {}
     for r in records:
-        rows.setdefault((r["n"], r["preset"]), {})[r["batch"]] = r
+        rows.setdefault((r["n"], r["preset"], json.dumps(r["params"], sort_keys=True)), {})[r["batch"]] = r
     lines = [
         "| n | preset | params | build s | RSS GiB: lean (index) | RSS GiB with spaCy | disk GiB | p50 / p99 ms, batch 1 | p50 / p99 ms per query, batch 64 | recall@10 | recall@100 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (n, preset), by_batch in sorted(rows.items(), key=lambda x: (x[0][0], DEFAULT_PRESETS.index(x[0][1]) if x[0][1] in DEFAULT_PRESETS else 99)):
+    order = {(r["n"], r["preset"], json.dumps(r["params"], sort_keys=True)): i for i, r in enumerate(records)}
+    for (n, preset, _), by_batch in sorted(rows.items(), key=lambda x: (x[0][0], DEFAULT_PRESETS.index(x[0][1])
+                                                                         if x[0][1] in DEFAULT_PRESETS else 99,
+                                                                         order[x[0]])):
         r1, r64 = by_batch.get(1), by_batch.get(64)
         r = r1 or r64
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "train_size")
