@@ -91,6 +91,11 @@ def strip_markup(tokens, links):
 
 def check_output(tokens, grammar, units, starts, ends, names, rows):
     links = grammar.parse(tokens)  # strict: raises on any disallowed token
+    state = grammar.initial()
+    for tok in tokens:  # the array view of the choices equals the dict view
+        toks, cols = state.allowed_arrays()
+        assert dict(zip(toks.tolist(), cols.tolist())) == state.allowed()
+        state = state.advance(tok)
     assert strip_markup(tokens, links) == units
     prev_end = 0
     for s, e, values, a, b in links:
