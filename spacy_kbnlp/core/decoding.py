@@ -660,7 +660,7 @@ class HFSeq2SeqStepper:
         self.attention_mask = self._base_mask.expand(len(index), -1)
 
 
-class HFCausalLMStepper:
+class HFCausalLMStepper(HFSeq2SeqStepper):
     """Incremental steps of a Hugging Face causal LM (decoder-only: GPT-2, OPT,
     LLaMA, ...) with a key/value cache: the prompt (e.g. instruction + source +
     separator) is the first ``step``, the same loops drive it as an encoder-decoder.
@@ -668,15 +668,8 @@ class HFCausalLMStepper:
     ``columns`` restricts the logits as in :class:`HFSeq2SeqStepper`."""
 
     def __init__(self, model: Any, columns: Optional[Sequence[int]] = None):
-        self.model = model
-        self.columns = list(columns) if columns is not None else None
-        vocab = model.get_output_embeddings().weight.shape[0]
-        with restricted_output(model, self.columns) as r:
-            active = r.active
-        self.columns = self.columns if active else None
-        self.col_of = column_index(self.columns, vocab)
-        self.cache = None
         self.device = next(model.parameters()).device
+        super().__init__(model, None, None, columns)
 
     def reset(self) -> None:
         self.cache = None
@@ -686,24 +679,17 @@ class HFCausalLMStepper:
 
         if not torch.is_tensor(ids):
             ids = torch.tensor([list(ids)], dtype=torch.long)
-        ids = ids.to(self.device)
         with torch.inference_mode(), restricted_output(self.model, self.columns):
-            out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True,
-                             return_dict=True)
+            out = self.model(input_ids=ids.to(self.device), past_key_values=self.cache,
+                             use_cache=True, return_dict=True)
         self.cache = out.past_key_values
         return out.logits
-
-    def step_numpy(self, ids: Sequence[int]) -> numpy.ndarray:
-        return self.step(ids)[0].float().cpu().numpy()
-
-    def crop(self, length: int) -> None:
-        self.cache = crop_cache(self.cache, length)
 
     def reorder(self, index: Sequence[int]) -> None:
         import torch
 
-        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.device)
-        self.cache = reorder_cache(self.cache, idx)
+        self.cache = reorder_cache(self.cache, torch.as_tensor(list(index), dtype=torch.long,
+                                                               device=self.device))
 
 
 class LogProbStepper:

@@ -1,6 +1,7 @@
 """Torch helpers shared by every component: device choice, seeds, safetensors I/O."""
 import random
-from typing import Dict, Optional, Union
+from pathlib import Path
+from typing import Callable, Dict, Optional, Union
 
 import numpy
 
@@ -66,3 +67,30 @@ def load_state(module: "torch.nn.Module", data: bytes, device=None) -> "torch.nn
         raise ValueError(f"Unexpected weights in saved state: {sorted(unexpected)[:5]}")
     # missing keys are allowed only for tied weights that dedupe_tied removed
     return module.to(get_device(device))
+
+
+def folder_to_bytes(write: Callable[[Path], None]) -> bytes:
+    """``to_bytes`` for a component that serializes to a folder: ``write(tmp_dir)``,
+    then every file under it, msgpack'ed as ``{relative path: bytes}`` (no pickle)."""
+    import srsly
+    from spacy.util import make_tempdir
+
+    with make_tempdir() as tmp:
+        write(tmp)
+        files = {str(p.relative_to(tmp)): p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+    return srsly.msgpack_dumps(files)
+
+
+def folder_from_bytes(data: bytes, read: Callable[[Path], None]) -> None:
+    """The inverse of :func:`folder_to_bytes`: unpack the files into a temporary
+    folder and call ``read(folder)`` (which must not keep memory maps into it)."""
+    import srsly
+    from spacy.util import make_tempdir
+
+    files = srsly.msgpack_loads(data)
+    with make_tempdir() as tmp:
+        for rel, content in files.items():
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        read(tmp)

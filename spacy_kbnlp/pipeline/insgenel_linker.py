@@ -502,7 +502,7 @@ class InsGenELLinker(Pipe):
                losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
         """One AdamW step on ``examples`` with the component's own optimizer (``sgd`` is
         ignored: the weights are torch's). Prefer ``python -m spacy_kbnlp train``."""
-        import torch
+        from ..training.loop import update_once
 
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
@@ -513,13 +513,8 @@ class InsGenELLinker(Pipe):
             return losses
         module = self.torch_module
         module.train()
-        if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
         loss = self.training_loss(items)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        self._optimizer.step()
-        self._optimizer.zero_grad()
+        self._optimizer = update_once(module, loss, self._optimizer)
         module.eval()
         losses[self.name] += float(loss.detach())
         return losses
@@ -581,29 +576,23 @@ class InsGenELLinker(Pipe):
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        from spacy.util import make_tempdir
+        from ..core.torch_io import folder_to_bytes
 
-        with make_tempdir() as tmp:
-            self.to_disk(tmp, exclude=exclude)
-            files = {str(p.relative_to(tmp)): p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
-        return srsly.msgpack_dumps(files)
+        return folder_to_bytes(lambda tmp: self.to_disk(tmp, exclude=exclude))
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()
                    ) -> "InsGenELLinker":
-        from spacy.util import make_tempdir
+        from ..core.torch_io import folder_from_bytes
 
-        files = srsly.msgpack_loads(bytes_data)
-        with make_tempdir() as tmp:
-            for rel, data in files.items():
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+        def read(tmp: Path) -> None:
             self.from_disk(tmp, exclude=exclude)
             if self.retriever is not None:
                 # the retriever's KB was memory-mapped from the temporary folder
                 from ..kb.dense_kb import DenseKB
 
                 self.retriever.kb = DenseKB.from_disk(tmp / RETRIEVER_DIR / "kb", mmap=False)
+
+        folder_from_bytes(bytes_data, read)
         return self
 
 
