@@ -11,6 +11,7 @@ Code ranges by area (keep new messages inside their range):
   KBE150-KBE199  encoders, core helpers, extensions, CLI, demo
   KBE200-KBE249  EntQA linker (models, training, pipeline, CLI)
   KBE250-KBE299  seq2seq coreference, constrained decoding, the torch training loop
+  KBE300-KBE349  demonstration retrieval, LLM backends, ICL and ETRAG relation extraction
   KBE350-KBE399  generative entity linking (INSGENEL / INSGENEL-R)
 """
 from spacy.errors import ErrorsWithCodes
