@@ -26,9 +26,9 @@ contrastive loss plus KL distillation from the reward model.
    candidate list. Saved as a Hugging Face directory (safetensors) for
    ``HFEncoder(path)``, e.g. ``demo_retriever`` with ``retriever = "dense"``.
 
-The optimisation uses torch AdamW with linear warmup/decay (``_optimise``).
+Both models train with the project's loop (``training.loop.train_loop``; checkpoints in
+``output/reward_model`` and ``output/bi_encoder``).
 """
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -191,25 +191,25 @@ class BiEncoder:
         self.tokenizer.save_pretrained(path)
 
 
-def _optimise(params, steps: int, lr: float, warmup: float, step_fn: Callable[[int], float],
-              log: Callable[[str], None], what: str) -> List[float]:
-    """AdamW with linear warmup and decay over ``steps`` calls of ``step_fn`` (-> loss)."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
+def _optimise(module, n_items: int, loss_fn: Callable[[List[int]], Any], output: Path, *,
+              steps: int, lr: float, warmup: float, batch_size: int, seed: int, device,
+              show_progress: bool, log: Callable[[str], None], what: str) -> List[float]:
+    """Run the project's training loop (``training.loop.train_loop``: AdamW, linear
+    warmup/decay, clipping, safetensors checkpoints) over item indices."""
+    from ..training.loop import TrainingConfig, train_loop
 
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    sched = get_linear_schedule_with_warmup(opt, int(warmup * steps), steps)
-    losses = []
-    for step in range(steps):
-        opt.zero_grad()
-        loss = step_fn(step)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % 25 == 0 or step + 1 == steps:
-            log(f"{what} step {step + 1}/{steps} loss {numpy.mean(losses[-25:]):.4f}")
+    losses: List[float] = []
+
+    def on_step(step: int, info: Dict[str, Any]) -> bool:
+        losses.append(float(info["loss"]))
+        if step % 25 == 0 or step == steps:
+            log(f"{what} step {step}/{steps} loss {info['loss']:.4f}")
+        return False
+
+    config = TrainingConfig(learning_rate=lr, warmup_ratio=warmup, batch_size=batch_size,
+                            max_steps=steps, seed=seed, device=device, log_every=25)
+    train_loop(module, list(range(n_items)), loss_fn, config, output, on_step=on_step,
+               show_progress=show_progress)
     return losses
 
 
@@ -268,33 +268,33 @@ def train_ruie(
         pos, negs = _split(pr, n_negatives)
         sel = [pos] + negs
         groups.append((i, [rows[j] for j in sel], [pr[j] for j in sel], rows, pr))
-    rng = random.Random(seed)
-
-    def batch(step: int) -> List[Tuple]:
-        return [groups[rng.randrange(len(groups))] for _ in range(batch_size)]
+    def batch(items: List[int]) -> List[Tuple]:
+        return [groups[i] for i in items]
 
     # reward model: InfoNCE, positive first
     reward = RewardModel(encoder, device=device)
-    reward.train(True)
+    reward_module = torch.nn.ModuleDict({"encoder": reward.encoder, "head": reward.head})
 
-    def reward_step(step: int):
-        b = batch(step)
+    def reward_loss(items: List[int]):
+        b = batch(items)
         qs = [q_texts[g[0]] for g in b for _ in g[1]]
         ds = [keyword_text(store.records[r]["input"], store.records[r]["target"]) for g in b for r in g[1]]
         s = reward.scores(qs, ds).view(len(b), -1)
         return torch.nn.functional.cross_entropy(s, torch.zeros(len(b), dtype=torch.long, device=s.device))
 
     t1 = time.perf_counter()
-    reward_losses = _optimise(reward.parameters(), reward_steps, lr, warmup, reward_step, log, "reward")
+    reward_losses = _optimise(reward_module, len(groups), reward_loss, output / "reward_model",
+                              steps=reward_steps, lr=lr, warmup=warmup, batch_size=batch_size,
+                              seed=seed, device=device, show_progress=show_progress, log=log,
+                              what="reward")
     reward.train(False)
     t_reward = time.perf_counter() - t1
 
     # bi-encoder: contrastive (+ in-batch negatives) + KL from the reward model
     bi = BiEncoder(encoder, device=device)
-    bi.train(True)
 
-    def bi_step(step: int):
-        b = batch(step)
+    def bi_loss(items: List[int]):
+        b = batch(items)
         n = len(b[0][1])
         q = bi.embed([q_texts[g[0]] for g in b])                              # (B, d)
         d = bi.embed([store.records[r]["input"] for g in b for r in g[1]])   # (B*n, d)
@@ -309,7 +309,10 @@ def train_ruie(
         return torch.nn.functional.cross_entropy(sims, target) + kl_weight * kl
 
     t2 = time.perf_counter()
-    bi_losses = _optimise(bi.parameters(), bi_steps, lr, warmup, bi_step, log, "bi-encoder")
+    bi_losses = _optimise(bi.encoder, len(groups), bi_loss, output / "bi_encoder", steps=bi_steps,
+                          lr=lr, warmup=warmup, batch_size=batch_size, seed=seed, device=device,
+                          show_progress=show_progress, log=log, what="bi-encoder")
+    bi.train(False)
     t_bi = time.perf_counter() - t2
     bi.save(output / "encoder")
     meta = {"preference": getattr(preference, "name", str(preference)), "queries": len(docs),
