@@ -17,8 +17,8 @@ from spacy.util import registry
 
 from ..errors import Errors
 from ..extensions import add_relation, install_extensions
-from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, check_token_span, count_doc,
-                    doc_from_tokens, finish, list_files, set_ents, start_stats, where)
+from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, check_token_span, counted,
+                    doc_from_tokens, list_files, set_ents, start_stats, where)
 
 FORMAT = "conll04"
 PATTERNS = ("*.json", "*.jsonl")
@@ -96,21 +96,18 @@ def read_conll04(
 ) -> Iterator[Doc]:
     """Yield one gold Doc per sentence of the SpERT JSON file(s) at ``path``."""
     stats, own = start_stats(stats, FORMAT, policy)
-    n = 0
+    return counted(_conll04_docs(path, nlp, stats), stats, own, limit)
+
+
+def _conll04_docs(path: Union[str, Path], nlp: Language, stats: AlignmentStats) -> Iterator[Doc]:
     for file in list_files(path, PATTERNS, fmt=FORMAT):
         if file.name.endswith("_types.json"):
             continue
         for i, (loc, item) in enumerate(_items(file)):
-            if limit and n >= limit:
-                finish(stats, own)
-                return
             doc = build_conll04_doc(nlp, item, loc, stats)
             doc._.source = {"format": FORMAT, "file": str(file), "index": i,
                             "id": item.get("orig_id", i)}
-            count_doc(stats, doc)
-            n += 1
             yield doc
-    finish(stats, own)
 
 
 @registry.readers("spacy_kbnlp.Conll04Corpus.v1")

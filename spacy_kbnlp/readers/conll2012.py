@@ -29,8 +29,8 @@ from spacy.util import registry
 
 from ..errors import Errors, Warnings
 from ..extensions import install_extensions, set_coref_clusters
-from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, count_doc, doc_from_tokens,
-                    finish, list_files, start_stats, where)
+from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, counted, doc_from_tokens,
+                    list_files, start_stats, where)
 
 FORMAT = "conll2012"
 PATTERNS = ("*.conll", "*_conll", "*.gold_conll", "*.v4_gold_conll", "*.conll2012")
@@ -125,17 +125,10 @@ def read_conll2012(
     """Yield one gold Doc per ``begin document`` ... ``end document`` of the file(s)."""
     install_extensions()
     stats, own = start_stats(stats, FORMAT, policy)
-    n_docs = 0
-    for file in list_files(path, PATTERNS, fmt=FORMAT):
-        tsv = find_tsv(file, sentences_from)
-        for doc in _read_file(nlp, file, tsv, drop_singletons, empty_token, stats):
-            if limit and n_docs >= limit:
-                finish(stats, own)
-                return
-            count_doc(stats, doc)
-            n_docs += 1
-            yield doc
-    finish(stats, own)
+    docs = (doc for file in list_files(path, PATTERNS, fmt=FORMAT)
+            for doc in _read_file(nlp, file, find_tsv(file, sentences_from), drop_singletons,
+                                  empty_token, stats))
+    return counted(docs, stats, own, limit)
 
 
 def _read_file(nlp, file: Path, tsv: Optional[Path], drop_singletons: bool, empty_token: str,

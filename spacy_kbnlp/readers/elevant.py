@@ -31,8 +31,8 @@ from spacy.util import registry
 
 from ..errors import Errors
 from ..extensions import install_extensions
-from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, align_char_span, count_doc,
-                    finish, list_files, set_ents, start_stats, where)
+from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, align_char_span, counted,
+                    list_files, set_ents, start_stats, where)
 
 FORMAT = "elevant"
 PATTERNS = ("*.benchmark.jsonl", "*.jsonl")
@@ -172,37 +172,41 @@ def read_elevant(
     """Yield one gold Doc per line of the ELEVANT file(s) at ``path`` (a file, or
     a folder: every ``*.benchmark.jsonl`` / ``*.jsonl`` in sorted order)."""
     stats, own = start_stats(stats, FORMAT, policy)
-    n_docs = 0
-    for file in list_files(path, PATTERNS, fmt=FORMAT):
+    return counted(_elevant_docs(path, nlp, policy, stats), stats, own, limit)
+
+
+def json_lines(path: Union[str, Path], patterns: Tuple[str, ...],
+               fmt: str) -> Iterator[Tuple[Path, int, str, Dict[str, Any]]]:
+    """``(file, line number, "file:line", object)`` for each non-empty line of the
+    JSON-lines file(s) at ``path``; a malformed line raises KBE053 naming its place."""
+    for file in list_files(path, patterns, fmt=fmt):
         with open(file, encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                if limit and n_docs >= limit:
-                    finish(stats, own)
-                    return
-                loc = where(file, lineno)
-                obj = parse_line(line, loc)
-                for key in DOC_FIELDS:
-                    if key not in obj:
-                        raise ValueError(Errors.KBE054.format(loc=loc, field=key,
-                                                              expected=", ".join(DOC_FIELDS)))
-                text = _check_type(obj["text"], (str,), loc, "text", "str")
-                labels = _check_type(obj["labels"], (list,), loc, "labels", "list")
-                ev = obj.get("evaluation_span")
-                eval_span = _check_pair(ev, loc, "evaluation_span") if ev is not None else None
-                doc = build_el_doc(nlp, text, labels, eval_span=eval_span, policy=policy,
-                                   stats=stats, loc=loc)
-                source: Dict[str, Any] = {"format": FORMAT, "file": str(file), "line": lineno,
-                                          "id": obj["id"]}
-                for key in EXTRA_SOURCE_FIELDS:
-                    if key in obj:
-                        source[key] = obj[key]
-                doc._.source = source
-                count_doc(stats, doc)
-                n_docs += 1
-                yield doc
-    finish(stats, own)
+                if line.strip():
+                    loc = where(file, lineno)
+                    yield file, lineno, loc, parse_line(line, loc)
+
+
+def _elevant_docs(path: Union[str, Path], nlp: Language, policy: str,
+                  stats: AlignmentStats) -> Iterator[Doc]:
+    for file, lineno, loc, obj in json_lines(path, PATTERNS, FORMAT):
+        for key in DOC_FIELDS:
+            if key not in obj:
+                raise ValueError(Errors.KBE054.format(loc=loc, field=key,
+                                                      expected=", ".join(DOC_FIELDS)))
+        text = _check_type(obj["text"], (str,), loc, "text", "str")
+        labels = _check_type(obj["labels"], (list,), loc, "labels", "list")
+        ev = obj.get("evaluation_span")
+        eval_span = _check_pair(ev, loc, "evaluation_span") if ev is not None else None
+        doc = build_el_doc(nlp, text, labels, eval_span=eval_span, policy=policy,
+                           stats=stats, loc=loc)
+        source: Dict[str, Any] = {"format": FORMAT, "file": str(file), "line": lineno,
+                                  "id": obj["id"]}
+        for key in EXTRA_SOURCE_FIELDS:
+            if key in obj:
+                source[key] = obj[key]
+        doc._.source = source
+        yield doc
 
 
 @registry.readers("spacy_kbnlp.ElevantCorpus.v1")

@@ -28,8 +28,8 @@ from spacy.util import registry
 
 from ..errors import Errors
 from ..extensions import add_relation, install_extensions, set_coref_clusters
-from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, count_doc, doc_from_tokens,
-                    finish, list_files, start_stats, where)
+from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, counted, doc_from_tokens,
+                    list_files, start_stats, where)
 
 FORMAT = "gum_tsv"
 PATTERNS = ("*.tsv",)
@@ -146,9 +146,11 @@ def read_gum_tsv(
     """Yield one gold Doc per GUM tsv file at ``path`` (file or folder)."""
     install_extensions()
     stats, own = start_stats(stats, FORMAT, policy)
-    for n, file in enumerate(list_files(path, PATTERNS, fmt=FORMAT)):
-        if limit and n >= limit:
-            break
+    return counted(_gum_docs(path, nlp, drop_singletons), stats, own, limit)
+
+
+def _gum_docs(path: Union[str, Path], nlp: Language, drop_singletons: bool) -> Iterator[Doc]:
+    for file in list_files(path, PATTERNS, fmt=FORMAT):
         tokens, starts, mentions, rels = parse_tsv(file)
         doc = doc_from_tokens(nlp, tokens, sent_starts=starts)
         set_coref_clusters(doc, identity_clusters(mentions, rels, drop_singletons))
@@ -165,9 +167,7 @@ def read_gum_tsv(
             "mentions": ordered,
             "relations": [{"type": t, "source": a, "target": b} for t, a, b in rels],
         }
-        count_doc(stats, doc)
         yield doc
-    finish(stats, own)
 
 
 @registry.readers("spacy_kbnlp.GumTsvCorpus.v1")

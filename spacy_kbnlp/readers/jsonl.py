@@ -27,10 +27,10 @@ from spacy.util import registry
 
 from ..errors import Errors
 from ..extensions import add_relation, get_coref_clusters, install_extensions, set_coref_clusters
-from .elevant import _check_pair, build_el_doc, parse_line
+from .elevant import _check_pair, build_el_doc, json_lines
 from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, align_char_span,
-                    check_token_span, count_doc, doc_from_tokens, finish, list_files, set_ents,
-                    start_stats, where)
+                    check_token_span, counted, doc_from_tokens, set_ents,
+                    start_stats)
 
 FORMAT = "jsonl"
 PATTERNS = ("*.jsonl",)
@@ -175,31 +175,23 @@ def read_jsonl(
     if task is not None and task not in TASKS:
         raise ValueError(Errors.KBE066.format(task=task))
     stats, own = start_stats(stats, FORMAT, policy)
-    n = 0
-    for file in list_files(path, PATTERNS, fmt=FORMAT):
-        with open(file, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                if limit and n >= limit:
-                    finish(stats, own)
-                    return
-                loc = where(file, lineno)
-                obj = parse_line(line, loc)
-                tasks = [task] if task else detect_tasks(obj, loc)
-                doc, chars = _base_doc(nlp, obj, loc)
-                if "el" in tasks:
-                    _read_el(nlp, doc, obj, chars, loc, policy, stats)
-                if "coref" in tasks:
-                    _read_coref(doc, obj, chars, loc, policy, stats)
-                if "re" in tasks:
-                    _read_re(doc, obj, chars, loc, policy, stats)
-                doc._.source = {"format": FORMAT, "file": str(file), "line": lineno,
-                                "id": obj.get("id", n), "tasks": tasks}
-                count_doc(stats, doc)
-                n += 1
-                yield doc
-    finish(stats, own)
+    return counted(_jsonl_docs(path, nlp, task, policy, stats), stats, own, limit)
+
+
+def _jsonl_docs(path: Union[str, Path], nlp: Language, task: Optional[str], policy: str,
+                stats: AlignmentStats) -> Iterator[Doc]:
+    for n, (file, lineno, loc, obj) in enumerate(json_lines(path, PATTERNS, FORMAT)):
+        tasks = [task] if task else detect_tasks(obj, loc)
+        doc, chars = _base_doc(nlp, obj, loc)
+        if "el" in tasks:
+            _read_el(nlp, doc, obj, chars, loc, policy, stats)
+        if "coref" in tasks:
+            _read_coref(doc, obj, chars, loc, policy, stats)
+        if "re" in tasks:
+            _read_re(doc, obj, chars, loc, policy, stats)
+        doc._.source = {"format": FORMAT, "file": str(file), "line": lineno,
+                        "id": obj.get("id", n), "tasks": tasks}
+        yield doc
 
 
 # ---------------------------------------------------------------- writer

@@ -27,7 +27,7 @@ from spacy.util import registry
 
 from ..errors import Errors
 from ..extensions import add_relation, install_extensions
-from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, count_doc, finish, list_files,
+from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, counted, list_files,
                     set_ents, start_stats, where)
 
 FORMAT = "semeval2010"
@@ -108,12 +108,12 @@ def read_semeval2010(
     """Yield one gold Doc per block of the SemEval-2010 Task 8 file(s) at ``path``."""
     install_extensions()
     stats, own = start_stats(stats, FORMAT, policy)
-    n = 0
+    return counted(_semeval_docs(path, nlp, stats), stats, own, limit)
+
+
+def _semeval_docs(path: Union[str, Path], nlp: Language, stats: AlignmentStats) -> Iterator[Doc]:
     for file in list_files(path, PATTERNS, fmt=FORMAT):
         for lineno, block in _blocks(file):
-            if limit and n >= limit:
-                finish(stats, own)
-                return
             loc = where(file, lineno)
             sid, tab, sent = block[0].partition("\t")
             sent = sent.strip()
@@ -133,10 +133,7 @@ def read_semeval2010(
                 comment = block[2][len("Comment:"):].strip()
             doc._.source = {"format": FORMAT, "file": str(file), "line": lineno,
                             "id": int(sid), "label": label, "comment": comment}
-            count_doc(stats, doc)
-            n += 1
             yield doc
-    finish(stats, own)
 
 
 @registry.readers("spacy_kbnlp.SemEval2010Corpus.v1")

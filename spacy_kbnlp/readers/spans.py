@@ -214,6 +214,22 @@ def count_doc(stats: AlignmentStats, doc: Doc) -> None:
     stats.tokens += len(doc)
 
 
+def counted(docs: Iterable[Doc], stats: AlignmentStats, own: bool, limit: int = 0) -> Iterator[Doc]:
+    """The docs of a reader's lazy ``docs`` iterator, at most ``limit`` (0 = all; no
+    doc beyond the limit is built), counted in ``stats``; the warning summary is
+    emitted at the end when the run owns its stats."""
+    iterator = iter(docs)
+    n = 0
+    while not limit or n < limit:
+        doc = next(iterator, None)
+        if doc is None:
+            break
+        count_doc(stats, doc)
+        n += 1
+        yield doc
+    finish(stats, own)
+
+
 def make_example(nlp: Language, gold: Doc) -> Example:
     """Example with an unannotated predicted Doc holding exactly the gold tokens."""
     words = [t.text for t in gold]
