@@ -274,6 +274,7 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the index folders in --work")
     p.add_argument("--calibrate", metavar="KB_DIR", help="print the neighbour profile of a DenseKB and exit")
     p.add_argument("--real-kb", metavar="KB_DIR", type=Path, help="index figures of a real DenseKB and exit")
+    p.add_argument("--render", action="store_true", help="only rewrite --markdown from --output")
     # worker mode
     p.add_argument("--worker", choices=list(WORKERS))
     p.add_argument("--data")
@@ -290,6 +291,9 @@ def main() -> None:
         return
     if args.calibrate:
         calibrate(args.calibrate, args.dim, args.seed)
+        return
+    if args.render:
+        write_markdown(json.loads(args.output.read_text()), args)
         return
     if args.real_kb:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before FAISS and torch load OpenMP
@@ -324,6 +328,7 @@ def main() -> None:
             index_dir = args.work / f"index_n{n}_{preset}"
             log(f"n={n} preset={preset} params={params}")
             built = run_worker("build", args, data, preset, params, index_dir, log)
+            records = [r for r in records if not (r["n"] == n and r["preset"] == preset)]
             for search in sweeps.get(preset, [{}]):
                 if search:
                     log(f"  search {search}")
@@ -426,8 +431,8 @@ def write_markdown(records: List[Dict[str, Any]], args) -> None:
     for r in records:
         rows.setdefault((r["n"], r["preset"], json.dumps(r["params"], sort_keys=True)), {})[r["batch"]] = r
     lines = [
-        "| n | preset | params | build s | RSS GiB: lean (index) | RSS GiB with spaCy | disk GiB | p50 / p99 ms, batch 1 | p50 / p99 ms per query, batch 64 | recall@10 | recall@100 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| n | preset | params | build s | RSS GiB: lean (index) | RSS GiB with spaCy | disk GiB | p50 / p99 ms, batch 1 | p50 / p99 ms per query, batch 64 | recall@10 | recall@100 | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {(r["n"], r["preset"], json.dumps(r["params"], sort_keys=True)): i for i, r in enumerate(records)}
     for (n, preset, _), by_batch in sorted(rows.items(), key=lambda x: (x[0][0], DEFAULT_PRESETS.index(x[0][1])
@@ -437,7 +442,8 @@ def write_markdown(records: List[Dict[str, Any]], args) -> None:
         r = r1 or r64
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "train_size")
         lines.append(f"| {n:,} | {preset} | {params} | {r['build_s']:.1f} | {r['rss_gib']:.2f} ({r['rss_index_gib']:.2f}) "
-                     f"| {r['rss_spacy_gib']:.2f} | {r['disk_gib']:.3f} | {_lat(r1)} | {_lat(r64)} | {r['recall_at_10']:.3f} | {r['recall_at_100']:.3f} |")
+                     f"| {r['rss_spacy_gib']:.2f} | {r['disk_gib']:.3f} | {_lat(r1)} | {_lat(r64)} | {r['recall_at_10']:.3f} "
+                     f"| {r['recall_at_100']:.3f} | {r['load_avg']:.0f} |")
     _write_block(args.markdown, "kb_scale", lines)
 
 
