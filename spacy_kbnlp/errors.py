@@ -56,6 +56,8 @@ class Warnings(metaclass=ErrorsWithCodes):
               "{limit} tokens); mentions still open there were dropped.")
     KBW253 = ("Resuming from {path}: {what} differs from the saved run ({saved!r} now {now!r}); "
               "the run will not be an exact continuation.")
+    KBW254 = ("Evaluation at step {step} failed ({err}); training goes on without a score for "
+              "this step (see train_log.jsonl). Fix the evaluation and resume to get scores.")
     # --- retrieval / LLM / relation extraction (KBW300-KBW349)
     KBW300 = ("{name}: {n} LLM answers could not be used completely ({kinds}); see "
               "doc._.llm_errors on the affected docs.")

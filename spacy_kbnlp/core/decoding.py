@@ -725,6 +725,44 @@ class LogProbStepper:
         self.inner.reorder(index)
 
 
+class BiasedStepper:
+    """Wraps a stepper and adds ``bias[token]`` to the logit of ``token`` (its column),
+    like an API's ``logit_bias``: a decoding-time calibration, e.g. of how readily an
+    undertrained extraction model opens a span. Every loop sees the same biased
+    scores, so greedy and copy-speculative decoding still agree."""
+
+    def __init__(self, stepper: Any, bias: Dict[int, float]):
+        self.inner = stepper
+        self.col_of = stepper.col_of
+        cols = [int(self.col_of[t]) if self.col_of is not None else int(t) for t in bias]
+        if any(c < 0 for c in cols):
+            raise ValueError("BiasedStepper: a biased token has no logit column in the stepper")
+        self._cols = numpy.asarray(cols, dtype=numpy.int64)
+        self._vals = numpy.asarray(list(bias.values()), dtype=numpy.float32)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def step(self, ids: "Any") -> "Any":
+        import torch
+
+        logits = self.inner.step(ids).clone()
+        logits[..., torch.as_tensor(self._cols)] += torch.as_tensor(self._vals, dtype=logits.dtype,
+                                                                   device=logits.device)
+        return logits
+
+    def step_numpy(self, ids: Sequence[int]) -> numpy.ndarray:
+        rows = numpy.array(self.inner.step_numpy(ids), dtype=numpy.float32)
+        rows[..., self._cols] += self._vals
+        return rows
+
+    def crop(self, length: int) -> None:
+        self.inner.crop(length)
+
+    def reorder(self, index: Sequence[int]) -> None:
+        self.inner.reorder(index)
+
+
 def decode(stepper: Any, state: ConstraintState, prompt: Sequence[int], max_new_tokens: int, *,
            method: str = "greedy", beam_size: int = 4, n_propose: int = 0,
            length_penalty: float = 1.0, skip_forced: bool = False) -> DecodeOutput:

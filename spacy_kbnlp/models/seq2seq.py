@@ -332,8 +332,8 @@ class CorefState(ConstraintState):
                     if self._fits(cost):
                         for tok in g.block_tokens[self.block]:
                             res[tok] = tok
-                if self._fits(g.close_cost + (0 if top_empty else 1)):
-                    res[v.m_open] = v.m_open
+                if g.block_tokens[self.block] and self._fits(g.close_cost + (0 if top_empty else 1)):
+                    res[v.m_open] = v.m_open  # (a mention needs a token of this sentence)
                 last = self.block + 1 >= len(g.blocks)
                 if not top_empty and (not last or not self.open):
                     res[v.s_close] = v.s_close
@@ -867,12 +867,13 @@ class Seq2SeqCorefModel:
 
     # --- prediction
     def decode_segment(self, ids: Sequence[int], *, method: str = "greedy", beam_size: int = 4,
-                       n_propose: int = 0) -> Tuple[List[Mention], Any]:
+                       n_propose: int = 0, mention_bias: float = 0.0) -> Tuple[List[Mention], Any]:
         """Mentions ``(start, end, cluster)`` of one segment (segment coordinates) and
-        the :class:`~spacy_kbnlp.core.decoding.DecodeOutput`."""
+        the :class:`~spacy_kbnlp.core.decoding.DecodeOutput`. ``mention_bias`` is added
+        to the logit of ``<m>`` (> 0: open mentions more readily)."""
         import torch
 
-        from ..core.decoding import HFSeq2SeqStepper, decode
+        from ..core.decoding import BiasedStepper, HFSeq2SeqStepper, decode
 
         grammar = self.grammar(ids)
         dev = next(self.model.parameters()).device
@@ -882,13 +883,16 @@ class Seq2SeqCorefModel:
             hidden = self.model.get_encoder()(input_ids=inp, attention_mask=mask,
                                               return_dict=True).last_hidden_state
         stepper = HFSeq2SeqStepper(self.model, hidden, mask, columns=self.output_columns())
+        if mention_bias:
+            stepper = BiasedStepper(stepper, {self.vocab.m_open: mention_bias})
         out = decode(stepper, grammar.initial(), [self.decoder_start], grammar.max_length,
                      method=method, beam_size=beam_size, n_propose=n_propose)
         mentions, _ = grammar.parse(out.tokens)
         return mentions, out
 
     def predict_doc(self, doc: Any, *, stride: int, method: str = "greedy", beam_size: int = 4,
-                    n_propose: int = 0, stats: Optional[Dict[str, Any]] = None,
+                    n_propose: int = 0, mention_bias: float = 0.0,
+                    stats: Optional[Dict[str, Any]] = None,
                     record: Optional[List[List[int]]] = None) -> List[List[Tuple[int, int]]]:
         """Clusters of token spans ``(start, end)`` for ``doc``: segments of
         ``segment_length`` units every ``stride`` units, decoded one by one (memory
@@ -900,7 +904,7 @@ class Seq2SeqCorefModel:
         for start, end in windows_of(units, self.settings.segment_length, stride):
             ids, where = segment_units(units, start, end, self.markers)
             mentions, out = self.decode_segment(ids, method=method, beam_size=beam_size,
-                                                n_propose=n_propose)
+                                                n_propose=n_propose, mention_bias=mention_bias)
             stats["segments"] += 1
             stats["tokens"] += len(out.tokens)
             stats["forward"] += out.n_forward

@@ -55,6 +55,7 @@ Clusters = List[List[Tuple[int, int]]]
         "decoding": "greedy",
         "beam_size": 4,
         "speculative": 8,
+        "mention_bias": 0.0,
         "keep_singletons": False,
         "span_cluster_prefix": DEFAULT_CLUSTER_PREFIX,
         "device": None,
@@ -78,6 +79,7 @@ def make_seq2seq_coref(
     decoding: str,
     beam_size: int,
     speculative: int,
+    mention_bias: float,
     keep_singletons: bool,
     span_cluster_prefix: str,
     device: Optional[str],
@@ -90,13 +92,15 @@ def make_seq2seq_coref(
     ``segment_length`` subword units every ``stride`` units (``train_stride`` when
     training). ``decoding``: greedy or beam (``beam_size``); ``speculative`` > 0
     proposes that many copied tokens per forward pass in greedy decoding (same output,
-    faster)."""
+    faster). ``mention_bias`` is added to the logit of ``<m>`` when decoding (0: the
+    model as trained; > 0 makes an undertrained model open mentions more readily; tune
+    it on dev)."""
     return Seq2SeqCoref(
         nlp.vocab, name, model=model, warm_start=warm_start, decoder_layers=decoder_layers,
         representation=representation, action=action, segment_length=segment_length,
         stride=stride, train_stride=train_stride, max_target_length=max_target_length,
         max_clusters=max_clusters, decoding=decoding, beam_size=beam_size,
-        speculative=speculative, keep_singletons=keep_singletons,
+        speculative=speculative, mention_bias=mention_bias, keep_singletons=keep_singletons,
         span_cluster_prefix=span_cluster_prefix, device=device, scorer=scorer)
 
 
@@ -108,7 +112,7 @@ class Seq2SeqCoref(Pipe):
                  representation: str = "full", action: str = "copy", segment_length: int = 256,
                  stride: int = 128, train_stride: int = 192, max_target_length: int = 512,
                  max_clusters: int = 100, decoding: str = "greedy", beam_size: int = 4,
-                 speculative: int = 8, keep_singletons: bool = False,
+                 speculative: int = 8, mention_bias: float = 0.0, keep_singletons: bool = False,
                  span_cluster_prefix: str = DEFAULT_CLUSTER_PREFIX, device: Optional[str] = None,
                  scorer: Optional[Callable] = None):
         install_extensions()
@@ -133,7 +137,8 @@ class Seq2SeqCoref(Pipe):
             "segment_length": segment_length, "stride": stride, "train_stride": train_stride,
             "max_target_length": max_target_length, "max_clusters": max_clusters,
             "decoding": decoding, "beam_size": beam_size, "speculative": speculative,
-            "keep_singletons": keep_singletons, "span_cluster_prefix": span_cluster_prefix,
+            "mention_bias": float(mention_bias), "keep_singletons": keep_singletons,
+            "span_cluster_prefix": span_cluster_prefix,
             "device": device, "format_version": FORMAT_VERSION,
         }
         self.coref_model: Optional[Seq2SeqCorefModel] = None
@@ -205,6 +210,7 @@ class Seq2SeqCoref(Pipe):
             n_propose = c["speculative"] if c["decoding"] == "greedy" else 0
             clusters = model.predict_doc(doc, stride=c["stride"], method=c["decoding"],
                                          beam_size=c["beam_size"], n_propose=n_propose,
+                                         mention_bias=c.get("mention_bias", 0.0),
                                          stats=self.stats, record=self.record)
             if not c["keep_singletons"]:
                 clusters = [cl for cl in clusters if len(cl) > 1]
@@ -321,3 +327,16 @@ class Seq2SeqCoref(Pipe):
                 target.write_bytes(data)
             self.from_disk(tmp, exclude=exclude)
         return self
+
+
+def describe_clusters(doc: Doc, max_mentions: int = 8) -> List[Tuple[int, str]]:
+    """``[(cluster number, "mention | mention | ...")]`` of a doc's clusters, for
+    printing (the README demo shows these next to the linked entities)."""
+    from ..extensions import get_coref_clusters
+
+    out = []
+    for n, cluster in enumerate(get_coref_clusters(doc), start=1):
+        texts = [" ".join(m.text.split()) for m in cluster[:max_mentions]]
+        more = f" (+{len(cluster) - max_mentions})" if len(cluster) > max_mentions else ""
+        out.append((n, " | ".join(texts) + more))
+    return out

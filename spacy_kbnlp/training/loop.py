@@ -312,9 +312,17 @@ def train_loop(
         if evaluate is None:
             return None
         module.eval()
-        with torch.no_grad():
-            scores = evaluate()
-        module.train()
+        try:
+            with torch.no_grad():
+                scores = evaluate()
+        except Exception as err:  # a failing evaluation must not lose hours of training
+            import warnings
+
+            warnings.warn(Warnings.KBW254.format(step=state["step"], err=f"{type(err).__name__}: {err}"))
+            _log(log_path, {"step": state["step"], "eval": False, "error": repr(err)})
+            return None
+        finally:
+            module.train()
         key = score_key or next(iter(scores))
         score = float(scores[key])
         record = {"step": state["step"], "eval": True, "score": score,

@@ -8,7 +8,8 @@ import numpy
 import pytest
 
 from spacy_kbnlp.core.alignment import gotoh_align
-from spacy_kbnlp.core.decoding import (ConstrainedLogitsProcessor, ConstraintState, PrefixTrie,
+from spacy_kbnlp.core.decoding import (BiasedStepper, ConstrainedLogitsProcessor, ConstraintState,
+                                       PrefixTrie,
                                        SequenceState, beam_decode, column_index, crop_cache,
                                        greedy_decode, speculative_decode)
 
@@ -274,3 +275,17 @@ def test_logits_processor_with_generate(tmp_path):
         out = model.generate(inputs, attention_mask=torch.ones_like(inputs), logits_processor=[proc],
                              num_beams=beams, max_new_tokens=8, do_sample=False)
         assert out[0, 1:6].tolist() == target + [102]
+
+
+def test_biased_stepper_shifts_choices_and_keeps_speculative_exact():
+    source = [2 + (i * 7) % 9 for i in range(30)]
+    plain = greedy_decode(HashStepper(), CopyOrMark(source), [11], 200)
+    biased = greedy_decode(BiasedStepper(HashStepper(), {0: 3.0}), CopyOrMark(source), [11], 200)
+    assert biased.tokens.count(0) > plain.tokens.count(0)
+    spec = speculative_decode(BiasedStepper(HashStepper(), {0: 3.0}), CopyOrMark(source), [11], 200,
+                              n_propose=5)
+    assert spec.tokens == biased.tokens
+    cols = [0, 1] + list(range(2, 12))
+    restricted = greedy_decode(BiasedStepper(HashStepper(columns=cols), {0: 3.0}), CopyOrMark(source),
+                               [11], 200)
+    assert restricted.tokens == biased.tokens

@@ -95,8 +95,9 @@ def test_every_constrained_sequence_parses(rep, act):
     non-empty mentions: what constrained decoding emits always parses."""
     rng = random.Random(3)
     source = [A + (i * 5) % 9 for i in range(14)]
-    units = source if rep != "partial" else [7] + source[:6] + [8, 7] + source[6:] + [8]
-    for budget in (15 if rep != "partial" else 5, 24, 60):
+    # partial: sentences cut by segment edges can be empty (<sentence> </sentence>)
+    units = source if rep != "partial" else [7, 8, 7] + source[:6] + [8, 7] + source[6:] + [8, 7, 8]
+    for budget in (15 if rep != "partial" else 9, 24, 60):
         g = CorefGrammar(units, TOY, representation=rep, action=act, max_length=budget,
                          max_clusters=4)
         for _ in range(40):

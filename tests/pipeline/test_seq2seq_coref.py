@@ -131,6 +131,8 @@ def test_decoding_options_agree(trained):
         assert clusters(trained(text)) == base          # naive greedy == speculative
         comp.cfg.update(decoding="beam", beam_size=3)
         assert clusters(trained(text)) == base
+        comp.cfg.update(decoding="greedy", speculative=8, mention_bias=-100.0)
+        assert clusters(trained(text)) == []             # <m> made impossible to choose
     finally:
         comp.cfg.update(old)
 

@@ -141,3 +141,22 @@ def test_update_once_reuses_its_optimizer():
     again = update_once(module, loss_fn(items), opt)
     assert again is opt and int(opt.state[next(iter(opt.state))]["step"]) == 2
     assert any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_failing_evaluation_does_not_stop_training(tmp_path):
+    module, items, loss_fn = _setup()
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("decoder exploded")
+        return {"score": float(len(calls))}
+
+    with pytest.warns(UserWarning, match="KBW254"):
+        res = train_loop(module, items, loss_fn, CFG, tmp_path, evaluate=evaluate,
+                         show_progress=False)
+    assert res.steps == 12 and res.stopped == "done" and len(calls) == 6
+    assert [h["step"] for h in res.history] == [2, 6, 8, 10, 12]
+    log = (tmp_path / "train_log.jsonl").read_text()
+    assert "decoder exploded" in log
