@@ -126,6 +126,7 @@ def train_one(dataset: str, fraction: str, system: str, *, batch_docs: int, lr: 
     preds = [list(doc._.rel_records or []) for doc in nlp.pipe(inputs, batch_size=64)]
     infer_s = time.perf_counter() - t1
     if save_dir is not None:
+        save_dir.parent.mkdir(parents=True, exist_ok=True)
         nlp.to_disk(save_dir)
     return {"dataset": dataset, "fraction": fraction, "system": system, "train_docs": len(train),
             "train_instances": len(pipe._bank), "steps": total, "batch_docs": batch_docs,
