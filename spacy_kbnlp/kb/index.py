@@ -9,7 +9,7 @@ Presets (``PRESETS``; parameters in brackets, ``None`` = chosen from ``n``):
 * ``flat``     exact search (``IndexFlatIP``).
 * ``hnsw``     HNSW graph over full vectors [M=32, ef_construction=64, ef_search=128].
 * ``sq8``      exact scan over 8-bit scalar-quantized codes (4x smaller than flat).
-* ``ivf_flat`` inverted lists over full vectors [nlist, nprobe].
+* ``ivf_flat`` inverted lists over full vectors [nlist ~ 4 sqrt(n), nprobe ~ nlist/128, >= 16].
 * ``ivf_sq8``  inverted lists over 8-bit codes [nlist, nprobe].
 * ``ivf_pq``   inverted lists over product-quantized codes [nlist, nprobe, m, nbits=8].
 
@@ -61,8 +61,10 @@ def auto_nlist(n: int) -> int:
 
 
 def auto_nprobe(nlist: int) -> int:
-    """Lists visited per query: 1/32 of them, at least 8 (or all when fewer)."""
-    return min(nlist, max(8, nlist // 32))
+    """Lists visited per query: 1/128 of them, at least 16 (all when fewer). On the
+    1M-vector benchmark (nlist 4096, ivf_sq8) nprobe 32 kept recall@100 at 0.984
+    (0.985 with 128) at a quarter of the scan; 16 dropped it to 0.958."""
+    return min(nlist, max(16, nlist // 128))
 
 
 def auto_pq_m(dim: int) -> int:

@@ -75,8 +75,9 @@ def test_auto_params():
     assert auto_nlist(1) == 1 and auto_nlist(100) == 2 and auto_nlist(100_000) == 1024
     assert auto_nlist(1_000_000) == 4096
     p = resolve_params("ivf_pq", 384, 1_000_000, {})
-    assert (p["nlist"], p["nprobe"], p["m"], p["nbits"]) == (4096, 128, 96, 8)
+    assert (p["nlist"], p["nprobe"], p["m"], p["nbits"]) == (4096, 32, 96, 8)
     assert resolve_params("ivf_sq8", 64, 50_000, {"nprobe": 3})["nprobe"] == 3
+    assert resolve_params("ivf_flat", 64, 100_000, {})["nprobe"] == 16
     with pytest.raises(ValueError, match="KBE007"):
         resolve_params("lsh", 64, 10, {})
     with pytest.raises(ValueError, match="KBE013.*nprobe"):
