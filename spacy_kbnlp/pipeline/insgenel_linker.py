@@ -502,22 +502,11 @@ class InsGenELLinker(Pipe):
                losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
         """One AdamW step on ``examples`` with the component's own optimizer (``sgd`` is
         ignored: the weights are torch's). Prefer ``python -m spacy_kbnlp train``."""
-        from ..training.loop import update_once
+        from ..training.loop import component_update
 
-        losses = {} if losses is None else losses
-        losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "InsGenELLinker.update")
-        items = self.training_items(examples)
-        if not items:
-            return losses
-        module = self.torch_module
-        module.train()
-        loss = self.training_loss(items)
-        self._optimizer = update_once(module, loss, self._optimizer)
-        module.eval()
-        losses[self.name] += float(loss.detach())
-        return losses
+        return component_update(self, examples, losses)
 
     # ------------------------------------------------------------ scoring
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:

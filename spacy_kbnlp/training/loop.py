@@ -140,6 +140,26 @@ def update_once(module: Any, loss: Any, optimizer: Optional[Any] = None, *,
     return optimizer
 
 
+def component_update(component: Any, examples: Sequence[Any],
+                     losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """``update()`` of a component that offers ``training_items(examples)``,
+    ``training_loss(items)`` and ``torch_module`` (what ``python -m spacy_kbnlp train``
+    uses): one :func:`update_once` step on all items of ``examples``; the optimizer is
+    kept on ``component._optimizer``. Returns ``losses`` with the component's loss added."""
+    losses = {} if losses is None else losses
+    losses.setdefault(component.name, 0.0)
+    items = component.training_items(list(examples))
+    if not items:
+        return losses
+    module = component.torch_module
+    module.train()
+    loss = component.training_loss(items)
+    component._optimizer = update_once(module, loss, getattr(component, "_optimizer", None))
+    module.eval()
+    losses[component.name] += float(loss.detach())
+    return losses
+
+
 # --------------------------------------------------------------------------- checkpoint I/O
 def _optimizer_to_files(optimizer: Any) -> Dict[str, Any]:
     state = optimizer.state_dict()
