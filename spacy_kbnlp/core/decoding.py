@@ -604,11 +604,15 @@ class HFSeq2SeqStepper:
     encoder outputs, with a key/value cache.
 
     ``columns`` (vocab ids) restricts the logits to those tokens (see
-    :class:`restricted_output`); ``col_of`` maps a vocab id to its column."""
+    :class:`restricted_output`); ``col_of`` maps a vocab id to its column.
+    ``input_embedder`` (optional) turns the fed ids ``(batch, len)`` into decoder input
+    embeddings (``decoder_inputs_embeds``) and follows the cache through its own
+    ``reset()``, ``crop(length)`` and ``reorder(index)``."""
 
     def __init__(self, model: Any, encoder_hidden: "Any", attention_mask: "Any",
-                 columns: Optional[Sequence[int]] = None):
+                 columns: Optional[Sequence[int]] = None, input_embedder: Any = None):
         self.model = model
+        self.input_embedder = input_embedder
         self.encoder_hidden = encoder_hidden
         self.attention_mask = attention_mask
         self._base_hidden, self._base_mask = encoder_hidden, attention_mask
@@ -624,6 +628,8 @@ class HFSeq2SeqStepper:
     def reset(self) -> None:
         self.cache = None
         self.encoder_hidden, self.attention_mask = self._base_hidden, self._base_mask
+        if getattr(self, "input_embedder", None) is not None:
+            self.input_embedder.reset()
 
     def step(self, ids: "Any") -> "Any":
         """Logits ``(batch, len, columns)`` for decoder input ``ids`` (batch, len)."""
@@ -638,9 +644,11 @@ class HFSeq2SeqStepper:
             self.encoder_hidden = self.encoder_hidden.repeat(reps, 1, 1)
             self.attention_mask = self.attention_mask.repeat(reps, 1)
         with torch.inference_mode(), restricted_output(self.model, self.columns):
+            dec = ({"decoder_inputs_embeds": self.input_embedder(ids)}
+                   if getattr(self, "input_embedder", None) is not None else {"decoder_input_ids": ids})
             out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=self.encoder_hidden),
-                             attention_mask=self.attention_mask, decoder_input_ids=ids,
-                             past_key_values=self.cache, use_cache=True, return_dict=True)
+                             attention_mask=self.attention_mask, past_key_values=self.cache,
+                             use_cache=True, return_dict=True, **dec)
         self.cache = out.past_key_values
         return out.logits
 
@@ -650,6 +658,8 @@ class HFSeq2SeqStepper:
 
     def crop(self, length: int) -> None:
         self.cache = crop_cache(self.cache, length)
+        if getattr(self, "input_embedder", None) is not None:
+            self.input_embedder.crop(length)
 
     def reorder(self, index: Sequence[int]) -> None:
         import torch
@@ -658,6 +668,8 @@ class HFSeq2SeqStepper:
         self.cache = reorder_cache(self.cache, idx)
         self.encoder_hidden = self._base_hidden.expand(len(index), -1, -1)
         self.attention_mask = self._base_mask.expand(len(index), -1)
+        if getattr(self, "input_embedder", None) is not None:
+            self.input_embedder.reorder(list(index))
 
 
 class HFCausalLMStepper(HFSeq2SeqStepper):

@@ -229,6 +229,17 @@ class CorefGrammar:
     def initial(self) -> "CorefState":
         return CorefState(self)
 
+    def pointers(self, tokens: Sequence[int]) -> List[int]:
+        """The copy pointer (next source unit) after each of ``tokens`` (full and
+        integer-free linearizations; tokens the grammar does not allow leave it)."""
+        state = self.initial()
+        out = []
+        for tok in tokens:
+            if not state.finished and tok in state.allowed():
+                state = state.advance(tok)
+            out.append(state.pos)
+        return out
+
     def parse(self, tokens: Sequence[int], strict: bool = False) -> Tuple[List[Mention], int]:
         """Replay ``tokens`` through the grammar: ``(mentions, n_skipped)`` with mentions
         as unit spans and cluster numbers. Tokens the grammar does not allow are
@@ -657,6 +668,8 @@ class ModelSettings:
     max_clusters: int = 100
     segment_length: int = 256
     max_target_length: int = 512
+    # decoder input = token embedding + encoder state of the next source unit to copy
+    aligned_input: bool = False
 
 
 class Seq2SeqCorefModel:
@@ -668,6 +681,11 @@ class Seq2SeqCorefModel:
 
     def __init__(self, model: Any, tokenizer: Any, settings: ModelSettings, device: Any = None):
         check_spec(settings.representation, settings.action)
+        if settings.aligned_input and settings.representation == "partial":
+            raise ValueError(Errors.KBE253.format(
+                representation="partial", action=settings.action,
+                why="`aligned_input` follows the copy pointer, which partial linearization "
+                    "does not have; set it to false"))
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
@@ -824,7 +842,11 @@ class Seq2SeqCorefModel:
             if len(z) > limit:
                 stats["truncated"] += 1
                 z, y = z[:limit], y[:limit]
-            items.append({"input": self.encoder_input(ids), "tokens": z, "actions": y})
+            item = {"input": self.encoder_input(ids), "tokens": z, "actions": y}
+            if s.aligned_input:
+                ptr = self.grammar(ids).pointers(z) if len(z) else []
+                item["pointers"] = [0] + ptr[:-1]  # pointer at each decoder input position
+            items.append(item)
         return items
 
     def loss(self, items: Sequence[Dict[str, Any]]) -> "Any":
@@ -852,9 +874,25 @@ class Seq2SeqCorefModel:
             labels[i, :len(y)] = torch.tensor(y)
         columns = self.output_columns()
         with restricted_output(self.model, columns) as restricted:
-            out = self.model(input_ids=input_ids.to(dev), attention_mask=attn.to(dev),
-                             decoder_input_ids=dec_in.to(dev),
-                             decoder_attention_mask=dec_attn.to(dev), return_dict=True)
+            if self.settings.aligned_input:
+                from transformers.modeling_outputs import BaseModelOutput
+
+                hidden = self.model.get_encoder()(input_ids=input_ids.to(dev),
+                                                  attention_mask=attn.to(dev),
+                                                  return_dict=True).last_hidden_state
+                ptr = torch.zeros((len(items), n_out), dtype=torch.long)
+                for i, it in enumerate(items):
+                    p = [min(x, len(it["input"]) - len(self.prefix) - len(self.suffix))
+                         for x in it["pointers"]]
+                    ptr[i, :len(p)] = torch.tensor(p) + len(self.prefix)
+                embeds = self.aligned_embeddings(dec_in.to(dev), hidden, ptr.to(dev))
+                out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                                 attention_mask=attn.to(dev), decoder_inputs_embeds=embeds,
+                                 decoder_attention_mask=dec_attn.to(dev), return_dict=True)
+            else:
+                out = self.model(input_ids=input_ids.to(dev), attention_mask=attn.to(dev),
+                                 decoder_input_ids=dec_in.to(dev),
+                                 decoder_attention_mask=dec_attn.to(dev), return_dict=True)
             if restricted.active:
                 col_of = torch.as_tensor(column_index(columns, int(self.model.get_output_embeddings()
                                                                    .weight.shape[0])))
@@ -864,6 +902,15 @@ class Seq2SeqCorefModel:
         return torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), labels.to(dev).reshape(-1),
             ignore_index=-100)
+
+    def aligned_embeddings(self, ids: Any, hidden: Any, positions: Any) -> Any:
+        """Decoder input embeddings of ``ids`` (batch, len) plus the encoder states at
+        ``positions`` (batch, len): what the decoder reads under ``aligned_input``."""
+        import torch
+
+        emb = self.model.get_decoder().get_input_embeddings()(ids)
+        idx = positions.clamp(max=hidden.shape[1] - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        return emb + torch.gather(hidden, 1, idx).to(emb.dtype)
 
     # --- prediction
     def decode_segment(self, ids: Sequence[int], *, method: str = "greedy", beam_size: int = 4,
@@ -882,7 +929,9 @@ class Seq2SeqCorefModel:
         with torch.inference_mode():
             hidden = self.model.get_encoder()(input_ids=inp, attention_mask=mask,
                                               return_dict=True).last_hidden_state
-        stepper = HFSeq2SeqStepper(self.model, hidden, mask, columns=self.output_columns())
+        embedder = PointerEmbedder(self, grammar, hidden) if self.settings.aligned_input else None
+        stepper = HFSeq2SeqStepper(self.model, hidden, mask, columns=self.output_columns(),
+                                   input_embedder=embedder)
         if mention_bias:
             stepper = BiasedStepper(stepper, {self.vocab.m_open: mention_bias})
         out = decode(stepper, grammar.initial(), [self.decoder_start], grammar.max_length,
@@ -923,6 +972,50 @@ class Seq2SeqCorefModel:
                     spans.append((words[0], words[1], c))
             per_segment.append(group_clusters(spans))
         return merge_segment_clusters(per_segment)
+
+
+class PointerEmbedder:
+    """Decoder inputs under ``aligned_input``: each fed token's embedding plus the
+    encoder state of the source unit the grammar will copy next. Replays the fed
+    tokens through the segment's grammar (one state list per beam row) and follows
+    the stepper's cache through ``crop`` and ``reorder``."""
+
+    def __init__(self, model: Seq2SeqCorefModel, grammar: CorefGrammar, hidden: Any):
+        self.model = model
+        self.grammar = grammar
+        self.hidden = hidden
+        self.offset = len(model.prefix)
+        self.rows: List[List[CorefState]] = [[]]
+
+    def reset(self) -> None:
+        self.rows = [[]]
+
+    def crop(self, length: int) -> None:
+        self.rows = [r[:length] for r in self.rows]
+
+    def reorder(self, index: Sequence[int]) -> None:
+        self.rows = [list(self.rows[i]) for i in index]
+
+    def __call__(self, ids: Any) -> Any:
+        import torch
+
+        if ids.shape[0] != len(self.rows):
+            self.rows = [list(self.rows[0]) for _ in range(ids.shape[0])]
+        positions = []
+        for b, row in enumerate(ids.tolist()):
+            states = self.rows[b]
+            pos = []
+            for tok in row:
+                if not states:
+                    state = self.grammar.initial()       # the start token
+                else:
+                    prev = states[-1]
+                    state = prev.advance(tok) if not prev.finished and tok in prev.allowed() else prev
+                states.append(state)
+                pos.append(self.offset + min(state.pos, len(self.grammar.units)))
+            positions.append(pos)
+        hidden = self.hidden.expand(ids.shape[0], -1, -1)
+        return self.model.aligned_embeddings(ids, hidden, torch.tensor(positions, device=ids.device))
 
 
 def limit_clusters(mentions: Sequence[Mention], max_clusters: int) -> Tuple[List[Mention], int]:

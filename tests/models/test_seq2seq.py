@@ -270,6 +270,31 @@ def test_untrained_model_output_parses(tiny_dir, byron, rep, act):
         assert state.pos == len(ids) and not state.open
 
 
+@pytest.mark.parametrize("rep,act", [("full", "copy"), ("integer_free", "token")])
+def test_aligned_input(tiny_dir, byron, rep, act):
+    """aligned_input: training items carry the copy pointer of every decoder input
+    position; decoding feeds the matching encoder states (greedy == speculative)."""
+    model = Seq2SeqCorefModel.load(str(tiny_dir), ModelSettings(
+        representation=rep, action=act, segment_length=64, max_target_length=160,
+        aligned_input=True))
+    gold = [[(s.start, s.end) for s in c] for c in byron._.coref_clusters]
+    items = model.training_items(byron, gold, 48)
+    first = items[0]
+    assert len(first["pointers"]) == len(first["tokens"]) and first["pointers"][0] == 0
+    assert first["pointers"] == sorted(first["pointers"])
+    n_units = len(first["input"]) - len(model.prefix) - len(model.suffix)
+    assert first["pointers"][-1] == n_units  # the whole source was copied before </s>
+    assert float(model.loss(items[:2])) > 0
+    ids, _ = segment_units(model.doc_units(byron), 0, 64, None)
+    _, greedy = model.decode_segment(ids)
+    _, spec = model.decode_segment(ids, n_propose=6)
+    _, beam = model.decode_segment(ids, method="beam", beam_size=2)
+    assert spec.tokens == greedy.tokens and greedy.finished and beam.finished
+    with pytest.raises(ValueError, match="KBE253"):
+        Seq2SeqCorefModel.load(str(tiny_dir), ModelSettings(representation="partial", action="token",
+                                                            aligned_input=True))
+
+
 def test_generate_with_processor_equals_greedy(tiny_dir, byron):
     """Our greedy loop and transformers' generate + ConstrainedLogitsProcessor agree."""
     import torch
