@@ -467,15 +467,18 @@ def real_kb(kb_dir: Path, args) -> List[Dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
             index.to_disk(tmp)
             disk = sum(p.stat().st_size for p in Path(tmp).iterdir())
-        _, found = index.search(queries, K)
-        truth = found if preset == "flat" else truth
-        lat = _latencies(index, queries, 1, budget_s=5.0, min_batches=100)
-        out.append({"n": len(kb), "dim": kb.dim, "preset": preset, "effective_preset": index.preset,
-                    "params": index.params, "index_build_s": round(build_s, 2),
-                    "index_disk_mib": round(disk / 2**20, 2), "p50_ms": round(float(numpy.percentile(lat, 50)), 3),
-                    "recall_at_10": round(recall(found, truth, 10), 4),
-                    "recall_at_100": round(recall(found, truth, 100), 4)})
-        print(json.dumps(out[-1]), flush=True)
+        for search in parse_search_sweeps(args.search).get(preset, [{}]):
+            index.set_search_params(**search)
+            _, found = index.search(queries, K)
+            truth = found if preset == "flat" else truth
+            lat = _latencies(index, queries, 1, budget_s=5.0, min_batches=100)
+            out.append({"n": len(kb), "dim": kb.dim, "preset": preset, "effective_preset": index.preset,
+                        "params": dict(index.params), "index_build_s": round(build_s, 2),
+                        "index_disk_mib": round(disk / 2**20, 2),
+                        "p50_ms": round(float(numpy.percentile(lat, 50)), 3),
+                        "recall_at_10": round(recall(found, truth, 10), 4),
+                        "recall_at_100": round(recall(found, truth, 100), 4)})
+            print(json.dumps(out[-1]), flush=True)
     sizes = {}
     for dtype in ("float32", "float16"):
         with tempfile.TemporaryDirectory() as tmp:
