@@ -136,10 +136,22 @@ def run_entqa(args) -> None:
     set_threads(args.threads)
     nlp = spacy.load(args.pipeline)
     linker = nlp.get_pipe("entqa_linker")
-    gold = load_test_sets(Path(args.data_dir), nlp, args.sample)
+    for item in args.set or ():
+        key, value = item.split("=", 1)
+        linker.cfg[key] = json.loads(value)
+    if args.set:
+        linker._check_settings()
+        linker._after_load()  # (re)quantize as configured
+    if args.gold:  # tuning on held-out training docs (never on the test sets)
+        from spacy_kbnlp.readers import read_docbin
+
+        gold = {"dev": list(read_docbin(args.gold, nlp))[::args.sample]}
+    else:
+        gold = load_test_sets(Path(args.data_dir), nlp, args.sample)
     kb_ids = kb_ids_of(Path(args.kb)) if args.kb else set(linker.kb.ids)
     pred, speed = timed_pipe(nlp, gold, args.batch_size)
     result = {"system": args.name, "pipeline": args.pipeline, "sample": args.sample,
+              "overrides": args.set or [],
               "threads": args.threads, "settings": {k: v for k, v in linker.cfg.items()},
               "reader": linker.reader.spec.to_dict(), "scores": score_sets(
                   gold, pred, kb_ids, linker.cfg["spans_key"]),
@@ -472,7 +484,7 @@ def collect(args) -> None:
     systems: Dict[str, Any] = {}
     for name in SYSTEM_ORDER + sorted(set(runs) - set(SYSTEM_ORDER) - {"retrieval"}):
         run = runs.get(name)
-        if run is None or "scores" not in run:
+        if run is None or "scores" not in run or "dev" in run["scores"]:
             continue
         entry = {k: {m: v[m] for m in ("precision", "recall", "f1")} for k, v in run["scores"].items()}
         entry.update(docs_per_s=run["speed"]["docs_per_s"], words_per_s=run["speed"]["words_per_s"],
@@ -487,15 +499,28 @@ def collect(args) -> None:
     if "retrieval" in runs:
         retrieval = {k: {m: v[m] for m in ("recall_at_1", "recall_at_10", "recall_at_100")}
                      for k, v in runs["retrieval"]["retrieval"].items()}
+    tuning = {name: {"dev": run["scores"]["dev"], "overrides": run.get("overrides", []),
+                     "sample": run.get("sample", 1), "words_per_s": run["speed"]["words_per_s"],
+                     "docs_per_s": run["speed"]["docs_per_s"], "peak_rss_gib": run["peak_rss_gib"],
+                     "pipeline": run.get("pipeline"), "load_avg": run["speed"]["load_avg_before"]}
+              for name, run in runs.items() if "dev" in run.get("scores", {})}
     out = {"protocol": {"kb": "FB15k-237 Wikidata KB (14,515 MIDs, 14,514 QIDs)",
                         "evaluation": "InKB micro P/R/F1, strong matching, spacy_kbnlp.scorers.el",
                         "test_sets": TEST_SETS,
                         "training": "oke-2016-train + news-fair-v2 and wiki-fair-v2 minus their -v2-test docs; every 5th doc held out for tuning/calibration"},
-           "systems": systems, "retrieval": retrieval,
+           "systems": systems, "retrieval": retrieval, "tuning_on_held_out_docs": tuning,
            "retrieval_mentions": runs.get("retrieval", {}).get("mentions")}
     path = HERE / "results" / "el.json"
     path.write_text(json.dumps(out, indent=1), encoding="utf-8")
-    (HERE / "README_el.md").write_text(table(out), encoding="utf-8")
+    readme = HERE / "README_el.md"
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    start, end = "<!-- el-table:start -->", "<!-- el-table:end -->"
+    block = f"{start}\n{table(out)}{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text + "\n" + block + "\n"
+    readme.write_text(text, encoding="utf-8")
     print(table(out))
 
 
@@ -535,6 +560,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = sub.add_parser("entqa")
     common(p)
     p.add_argument("--name", required=True)
+    p.add_argument("--set", action="append", help="component setting KEY=JSON, e.g. top_k=8 (speed modes)")
+    p.add_argument("--gold", help="score on this .spacy file (held-out dev docs) instead of the test sets")
     p.set_defaults(fn=run_entqa)
     p = sub.add_parser("retrieval")
     common(p)

@@ -46,6 +46,10 @@ class Warnings(metaclass=ErrorsWithCodes):
               "count as known entities, so these are scored as NIL. Pass the KB (`kb_path`, "
               "`--kb`) to score ids of another scheme.")
     # --- encoders / core (KBW150-KBW199)
+    # --- EntQA linker (KBW200-KBW249)
+    KBW200 = ("'{name}': {n} document(s) left unchanged in doc.ents because `set_ents` would "
+              "have replaced existing entities and `overwrite_ents` is false; all links are in "
+              "doc.spans['{key}'].")
     # --- seq2seq coreference, decoding, training loop (KBW250-KBW299)
     KBW250 = ("{name}: {n} gold mention(s) left out of the training targets ({why}). The model "
               "cannot learn them; {fix}.")
@@ -74,11 +78,6 @@ class Warnings(metaclass=ErrorsWithCodes):
               "before the grammar finished; mentions still open there were dropped.")
     KBW150 = ("Encoder '{name}' was loaded from the Hugging Face cache or hub name; "
               "pass a local path for fully reproducible offline use.")
-
-    # --- EntQA linker (KBW200-KBW249)
-    KBW200 = ("'{name}': {n} document(s) left unchanged in doc.ents because `set_ents` would "
-              "have replaced existing entities and `overwrite_ents` is false; all links are in "
-              "doc.spans['{key}'].")
 
 
 class Errors(metaclass=ErrorsWithCodes):
