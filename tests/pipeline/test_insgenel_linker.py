@@ -284,7 +284,7 @@ def test_retrieval_mode_calls_the_model_only_on_decision_spans(nlp, retriever):
 def test_100k_token_document(nlp):
     import resource
 
-    text = "Barack Obama visited Berlin and Paris last week . " * 10000
+    text = "Barack Obama visited Berlin and Paris last week . " * 11200
     doc = nlp.make_doc(text)
     assert len(doc) >= 100000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
