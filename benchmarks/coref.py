@@ -1,0 +1,284 @@
+"""Coreference benchmarks on OntoGUM test (GUM splits.md) and GAP; writes
+``benchmarks/results/coref.json``:
+
+* ``systems`` -> name -> ``muc``, ``b3``, ``ceafe``, ``conll_f1``, ``lea`` (F1),
+  ``mention_f``, ``docs_per_s``, ``words_per_s``, ``tokens_per_s`` (decoder tokens),
+  ``n_docs``, ``decoding`` and, for subsets, ``subset``;
+* ``speculative`` -> ``identical`` (every decoded segment of the whole test set equals
+  plain greedy decoding), ``speedup`` (docs/s ratio), forward passes, acceptance;
+* ``gap`` -> accuracy and F1 over the A/B pronoun-name pairs, by gender;
+* ``training`` -> per trained system: steps, minutes, machine.
+
+Steps (each merges into the JSON)::
+
+    python benchmarks/coref.py eval training/coref_full_copy/model-best --name seq2seq_full_copy --speculative-check
+    python benchmarks/coref.py eval training/coref_full_copy/model-best --name seq2seq_full_copy_beam4 --beam 4 --limit 6
+    python benchmarks/coref.py eval training/coref_partial/model-best --name seq2seq_partial
+    python benchmarks/coref.py gap training/coref_full_copy/model-best --limit 0
+    python benchmarks/coref.py peer training/peer_pred/test.spacy training/peer_pred/timing.json
+    python benchmarks/coref.py training training/coref_full_copy --name seq2seq_full_copy
+
+Machine: the shared 2-core CPU; runs use one torch thread (``--threads``), as training does.
+"""
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULT = ROOT / "benchmarks" / "results" / "coref.json"
+TEST = ROOT / "corpus" / "coref" / "ontogum_test.spacy"
+MASC = {"he", "him", "his", "himself"}
+FEM = {"she", "her", "hers", "herself"}
+
+
+def data_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("KBNLP_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def load_result() -> Dict[str, Any]:
+    if RESULT.exists():
+        return json.loads(RESULT.read_text(encoding="utf-8"))
+    return {"dataset": "OntoGUM test (GUM splits.md, 30 docs)", "systems": {}}
+
+
+def save_result(result: Dict[str, Any]) -> None:
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    result["machine"] = f"shared 2-core CPU ({platform.processor() or platform.machine()}), no GPU"
+    RESULT.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def summary(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    return {"muc": metrics["coref_muc_f"], "b3": metrics["coref_b3_f"],
+            "ceafe": metrics["coref_ceafe_f"], "conll_f1": metrics["coref_conll_f"],
+            "lea": metrics["coref_lea_f"], "mention_f": metrics["coref_mention_f"],
+            "docs_per_s": metrics["docs_per_s"], "words_per_s": metrics["words_per_s"],
+            "n_docs": metrics["docs"], "seconds": metrics["seconds"]}
+
+
+def run_eval(nlp, data: Path, limit: int) -> Dict[str, Any]:
+    from spacy_kbnlp.cli.evaluate import evaluate
+
+    comp = nlp.get_pipe("seq2seq_coref")
+    comp.stats.clear()
+    comp.record = []
+    metrics = evaluate("coref", nlp, data, "spacy", limit=limit, quiet=True, show_progress=True)
+    stats = dict(comp.stats)
+    metrics["decoder_tokens"] = stats.get("tokens", 0)
+    metrics["forward_passes"] = stats.get("forward", 0)
+    metrics["proposed"] = stats.get("proposed", 0)
+    metrics["accepted"] = stats.get("accepted", 0)
+    metrics["segments"] = stats.get("segments", 0)
+    metrics["tokens_per_s"] = stats.get("tokens", 0) / metrics["seconds"] if metrics["seconds"] else 0
+    metrics["record"] = comp.record
+    comp.record = None
+    return metrics
+
+
+def cmd_eval(args) -> None:
+    import spacy
+    import torch
+
+    import spacy_kbnlp  # noqa: F401
+
+    torch.set_num_threads(args.threads)
+    nlp = spacy.load(args.pipeline)
+    comp = nlp.get_pipe("seq2seq_coref")
+    if args.beam:
+        comp.cfg.update(decoding="beam", beam_size=args.beam)
+    if args.speculative is not None:
+        comp.cfg["speculative"] = args.speculative
+    result = load_result()
+    m = run_eval(nlp, Path(args.data), args.limit)
+    entry = summary(m)
+    c = comp.cfg
+    entry.update(tokens_per_s=m["tokens_per_s"], decoder_tokens=m["decoder_tokens"],
+                 forward_passes=m["forward_passes"], segments=m["segments"],
+                 representation=c["representation"], action=c["action"],
+                 decoding=(f"beam{c['beam_size']}" if c["decoding"] == "beam" else
+                           f"greedy+speculative{c['speculative']}" if c["speculative"] else "greedy"),
+                 segment_length=c["segment_length"], stride=c["stride"], pipeline=str(args.pipeline))
+    if args.limit:
+        entry["subset"] = f"first {args.limit} test docs"
+    result["systems"][args.name] = entry
+    print(json.dumps(entry, indent=1))
+    if args.speculative_check:
+        comp.cfg["speculative"] = 0
+        naive = run_eval(nlp, Path(args.data), args.limit)
+        identical = naive["record"] == m["record"]
+        result["speculative"] = {
+            "system": args.name, "identical": identical,
+            "segments_compared": len(m["record"]),
+            "speedup": m["docs_per_s"] / naive["docs_per_s"],
+            "docs_per_s": {"greedy": naive["docs_per_s"], "speculative": m["docs_per_s"]},
+            "tokens_per_s": {"greedy": naive["tokens_per_s"], "speculative": m["tokens_per_s"]},
+            "forward_passes": {"greedy": naive["forward_passes"], "speculative": m["forward_passes"]},
+            "acceptance": m["accepted"] / m["proposed"] if m["proposed"] else 0.0,
+            "n_propose": c["speculative"] or 8,
+            "same_scores": summary(naive)["conll_f1"] == entry["conll_f1"],
+        }
+        result["systems"][args.name + "_naive_greedy"] = dict(
+            summary(naive), tokens_per_s=naive["tokens_per_s"], decoding="greedy",
+            representation=c["representation"], action=c["action"], pipeline=str(args.pipeline))
+        print(json.dumps(result["speculative"], indent=1))
+    save_result(result)
+
+
+def load_gap(path: Path) -> List[Dict[str, Any]]:
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    for r in rows:
+        for k in ("Pronoun-offset", "A-offset", "B-offset"):
+            r[k] = int(r[k])
+        r["A-coref"], r["B-coref"] = r["A-coref"] == "TRUE", r["B-coref"] == "TRUE"
+    return rows
+
+
+def gap_decisions(doc, row) -> Dict[str, bool]:
+    """Whether the prediction puts the pronoun in one cluster with A and with B (a
+    mention overlapping each character span counts)."""
+    def overlaps(span, start, end):
+        return span.start_char < end and start < span.end_char
+
+    p0 = row["Pronoun-offset"]
+    p1 = p0 + len(row["Pronoun"])
+    out = {"A": False, "B": False}
+    for cluster in doc._.coref_clusters:
+        if not any(overlaps(m, p0, p1) for m in cluster):
+            continue
+        for key in ("A", "B"):
+            s = row[f"{key}-offset"]
+            if any(overlaps(m, s, s + len(row[key])) and not overlaps(m, p0, p1) for m in cluster):
+                out[key] = True
+    return out
+
+
+def prf(pairs) -> Dict[str, float]:
+    tp = sum(1 for g, p in pairs if g and p)
+    fp = sum(1 for g, p in pairs if p and not g)
+    fn = sum(1 for g, p in pairs if g and not p)
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    acc = sum(1 for g, pr in pairs if g == pr) / len(pairs) if pairs else 0.0
+    return {"p": p, "r": r, "f1": f, "accuracy": acc, "pairs": len(pairs)}
+
+
+def cmd_gap(args) -> None:
+    import spacy
+    import torch
+
+    import spacy_kbnlp  # noqa: F401
+
+    torch.set_num_threads(args.threads)
+    nlp = spacy.load(args.pipeline)
+    rows = load_gap(data_dir() / "coref" / "gap" / "gap-test.tsv")
+    if args.limit:
+        rows = rows[: args.limit]
+    start = time.perf_counter()
+    pairs = {"all": [], "masculine": [], "feminine": []}
+    for row, doc in zip(rows, nlp.pipe(r["Text"] for r in rows)):
+        pred = gap_decisions(doc, row)
+        gender = "masculine" if row["Pronoun"].lower() in MASC else "feminine"
+        for key in ("A", "B"):
+            pair = (row[f"{key}-coref"], pred[key])
+            pairs["all"].append(pair)
+            pairs[gender].append(pair)
+    seconds = time.perf_counter() - start
+    out = {k: prf(v) for k, v in pairs.items()}
+    out["bias_f1_fem_over_masc"] = (out["feminine"]["f1"] / out["masculine"]["f1"]
+                                    if out["masculine"]["f1"] else None)
+    out.update(system=args.name, rows=len(rows), docs_per_s=len(rows) / seconds,
+               split="gap-test" + (f" (first {args.limit} rows)" if args.limit else ""),
+               pipeline=str(args.pipeline))
+    result = load_result()
+    result.setdefault("gap", {})[args.name] = out
+    save_result(result)
+    print(json.dumps(out, indent=1))
+
+
+def cmd_peer(args) -> None:
+    """Score the peer's predictions (a DocBin written by benchmarks/peers/coref_predict.py)."""
+    from spacy.lang.en import English
+    from spacy.tokens import DocBin
+
+    from spacy_kbnlp.cli.score import pair_docs, score_task, task_options
+
+    nlp = English()
+    gold = list(DocBin().from_disk(args.gold).get_docs(nlp.vocab))
+    pred = list(DocBin().from_disk(args.pred).get_docs(nlp.vocab))
+    metrics = score_task("coref", pair_docs(gold, pred, "order"), **task_options("coref"))
+    timing = json.loads(Path(args.timing).read_text())
+    metrics.update(docs=len(gold), seconds=timing["seconds"],
+                   docs_per_s=len(gold) / timing["seconds"],
+                   words_per_s=sum(len(d) for d in gold) / timing["seconds"])
+    entry = summary(metrics)
+    entry.update(system="spacy-experimental 0.6.4 coref + span_resolver (MiniLM transformer)",
+                 **{k: v for k, v in timing.items() if k != "seconds"})
+    result = load_result()
+    result["systems"][args.name] = entry
+    save_result(result)
+    print(json.dumps(entry, indent=1))
+
+
+def cmd_training(args) -> None:
+    """Training time and steps from a run's train_log.jsonl and checkpoint."""
+    run = Path(args.run)
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    state = json.loads((run / "checkpoint" / "trainer.json").read_text())
+    evals = [r for r in log if r.get("eval")]
+    entry = {"steps": state["step"], "minutes": state["seconds"] / 60,
+             "items": state["n_items"], "best_dev_score": state["best_score"],
+             "best_step": state["best_step"], "dev_curve": [[r["step"], r["score"]] for r in evals],
+             "config": {k: state["config"][k] for k in ("learning_rate", "batch_size", "accumulate",
+                                                         "max_epochs", "threads")},
+             "machine": "shared 2-core CPU, 1 torch thread, nice 10 (other jobs running)"}
+    if args.note:
+        entry["note"] = args.note
+    result = load_result()
+    result.setdefault("training", {})[args.name] = entry
+    save_result(result)
+    print(json.dumps(entry, indent=1))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("eval", help="score a pipeline on OntoGUM test")
+    e.add_argument("pipeline")
+    e.add_argument("--name", required=True)
+    e.add_argument("--data", default=str(TEST))
+    e.add_argument("--limit", type=int, default=0)
+    e.add_argument("--beam", type=int, default=0)
+    e.add_argument("--speculative", type=int, default=None)
+    e.add_argument("--speculative-check", action="store_true")
+    e.add_argument("--threads", type=int, default=1)
+    g = sub.add_parser("gap", help="GAP test pronoun-name pairs")
+    g.add_argument("pipeline")
+    g.add_argument("--name", default="seq2seq_full_copy")
+    g.add_argument("--limit", type=int, default=0)
+    g.add_argument("--threads", type=int, default=1)
+    p = sub.add_parser("peer", help="score the spacy-experimental peer's predictions")
+    p.add_argument("pred")
+    p.add_argument("timing")
+    p.add_argument("--gold", default=str(TEST))
+    p.add_argument("--name", default="spacy_experimental_coref")
+    t = sub.add_parser("training", help="record a training run")
+    t.add_argument("run")
+    t.add_argument("--name", required=True)
+    t.add_argument("--note", default="")
+    args = parser.parse_args(argv)
+    {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Registered helpers for the spacy-experimental coref peer (``--code`` file, peer venv only).
+
+``HeadCopyingCorpus.v1`` copies the gold head clusters onto the predicted docs so
+the span resolver learns head -> span, as in explosion/projects experimental/coref."""
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin
+from spacy.training import Example
+
+
+@spacy.registry.readers("HeadCopyingCorpus.v1")
+def create_head_copy_reader(path: Path, head_prefix: str) -> Callable[[Language], Iterable[Example]]:
+    return partial(_copy_heads, path, head_prefix)
+
+
+def _copy_heads(path: Path, head_prefix: str, nlp: Language) -> Iterable[Example]:
+    for doc in DocBin().from_disk(path).get_docs(nlp.vocab):
+        pred = Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+        for name, group in doc.spans.items():
+            if name.startswith(head_prefix):
+                pred.spans[name] = [pred[s.start:s.end] for s in group]
+        yield Example(pred, doc)
