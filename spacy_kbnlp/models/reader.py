@@ -32,7 +32,7 @@ from spacy.util import registry
 
 from ..errors import Errors
 from .passages import Batch, Passage, passage_body, special_ids
-from .retriever import (_load_hf, load_heads, multilabel_nce_loss, read_spec, run_encoder,
+from .retriever import (_load_hf, load_heads, multilabel_softmax_loss, read_spec, run_encoder,
                         save_heads, save_hf_module)
 
 READER_FORMAT = 1
@@ -307,17 +307,19 @@ def group_by_passage(values, pairs: Sequence[Tuple[int, int]], n_passages: int):
 
 
 def reader_loss(start, end, rank, pairs, n_passages: int, gold_start, gold_end, gold_cand):
-    """EntQA reader objective (6.2) with multi-label NCE for every term: gold start
-    and end positions per pair (position 0 for a candidate that is not mentioned),
-    and gold candidates among the K of each passage. Mean of the three terms."""
+    """EntQA reader objective (6.2): the log-likelihood of the gold candidates under
+    the rerank softmax over each passage's K candidates, plus that of the gold start
+    and end positions of every (passage, candidate) pair (position 0, the [CLS] span,
+    for a candidate that is not mentioned), each under its own softmax: the
+    distributions decoding uses. Mean of the three terms."""
     gs = torch.as_tensor(gold_start, device=start.device)
     ge = torch.as_tensor(gold_end, device=start.device)
-    ls = multilabel_nce_loss(start, gs, start > NEG_INF)
-    le = multilabel_nce_loss(end, ge, end > NEG_INF)
+    ls = multilabel_softmax_loss(start, gs, start > NEG_INF)
+    le = multilabel_softmax_loss(end, ge, end > NEG_INF)
     grouped, idx = group_by_passage(rank, pairs, n_passages)
     gc = torch.as_tensor(numpy.asarray(gold_cand, dtype=bool), device=start.device)
     gold_grouped = gc[idx.clamp(min=0)] & (idx >= 0)
-    lr = multilabel_nce_loss(grouped, gold_grouped, idx >= 0)
+    lr = multilabel_softmax_loss(grouped, gold_grouped, idx >= 0)
     return (ls + le + lr) / 3.0
 
 

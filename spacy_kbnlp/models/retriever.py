@@ -55,6 +55,25 @@ def multilabel_nce_loss(logits, gold, valid=None, reduction: str = "mean"):
     return total / gold.sum().clamp(min=1)
 
 
+def multilabel_softmax_loss(logits, gold, valid=None, reduction: str = "mean"):
+    """Log-likelihood of every gold column under one softmax over the valid columns
+    of its row (EntQA reader objective, eq. 6.2): ``-sum_g log softmax(s)_g``. Unlike
+    :func:`multilabel_nce_loss` the golds of a row share one normalizer, so the model
+    learns the distribution it is decoded with (several golds split the mass).
+
+    ``logits``: (..., C); ``gold``, ``valid``: bool (..., C). Rows without a gold
+    contribute nothing. ``reduction``: "mean" over golds, or "sum".
+    """
+    gold = gold.bool()
+    valid = torch.ones_like(gold) if valid is None else valid.bool()
+    gold = gold & valid
+    logp = torch.log_softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)
+    total = -logp.masked_fill(~gold, 0.0).sum()
+    if reduction == "sum":
+        return total
+    return total / gold.sum().clamp(min=1)
+
+
 # ---------------------------------------------------------------- score functions
 
 @dataclass

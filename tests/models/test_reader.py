@@ -87,7 +87,7 @@ def test_inputs_put_words_and_candidates_where_the_outputs_read_them(packed):
     assert torch.isinf(start[0, 6]) and torch.isinf(end[2, 6]) and not torch.isinf(start[3, 6])
 
 
-def test_reader_loss_is_the_mean_of_three_nce_terms():
+def test_reader_loss_is_the_mean_of_three_log_likelihood_terms():
     start = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 0.0]])
     end = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
     rank = torch.tensor([1.0, -1.0])
@@ -103,6 +103,26 @@ def test_reader_loss_is_the_mean_of_three_nce_terms():
     le = (nce([0.0, 1.0, 1.0], 2) + nce([0.0, 0.0, 0.0], 0)) / 2
     lr = nce([1.0, -1.0], 0)
     assert loss.item() == pytest.approx((ls + le + lr) / 3, rel=1e-5)
+
+
+def test_two_gold_candidates_share_one_rerank_softmax():
+    """Eq. 6.2: both golds are scored under the same softmax over the K candidates
+    (the distribution decoding uses), so the loss is lowest when they split the mass."""
+    from spacy_kbnlp.models.retriever import multilabel_nce_loss, multilabel_softmax_loss
+
+    gold = torch.tensor([[True, True, False]])
+    even = torch.tensor([[3.0, 3.0, -3.0]])
+    skewed = torch.tensor([[6.0, 3.0, -3.0]])
+    expected = -(math.log(math.exp(3) / (2 * math.exp(3) + math.exp(-3))))
+    assert multilabel_softmax_loss(even, gold).item() == pytest.approx(expected, rel=1e-5)
+    assert multilabel_softmax_loss(even, gold) < multilabel_softmax_loss(skewed, gold)
+    # the retriever's NCE leaves the other gold out of each normalizer: no such preference
+    assert multilabel_nce_loss(skewed, gold) < multilabel_nce_loss(even, gold)
+    # invalid columns are outside the softmax; rows without gold add nothing
+    valid = torch.tensor([[True, True, False], [True, True, True]])
+    two = torch.tensor([[3.0, 3.0, 50.0], [1.0, 2.0, 3.0]])
+    gold2 = torch.tensor([[True, True, False], [False, False, False]])
+    assert multilabel_softmax_loss(two, gold2, valid).item() == pytest.approx(math.log(2), rel=1e-5)
 
 
 def _train(spec, steps, lr):
