@@ -296,5 +296,9 @@ class Errors(metaclass=ErrorsWithCodes):
               "registration or rename it.")
     KBE156 = ("Demo assets not found (looked in: {paths}). Run the demo from the repository root "
               "or pass `--assets` with a folder holding kb.jsonl and demo_text.txt.")
+    KBE157 = ("Demo pipeline not found: '{path}'. Pass the folder of a trained pipeline "
+              "(e.g. training/entqa/pipeline-fast after `spacy project run el`).")
+    KBE158 = ("The pipeline '{path}' has no component the demo can run (its components: {names}). "
+              "The demo runs pipelines with one of: {options}.")
     KBE155 = ("Unknown device '{device}'. Use 'cpu', 'cuda', 'cuda:N' or 'mps', or leave it unset "
               "to follow spaCy's `require_gpu()` / `--gpu-id`.")

@@ -2,12 +2,17 @@
 
 It builds a dense KB from ``assets/demo/kb.jsonl``, cuts the demo text into
 passages (EntQA's L=32 tokens every S=16) and prints the top retrieved entities
-per passage, with timings. Later components extend it (linking, coreference,
-relations).
+per passage, with timings. Then the relation part: retrieved demonstrations
+(``demo_retriever``) and kNN relations for a demo sentence
+(``retrieval.demo``). Trained pipelines given with ``--pipeline`` (any pipeline
+with ``entqa_linker``, ``insgenel_linker`` and/or ``seq2seq_coref``) run on the
+demo text too: linked mentions against the demo KB, scored against
+``assets/demo/demo_gold.jsonl``, and coreference clusters. No weights ship in
+the repository, so without ``--pipeline`` the demo says how to train one.
 """
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import typer
 from wasabi import msg
@@ -17,6 +22,12 @@ from ._util import Opt, app, setup_gpu
 
 DEMO_KB = "kb.jsonl"
 DEMO_TEXT = "demo_text.txt"
+DEMO_GOLD = "demo_gold.jsonl"
+LINKERS = ("entqa_linker", "insgenel_linker")
+
+
+def _rule(title: str) -> str:
+    return f"\n== {title} " + "=" * max(0, 76 - len(title))
 
 
 def find_demo_assets(assets: Optional[Path] = None) -> Path:
@@ -37,12 +48,19 @@ def run_demo(
     stride: int = 16,
     preset: str = "flat",
     encoder_name: Optional[str] = None,
+    encoder: Any = None,
+    pipelines: Sequence[Path] = (),
+    relations: bool = True,
     show_progress: bool = True,
     printer: Callable[..., Any] = print,
 ) -> Dict[str, Any]:
-    """Build the demo KB, retrieve candidates per passage, print a table.
+    """Build the demo KB, retrieve candidates per passage, print a table; then
+    the relation demo and the trained ``pipelines`` on the demo text.
 
-    Returns the passages, their candidates and the timings (seconds)."""
+    Returns the passages, their candidates, the relation demo (``relations``),
+    per pipeline its links/scores/clusters (``pipelines``) and the timings
+    (seconds). ``encoder``: a loaded ``HFEncoder`` to use instead of loading
+    ``encoder_name``."""
     from spacy.lang.en import English
 
     from ..core.windows import iter_passages
@@ -55,7 +73,7 @@ def run_demo(
     t_all = time.perf_counter()
 
     t = time.perf_counter()
-    encoder = HFEncoder(encoder_name).load()
+    encoder = encoder if encoder is not None else HFEncoder(encoder_name).load()
     timings["load_encoder_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -74,7 +92,6 @@ def run_demo(
     t = time.perf_counter()
     scores, ids = kb.search(vectors, top_k)
     timings["search_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_all
 
     results: List[Dict[str, Any]] = []
     for passage, row_scores, row_ids in zip(passages, scores, ids):
@@ -92,8 +109,74 @@ def run_demo(
     from wasabi import table
 
     printer(table(rows, header=("#", "tokens", "passage", f"top-{top_k} entities (cosine)"), divider=True))
+    out: Dict[str, Any] = {"passages": results, "timings": timings, "n_entities": len(kb)}
+
+    if relations:
+        from ..retrieval.demo import format_relation_demo, run_relation_demo
+
+        t = time.perf_counter()
+        printer(_rule("Relations: demonstration retrieval and kNN extraction"))
+        out["relations"] = run_relation_demo(assets, encoder=encoder)
+        printer(format_relation_demo(out["relations"]))
+        timings["relations_s"] = time.perf_counter() - t
+
+    out["pipelines"] = {}
+    for path in pipelines:
+        t = time.perf_counter()
+        out["pipelines"][str(path)] = run_pipeline_demo(Path(path), assets, text, kb, printer=printer)
+        timings[f"pipeline_{Path(path).name}_s"] = time.perf_counter() - t
+    if not pipelines:
+        printer(msg.text("Linking and coreference need trained weights (none ship with the package): "
+                         "train them with `spacy project run el` / `spacy project run coref` and pass "
+                         "the pipeline with `--pipeline training/entqa/pipeline-fast`.", no_print=True))
+    timings["total_s"] = time.perf_counter() - t_all
     printer(table([(k, f"{v:.2f}") for k, v in timings.items()], header=("step", "seconds"), divider=True))
-    return {"passages": results, "timings": timings, "n_entities": len(kb)}
+    return out
+
+
+def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
+                      printer: Callable[..., Any] = print) -> Dict[str, Any]:
+    """Run the trained pipeline at ``path`` on the demo text: its linkers link
+    against the demo ``kb`` (entity texts re-encoded with the linker's own
+    retriever) and are scored against the demo gold; coreference clusters are
+    listed. Returns ``links`` (text, kb_id, score), ``scores`` and ``clusters``."""
+    import spacy
+    from wasabi import table
+
+    from ..readers import read_docs
+    from ..scorers.el import score_el_docs
+
+    if not path.exists():
+        raise FileNotFoundError(Errors.KBE157.format(path=path))
+    nlp = spacy.load(path)
+    linkers = [name for name, _ in nlp.pipeline if nlp.get_pipe_meta(name).factory in LINKERS]
+    has_coref = any(nlp.get_pipe_meta(name).factory == "seq2seq_coref" for name, _ in nlp.pipeline)
+    if not linkers and not has_coref:
+        raise ValueError(Errors.KBE158.format(path=path, names=", ".join(nlp.pipe_names) or "none",
+                                              options=", ".join(LINKERS + ("seq2seq_coref",))))
+    for name in linkers:
+        nlp.get_pipe(name).set_kb(kb, reencode=True)  # re-encoded with its own retriever
+    doc = nlp(text)
+    result: Dict[str, Any] = {"links": {}, "scores": {}, "clusters": []}
+    printer(_rule(f"Pipeline {path}"))
+    for name in linkers:
+        key = nlp.get_pipe(name).cfg.get("spans_key", name)
+        spans = list(doc.spans.get(key, []))
+        result["links"][name] = [(s.text, s.kb_id_, round(float(s._.link_score or 0.0), 3)) for s in spans]
+        rows = [(f"{s.start}-{s.end}", s.text, s.kb_id_, kb.get(s.kb_id_).name if s.kb_id_ in kb else "",
+                 f"{(s._.link_score or 0.0):.2f}") for s in spans]
+        printer(table(rows, header=("tokens", "mention", "kb id", "entity", "score"), divider=True))
+        gold = next(iter(read_docs(assets / DEMO_GOLD, "jsonl", spacy.blank("en"), task="el")))
+        scores = score_el_docs([(gold, doc)], spans_key=key, kb_ids=set(kb.ids))
+        result["scores"][name] = {k: scores[k] for k in ("el_micro_p", "el_micro_r", "el_micro_f")}
+        printer(msg.text(f"{name}: {len(spans)} links; against the demo gold P {scores['el_micro_p']:.3f} "
+                         f"R {scores['el_micro_r']:.3f} F1 {scores['el_micro_f']:.3f}", no_print=True))
+    if has_coref:
+        for i, cluster in enumerate(doc._.coref_clusters, start=1):
+            result["clusters"].append([s.text for s in cluster])
+            printer(f"  cluster {i}: " + " | ".join(s.text for s in cluster))
+        printer(msg.text(f"{len(result['clusters'])} coreference clusters", no_print=True))
+    return result
 
 
 @app.command("demo")
@@ -105,13 +188,18 @@ def demo_cli(
     stride: int = Opt(16, "--stride", help="Passage stride in tokens"),
     preset: str = Opt("flat", "--preset", help="FAISS index preset"),
     encoder: Optional[str] = Opt(None, "--encoder", help="Encoder path or name (default: bundled all-MiniLM-L6-v2)"),
+    pipeline: Optional[List[Path]] = Opt(None, "--pipeline", "-p", help="A trained pipeline (entqa_linker, insgenel_linker and/or seq2seq_coref) to run on the demo text; repeatable"),
+    no_relations: bool = Opt(False, "--no-relations", help="Skip the relation demo"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
     # fmt: on
 ):
     """Run the demo: build the dense demo KB, embed the demo text's passages
-    and print the top candidate entities per passage, with timings."""
+    and print the top candidate entities per passage; retrieve demonstrations and
+    extract relations for a demo sentence; run trained pipelines (--pipeline) on
+    the demo text. Timings at the end."""
     setup_gpu(gpu_id)
     try:
-        run_demo(assets, top_k=top_k, length=length, stride=stride, preset=preset, encoder_name=encoder)
+        run_demo(assets, top_k=top_k, length=length, stride=stride, preset=preset,
+                 encoder_name=encoder, pipelines=pipeline or (), relations=not no_relations)
     except (FileNotFoundError, ValueError) as err:
         msg.fail(str(err), exits=1)

@@ -1,0 +1,51 @@
+"""The README demo on the shipped demo KB and text: candidates, relations, trained
+pipelines given by path, coded errors."""
+import pytest
+import spacy
+
+from spacy_kbnlp.cli.demo import find_demo_assets, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(encoder):
+    return run_demo(encoder=encoder, show_progress=False, printer=lambda *a, **k: None)
+
+
+def test_demo_retrieves_the_entities_each_passage_names(demo):
+    assert demo["n_entities"] == 388
+    passages = demo["passages"]
+    # 32-token passages every 16 tokens cover the whole text, in order
+    assert passages[0]["start"] == 0
+    assert all(b["start"] - a["start"] == 16 for a, b in zip(passages, passages[1:]))
+    by_text = {p["start"]: [c[1] for c in p["candidates"]] for p in passages}
+    berners_lee = [s for s, p in zip(by_text, passages) if "Berners-Lee" in p["text"]]
+    assert berners_lee and all("Tim Berners-Lee" in by_text[s] for s in berners_lee)
+    assert all(len(p["candidates"]) == 3 for p in passages)
+    assert all(a[2] >= b[2] for p in passages for a, b in zip(p["candidates"], p["candidates"][1:]))
+
+
+def test_demo_relations_leave_the_query_out_and_use_its_entities(demo):
+    rel = demo["relations"]
+    assert rel["id"] == "rel_1"
+    assert rel["entities"] == [("Alan Turing", "Peop"), ("London", "Loc"),
+                               ("University of Manchester", "Org")]
+    assert len(rel["demonstrations"]) == 3
+    assert all(d["text"] != rel["text"] for d in rel["demonstrations"])
+    names = {name for name, _ in rel["entities"]}
+    assert all(r["head"] in names and r["tail"] in names for r in rel["relations"])
+    assert {"head": "Alan Turing", "label": "Work_For", "tail": "University of Manchester"} in rel["gold"]
+    assert set(demo["timings"]) >= {"build_kb_s", "relations_s", "total_s"}
+
+
+def test_demo_pipeline_errors_are_coded(tmp_path, encoder):
+    with pytest.raises(FileNotFoundError, match="KBE157"):
+        run_demo(encoder=encoder, relations=False, pipelines=[tmp_path / "missing"],
+                 show_progress=False, printer=lambda *a, **k: None)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.to_disk(tmp_path / "plain")
+    with pytest.raises(ValueError, match="KBE158"):
+        run_demo(encoder=encoder, relations=False, pipelines=[tmp_path / "plain"],
+                 show_progress=False, printer=lambda *a, **k: None)
+    with pytest.raises(FileNotFoundError, match="KBE156"):
+        find_demo_assets(tmp_path)
