@@ -246,17 +246,11 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE307 = ("The environment variable {env} holding the API key for {url} is not set. Set it, "
               "or set `api_key_env` to null for endpoints without authentication.")
     KBE308 = ("LLM request to {url} failed after {tries} tries: {err}.")
-    KBE309 = ("Could not load the local model '{path}': {err}. Give a local Hugging Face model "
-              "directory (config.json, weights and tokenizer files); nothing is downloaded.")
-    KBE310 = ("The model at '{path}' is neither a causal LM nor a sequence-to-sequence model "
-              "(model_type '{model_type}'), so it cannot score or generate text.")
     KBE311 = ("spacy-llm is not installed, so the backend 'spacy_kbnlp.SpacyLLMModel.v1' "
               "cannot wrap '{model}'. Run `pip install spacy-llm` or choose another backend.")
     KBE312 = ("Invalid value {value!r} for '{setting}': {why}.")
     KBE313 = ("No relation instances found in the training examples for '{name}': the docs need "
               "at least two entities in doc.ents. Check the corpus.")
-    KBE314 = ("The backbone '{path}' is neither a sequence-to-sequence model nor an encoder that "
-              "can be warm-started into one (model_type '{model_type}').")
     KBE315 = ("Preference signal '{value}' is unknown. Choose one of: {options}.")
     KBE316 = ("Need at least {need} {what} to train, got {n}.")
     # --- generative entity linking (KBE350-KBE399)

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import typer
 from wasabi import msg
 
 from ..errors import Errors

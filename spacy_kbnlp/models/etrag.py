@@ -49,41 +49,34 @@ def verbalize(label: str) -> str:
 
 def load_backbone(path: Optional[str], decoder_layers: int = 2, *, from_config: Optional[Dict] = None):
     """``(seq2seq model, tokenizer)`` from a local path (weights) or a saved config
-    (architecture only, for ``from_disk``)."""
+    (architecture only, for ``from_disk``). A path to an encoder (BERT, MiniLM, ...)
+    is warm-started into an encoder-decoder with ``decoder_layers`` decoder layers;
+    loading is shared with the coreference and INSGENEL models
+    (:mod:`spacy_kbnlp.models.seq2seq`)."""
     from transformers import (AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderConfig,
                               EncoderDecoderModel)
 
+    from .seq2seq import _quiet_transformers, load_seq2seq, warm_start_encoder_decoder
+
     src = resolve_model_path(path)
+    if from_config is not None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(Errors.KBE252.format(path=src, err=err)) from err
+        if from_config.get("model_type") == "encoder-decoder":
+            model = EncoderDecoderModel(config=EncoderDecoderConfig.from_dict(from_config))
+        else:
+            model = AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(**from_config))
+        return model, tokenizer
     try:
-        tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
-        if from_config is not None:
-            if from_config.get("model_type") == "encoder-decoder":
-                model = EncoderDecoderModel(config=EncoderDecoderConfig.from_dict(from_config))
-            else:
-                config = AutoConfig.for_model(**from_config)
-                model = AutoModelForSeq2SeqLM.from_config(config)
-            return model, tokenizer
         config = AutoConfig.from_pretrained(src, local_files_only=True)
     except (OSError, ValueError, KeyError) as err:
-        raise ValueError(Errors.KBE309.format(path=src, err=err)) from err
+        raise ValueError(Errors.KBE252.format(path=src, err=err)) from err
     if getattr(config, "is_encoder_decoder", False):
-        model = AutoModelForSeq2SeqLM.from_pretrained(src, local_files_only=True)
-    elif config.model_type in ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "mpnet"):
-        import transformers
-
-        level = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()  # "cross-attention newly initialized" is expected
-        try:
-            model = EncoderDecoderModel.from_encoder_decoder_pretrained(
-                src, src, decoder_num_hidden_layers=int(decoder_layers), local_files_only=True)
-        finally:
-            transformers.logging.set_verbosity(level)
-        model.config.decoder_start_token_id = tokenizer.cls_token_id
-        model.config.pad_token_id = tokenizer.pad_token_id
-        model.config.eos_token_id = tokenizer.sep_token_id
-    else:
-        raise ValueError(Errors.KBE314.format(path=src, model_type=config.model_type))
-    return model, tokenizer
+        return load_seq2seq(src)
+    with _quiet_transformers():  # "cross-attention newly initialized" is expected
+        return warm_start_encoder_decoder(src, decoder_layers=int(decoder_layers))
 
 
 def backbone_config(model) -> Dict[str, Any]:

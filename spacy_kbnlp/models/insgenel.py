@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..core.decoding import CompactPrefixTrie, ConstraintState
 from ..errors import Errors
-from .seq2seq import (SourceUnits, _quiet_transformers, ensure_word_tokenizer, load_seq2seq,
+from .seq2seq import (SourceUnits, _quiet_transformers, ensure_word_tokenizer, load_generator,
                       resize_embeddings, source_units, warm_start_encoder_decoder)
 
 M_OPEN, M_CLOSE, E_CLOSE, PROMPT_SEP, COPY = "<{>", "<}[>", "<]>", "<el>", "<copy>"
@@ -536,30 +536,6 @@ class ELSettings:
     # training: softmax over the batch's tokens, the markup and this many sampled
     # other tokens (0: the whole vocabulary), several times cheaper on CPU
     train_negatives: int = 4096
-
-
-def load_generator(path: str, local_files_only: bool = True):
-    """A seq2seq model or causal LM and its tokenizer (KBE251/KBE252 otherwise)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
-    except (OSError, ValueError) as err:
-        raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
-    if getattr(config, "is_encoder_decoder", False):
-        return load_seq2seq(path, local_files_only)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_files_only)
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
-    except ValueError as err:
-        raise ValueError(Errors.KBE251.format(
-            path=path, model_type=getattr(config, "model_type", "?"),
-            why="give a sequence-to-sequence model or a causal LM")) from err
-    except (OSError, KeyError) as err:
-        raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-    return model, tok
 
 
 class InsGenELModel:

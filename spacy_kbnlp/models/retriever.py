@@ -309,14 +309,9 @@ class RetrieverSpec:
 
 def _load_hf(path: str, name: Optional[str], tokenizer: bool = True):
     """(tokenizer or None, model) from a local HF directory; never goes online."""
-    from transformers import AutoModel, AutoTokenizer
+    from ..encoders.hf import load_encoder_model
 
-    try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True) if tokenizer else None
-        model = AutoModel.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(Errors.KBE150.format(name=name, path=path, err=err)) from err
-    return tok, model
+    return load_encoder_model(path, name, tokenizer=tokenizer)
 
 
 def save_hf_module(module, tokenizer, path: Path) -> None:

@@ -25,8 +25,6 @@ parseable sequence, and replaying a sequence through it *is* the parser.
 Everything here works on integer token ids; :class:`Seq2SeqCorefModel` ties it
 to a Hugging Face tokenizer and model.
 """
-import math
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..core.alignment import gotoh_align
 from ..core.decoding import ConstraintState, PrefixTrie
-from ..errors import Errors, Warnings
+from ..errors import Errors
 
 REPRESENTATIONS = ("full", "partial", "integer_free")
 ACTIONS = ("copy", "token")
@@ -1091,6 +1089,30 @@ def load_seq2seq(path: str, local_files_only: bool = True):
         tok = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
+    return model, tok
+
+
+def load_generator(path: str, local_files_only: bool = True):
+    """A seq2seq model or causal LM and its tokenizer (KBE251/KBE252 otherwise)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
+    except (OSError, ValueError) as err:
+        raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
+    if getattr(config, "is_encoder_decoder", False):
+        return load_seq2seq(path, local_files_only)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_files_only)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+    except ValueError as err:
+        raise ValueError(Errors.KBE251.format(
+            path=path, model_type=getattr(config, "model_type", "?"),
+            why="give a sequence-to-sequence model or a causal LM")) from err
+    except (OSError, KeyError) as err:
+        raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     return model, tok
 
 

@@ -125,13 +125,10 @@ def score_candidates(preference: Callable, store: DemoStore, docs: Sequence[Doc]
 
 # --- models -------------------------------------------------------------------------
 def _encoder_and_tokenizer(path: Optional[str]):
-    from transformers import AutoModel, AutoTokenizer
+    from ..encoders.hf import load_encoder_model, resolve_model_path
 
-    from ..encoders.hf import resolve_model_path
-
-    src = resolve_model_path(path)
-    return AutoModel.from_pretrained(src, local_files_only=True), AutoTokenizer.from_pretrained(
-        src, local_files_only=True)
+    tok, model = load_encoder_model(resolve_model_path(path), path)
+    return model, tok
 
 
 def _mean_pool(hidden, mask):

@@ -134,5 +134,5 @@ def test_local_score_is_average_token_loglik(tiny_models, kind):
 
 def test_local_backend_bad_path(tmp_path):
     backend = HFLocalBackend(str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="KBE309"):
+    with pytest.raises(ValueError, match="KBE252"):
         backend.load()
