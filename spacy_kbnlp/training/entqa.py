@@ -55,7 +55,8 @@ def gold_links(doc: Doc, kb_ids: Optional[Container[str]] = None,
     out = []
     for rec in doc._.el_gold or ():
         qid = rec.get("entity_id") or ""
-        if not QID_RE.match(qid) or is_optional(rec):
+        # a Wikidata QID, or any id of the given KB (your own KB's id scheme)
+        if not (QID_RE.match(qid) or (kb_ids is not None and qid in kb_ids)) or is_optional(rec):
             continue
         if rec.get("coref") and not include_coref:
             continue
@@ -70,9 +71,13 @@ def gold_links(doc: Doc, kb_ids: Optional[Container[str]] = None,
 
 
 def labelled_ids(doc: Doc) -> List[Tuple[int, int, str]]:
-    """Every QID label with a token span (optional and coreference ones too)."""
+    """Every linked label with a token span (optional and coreference ones too): a
+    QID or another id (any KB's scheme), never NIL/unknown or a date/quantity."""
+    from ..scorers.el import DATETIME_QUANTITY, UNLINKED_IDS
+
     return [(int(r["start"]), int(r["end"]), r["entity_id"]) for r in doc._.el_gold or ()
-            if r.get("start") is not None and QID_RE.match(r.get("entity_id") or "")]
+            if r.get("start") is not None
+            and (r.get("entity_id") or "") not in UNLINKED_IDS + DATETIME_QUANTITY]
 
 
 def training_passages(

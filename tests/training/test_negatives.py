@@ -155,3 +155,23 @@ def test_split_holdout_and_reader_candidates(oke_docs):
     tp = TrainPassage(None, {"Q1": [(0, 1)], "Q2": [(2, 3)]}, {"Q1", "Q2", "Q9"})
     cands = reader_candidates(tp, ["Q1", "Q9", "Q5", "Q6", "Q7"], 4, random.Random(0))
     assert sorted(cands) == ["Q1", "Q2", "Q5", "Q6"]
+
+
+def test_training_passages_take_any_kb_id_scheme(retriever):
+    """Your own KB's ids (slugs, not QIDs) are training targets when the KB is given;
+    NIL and unknown labels never are, and they are never labelled either."""
+    from spacy_kbnlp.readers.elevant import build_el_doc
+
+    nlp = spacy.blank("en")
+    text = "Ada Lovelace wrote notes on the Analytical Engine in London ."
+    labels = [{"id": 0, "span": [0, 12], "entity_id": "ada_lovelace", "name": "Ada"},
+              {"id": 1, "span": [32, 49], "entity_id": "analytical_engine", "name": "AE"},
+              {"id": 2, "span": [53, 59], "entity_id": "<NIL>", "name": "London"}]
+    doc = build_el_doc(nlp, text, labels)
+    kb = {"ada_lovelace", "analytical_engine", "london"}
+    tps = training_passages([doc], retriever.tokenizer, kb_ids=kb)
+    golds = {q: spans for tp in tps for q, spans in tp.golds.items()}
+    assert golds == {"ada_lovelace": [(0, 2)], "analytical_engine": [(6, 8)]}
+    assert set().union(*(tp.labelled for tp in tps)) == {"ada_lovelace", "analytical_engine"}
+    # without the KB only Wikidata QIDs count (ELEVANT's malformed ids stay out)
+    assert not any(tp.golds for tp in training_passages([doc], retriever.tokenizer))
