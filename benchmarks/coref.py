@@ -22,6 +22,7 @@ Machine: the shared 2-core CPU; runs use one torch thread (``--threads``), as tr
 """
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -60,7 +61,8 @@ def summary(metrics: Dict[str, Any]) -> Dict[str, Any]:
             "ceafe": metrics["coref_ceafe_f"], "conll_f1": metrics["coref_conll_f"],
             "lea": metrics["coref_lea_f"], "mention_f": metrics["coref_mention_f"],
             "docs_per_s": metrics["docs_per_s"], "words_per_s": metrics["words_per_s"],
-            "n_docs": metrics["docs"], "seconds": metrics["seconds"]}
+            "n_docs": metrics["docs"], "seconds": metrics["seconds"],
+            "load_avg": metrics.get("load_avg")}
 
 
 def run_eval(nlp, data: Path, limit: int) -> Dict[str, Any]:
@@ -69,7 +71,9 @@ def run_eval(nlp, data: Path, limit: int) -> Dict[str, Any]:
     comp = nlp.get_pipe("seq2seq_coref")
     comp.stats.clear()
     comp.record = []
+    load_before = os.getloadavg()[0]
     metrics = evaluate("coref", nlp, data, "spacy", limit=limit, quiet=True, show_progress=True)
+    metrics["load_avg"] = [load_before, os.getloadavg()[0]]
     stats = dict(comp.stats)
     metrics["decoder_tokens"] = stats.get("tokens", 0)
     metrics["forward_passes"] = stats.get("forward", 0)
@@ -184,6 +188,7 @@ def cmd_gap(args) -> None:
     rows = load_gap(data_dir() / "coref" / "gap" / "gap-test.tsv")
     if args.limit:
         rows = rows[: args.limit]
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     pairs = {"all": [], "masculine": [], "feminine": []}
     for row, doc in zip(rows, nlp.pipe(r["Text"] for r in rows)):
@@ -198,6 +203,7 @@ def cmd_gap(args) -> None:
     out["bias_f1_fem_over_masc"] = (out["feminine"]["f1"] / out["masculine"]["f1"]
                                     if out["masculine"]["f1"] else None)
     out.update(system=args.name, rows=len(rows), docs_per_s=len(rows) / seconds,
+               load_avg=[load_before, os.getloadavg()[0]],
                split="gap-test" + (f" (first {args.limit} rows)" if args.limit else ""),
                pipeline=str(args.pipeline))
     result = load_result()
@@ -250,6 +256,49 @@ def cmd_training(args) -> None:
     print(json.dumps(entry, indent=1))
 
 
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _load(entry: Dict[str, Any]) -> str:
+    load = entry.get("load_avg")
+    return "-" if not load else " / ".join(f"{x:.1f}" for x in load)
+
+
+def cmd_table(args) -> None:
+    """Print the Markdown tables of benchmarks/results/coref.json."""
+    res = load_result()
+    lines = ["| system | decoding | test docs | MUC | B³ | CEAFe | CoNLL F1 | LEA | mention F "
+             "| docs/s | words/s | decoder tokens/s | load avg before / after |", "|---" * 13 + "|"]
+    for name, e in res["systems"].items():
+        docs = str(e["n_docs"]) + (f" ({e['subset']})" if e.get("subset") else "")
+        scores = " | ".join(_pct(e[k]) for k in ("muc", "b3", "ceafe", "conll_f1", "lea", "mention_f"))
+        tok = f"{e['tokens_per_s']:.0f}" if "tokens_per_s" in e else "-"
+        lines.append(f"| {name} | {e.get('decoding', '-')} | {docs} | {scores} | {e['docs_per_s']:.3f} "
+                     f"| {e['words_per_s']:.0f} | {tok} | {_load(e)} |")
+    spec = res.get("speculative")
+    if spec:
+        lines += ["", f"Copy-speculative vs plain greedy ({spec['system']}, {spec['segments_compared']} "
+                  f"segments): identical output {spec['identical']}, speed-up {spec['speedup']:.2f}x docs/s, "
+                  f"decoder forward passes {spec['forward_passes']['greedy']:.0f} -> "
+                  f"{spec['forward_passes']['speculative']:.0f}, acceptance {spec['acceptance']:.3f}."]
+    if res.get("gap"):
+        lines += ["", "| GAP system | rows | acc | P | R | F1 | F1 masc. | F1 fem. | fem./masc. | docs/s |",
+                  "|---" * 10 + "|"]
+        for name, g in res["gap"].items():
+            a = g["all"]
+            bias = "-" if g["bias_f1_fem_over_masc"] is None else f"{g['bias_f1_fem_over_masc']:.2f}"
+            lines.append(f"| {name} | {g['split']} | {_pct(a['accuracy'])} | {_pct(a['p'])} | {_pct(a['r'])} "
+                         f"| {_pct(a['f1'])} | {_pct(g['masculine']['f1'])} | {_pct(g['feminine']['f1'])} "
+                         f"| {bias} | {g['docs_per_s']:.2f} |")
+    if res.get("training"):
+        lines += ["", "| trained system | steps | minutes | best dev CoNLL F1 (step) | note |", "|---" * 5 + "|"]
+        for name, t in res["training"].items():
+            lines.append(f"| {name} | {t['steps']} | {t['minutes']:.0f} | {_pct(t['best_dev_score'])} "
+                         f"({t['best_step']}) | {t.get('note', '')} |")
+    print("\n".join(lines))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -276,8 +325,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     t.add_argument("run")
     t.add_argument("--name", required=True)
     t.add_argument("--note", default="")
+    sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
-    {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training}[args.cmd](args)
+    {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,
+     "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

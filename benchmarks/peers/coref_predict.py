@@ -5,8 +5,10 @@ timing, for ``benchmarks/coref.py peer``.
 usage: coref_predict.py PIPELINE GOLD.spacy OUT.spacy TIMING.json [--threads 1]
 """
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import spacy
 import torch
@@ -19,9 +21,11 @@ def main(pipeline, gold_path, out_path, timing_path, threads=1):
     gold = list(DocBin().from_disk(gold_path).get_docs(nlp.vocab))
     inputs = [Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d])
               for d in gold]
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     preds = list(nlp.pipe(inputs, batch_size=1))
     seconds = time.perf_counter() - start
+    load_avg = [load_before, os.getloadavg()[0]]
     out = DocBin()
     for doc in preds:
         clean = Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
@@ -30,9 +34,12 @@ def main(pipeline, gold_path, out_path, timing_path, threads=1):
         for i, key in enumerate(keys, start=1):
             clean.spans[f"coref_clusters_{i}"] = [clean[s.start:s.end] for s in doc.spans[key]]
         out.add(clean)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(timing_path).parent.mkdir(parents=True, exist_ok=True)
     out.to_disk(out_path)
     with open(timing_path, "w") as f:
-        json.dump({"seconds": seconds, "threads": int(threads), "pipeline": str(pipeline),
+        json.dump({"seconds": seconds, "threads": int(threads), "load_avg": load_avg,
+                   "pipeline": str(pipeline),
                    "spacy": spacy.__version__, "pipes": nlp.pipe_names}, f, indent=1)
     print(f"{len(preds)} docs in {seconds:.1f} s")
 

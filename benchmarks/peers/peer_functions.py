@@ -1,15 +1,23 @@
 """Registered helpers for the spacy-experimental coref peer (``--code`` file, peer venv only).
 
 ``HeadCopyingCorpus.v1`` copies the gold head clusters onto the predicted docs so
-the span resolver learns head -> span, as in explosion/projects experimental/coref."""
+the span resolver learns head -> span, as in explosion/projects experimental/coref.
+
+Importing this file (``spacy train ... --code``) sets torch to ``PEER_TORCH_THREADS``
+threads (default 1), as our own training runs use, since spaCy's trainer leaves torch
+at one thread per core."""
+import os
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
 import spacy
+import torch
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
+
+torch.set_num_threads(int(os.environ.get("PEER_TORCH_THREADS", "1")))
 
 
 @spacy.registry.readers("HeadCopyingCorpus.v1")

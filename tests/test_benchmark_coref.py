@@ -1,0 +1,63 @@
+"""benchmarks/coref.py: GAP pair decisions, P/R/F, and the Markdown table of the result JSON."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from spacy_kbnlp.extensions import install_extensions, set_coref_clusters
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "coref.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_coref", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(text, pronoun, a, b):
+    return {"Text": text, "Pronoun": pronoun, "Pronoun-offset": text.index(" " + pronoun + " ") + 1,
+            "A": a, "A-offset": text.index(a), "B": b, "B-offset": text.index(b)}
+
+
+def test_gap_decisions_follow_predicted_clusters(bench, nlp):
+    install_extensions()
+    text = "Alice Smith met Bob there and she thanked him ."
+    doc = nlp(text)
+    # "Alice Smith" + "she" in one cluster, "Bob" alone with "him"
+    set_coref_clusters(doc, [[(0, 2), (6, 7)], [(3, 4), (8, 9)]])
+    assert bench.gap_decisions(doc, _row(text, "she", "Alice", "Bob")) == {"A": True, "B": False}
+    assert bench.gap_decisions(doc, _row(text, "him", "Alice", "Bob")) == {"A": False, "B": True}
+    # no cluster holds the pronoun: no link
+    set_coref_clusters(doc, [[(0, 2), (3, 4)]])
+    assert bench.gap_decisions(doc, _row(text, "she", "Alice", "Bob")) == {"A": False, "B": False}
+
+
+def test_prf_counts(bench):
+    # gold/pred pairs: one TP, one FP, one FN, one TN
+    out = bench.prf([(True, True), (False, True), (True, False), (False, False)])
+    assert out == {"p": 0.5, "r": 0.5, "f1": 0.5, "accuracy": 0.5, "pairs": 4}
+    assert bench.prf([])["f1"] == 0.0
+
+
+def test_table_renders_result_json(bench, tmp_path, monkeypatch, capsys):
+    entry = {"muc": 0.5, "b3": 0.25, "ceafe": 0.125, "conll_f1": 0.2917, "lea": 0.1, "mention_f": 0.6,
+             "docs_per_s": 2.0, "words_per_s": 900.0, "tokens_per_s": 1500.0, "n_docs": 2,
+             "decoding": "greedy", "subset": "first 2 test docs", "load_avg": [1.0, 2.5]}
+    peer = {k: v for k, v in entry.items() if k not in ("tokens_per_s", "subset", "load_avg", "decoding")}
+    result = {"systems": {"ours": entry, "peer": peer},
+              "speculative": {"system": "ours", "segments_compared": 7, "identical": True, "speedup": 4.0,
+                              "forward_passes": {"greedy": 800, "speculative": 200}, "acceptance": 0.9}}
+    path = tmp_path / "coref.json"
+    path.write_text(json.dumps(result))
+    monkeypatch.setattr(bench, "RESULT", path)
+    bench.main(["table"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == ("| ours | greedy | 2 (first 2 test docs) | 50.0 | 25.0 | 12.5 | 29.2 | 10.0 | 60.0 "
+                        "| 2.000 | 900 | 1500 | 1.0 / 2.5 |")
+    assert lines[3] == "| peer | - | 2 | 50.0 | 25.0 | 12.5 | 29.2 | 10.0 | 60.0 | 2.000 | 900 | - | - |"
+    assert "identical output True, speed-up 4.00x docs/s" in lines[5]
+    assert "800 -> 200" in lines[5]
