@@ -337,6 +337,15 @@ def freeze_embeddings(module) -> int:
     return n
 
 
+def scale_head_lr(reader, scale: float) -> None:
+    """Train the reader's heads (every child module but the encoder) at ``scale`` x
+    the learning rate (``training.loop.make_optimizer`` reads ``lr_scales``). The
+    span and rerank heads start from scratch on a pretrained encoder: at the
+    encoder's rate they hardly move in a CPU-sized run and the [CLS] span keeps
+    winning over the gold mention."""
+    reader.lr_scales = {n: scale for n, _ in reader.named_children() if n != "encoder"}
+
+
 def entity_texts_for(tokenizer, records: Sequence[Any], template: str, max_pieces: int) -> EntityTexts:
     from ..kb.records import entity_text
     from ..models.passages import entity_pieces
@@ -488,6 +497,7 @@ def train_reader(config: Dict[str, Any], output_dir: Any, *, resume: bool = Fals
     reader = spec.build(rcfg.get("init") or None)
     if settings.get("freeze_embeddings", True):
         freeze_embeddings(reader)
+    scale_head_lr(reader, float(rcfg.get("head_lr_scale", 1.0)))
     tok = reader.tokenizer
     ids = [r.id for r in records]
     row_of = {q: i for i, q in enumerate(ids)}

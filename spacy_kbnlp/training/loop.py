@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy
 
@@ -97,15 +97,24 @@ def epoch_order(n_items: int, seed: int, epoch: int) -> List[int]:
 
 
 def make_optimizer(module: Any, config: TrainingConfig) -> Any:
-    """AdamW; no weight decay on biases and normalisation weights (1-d tensors)."""
+    """AdamW; no weight decay on biases and normalisation weights (1-d tensors).
+
+    A module may set ``lr_scales`` = {child module name: multiplier}: those
+    children (e.g. freshly initialized heads on a pretrained encoder) train at
+    ``learning_rate * multiplier``; the scheduler scales every group alike."""
     import torch
 
-    decay, no_decay = [], []
-    for _, param in module.named_parameters():
+    scales = dict(getattr(module, "lr_scales", None) or {})
+    by_key: Dict[Tuple[float, bool], List[Any]] = {(1.0, False): [], (1.0, True): []}
+    for name, param in module.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+            scale = float(scales.get(name.split(".", 1)[0], 1.0))
+            by_key.setdefault((scale, param.ndim < 2), []).append(param)
+    # the unscaled groups first, in the order of older checkpoints
+    groups = [{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+               "lr": config.learning_rate * scale}
+              for (scale, no_decay), params in by_key.items()
+              if params or scale == 1.0]
     return torch.optim.AdamW(groups, lr=config.learning_rate)
 
 

@@ -54,6 +54,22 @@ def test_no_weight_decay_on_biases_and_norms():
     assert all(p.ndim == 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
 
 
+def test_lr_scales_give_children_their_own_rate_under_the_schedule():
+    module, _, _ = _setup()
+    module.lr_scales = {"4": 10.0}  # the last Linear: a fresh head
+    opt = make_optimizer(module, TrainingConfig(learning_rate=0.01, weight_decay=0.1))
+    got = {(g["lr"], g["weight_decay"]): {id(p) for p in g["params"]} for g in opt.param_groups}
+    head = module[4]
+    assert got[(0.1, 0.1)] == {id(head.weight)} and got[(0.1, 0.0)] == {id(head.bias)}
+    assert got[(0.01, 0.1)] == {id(module[0].weight)}
+    assert got[(0.01, 0.0)] == {id(module[0].bias), id(module[3].weight), id(module[3].bias)}
+    sched = make_scheduler(opt, 4, 0.5)
+    assert [g["lr"] for g in opt.param_groups][:2] == pytest.approx([0.005, 0.005])
+    assert sorted(g["lr"] for g in opt.param_groups)[-1] == pytest.approx(0.05)
+    sched.step()
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([0.01, 0.01, 0.1, 0.1])
+
+
 def test_steps_and_order():
     cfg = TrainingConfig(batch_size=3, accumulate=2, max_epochs=3)
     assert total_steps(23, cfg) == 12          # ceil(ceil(23/3)/2) = 4 per epoch
