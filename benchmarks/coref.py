@@ -17,6 +17,13 @@ Steps (each merges into the JSON)::
     python benchmarks/coref.py gap training/coref_full_copy/model-best --limit 0
     python benchmarks/coref.py peer training/peer_pred/test.spacy training/peer_pred/timing.json
     python benchmarks/coref.py training training/coref_full_copy --name seq2seq_full_copy
+    python benchmarks/coref.py training training/peer_cluster --name spacy_experimental_coref_clusterer \
+        --spacy-log training/peer_cluster.log --minutes 51
+    python benchmarks/coref.py table
+
+The peer's predictions come from ``benchmarks/peers/coref_predict.py`` (peer venv): the
+assembled pipeline with its span resolver, or ``--expand-heads`` (clusterer alone, head
+words widened to their parse subtree) where no span resolver was trained.
 
 Machine: the shared 2-core CPU; runs use one torch thread (``--threads``), as training does.
 """
@@ -228,7 +235,8 @@ def cmd_peer(args) -> None:
                    docs_per_s=len(gold) / timing["seconds"],
                    words_per_s=sum(len(d) for d in gold) / timing["seconds"])
     entry = summary(metrics)
-    entry.update(system="spacy-experimental 0.6.4 coref + span_resolver (MiniLM transformer)",
+    entry.update(system="spacy-experimental 0.6.4 experimental_coref (MiniLM transformer), mentions from "
+                 + timing.get("mentions", "span_resolver"), decoding="-",
                  **{k: v for k, v in timing.items() if k != "seconds"})
     result = load_result()
     result["systems"][args.name] = entry
@@ -236,18 +244,42 @@ def cmd_peer(args) -> None:
     print(json.dumps(entry, indent=1))
 
 
+def spacy_log_curve(text: str) -> List[List[float]]:
+    """``[step, SCORE]`` rows of a ``spacy train`` console log (ConsoleLogger table:
+    epoch, step, losses..., scores..., SCORE as the last column)."""
+    import re
+
+    rows = []
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) >= 3 and all(re.fullmatch(r"[\d.]+", c) for c in cols) and "." not in cols[0] + cols[1]:
+            rows.append([int(cols[1]), float(cols[-1])])
+    return rows
+
+
 def cmd_training(args) -> None:
-    """Training time and steps from a run's train_log.jsonl and checkpoint."""
+    """Training time and steps from a run's train_log.jsonl and checkpoint, or, for a
+    ``spacy train`` run (the peer), from its console log and the wall-clock ``--minutes``."""
     run = Path(args.run)
-    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-    state = json.loads((run / "checkpoint" / "trainer.json").read_text())
-    evals = [r for r in log if r.get("eval")]
-    entry = {"steps": state["step"], "minutes": state["seconds"] / 60,
-             "items": state["n_items"], "best_dev_score": state["best_score"],
-             "best_step": state["best_step"], "dev_curve": [[r["step"], r["score"]] for r in evals],
-             "config": {k: state["config"][k] for k in ("learning_rate", "batch_size", "accumulate",
-                                                         "max_epochs", "threads")},
-             "machine": "shared 2-core CPU, 1 torch thread, nice 10 (other jobs running)"}
+    if args.spacy_log:
+        if args.minutes is None:
+            sys.exit("--spacy-log needs --minutes (spacy train logs no time)")
+        curve = spacy_log_curve(Path(args.spacy_log).read_text(encoding="utf-8"))
+        best = max(curve, key=lambda r: (r[1], -r[0]))
+        entry = {"steps": curve[-1][0], "minutes": args.minutes, "best_dev_score": best[1],
+                 "best_step": best[0], "dev_curve": curve,
+                 "dev_metric": "SCORE column of spacy train (the component's own dev score)"}
+    else:
+        log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+        state = json.loads((run / "checkpoint" / "trainer.json").read_text())
+        evals = [r for r in log if r.get("eval")]
+        entry = {"steps": state["step"], "minutes": state["seconds"] / 60,
+                 "items": state["n_items"], "best_dev_score": state["best_score"],
+                 "best_step": state["best_step"], "dev_curve": [[r["step"], r["score"]] for r in evals],
+                 "dev_metric": "CoNLL F1",
+                 "config": {k: state["config"][k] for k in ("learning_rate", "batch_size", "accumulate",
+                                                             "max_epochs", "threads")}}
+    entry["machine"] = "shared 2-core CPU, 1 torch thread, nice 10 (other jobs running)"
     if args.note:
         entry["note"] = args.note
     result = load_result()
@@ -292,10 +324,11 @@ def cmd_table(args) -> None:
                          f"| {_pct(a['f1'])} | {_pct(g['masculine']['f1'])} | {_pct(g['feminine']['f1'])} "
                          f"| {bias} | {g['docs_per_s']:.2f} |")
     if res.get("training"):
-        lines += ["", "| trained system | steps | minutes | best dev CoNLL F1 (step) | note |", "|---" * 5 + "|"]
+        lines += ["", "| trained system | steps | minutes | best dev score (step) | dev metric | note |",
+                  "|---" * 6 + "|"]
         for name, t in res["training"].items():
             lines.append(f"| {name} | {t['steps']} | {t['minutes']:.0f} | {_pct(t['best_dev_score'])} "
-                         f"({t['best_step']}) | {t.get('note', '')} |")
+                         f"({t['best_step']}) | {t.get('dev_metric', 'CoNLL F1')} | {t.get('note', '')} |")
     print("\n".join(lines))
 
 
@@ -325,6 +358,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     t.add_argument("run")
     t.add_argument("--name", required=True)
     t.add_argument("--note", default="")
+    t.add_argument("--spacy-log", default="", help="console log of a spacy train run (the peer)")
+    t.add_argument("--minutes", type=float, default=None, help="wall-clock minutes of that run")
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from spacy.tokens import Doc
 
 from spacy_kbnlp.extensions import install_extensions, set_coref_clusters
 
@@ -61,3 +62,28 @@ def test_table_renders_result_json(bench, tmp_path, monkeypatch, capsys):
     assert lines[3] == "| peer | - | 2 | 50.0 | 25.0 | 12.5 | 29.2 | 10.0 | 60.0 | 2.000 | 900 | - | - |"
     assert "identical output True, speed-up 4.00x docs/s" in lines[5]
     assert "800 -> 200" in lines[5]
+
+
+def test_spacy_log_curve_reads_console_table(bench):
+    log = ("\x1b[38;5;4mℹ Initial learn rate: 0.0001\x1b[0m\n"
+           "E    #       LOSS TRANS...  LOSS COREF  COREF_F  COREF_P  COREF_R  SCORE \n"
+           "---  ------  -------------  ----------  -------  -------  -------  ------\n"
+           "  0       0         168.32     1293.98     0.35     0.18    46.55    0.00\n"
+           "  1     200         888.19     1719.37     8.89     9.69     8.22    0.09\n"
+           "warnings 2 3\n")
+    assert bench.spacy_log_curve(log) == [[0, 0.0], [200, 0.09]]
+
+
+def test_peer_head_expansion_takes_the_subtree(nlp):
+    spec = importlib.util.spec_from_file_location(
+        "peer_predict", SCRIPT.parent / "peers" / "coref_predict.py")
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)
+    words = ["The", "old", "man", "saw", "his", "dog", "."]
+    parsed = Doc(nlp.vocab, words=words, heads=[2, 2, 3, 3, 5, 3, 3],
+                 deps=["det", "amod", "nsubj", "ROOT", "poss", "dobj", "punct"])
+    pred = Doc(nlp.vocab, words=words)
+    # head clusters: "man" with "his" (listed twice), "dog" alone
+    pred.spans["coref_head_clusters_1"] = [pred[2:3], pred[4:5], pred[4:5]]
+    pred.spans["coref_head_clusters_2"] = [pred[5:6]]
+    assert peer.expand_heads(pred, parsed) == [[(0, 3), (4, 5)], [(4, 6)]]
