@@ -22,8 +22,10 @@ Speed settings (all in the config): batching of passages across documents
 texts are encoded once (at initialize, stored in the component folder); adaptive K
 (``adaptive_margin``: skip candidates whose retrieval score is that far below the
 passage's best); the packed reader (``spacy_kbnlp.EntQAPackedReader.v1``); dynamic
-int8 quantization on CPU (``quantize``). The faithful mode is the paper's: K=100,
-one cross-encoder pass per candidate (``configs/entqa_faithful.cfg``).
+int8 quantization on CPU (``quantize``, off by default: its activation scales are
+computed per batch, so a doc's links depend on the docs batched with it). The
+faithful mode is the paper's: K=100, one cross-encoder pass per candidate
+(``configs/entqa_faithful.cfg``).
 """
 import hashlib
 import json
@@ -103,7 +105,7 @@ DEFAULT_READER_MODEL = Config().from_str(DEFAULT_READER)["model"]
         "one_entity_per_span": True,
         "batch_size": 64,
         "reader_batch_size": 64,
-        "quantize": True,
+        "quantize": False,
         "device": None,
         "spans_key": "entqa",
         "label": "ENTITY",
@@ -224,7 +226,7 @@ class EntQALinker(Pipe):
                  topic_length: int = 12, top_k: int = 32, adaptive_margin: Optional[float] = 4.0,
                  min_k: int = 4, top_p: int = 3, threshold: float = 0.05,
                  one_entity_per_span: bool = True, batch_size: int = 64,
-                 reader_batch_size: int = 64, quantize: bool = True,
+                 reader_batch_size: int = 64, quantize: bool = False,
                  device: Optional[str] = None, spans_key: str = "entqa", label: str = "ENTITY",
                  set_ents: bool = True, overwrite_ents: bool = False, n_alternatives: int = 5,
                  store_candidates: int = 10, scorer: Optional[Callable] = None):
