@@ -29,7 +29,6 @@ faithful mode is the paper's: K=100, one cross-encoder pass per candidate
 """
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -48,7 +47,7 @@ from thinc.api import Config
 from ..core.torch_io import get_device
 from ..errors import Errors
 from ..extensions import install_extensions
-from ..models.passages import (TOPICS, Batch, DocPieces, Passage, check_topic, doc_pieces,
+from ..models.passages import (Batch, Passage, check_topic, doc_pieces,
                                entity_pieces, make_passages, passage_query, special_ids,
                                word_pieces)
 from ..models.reader import (ReaderSpec, build_inputs, load_reader, quantize_dynamic,
@@ -602,26 +601,19 @@ class EntQALinker(Pipe):
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = SimpleFrozenList()) -> bytes:
-        import tempfile
+        from ..core.torch_io import folder_to_bytes
 
-        with tempfile.TemporaryDirectory() as tmp:
-            self.to_disk(tmp)
-            files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*")
-                     if p.is_file()}
-        return srsly.msgpack_dumps(files)
+        return folder_to_bytes(lambda tmp: self.to_disk(tmp, exclude=exclude))
 
     def from_bytes(self, data: bytes, *, exclude: Iterable[str] = SimpleFrozenList()) -> "EntQALinker":
-        import tempfile
+        from ..core.torch_io import folder_from_bytes
+        from ..kb.dense_kb import DenseKB
 
-        files = srsly.msgpack_loads(data)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, content in files.items():
-                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
-                (Path(tmp) / name).write_bytes(content)
-            self.from_disk(tmp)
+        def read(tmp: Path) -> None:
+            self.from_disk(tmp, exclude=exclude)
             # the KB was memory-mapped from the temporary folder: load it into memory
-            from ..kb.dense_kb import DenseKB
+            self.kb = DenseKB.from_disk(tmp / "kb", mmap=False)
 
-            self.kb = DenseKB.from_disk(Path(tmp) / "kb", mmap=False)
+        folder_from_bytes(data, read)
         return self
 

@@ -316,23 +316,14 @@ class Seq2SeqCoref(Pipe):
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        from spacy.util import make_tempdir
+        from ..core.torch_io import folder_to_bytes
 
-        with make_tempdir() as tmp:
-            self.to_disk(tmp, exclude=exclude)
-            files = {str(p.relative_to(tmp)): p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
-        return srsly.msgpack_dumps(files)
+        return folder_to_bytes(lambda tmp: self.to_disk(tmp, exclude=exclude))
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "Seq2SeqCoref":
-        from spacy.util import make_tempdir
+        from ..core.torch_io import folder_from_bytes
 
-        files = srsly.msgpack_loads(bytes_data)
-        with make_tempdir() as tmp:
-            for rel, data in files.items():
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            self.from_disk(tmp, exclude=exclude)
+        folder_from_bytes(bytes_data, lambda tmp: self.from_disk(tmp, exclude=exclude))
         return self
 
 
