@@ -30,9 +30,9 @@ import numpy
 import torch
 from spacy.util import registry
 
-from ..errors import Errors
+from ..encoders.hf import load_encoder_model
 from .passages import Batch, Passage, passage_body, special_ids
-from .retriever import (_load_hf, load_heads, multilabel_softmax_loss, read_spec, run_encoder,
+from .retriever import (load_heads, multilabel_softmax_loss, read_spec, run_encoder,
                         save_heads, save_hf_module)
 
 READER_FORMAT = 1
@@ -62,7 +62,7 @@ class ReaderSpec:
         from ..core.torch_io import get_device
         from ..encoders.hf import resolve_model_path
 
-        tok, enc = _load_hf(resolve_model_path(self.name), self.name)
+        tok, enc = load_encoder_model(resolve_model_path(self.name), self.name)
         cls = PackedReader if self.packed else CrossReader
         if self.packed and MARKER not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [MARKER]})
@@ -406,7 +406,7 @@ def load_reader(path: Union[str, Path], device=None):
 
     path = Path(path)
     spec = ReaderSpec(**read_spec(path, "reader")["spec"])
-    tok, enc = _load_hf(str(path / "encoder"), str(path))
+    tok, enc = load_encoder_model(str(path / "encoder"), str(path))
     model = (PackedReader if spec.packed else CrossReader)(spec, enc, tok)
     load_heads(model, path / "heads.safetensors", ("encoder",), device)
     return model.to(get_device(device)).eval()

@@ -23,6 +23,7 @@ import numpy
 import torch
 from spacy.util import registry
 
+from ..encoders.hf import load_encoder_model
 from ..errors import Errors
 
 SCORE_KINDS = ("dual", "poly", "multi", "som")
@@ -302,16 +303,9 @@ class RetrieverSpec:
         from ..encoders.hf import resolve_model_path
 
         src = resolve_model_path(self.name)
-        tok, pm = _load_hf(src, self.name)
-        em = None if self.shared_encoder else _load_hf(src, self.name, tokenizer=False)[1]
+        tok, pm = load_encoder_model(src, self.name)
+        em = None if self.shared_encoder else load_encoder_model(src, self.name, tokenizer=False)[1]
         return BiEncoder(self, pm, em, tok).to(get_device(device)).eval()
-
-
-def _load_hf(path: str, name: Optional[str], tokenizer: bool = True):
-    """(tokenizer or None, model) from a local HF directory; never goes online."""
-    from ..encoders.hf import load_encoder_model
-
-    return load_encoder_model(path, name, tokenizer=tokenizer)
 
 
 def save_hf_module(module, tokenizer, path: Path) -> None:
@@ -371,8 +365,8 @@ def load_retriever(path: Union[str, Path], device=None):
 
     path = Path(path)
     spec = RetrieverSpec.from_dict(read_spec(path, "retriever")["spec"])
-    tok, pm = _load_hf(str(path / "passage"), str(path))
-    em = None if spec.shared_encoder else _load_hf(str(path / "entity"), str(path),
+    tok, pm = load_encoder_model(str(path / "passage"), str(path))
+    em = None if spec.shared_encoder else load_encoder_model(str(path / "entity"), str(path),
                                                    tokenizer=False)[1]
     model = BiEncoder(spec, pm, em, tok)
     load_heads(model, path / "heads.safetensors",
