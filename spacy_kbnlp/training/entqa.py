@@ -19,6 +19,7 @@ from spacy.tokens import Doc
 
 from ..models.passages import Passage, doc_pieces, make_passages
 from ..readers.elevant import QID_RE, is_optional
+from ..scorers.el import DATETIME_QUANTITY, NIL, UNLINKED_IDS, normalize_gold_id
 from ..readers.select import doc_id
 
 
@@ -55,14 +56,12 @@ def gold_links(doc: Doc, kb_ids: Optional[Container[str]] = None,
     out = []
     for rec in doc._.el_gold or ():
         qid = rec.get("entity_id") or ""
-        # a Wikidata QID, or any id of the given KB (your own KB's id scheme)
-        if not (QID_RE.match(qid) or (kb_ids is not None and qid in kb_ids)) or is_optional(rec):
+        # known: in the given KB (any id scheme), else a Wikidata QID
+        if normalize_gold_id(qid, kb_ids) in (NIL,) + DATETIME_QUANTITY or is_optional(rec):
             continue
         if rec.get("coref") and not include_coref:
             continue
         if rec.get("start") is None or rec.get("end") is None:
-            continue
-        if kb_ids is not None and qid not in kb_ids:
             continue
         s, e = int(rec["start"]), int(rec["end"])
         if lo <= s and e <= hi:
@@ -73,8 +72,6 @@ def gold_links(doc: Doc, kb_ids: Optional[Container[str]] = None,
 def labelled_ids(doc: Doc) -> List[Tuple[int, int, str]]:
     """Every linked label with a token span (optional and coreference ones too): a
     QID or another id (any KB's scheme), never NIL/unknown or a date/quantity."""
-    from ..scorers.el import DATETIME_QUANTITY, UNLINKED_IDS
-
     return [(int(r["start"]), int(r["end"]), r["entity_id"]) for r in doc._.el_gold or ()
             if r.get("start") is not None
             and (r.get("entity_id") or "") not in UNLINKED_IDS + DATETIME_QUANTITY]
