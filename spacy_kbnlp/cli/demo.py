@@ -133,6 +133,19 @@ def run_demo(
     return out
 
 
+def _use_demo_kb(component: Any, factory: str, kb: Any) -> None:
+    """Point a linker at the demo KB. An EntQA retriever (``entqa_linker`` itself,
+    or the one inside an INSGENEL-R ``insgenel_linker``) gets its own copy of the KB,
+    re-encoded with its own retriever; ``insgenel_linker`` names the KB's entities."""
+    from ..kb.dense_kb import DenseKB
+
+    retriever = component if factory == "entqa_linker" else getattr(component, "retriever", None)
+    if retriever is not None:
+        retriever.set_kb(DenseKB.from_bytes(kb.to_bytes()), reencode=True)
+    if factory == "insgenel_linker":
+        component.set_kb(kb.records)
+
+
 def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
                       printer: Callable[..., Any] = print) -> Dict[str, Any]:
     """Run the trained pipeline at ``path`` on the demo text: its linkers link
@@ -154,9 +167,11 @@ def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
         raise ValueError(Errors.KBE158.format(path=path, names=", ".join(nlp.pipe_names) or "none",
                                               options=", ".join(LINKERS + ("seq2seq_coref",))))
     for name in linkers:
-        nlp.get_pipe(name).set_kb(kb, reencode=True)  # re-encoded with its own retriever
+        _use_demo_kb(nlp.get_pipe(name), nlp.get_pipe_meta(name).factory, kb)
     doc = nlp(text)
     result: Dict[str, Any] = {"links": {}, "scores": {}, "clusters": []}
+    if linkers:
+        gold = next(iter(read_docs(assets / DEMO_GOLD, "jsonl", spacy.blank("en"), task="el")))
     printer(_rule(f"Pipeline {path}"))
     for name in linkers:
         key = nlp.get_pipe(name).cfg.get("spans_key", name)
@@ -165,7 +180,6 @@ def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
         rows = [(f"{s.start}-{s.end}", s.text, s.kb_id_, kb.get(s.kb_id_).name if s.kb_id_ in kb else "",
                  f"{(s._.link_score or 0.0):.2f}") for s in spans]
         printer(table(rows, header=("tokens", "mention", "kb id", "entity", "score"), divider=True))
-        gold = next(iter(read_docs(assets / DEMO_GOLD, "jsonl", spacy.blank("en"), task="el")))
         scores = score_el_docs([(gold, doc)], spans_key=key, kb_ids=set(kb.ids))
         result["scores"][name] = {k: scores[k] for k in ("el_micro_p", "el_micro_r", "el_micro_f")}
         printer(msg.text(f"{name}: {len(spans)} links; against the demo gold P {scores['el_micro_p']:.3f} "

@@ -49,3 +49,32 @@ def test_demo_pipeline_errors_are_coded(tmp_path, encoder):
                  show_progress=False, printer=lambda *a, **k: None)
     with pytest.raises(FileNotFoundError, match="KBE156"):
         find_demo_assets(tmp_path)
+
+
+def test_demo_runs_a_saved_linker_pipeline_against_the_demo_kb(tmp_path, encoder):
+    """A saved entqa_linker pipeline (untrained reader, threshold 0, so it links) is
+    pointed at the demo KB: every link names a demo entity, its scores against the
+    demo gold are computed, and the pipeline's own KB on disk is left as it was."""
+    from spacy.lang.en import English
+
+    from spacy_kbnlp.kb.dense_kb import DenseKB
+    from spacy_kbnlp.kb.records import EntityRecord
+
+    nlp = English()
+    linker = nlp.add_pipe("entqa_linker", config={"quantize": False, "threshold": 0.0, "top_k": 4})
+    own = [EntityRecord("Q1", "Alan Turing", "English mathematician"),
+           EntityRecord("Q2", "London", "capital of England")]
+    linker.initialize(kb_loader=lambda vocab: DenseKB.build(own, encoder, show_progress=False),
+                      reencode_kb=True)
+    nlp.to_disk(tmp_path / "linker")
+    out = run_demo(encoder=encoder, relations=False, pipelines=[tmp_path / "linker"],
+                   show_progress=False, printer=lambda *a, **k: None)
+    res = out["pipelines"][str(tmp_path / "linker")]
+    links = res["links"]["entqa_linker"]
+    from spacy_kbnlp.kb.records import read_entities
+
+    demo_ids = {r.id for r in read_entities(find_demo_assets() / "kb.jsonl")}
+    assert links and all(0.0 <= score <= 1.0 for _, _, score in links)
+    assert {kb_id for _, kb_id, _ in links} <= demo_ids
+    assert set(res["scores"]["entqa_linker"]) == {"el_micro_p", "el_micro_r", "el_micro_f"}
+    assert DenseKB.from_disk(tmp_path / "linker" / "entqa_linker" / "kb").ids == ["Q1", "Q2"]
