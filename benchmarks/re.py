@@ -21,6 +21,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -83,7 +84,8 @@ def write(name: str, data: Dict[str, Any]) -> None:
 
 def train_one(dataset: str, fraction: str, system: str, *, batch_docs: int, lr: float,
               steps_cap: Optional[int], seed: int = 0, save_dir: Optional[Path] = None,
-              n_neighbors: int = 4) -> Dict[str, Any]:
+              n_neighbors: int = 4, threads: int = 1, token_loss_weight: float = 0.5,
+              fresh_lr_scale: float = 10.0) -> Dict[str, Any]:
     import torch
     from spacy.lang.en import English
     from thinc.api import Adam, warmup_linear
@@ -91,13 +93,15 @@ def train_one(dataset: str, fraction: str, system: str, *, batch_docs: int, lr: 
     from spacy_kbnlp.core.torch_io import set_seed
 
     set_seed(seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     nlp = English()
     train = subset(load(dataset, "train", nlp), fraction, seed)
     test = load(dataset, "test", nlp)
     egs = with_gold_entities(nlp, train)
     k = n_neighbors if system == "etrag" else 0
-    pipe = nlp.add_pipe("etrag_relation_extractor", config={"scorer": None, "model": {"n_neighbors": k}})
+    pipe = nlp.add_pipe("etrag_relation_extractor", config={
+        "scorer": None, "model": {"n_neighbors": k}, "token_loss_weight": token_loss_weight,
+        "fresh_lr_scale": fresh_lr_scale})
     t0 = time.perf_counter()
     nlp.initialize(lambda: egs)
     n_batches = (len(egs) + batch_docs - 1) // batch_docs
@@ -118,19 +122,22 @@ def train_one(dataset: str, fraction: str, system: str, *, batch_docs: int, lr: 
             step += 1
             if step % 10 == 0:
                 print(f"  {dataset} {fraction} {system} step {step}/{total} loss "
-                      f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", flush=True)
+                      f"{sum(losses[-10:]) / len(losses[-10:]):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     pipe.refresh_bank()
     train_s = time.perf_counter() - t0
     inputs = [eg.predicted for eg in with_gold_entities(nlp, test)]
     t1 = time.perf_counter()
     preds = [list(doc._.rel_records or []) for doc in nlp.pipe(inputs, batch_size=64)]
     infer_s = time.perf_counter() - t1
+    predicted = Counter(r["label"] for recs in preds for r in recs)
+    print(f"  predicted labels: {dict(predicted.most_common())}", flush=True)
     if save_dir is not None:
         save_dir.parent.mkdir(parents=True, exist_ok=True)
         nlp.to_disk(save_dir)
     return {"dataset": dataset, "fraction": fraction, "system": system, "train_docs": len(train),
             "train_instances": len(pipe._bank), "steps": total, "batch_docs": batch_docs,
-            "lr": lr, "n_neighbors": k, "train_s": round(train_s, 1),
+            "lr": lr, "fresh_lr_scale": fresh_lr_scale, "token_loss_weight": token_loss_weight,
+            "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
             "predictions": preds}
@@ -147,7 +154,9 @@ def cmd_train(args) -> None:
             save = ROOT / "training" / "re_bench" / name if args.save else None
             res = train_one(args.dataset, fraction, system, batch_docs=args.batch_docs
                             or (4 if args.dataset == "conll04" else 16), lr=args.lr,
-                            steps_cap=args.steps or STEPS[fraction], save_dir=save)
+                            steps_cap=args.steps or STEPS[fraction], save_dir=save,
+                            threads=args.threads, token_loss_weight=args.token_loss_weight,
+                            fresh_lr_scale=args.fresh_lr_scale)
             write(name, res)
             print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
 
@@ -187,7 +196,7 @@ def cmd_ruie(args) -> None:
     from spacy_kbnlp.retrieval.ruie import RelationModelPreference, train_ruie
     from spacy_kbnlp.retrieval.store import DemoStore
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     nlp = spacy.blank("en")
     train = subset(load("semeval", "train", nlp), args.fraction)
     etrag = spacy.load(ROOT / "training" / "re_bench" / f"semeval_{args.fraction}_etrag")
@@ -268,7 +277,8 @@ def cmd_collect(args) -> None:
     ruie = RUNS / "ruie.json"
     if ruie.exists():
         speed["ruie"] = json.loads(ruie.read_text())
-    speed["machine"] = "shared 2-core CPU (no GPU), torch 2 threads"
+    speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
+                        "re_runs/<run>.json (absent = 2, the runs before the sequence-level loss)")
     result["speed"] = speed
     RESULT.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "speed"}, indent=1))
@@ -313,7 +323,12 @@ def main() -> None:
     t.add_argument("--fractions", default="0.1,0.01,0.05,1.0")
     t.add_argument("--systems", default="baseline,etrag")
     t.add_argument("--batch-docs", type=int, default=0)
-    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--lr", type=float, default=1e-4, help="learning rate of the pretrained weights")
+    t.add_argument("--fresh-lr-scale", type=float, default=10.0,
+                   help="lr multiplier of the untrained parameters (cross-attention, label embeddings, value)")
+    t.add_argument("--token-loss-weight", type=float, default=0.5,
+                   help="weight of the token-level NLL next to the sequence-level cross-entropy")
+    t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--steps", type=int, default=0, help="cap on optimizer steps (0 = STEPS table)")
     t.add_argument("--save", action="store_true", help="keep the pipelines under training/re_bench")
     t.add_argument("--force", action="store_true")

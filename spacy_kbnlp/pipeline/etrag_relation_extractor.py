@@ -15,6 +15,17 @@ log-likelihoods); ``no_relation`` and probabilities below ``threshold`` write
 nothing. Docs with fewer than two entities get no relation. During training the
 instance bank holds every training instance; a query never retrieves instances of
 its own sentence (leave-one-out by ``doc_key``).
+
+Training loss (per instance, averaged): ``-log softmax(S)[gold] + token_loss_weight *
+(-S[gold] / n_tokens(gold))`` where ``S`` are the summed label log-likelihoods that
+prediction also ranks (``_Etrag.label_scores``): the sequence-level cross-entropy
+pushes the other labels down (a token-level NLL alone learns the deterministic tokens
+of the verbalisations and leaves the decisive first token nearly untrained); the
+token term keeps "generate the label". No class reweighting (ETRAG uses the plain
+generation objective; the softmax over all labels already calibrates the frequent
+``Other``/``no_relation``). ``fresh_lr_scale`` multiplies the learning rate of the
+parameters that start untrained (``_Etrag.fresh_parameters``: label embeddings,
+value projection, cross-attention of a warm-started decoder) in ``finish_update``.
 """
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -44,6 +55,7 @@ temperature = 0.1
 prompt_length = 1
 decoder_layers = 2
 max_length = 128
+label_vocab_only = true
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_ETRAG_MODEL)["model"]
 SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
@@ -54,16 +66,19 @@ SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
     assigns=["doc._.rel_records"],
     requires=["doc.ents"],
     default_config={"model": DEFAULT_MODEL, "threshold": 0.0, "refresh_every": 200,
-                    "batch_size": 16, "overwrite": True,
+                    "batch_size": 16, "overwrite": True, "token_loss_weight": 0.5,
+                    "fresh_lr_scale": 10.0,
                     "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
     default_score_weights=SCORE_WEIGHTS,
 )
 def make_etrag_relation_extractor(nlp: Language, name: str, model: Model, threshold: float,
                                   refresh_every: int, batch_size: int, overwrite: bool,
+                                  token_loss_weight: float, fresh_lr_scale: float,
                                   scorer: Optional[Callable]) -> "EtragRelationExtractor":
     return EtragRelationExtractor(nlp.vocab, model, name, threshold=threshold,
                                   refresh_every=refresh_every, batch_size=batch_size,
-                                  overwrite=overwrite, scorer=scorer)
+                                  overwrite=overwrite, token_loss_weight=token_loss_weight,
+                                  fresh_lr_scale=fresh_lr_scale, scorer=scorer)
 
 
 @registry.augmenters("spacy_kbnlp.gold_entities_augmenter.v1")
@@ -93,7 +108,13 @@ Instance = Dict[str, Any]
 class EtragRelationExtractor(TrainablePipe):
     def __init__(self, vocab: Vocab, model: Model, name: str = "etrag_relation_extractor", *,
                  threshold: float = 0.0, refresh_every: int = 200, batch_size: int = 32,
-                 overwrite: bool = True, scorer: Optional[Callable] = None):
+                 overwrite: bool = True, token_loss_weight: float = 0.5,
+                 fresh_lr_scale: float = 10.0, scorer: Optional[Callable] = None):
+        for setting, value in (("token_loss_weight", token_loss_weight),
+                               ("fresh_lr_scale", fresh_lr_scale)):
+            if not value >= 0:
+                raise ValueError(Errors.KBE312.format(value=value, setting=setting,
+                                                      why="must be >= 0"))
         install_extensions()
         self.vocab = vocab
         self.model = model
@@ -102,6 +123,8 @@ class EtragRelationExtractor(TrainablePipe):
         self.cfg: Dict[str, Any] = {"labels": [], "threshold": float(threshold),
                                     "refresh_every": int(refresh_every),
                                     "batch_size": int(batch_size), "overwrite": overwrite,
+                                    "token_loss_weight": float(token_loss_weight),
+                                    "fresh_lr_scale": float(fresh_lr_scale),
                                     "format_version": 1}
         self._bank: List[Tuple[str, int, str]] = []  # (text, label row, doc key)
         self._stale = False
@@ -213,9 +236,8 @@ class EtragRelationExtractor(TrainablePipe):
             return losses
         if self._stale and self._n_updates % max(1, self.cfg["refresh_every"]) == 0:
             self.refresh_bank()
-        gold = self._gold_rows(insts)
         scores, backprop = self.model.begin_update(([i["text"] for i in insts],
-                                                    [i["key"] for i in insts], gold))
+                                                    [i["key"] for i in insts]))
         loss, d_scores = self.get_loss(insts, scores)
         backprop(d_scores)
         if sgd is not None:
@@ -230,14 +252,44 @@ class EtragRelationExtractor(TrainablePipe):
         return [index.get(i["label"], index[NO_RELATION]) for i in insts]
 
     def get_loss(self, insts: Sequence[Instance], scores) -> Tuple[float, Any]:
-        """Token-level generation loss of the gold label, averaged over instances.
-        ``scores``: the gold labels' summed log-likelihoods ``(n, 1)``."""
+        """Sequence-level cross-entropy of the gold label over the softmax of the
+        label scores plus ``token_loss_weight`` x the gold label's per-token NLL,
+        averaged over instances (see the module doc). ``scores``: every label's summed
+        log-likelihood ``(n, L)``; returns the loss and its gradient ``(n, L)``."""
         gold = numpy.array(self._gold_rows(insts))
+        n = len(insts)
+        rows = numpy.arange(n)
         n_tok = (self.module.label_ids != -100).sum(-1).cpu().numpy().astype("float32")[gold]
-        s = self.model.ops.to_numpy(scores).reshape(-1)
-        loss = float(-(s / n_tok).mean())
-        d = (-1.0 / (len(insts) * n_tok)).reshape(-1, 1).astype("float32")
-        return loss, self.model.ops.xp.asarray(d)
+        s = self.model.ops.to_numpy(scores).astype("float32")
+        z = s - s.max(1, keepdims=True)
+        log_p = z - numpy.log(numpy.exp(z).sum(1, keepdims=True))
+        w = self.cfg["token_loss_weight"]
+        loss = float(-log_p[rows, gold].mean() + w * (-s[rows, gold] / n_tok).mean())
+        d = numpy.exp(log_p)
+        d[rows, gold] -= 1.0 + w / n_tok
+        return loss, self.model.ops.xp.asarray((d / n).astype("float32"))
+
+    def finish_update(self, sgd) -> None:
+        """Thinc's optimizer step for the torch module, with ``fresh_lr_scale`` as the
+        ``lr_scale`` of the untrained parameters (thinc's PyTorchShim passes none)."""
+        module = self.module
+        if module is None or self.cfg["fresh_lr_scale"] == 1.0:
+            self.model.finish_update(sgd)
+            return
+        from thinc.api import torch2xp, xp2torch
+
+        shim = self.model.layers[0].shims[0]
+        fresh = set(module.fresh_parameters())
+        for name, param in module.named_parameters():
+            if param.grad is None:
+                continue
+            if not shim._grad_scaler.found_inf:
+                scale = self.cfg["fresh_lr_scale"] if name in fresh else 1.0
+                data, _ = sgd((shim.id, name), torch2xp(param.data), torch2xp(param.grad),
+                              lr_scale=scale)
+                param.data = xp2torch(data, requires_grad=True, device=param.device)
+            param.grad.zero_()
+        shim._grad_scaler.update()
 
     # --- serialization
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
