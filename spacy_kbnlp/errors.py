@@ -211,6 +211,9 @@ class Errors(metaclass=ErrorsWithCodes):
               "assemble` to recompute it.")
     KBE212 = ("No dev documents to calibrate the threshold on ({path}). Pass a corpus with "
               "gold InKB links.")
+    KBE213 = ("The reader at {path} stores only its difference from the base encoder "
+              "'{name}', but the base found here is another model (tensors {tensors} differ). "
+              "Install the base the reader was trained on, or use a reader saved in full.")
     # --- seq2seq coreference, decoding, training loop (KBE250-KBE299)
     KBE250 = ("Component '{name}' is not initialized: call nlp.initialize() (it loads or "
               "warm-starts the seq2seq model), or load a trained pipeline with spacy.load().")

@@ -229,6 +229,33 @@ def train_reader_cli(
     _train("reader", ctx, config_path, output, resume, gpu_id)
 
 
+def export_reader(source: PathLike, output: PathLike, *, delta: bool = True,
+                  half: bool = False) -> Dict[str, Any]:
+    """Re-save the reader at ``source`` (e.g. ``training/entqa/reader/model-best``),
+    by default as its difference from the base encoder (see ``save_reader``).
+    Returns the written size in bytes and the number of stored tensors."""
+    from ..models.reader import load_reader, save_reader
+
+    save_reader(load_reader(source), output, delta=delta, half=half)
+    files = [f for f in Path(output).rglob("*") if f.is_file()]
+    return {"bytes": sum(f.stat().st_size for f in files), "files": len(files)}
+
+
+@entqa_app.command("export-reader")
+def export_reader_cli(
+    # fmt: off
+    source: Path = Arg(..., help="A reader folder written by train-reader (model-best)", exists=True),
+    output: Path = Arg(..., help="Output folder"),
+    delta: bool = Opt(True, "--delta/--full", help="Store only what differs from the base encoder"),
+    half: bool = Opt(False, "--half", help="Store the tensors in float16"),
+    # fmt: on
+):
+    """Re-save a trained reader compactly: a reader trained with
+    `trainable_layers` differs from its base encoder only in its top layers and heads."""
+    info = export_reader(source, output, delta=delta, half=half)
+    msg.good(f"Saved the reader to {output} ({info['bytes'] / 2**20:.1f} MiB)")
+
+
 @entqa_app.command("assemble",
                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def assemble_cli(

@@ -66,7 +66,7 @@ class ReaderSpec:
         cls = PackedReader if self.packed else CrossReader
         if self.packed and MARKER not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [MARKER]})
-            enc.resize_token_embeddings(len(tok))
+            enc.resize_token_embeddings(len(tok), mean_resizing=False)
         return cls(self, enc, tok).to(get_device(device)).eval()
 
 
@@ -388,16 +388,29 @@ def top_spans(start_logp: numpy.ndarray, end_logp: numpy.ndarray, max_len: int,
 
 # ---------------------------------------------------------------- (de)serialization
 
-def save_reader(model, path: Union[str, Path]) -> None:
+def save_reader(model, path: Union[str, Path], *, delta: bool = False,
+                half: bool = False) -> None:
     """Write ``spec.json``, ``encoder/`` (HF config, safetensors, tokenizer) and
-    ``heads.safetensors``."""
+    ``heads.safetensors``.
+
+    ``delta``: write only what differs from the base encoder the spec names
+    (``delta.safetensors``: the heads, the trained layers and the rows of added
+    tokens) instead of a full copy; loading rebuilds the base and applies it. A
+    reader trained with ``trainable_layers`` 2 on MiniLM is ~8 MB so, not 90.
+    ``half``: store the delta in float16."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "spec.json").write_text(json.dumps({"format": READER_FORMAT,
-                                                "spec": model.spec.to_dict()}, indent=2),
-                                    encoding="utf-8")
-    save_hf_module(model.encoder, model.tokenizer, path / "encoder")
-    save_heads(model, path / "heads.safetensors", ("encoder",))
+    meta: Dict[str, Any] = {"format": READER_FORMAT, "spec": model.spec.to_dict()}
+    if delta:
+        tensors, meta["base_check"] = _delta_from_base(model, half=half)
+        meta["delta"] = True
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path / DELTA_FILE))
+    (path / "spec.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    if not delta:
+        save_hf_module(model.encoder, model.tokenizer, path / "encoder")
+        save_heads(model, path / "heads.safetensors", ("encoder",))
 
 
 def load_reader(path: Union[str, Path], device=None):
@@ -405,11 +418,67 @@ def load_reader(path: Union[str, Path], device=None):
     from ..core.torch_io import get_device
 
     path = Path(path)
-    spec = ReaderSpec(**read_spec(path, "reader")["spec"])
+    meta = read_spec(path, "reader")
+    spec = ReaderSpec(**meta["spec"])
+    if meta.get("delta"):
+        model = spec.build(device="cpu")
+        _apply_delta(model, path, meta.get("base_check", {}))
+        return model.to(get_device(device)).eval()
     tok, enc = load_encoder_model(str(path / "encoder"), str(path))
     model = (PackedReader if spec.packed else CrossReader)(spec, enc, tok)
     load_heads(model, path / "heads.safetensors", ("encoder",), device)
     return model.to(get_device(device)).eval()
+
+
+DELTA_FILE = "delta.safetensors"
+_ROWS = "::from_row_"
+
+
+def _base_checks(state: Dict[str, Any], names: Sequence[str]) -> Dict[str, float]:
+    return {n: float(state[n].detach().double().abs().sum()) for n in names}
+
+
+def _delta_from_base(model, *, half: bool) -> Tuple[Dict[str, Any], Dict[str, float]]:
+    """The tensors of ``model`` that differ from a fresh build of its spec; a
+    matrix whose first rows are unchanged (an embedding with added tokens) is
+    stored from its first changed row on. Also checksums of a few unchanged base
+    tensors, so that loading on another base fails clearly."""
+    base = model.spec.build(device="cpu").state_dict()
+    out: Dict[str, Any] = {}
+    same: List[str] = []
+    for name, value in model.state_dict().items():
+        value = value.detach().cpu()
+        ref = base.get(name)
+        if ref is not None and ref.shape == value.shape and torch.equal(ref, value):
+            same.append(name)
+            continue
+        if ref is not None and ref.shape == value.shape and value.ndim == 2:
+            changed = (ref != value).any(dim=1).nonzero().flatten()
+            first = int(changed[0])
+            if first > 0:
+                name, value = f"{name}{_ROWS}{first}", value[first:]
+        out[name] = (value.half() if half and value.is_floating_point() else value).contiguous()
+    checks = [n for n in same if n.startswith("encoder.") and n.endswith("weight")][:4]
+    return out, _base_checks(base, checks)
+
+
+def _apply_delta(model, path: Path, base_check: Dict[str, float]) -> None:
+    from safetensors.torch import load_file
+
+    from ..errors import Errors
+
+    state = model.state_dict()
+    missing = [n for n in base_check if n not in state]
+    found = _base_checks(state, [n for n in base_check if n in state])
+    bad = missing + [n for n, v in found.items() if not math.isclose(v, base_check[n], rel_tol=1e-5)]
+    if bad:
+        raise ValueError(Errors.KBE213.format(path=path, name=model.spec.name or "bundled MiniLM",
+                                              tensors=", ".join(bad[:3])))
+    with torch.no_grad():
+        for key, value in load_file(str(path / DELTA_FILE)).items():
+            name, _, row = key.partition(_ROWS)
+            target = state[name]
+            target[int(row or 0):].copy_(value.to(target.dtype))
 
 
 def quantize_dynamic(model):

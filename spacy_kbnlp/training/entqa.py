@@ -334,6 +334,68 @@ def freeze_embeddings(module) -> int:
     return n
 
 
+def train_top_layers(module, n_layers: int) -> int:
+    """Train only the top ``n_layers`` transformer layers of ``module.encoder`` (and
+    every parameter outside the encoder: the heads); freeze the embeddings and the
+    layers below. 0 keeps everything trainable. A reader trained so differs from
+    its base encoder in a few MB, small enough to ship (``save_reader(delta=True)``).
+    Returns the frozen parameter count."""
+    if n_layers <= 0:
+        return 0
+    layers = _encoder_layers(module.encoder)
+    keep = {id(p) for layer in layers[len(layers) - n_layers:] for p in layer.parameters()}
+    n = 0
+    for param in module.encoder.parameters():
+        if id(param) not in keep:
+            param.requires_grad_(False)
+            n += param.numel()
+    return n
+
+
+def reset_frozen_to_base(reader) -> int:
+    """Give every frozen encoder parameter of ``reader`` the value it has in the
+    base encoder its spec names (rows of added tokens, such as ``[ENT]``, are
+    kept). With ``init`` = a fully fine-tuned reader and ``trainable_layers`` N,
+    training then adapts that reader's top N layers and heads to the untouched
+    base below them: a compact reader (``save_reader(delta=True)``) that starts
+    from what the full one learned. Returns the number of reset tensors."""
+    import torch
+
+    base = reader.spec.build(device="cpu").state_dict()
+    n_vocab = int(reader.tokenizer.vocab_size)
+    n = 0
+    with torch.no_grad():
+        for name, param in reader.named_parameters():
+            ref = base.get(name)
+            if param.requires_grad or not name.startswith("encoder.") or ref is None:
+                continue
+            if ref.shape != param.shape:
+                continue
+            if "word_embeddings" in name:
+                param[:n_vocab].copy_(ref[:n_vocab])
+            else:
+                param.copy_(ref)
+            n += 1
+    return n
+
+
+def _encoder_layers(encoder) -> Sequence[Any]:
+    """The transformer blocks of a HF encoder (BERT-like ``encoder.layer``,
+    DistilBERT ``transformer.layer``, or the first ``ModuleList`` found)."""
+    import torch
+
+    for path in (("encoder", "layer"), ("transformer", "layer"), ("layers",)):
+        obj = encoder
+        for attr in path:
+            obj = getattr(obj, attr, None)
+        if isinstance(obj, torch.nn.ModuleList):
+            return list(obj)
+    for child in encoder.modules():
+        if isinstance(child, torch.nn.ModuleList):
+            return list(child)
+    return []
+
+
 def scale_head_lr(reader, scale: float) -> None:
     """Train the reader's heads (every child module but the encoder) at ``scale`` x
     the learning rate (``training.loop.make_optimizer`` reads ``lr_scales``). The
@@ -494,6 +556,9 @@ def train_reader(config: Dict[str, Any], output_dir: Any, *, resume: bool = Fals
     reader = spec.build(rcfg.get("init") or None)
     if settings.get("freeze_embeddings", True):
         freeze_embeddings(reader)
+    if train_top_layers(reader, int(rcfg.get("trainable_layers", 0))) and rcfg.get("init") and \
+            rcfg.get("reset_frozen", False):
+        reset_frozen_to_base(reader)
     scale_head_lr(reader, float(rcfg.get("head_lr_scale", 1.0)))
     tok = reader.tokenizer
     ids = [r.id for r in records]

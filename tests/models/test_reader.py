@@ -186,6 +186,50 @@ def test_overfit_tiny_example_links_exactly_and_rejects_absent_candidates(packed
     numpy.testing.assert_allclose(out3.rerank_p, out.rerank_p, atol=0.15)
 
 
+def test_top_layer_reader_round_trips_as_a_small_delta_of_its_base():
+    from spacy_kbnlp.training.entqa import train_top_layers
+
+    spec = ReaderSpec(packed=True, max_entity_pieces=12)
+    reader = spec.build()
+    n_frozen = train_top_layers(reader, 1)
+    trainable = {n for n, p in reader.named_parameters() if p.requires_grad}
+    assert n_frozen > 0 and trainable and all(
+        n.startswith("encoder.encoder.layer.5.") or not n.startswith("encoder.") for n in trainable)
+    assert any(n.startswith("start_q") for n in trainable)
+    # a "trained" reader: the top layer and heads moved, the rest is the base
+    with torch.no_grad():
+        for p in reader.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    tok = reader.tokenizer
+    passages = _passages(tok)
+    ents = entity_pieces(tok, CANDS, spec.max_entity_pieces)
+    inputs = build_inputs(spec, tok, passages, [ents, ents])
+    _, out = _links(reader, inputs, passages)
+    with make_tempdir() as tmp:
+        save_reader(reader, tmp / "full")
+        save_reader(reader, tmp / "delta", delta=True)
+        full = sum(f.stat().st_size for f in (tmp / "full").rglob("*") if f.is_file())
+        small = sum(f.stat().st_size for f in (tmp / "delta").rglob("*") if f.is_file())
+        assert not (tmp / "delta" / "encoder").exists() and small < full / 5
+        loaded = load_reader(tmp / "delta")
+        _, out2 = _links(loaded, inputs, passages)
+        numpy.testing.assert_allclose(out2.start_logp, out.start_logp, atol=1e-5)
+        numpy.testing.assert_allclose(out2.rerank_p, out.rerank_p, atol=1e-5)
+        # the [ENT] marker row (random at build) is restored, not drawn again
+        marker = tok.convert_tokens_to_ids("[ENT]")
+        emb = "embeddings.word_embeddings.weight"
+        assert torch.equal(loaded.encoder.state_dict()[emb][marker], reader.encoder.state_dict()[emb][marker])
+        # on another base (a changed frozen tensor) loading fails clearly
+        import json
+
+        meta = json.loads((tmp / "delta" / "spec.json").read_text())
+        meta["base_check"] = {k: v + 1.0 for k, v in meta["base_check"].items()}
+        (tmp / "delta" / "spec.json").write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match="KBE213"):
+            load_reader(tmp / "delta")
+
+
 def test_registered_readers_resolve():
     got = registry.resolve({"a": {"@architectures": "spacy_kbnlp.EntQAReader.v1"},
                             "b": {"@architectures": "spacy_kbnlp.EntQAPackedReader.v1",
