@@ -7,8 +7,13 @@ per passage, with timings. Then the relation part: retrieved demonstrations
 (``retrieval.demo``). Trained pipelines given with ``--pipeline`` (any pipeline
 with ``entqa_linker``, ``insgenel_linker`` and/or ``seq2seq_coref``) run on the
 demo text too: linked mentions against the demo KB, scored against
-``assets/demo/demo_gold.jsonl``, and coreference clusters. No weights ship in
-the repository, so without ``--pipeline`` the demo says how to train one.
+``assets/demo/demo_gold.jsonl``, and coreference clusters.
+
+Entity linking runs out of the box: ``entqa_linker`` with the zero-shot MiniLM
+retriever and the package's bundled reader (``spacy_kbnlp/assets/entqa_reader``:
+the top two MiniLM layers and the reader heads, trained on the ELEVANT training
+documents and stored as their difference from MiniLM, see ``entqa
+export-reader``). Coreference needs a trained ``seq2seq_coref`` (``--pipeline``).
 """
 import time
 from pathlib import Path
@@ -50,6 +55,7 @@ def run_demo(
     encoder: Any = None,
     pipelines: Sequence[Path] = (),
     relations: bool = True,
+    link: bool = True,
     show_progress: bool = True,
     printer: Callable[..., Any] = print,
 ) -> Dict[str, Any]:
@@ -57,7 +63,8 @@ def run_demo(
     the relation demo and the trained ``pipelines`` on the demo text.
 
     Returns the passages, their candidates, the relation demo (``relations``),
-    per pipeline its links/scores/clusters (``pipelines``) and the timings
+    the bundled linker's links and scores (``linking``), per pipeline its
+    links/scores/clusters (``pipelines``) and the timings
     (seconds). ``encoder``: a loaded ``HFEncoder`` to use instead of loading
     ``encoder_name``."""
     from spacy.lang.en import English
@@ -119,15 +126,22 @@ def run_demo(
         printer(format_relation_demo(out["relations"]))
         timings["relations_s"] = time.perf_counter() - t
 
+    if link:
+        t = time.perf_counter()
+        printer(_rule("Entity linking: entqa_linker (zero-shot retriever, bundled reader)"))
+        out["linking"] = run_bundled_linker(assets, text, kb, printer=printer)
+        timings["linking_s"] = time.perf_counter() - t
+
     out["pipelines"] = {}
     for path in pipelines:
         t = time.perf_counter()
         out["pipelines"][str(path)] = run_pipeline_demo(Path(path), assets, text, kb, printer=printer)
         timings[f"pipeline_{Path(path).name}_s"] = time.perf_counter() - t
     if not pipelines:
-        printer(msg.text("Linking and coreference need trained weights (none ship with the package): "
-                         "train them with `spacy project run el` / `spacy project run coref` and pass "
-                         "the pipeline with `--pipeline training/entqa/pipeline-fast`.", no_print=True))
+        printer(msg.text("Coreference needs a trained seq2seq_coref (no seq2seq weights ship with "
+                         "the package): train one with `spacy project run coref` and pass it with "
+                         "`--pipeline`; `spacy project run el` trains the full EntQA pipeline.",
+                         no_print=True))
     timings["total_s"] = time.perf_counter() - t_all
     printer(table([(k, f"{v:.2f}") for k, v in timings.items()], header=("step", "seconds"), divider=True))
     return out
@@ -151,12 +165,9 @@ def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
     """Run the trained pipeline at ``path`` on the demo text: its linkers link
     against the demo ``kb`` (entity texts re-encoded with the linker's own
     retriever) and are scored against the demo gold; coreference clusters are
-    listed. Returns ``links`` (text, kb_id, score), ``scores`` and ``clusters``."""
+    listed. Returns ``links`` (text, kb_id, score, candidates), ``scores`` and
+    ``clusters``."""
     import spacy
-    from wasabi import table
-
-    from ..readers import read_docs
-    from ..scorers.el import score_el_docs
 
     if not path.exists():
         raise FileNotFoundError(Errors.KBE157.format(path=path))
@@ -170,26 +181,82 @@ def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
         _use_demo_kb(nlp.get_pipe(name), nlp.get_pipe_meta(name).factory, kb)
     doc = nlp(text)
     result: Dict[str, Any] = {"links": {}, "scores": {}, "clusters": []}
-    if linkers:
-        gold = next(iter(read_docs(assets / DEMO_GOLD, "jsonl", spacy.blank("en"), task="el")))
+    gold = _demo_gold(assets) if linkers else None
     printer(_rule(f"Pipeline {path}"))
     for name in linkers:
         key = nlp.get_pipe(name).cfg.get("spans_key", name)
-        spans = list(doc.spans.get(key, []))
-        result["links"][name] = [(s.text, s.kb_id_, round(float(s._.link_score or 0.0), 3)) for s in spans]
-        rows = [(f"{s.start}-{s.end}", s.text, s.kb_id_, kb.get(s.kb_id_).name if s.kb_id_ in kb else "",
-                 f"{(s._.link_score or 0.0):.2f}") for s in spans]
-        printer(table(rows, header=("tokens", "mention", "kb id", "entity", "score"), divider=True))
-        scores = score_el_docs([(gold, doc)], spans_key=key, kb_ids=set(kb.ids))
-        result["scores"][name] = {k: scores[k] for k in ("el_micro_p", "el_micro_r", "el_micro_f")}
-        printer(msg.text(f"{name}: {len(spans)} links; against the demo gold P {scores['el_micro_p']:.3f} "
-                         f"R {scores['el_micro_r']:.3f} F1 {scores['el_micro_f']:.3f}", no_print=True))
+        links, scores = report_links(doc, key, kb, gold, name=name, printer=printer)
+        result["links"][name], result["scores"][name] = links, scores
     if has_coref:
         for i, cluster in enumerate(doc._.coref_clusters, start=1):
             result["clusters"].append([s.text for s in cluster])
             printer(f"  cluster {i}: " + " | ".join(s.text for s in cluster))
         printer(msg.text(f"{len(result['clusters'])} coreference clusters", no_print=True))
     return result
+
+
+BUNDLED_READER = Path(__file__).resolve().parents[1] / "assets" / "entqa_reader"
+
+
+def _demo_gold(assets: Path):
+    import spacy
+
+    from ..readers import read_docs
+
+    return next(iter(read_docs(assets / DEMO_GOLD, "jsonl", spacy.blank("en"), task="el")))
+
+
+def run_bundled_linker(assets: Path, text: str, kb, *, reader: Path = BUNDLED_READER,
+                       printer: Callable[..., Any] = print) -> Dict[str, Any]:
+    """Link the demo text against the demo ``kb`` with ``entqa_linker``: the
+    zero-shot MiniLM retriever and the bundled ``reader`` at the threshold
+    calibrated for it (``linker.json`` next to the reader). Returns ``links``
+    (text, kb_id, score, candidates) and ``scores`` against the demo gold."""
+    import srsly
+    from spacy.lang.en import English
+
+    from ..kb.dense_kb import DenseKB
+
+    if not (reader / "spec.json").exists():
+        raise FileNotFoundError(Errors.KBE157.format(path=reader))
+    settings = srsly.read_json(reader / "linker.json") if (reader / "linker.json").exists() else {}
+    nlp = English()
+    linker = nlp.add_pipe("entqa_linker", config={"threshold": settings.get("threshold", 0.05),
+                                                  "set_ents": True})
+    linker.initialize(kb_loader=DenseKB.from_bytes(kb.to_bytes()), reader_path=str(reader),
+                      reencode_kb=True)
+    doc = nlp(text)
+    links, scores = report_links(doc, linker.cfg["spans_key"], kb, _demo_gold(assets),
+                                 name="entqa_linker", printer=printer)
+    return {"links": links, "scores": scores, "threshold": linker.cfg["threshold"]}
+
+
+def report_links(doc, key: str, kb, gold, *, name: str,
+                 printer: Callable[..., Any] = print):
+    """Print the links in ``doc.spans[key]`` (mention, entity, score, the best
+    alternatives) and score them against ``gold``; returns (links, scores)."""
+    from wasabi import table
+
+    from ..scorers.el import score_el_docs
+
+    def entity(kb_id: str) -> str:
+        return kb.get(kb_id).name if kb_id in kb else kb_id
+
+    spans = list(doc.spans.get(key, []))
+    links, rows = [], []
+    for s in spans:
+        cands = [(c, round(float(v), 3)) for c, v in (s._.kb_candidates or [])]
+        links.append((s.text, s.kb_id_, round(float(s._.link_score or 0.0), 3), cands))
+        alts = ", ".join(f"{entity(c)} ({v:.2f})" for c, v in cands[:3])
+        rows.append((f"{s.start}-{s.end}", s.text, s.kb_id_, entity(s.kb_id_),
+                     f"{(s._.link_score or 0.0):.2f}", alts))
+    printer(table(rows, header=("tokens", "mention", "kb id", "entity", "score", "candidates"),
+                  divider=True))
+    scores = score_el_docs([(gold, doc)], spans_key=key, kb_ids=set(kb.ids))
+    scores = {k: scores[k] for k in ("el_micro_p", "el_micro_r", "el_micro_f")}
+    printer(msg.text(f"{name}: {len(spans)} links; against the demo gold P {scores['el_micro_p']:.3f} "
+                     f"R {scores['el_micro_r']:.3f} F1 {scores['el_micro_f']:.3f}", no_print=True))
+    return links, scores
 
 
 @app.command("demo")
@@ -203,16 +270,19 @@ def demo_cli(
     encoder: Optional[str] = Opt(None, "--encoder", help="Encoder path or name (default: bundled all-MiniLM-L6-v2)"),
     pipeline: Optional[List[Path]] = Opt(None, "--pipeline", "-p", help="A trained pipeline (entqa_linker, insgenel_linker and/or seq2seq_coref) to run on the demo text; repeatable"),
     no_relations: bool = Opt(False, "--no-relations", help="Skip the relation demo"),
+    no_linking: bool = Opt(False, "--no-linking", help="Skip entity linking with the bundled reader"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
     # fmt: on
 ):
     """Run the demo: build the dense demo KB, embed the demo text's passages
     and print the top candidate entities per passage; retrieve demonstrations and
-    extract relations for a demo sentence; run trained pipelines (--pipeline) on
-    the demo text. Timings at the end."""
+    extract relations for a demo sentence; link the demo text with entqa_linker
+    and the bundled reader; run trained pipelines (--pipeline) on the demo text.
+    Timings at the end."""
     setup_gpu(gpu_id)
     try:
         run_demo(assets, top_k=top_k, length=length, stride=stride, preset=preset,
-                 encoder_name=encoder, pipelines=pipeline or (), relations=not no_relations)
+                 encoder_name=encoder, pipelines=pipeline or (), relations=not no_relations,
+                 link=not no_linking)
     except (FileNotFoundError, ValueError) as err:
         msg.fail(str(err), exits=1)

@@ -230,13 +230,24 @@ def train_reader_cli(
 
 
 def export_reader(source: PathLike, output: PathLike, *, delta: bool = True,
-                  half: bool = False) -> Dict[str, Any]:
+                  half: bool = False, int8: bool = False,
+                  calibration: Optional[PathLike] = None) -> Dict[str, Any]:
     """Re-save the reader at ``source`` (e.g. ``training/entqa/reader/model-best``),
     by default as its difference from the base encoder (see ``save_reader``).
-    Returns the written size in bytes and the number of stored tensors."""
+    ``calibration``: an ``entqa_linker_calibration.json`` written by ``calibrate``;
+    its threshold and dev scores go to ``linker.json`` next to the reader (the
+    demo links at that threshold). Returns the written size in bytes and the
+    number of files."""
+    import srsly
+
     from ..models.reader import load_reader, save_reader
 
-    save_reader(load_reader(source), output, delta=delta, half=half)
+    save_reader(load_reader(source), output, delta=delta, half=half, int8=int8)
+    if calibration is not None:
+        cal = srsly.read_json(calibration)
+        srsly.write_json(Path(output) / "linker.json",
+                         {"threshold": cal["threshold"], "calibrated_on_docs": cal["docs"],
+                          "dev_p": cal["dev_p"], "dev_r": cal["dev_r"], "dev_f": cal["dev_f"]})
     files = [f for f in Path(output).rglob("*") if f.is_file()]
     return {"bytes": sum(f.stat().st_size for f in files), "files": len(files)}
 
@@ -248,11 +259,13 @@ def export_reader_cli(
     output: Path = Arg(..., help="Output folder"),
     delta: bool = Opt(True, "--delta/--full", help="Store only what differs from the base encoder"),
     half: bool = Opt(False, "--half", help="Store the tensors in float16"),
+    int8: bool = Opt(False, "--int8", help="Store changed weight matrices as int8 differences from the base (per-row scales)"),
+    calibration: Optional[Path] = Opt(None, "--calibration", help="entqa_linker_calibration.json of a calibrated pipeline with this reader: its threshold goes to linker.json", exists=True),
     # fmt: on
 ):
     """Re-save a trained reader compactly: a reader trained with
     `trainable_layers` differs from its base encoder only in its top layers and heads."""
-    info = export_reader(source, output, delta=delta, half=half)
+    info = export_reader(source, output, delta=delta, half=half, int8=int8, calibration=calibration)
     msg.good(f"Saved the reader to {output} ({info['bytes'] / 2**20:.1f} MiB)")
 
 

@@ -352,33 +352,6 @@ def train_top_layers(module, n_layers: int) -> int:
     return n
 
 
-def reset_frozen_to_base(reader) -> int:
-    """Give every frozen encoder parameter of ``reader`` the value it has in the
-    base encoder its spec names (rows of added tokens, such as ``[ENT]``, are
-    kept). With ``init`` = a fully fine-tuned reader and ``trainable_layers`` N,
-    training then adapts that reader's top N layers and heads to the untouched
-    base below them: a compact reader (``save_reader(delta=True)``) that starts
-    from what the full one learned. Returns the number of reset tensors."""
-    import torch
-
-    base = reader.spec.build(device="cpu").state_dict()
-    n_vocab = int(reader.tokenizer.vocab_size)
-    n = 0
-    with torch.no_grad():
-        for name, param in reader.named_parameters():
-            ref = base.get(name)
-            if param.requires_grad or not name.startswith("encoder.") or ref is None:
-                continue
-            if ref.shape != param.shape:
-                continue
-            if "word_embeddings" in name:
-                param[:n_vocab].copy_(ref[:n_vocab])
-            else:
-                param.copy_(ref)
-            n += 1
-    return n
-
-
 def _encoder_layers(encoder) -> Sequence[Any]:
     """The transformer blocks of a HF encoder (BERT-like ``encoder.layer``,
     DistilBERT ``transformer.layer``, or the first ``ModuleList`` found)."""
@@ -556,9 +529,7 @@ def train_reader(config: Dict[str, Any], output_dir: Any, *, resume: bool = Fals
     reader = spec.build(rcfg.get("init") or None)
     if settings.get("freeze_embeddings", True):
         freeze_embeddings(reader)
-    if train_top_layers(reader, int(rcfg.get("trainable_layers", 0))) and rcfg.get("init") and \
-            rcfg.get("reset_frozen", False):
-        reset_frozen_to_base(reader)
+    train_top_layers(reader, int(rcfg.get("trainable_layers", 0)))
     scale_head_lr(reader, float(rcfg.get("head_lr_scale", 1.0)))
     tok = reader.tokenizer
     ids = [r.id for r in records]

@@ -8,7 +8,7 @@ from spacy_kbnlp.cli.demo import find_demo_assets, run_demo
 
 @pytest.fixture(scope="module")
 def demo(encoder):
-    return run_demo(encoder=encoder, show_progress=False, printer=lambda *a, **k: None)
+    return run_demo(encoder=encoder, link=False, show_progress=False, printer=lambda *a, **k: None)
 
 
 def test_demo_retrieves_the_entities_each_passage_names(demo):
@@ -39,13 +39,13 @@ def test_demo_relations_leave_the_query_out_and_use_its_entities(demo):
 
 def test_demo_pipeline_errors_are_coded(tmp_path, encoder):
     with pytest.raises(FileNotFoundError, match="KBE157"):
-        run_demo(encoder=encoder, relations=False, pipelines=[tmp_path / "missing"],
+        run_demo(encoder=encoder, relations=False, link=False, pipelines=[tmp_path / "missing"],
                  show_progress=False, printer=lambda *a, **k: None)
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
     nlp.to_disk(tmp_path / "plain")
     with pytest.raises(ValueError, match="KBE158"):
-        run_demo(encoder=encoder, relations=False, pipelines=[tmp_path / "plain"],
+        run_demo(encoder=encoder, relations=False, link=False, pipelines=[tmp_path / "plain"],
                  show_progress=False, printer=lambda *a, **k: None)
     with pytest.raises(FileNotFoundError, match="KBE156"):
         find_demo_assets(tmp_path)
@@ -67,14 +67,40 @@ def test_demo_runs_a_saved_linker_pipeline_against_the_demo_kb(tmp_path, encoder
     linker.initialize(kb_loader=lambda vocab: DenseKB.build(own, encoder, show_progress=False),
                       reencode_kb=True)
     nlp.to_disk(tmp_path / "linker")
-    out = run_demo(encoder=encoder, relations=False, pipelines=[tmp_path / "linker"],
+    out = run_demo(encoder=encoder, relations=False, link=False, pipelines=[tmp_path / "linker"],
                    show_progress=False, printer=lambda *a, **k: None)
     res = out["pipelines"][str(tmp_path / "linker")]
     links = res["links"]["entqa_linker"]
     from spacy_kbnlp.kb.records import read_entities
 
     demo_ids = {r.id for r in read_entities(find_demo_assets() / "kb.jsonl")}
-    assert links and all(0.0 <= score <= 1.0 for _, _, score in links)
-    assert {kb_id for _, kb_id, _ in links} <= demo_ids
+    assert links and all(0.0 <= score <= 1.0 for _, _, score, _ in links)
+    assert {kb_id for _, kb_id, _, _ in links} <= demo_ids
+    # each link lists its ranked alternatives, all demo entities
+    assert all(cands and {c for c, _ in cands} <= demo_ids and
+               [v for _, v in cands] == sorted((v for _, v in cands), reverse=True)
+               for _, _, _, cands in links)
     assert set(res["scores"]["entqa_linker"]) == {"el_micro_p", "el_micro_r", "el_micro_f"}
     assert DenseKB.from_disk(tmp_path / "linker" / "entqa_linker" / "kb").ids == ["Q1", "Q2"]
+
+
+def test_demo_links_the_demo_text_with_the_bundled_reader(encoder, tmp_path):
+    """Out of the box (no trained pipeline given) the demo links with the reader that
+    ships in the package: links name demo entities, score above the calibrated
+    threshold, and list their ranked alternatives, the linked entity among them."""
+    from spacy_kbnlp.cli.demo import BUNDLED_READER, run_bundled_linker
+    from spacy_kbnlp.kb.records import read_entities
+
+    out = run_demo(encoder=encoder, relations=False, show_progress=False,
+                   printer=lambda *a, **k: None)
+    res = out["linking"]
+    demo_ids = {r.id for r in read_entities(find_demo_assets() / "kb.jsonl")}
+    assert res["links"] and res["threshold"] > 0.0
+    for text, kb_id, score, cands in res["links"]:
+        assert kb_id in demo_ids and score > res["threshold"] and text.strip()
+        assert kb_id in {c for c, _ in cands} and {c for c, _ in cands} <= demo_ids
+        assert [v for _, v in cands] == sorted((v for _, v in cands), reverse=True)
+    assert 0.0 < res["scores"]["el_micro_p"] <= 1.0
+    assert (BUNDLED_READER / "delta.safetensors").stat().st_size < 20 * 2**20
+    with pytest.raises(FileNotFoundError, match="KBE157"):
+        run_bundled_linker(find_demo_assets(), "Alan Turing.", None, reader=tmp_path)

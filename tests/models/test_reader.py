@@ -216,6 +216,13 @@ def test_top_layer_reader_round_trips_as_a_small_delta_of_its_base():
         _, out2 = _links(loaded, inputs, passages)
         numpy.testing.assert_allclose(out2.start_logp, out.start_logp, atol=1e-5)
         numpy.testing.assert_allclose(out2.rerank_p, out.rerank_p, atol=1e-5)
+        # int8 differences from the base (fp16 heads): smaller still, nearly the same output
+        save_reader(reader, tmp / "q8", delta=True, half=True, int8=True)
+        q8 = sum(f.stat().st_size for f in (tmp / "q8").rglob("*") if f.is_file())
+        assert q8 < small / 2
+        _, out3 = _links(load_reader(tmp / "q8"), inputs, passages)
+        numpy.testing.assert_allclose(out3.rerank_p, out.rerank_p, atol=2e-3)
+        numpy.testing.assert_allclose(numpy.exp(out3.start_logp), numpy.exp(out.start_logp), atol=2e-3)
         # the [ENT] marker row (random at build) is restored, not drawn again
         marker = tok.convert_tokens_to_ids("[ENT]")
         emb = "embeddings.word_embeddings.weight"
