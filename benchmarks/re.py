@@ -268,7 +268,9 @@ def cmd_collect(args) -> None:
             f1 = score_predictions(rel_scorer, dataset, gold, run["predictions"][:len(gold)])
             result.setdefault(dataset, {}).setdefault(run["fraction"], {})[run["system"]] = {"f1": f1}
             speed[path.stem] = {k: run[k] for k in ("train_s", "infer_s", "docs_per_s", "steps",
-                                                    "train_docs") if k in run}
+                                                    "train_docs", "train_instances", "lr",
+                                                    "fresh_lr_scale", "token_loss_weight",
+                                                    "threads") if k in run}
     lm = RUNS / "label_match.json"
     if lm.exists():
         data = json.loads(lm.read_text())
@@ -309,6 +311,15 @@ def cmd_table(args) -> None:
             row = res[dataset].get(frac, {})
             cells = [f"{row[s]['f1']:.1f}" if s in row else "not run" for s in ("baseline", "etrag", "knn")]
             print(f"| {frac} | " + " | ".join(cells) + " |")
+    runs = [(k, v) for k, v in res.get("speed", {}).items() if isinstance(v, dict) and "steps" in v]
+    if runs:
+        print("\nTrained runs (train seconds include initialize and the final bank refresh)\n\n"
+              "| run | train docs | steps | lr (fresh x) | threads | train s | test docs/s |\n"
+              "|---|---|---|---|---|---|---|")
+        for k, v in runs:
+            lr = f"{v['lr']:g} (x{v.get('fresh_lr_scale', 1):g})" if "lr" in v else "?"
+            print(f"| {k} | {v.get('train_docs', '?')} | {v['steps']} | {lr} | {v.get('threads', 2)} | "
+                  f"{v['train_s']:.0f} | {v['docs_per_s']:.1f} |")
     if "label_match_at_5" in res:
         print("\nLabel match@5 (SemEval test queries, full training store)\n\n| retriever | share |\n|---|---|")
         for k, v in res["label_match_at_5"].items():
