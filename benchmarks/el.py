@@ -475,8 +475,8 @@ def run_spacy_el(args) -> None:
 
 
 # ---------------------------------------------------------------- collect
-SYSTEM_ORDER = ["entqa_fast", "entqa_faithful", "entqa_fast_sample", "spacy_entity_linker",
-                "zero_shot_minilm"]
+SYSTEM_ORDER = ["entqa_fast", "entqa_faithful", "entqa_fast_sample", "entqa_cross_sample",
+                "spacy_entity_linker", "zero_shot_minilm"]
 
 
 def collect(args) -> None:
