@@ -468,7 +468,7 @@ def run_spacy_el(args) -> None:
     gold = load_test_sets(Path(args.data_dir), nlp, args.sample)
     kb_ids = kb_ids_of(Path(args.kb))
     pred, speed = timed_pipe(nlp, gold, args.batch_size)
-    write_run("spacy_entity_linker", {"system": "spacy_entity_linker", "pipeline": args.pipeline,
+    write_run(args.name, {"system": "spacy_entity_linker", "pipeline": args.pipeline,
                                       "scores": score_sets(gold, pred, kb_ids, None),
                                       "speed": speed, "sample": args.sample,
                                       "threads": args.threads})
@@ -476,7 +476,7 @@ def run_spacy_el(args) -> None:
 
 # ---------------------------------------------------------------- collect
 SYSTEM_ORDER = ["entqa_fast", "entqa_faithful", "entqa_fast_sample", "entqa_cross_sample",
-                "spacy_entity_linker", "zero_shot_minilm"]
+                "spacy_entity_linker_sample", "spacy_entity_linker", "zero_shot_minilm"]
 
 
 def collect(args) -> None:
@@ -579,6 +579,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.set_defaults(fn=run_spacy_el_train)
     p = sub.add_parser("spacy-el")
     common(p)
+    p.add_argument("--name", default="spacy_entity_linker", help="run name (e.g. spacy_entity_linker_sample with --sample)")
     p.set_defaults(fn=run_spacy_el)
     p = sub.add_parser("collect")
     p.set_defaults(fn=collect)
