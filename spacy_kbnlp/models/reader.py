@@ -66,8 +66,21 @@ class ReaderSpec:
         cls = PackedReader if self.packed else CrossReader
         if self.packed and MARKER not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [MARKER]})
-            enc.resize_token_embeddings(len(tok), mean_resizing=False)
+            _resize_quietly(enc, len(tok))
         return cls(self, enc, tok).to(get_device(device)).eval()
+
+
+def _resize_quietly(encoder, size: int) -> None:
+    """``resize_token_embeddings`` (the new row drawn around the mean embedding)
+    without transformers' note about how it initializes the row."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        encoder.resize_token_embeddings(size)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 @registry.architectures("spacy_kbnlp.EntQAReader.v1")
