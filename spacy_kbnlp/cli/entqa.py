@@ -230,10 +230,11 @@ def train_reader_cli(
 
 
 def export_reader(source: PathLike, output: PathLike, *, delta: bool = True,
-                  half: bool = False, int8: bool = False,
+                  half: bool = False, int8: bool = False, rank: Optional[int] = None,
                   calibration: Optional[PathLike] = None) -> Dict[str, Any]:
     """Re-save the reader at ``source`` (e.g. ``training/entqa/reader/model-best``),
-    by default as its difference from the base encoder (see ``save_reader``).
+    by default as its difference from the base encoder (see ``save_reader``;
+    ``rank``: a truncated-SVD difference, int8).
     ``calibration``: an ``entqa_linker_calibration.json`` written by ``calibrate``;
     its threshold and dev scores go to ``linker.json`` next to the reader (the
     demo links at that threshold). Returns the written size in bytes and the
@@ -242,7 +243,7 @@ def export_reader(source: PathLike, output: PathLike, *, delta: bool = True,
 
     from ..models.reader import load_reader, save_reader
 
-    save_reader(load_reader(source), output, delta=delta, half=half, int8=int8)
+    save_reader(load_reader(source), output, delta=delta, half=half, int8=int8, rank=rank)
     if calibration is not None:
         cal = srsly.read_json(calibration)
         srsly.write_json(Path(output) / "linker.json",
@@ -260,12 +261,14 @@ def export_reader_cli(
     delta: bool = Opt(True, "--delta/--full", help="Store only what differs from the base encoder"),
     half: bool = Opt(False, "--half", help="Store the tensors in float16"),
     int8: bool = Opt(False, "--int8", help="Store changed weight matrices as int8 differences from the base (per-row scales)"),
+    rank: Optional[int] = Opt(None, "--rank", help="Keep the RANK largest singular directions of each changed matrix's difference, int8 factors, heads int8 (implies --delta --int8; rank 8: ~1 MB for MiniLM)", min=1),
     calibration: Optional[Path] = Opt(None, "--calibration", help="entqa_linker_calibration.json of a calibrated pipeline with this reader: its threshold goes to linker.json", exists=True),
     # fmt: on
 ):
     """Re-save a trained reader compactly: a reader trained with
     `trainable_layers` differs from its base encoder only in its top layers and heads."""
-    info = export_reader(source, output, delta=delta, half=half, int8=int8, calibration=calibration)
+    info = export_reader(source, output, delta=delta, half=half, int8=int8, rank=rank,
+                         calibration=calibration)
     msg.good(f"Saved the reader to {output} ({info['bytes'] / 2**20:.1f} MiB)")
 
 
