@@ -181,6 +181,16 @@ class DocLinks:
         return sorted(items, key=lambda x: (x[0], x[1], -x[3], x[2]))
 
 
+def _keep_own(alts: List[List[Any]], own: str, score: float, n: int) -> List[List[Any]]:
+    """The best ``n`` of the ranked ``alts``, with the linked entity ``own`` kept
+    last if it falls outside them (entities whose best span lies elsewhere can
+    outscore the link on its span)."""
+    top = alts[:n]
+    if n > 0 and all(kb_id != own for kb_id, _ in top):
+        top = top[: n - 1] + [[own, score]]
+    return top
+
+
 class RetrieverEntityEncoder:
     """The retriever's entity tower as a DenseKB encoder (``name``, ``dim``,
     ``encode``), so that the KB stores exactly the vectors the dual score uses."""
@@ -453,10 +463,11 @@ class EntQALinker(Pipe):
                         p2 = float(out.rerank_p[r2] * numpy.exp(out.start_logp[r2, s + 1] +
                                                                 out.end_logp[r2, e]))
                         alts.append([ids[cands[group[pi]][out.pairs[r2][1]]], p2])
+                    own = ids[cands[group[pi]][ci]]
                     alts.sort(key=lambda x: -x[1])
-                    alts = alts[: c["n_alternatives"]]
+                    alts = _keep_own(alts, own, score, c["n_alternatives"])
                     result[passage.doc_index].add(passage.start + s, passage.start + e,
-                                                  ids[cands[group[pi]][ci]], score, alts)
+                                                  own, score, alts)
 
     def predict(self, docs: Iterable[Doc]) -> List[DocLinks]:
         """Links of every doc (does not touch the docs). Passages of all docs are

@@ -397,3 +397,15 @@ def test_shipped_reader_settings_train_the_span_heads():
     found, n_gold, wrong = _fit_reader_with(rcfg["torch_training"]["learning_rate"],
                                             rcfg["head_lr_scale"], steps=8)
     assert (found, n_gold, wrong) == (7, 7, 0)
+
+
+def test_linked_entity_stays_among_its_alternatives():
+    """An entity whose best span lies elsewhere can outscore the link on the
+    link's span; the link is then kept as the last of the ranked alternatives."""
+    from spacy_kbnlp.pipeline.entqa_linker import _keep_own
+
+    alts = [["Q1", 0.9], ["Q2", 0.5], ["Q3", 0.2], ["Q4", 0.1]]
+    assert _keep_own(alts, "Q2", 0.5, 2) == [["Q1", 0.9], ["Q2", 0.5]]
+    assert _keep_own(alts, "Q4", 0.1, 2) == [["Q1", 0.9], ["Q4", 0.1]]
+    assert _keep_own(alts, "Q4", 0.1, 5) == alts
+    assert _keep_own(alts, "Q4", 0.1, 0) == []
