@@ -421,14 +421,14 @@ def save_reader(model, path: Union[str, Path], *, delta: bool = False,
     path.mkdir(parents=True, exist_ok=True)
     meta: Dict[str, Any] = {"format": READER_FORMAT, "spec": model.spec.to_dict()}
     if rank is not None:
-        if rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {rank}")
         delta = int8 = True
     if delta:
-        tensors, meta["base_check"] = _delta_from_base(model, half=half, int8=int8, rank=rank)
-        meta["delta"] = True
         from safetensors.torch import save_file
 
+        from ..core.delta import DELTA_FILE
+
+        tensors, meta["base_check"] = _delta_from_base(model, half=half, int8=int8, rank=rank)
+        meta["delta"] = True
         save_file(tensors, str(path / DELTA_FILE))
     (path / "spec.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     if not delta:
@@ -453,107 +453,30 @@ def load_reader(path: Union[str, Path], device=None):
     return model.to(get_device(device)).eval()
 
 
-DELTA_FILE = "delta.safetensors"
-_ROWS = "::from_row_"
-_Q8, _Q8_SCALE = "::q8", "::q8_scale"
-# low-rank differences: diff = dequant(A) @ dequant(B); heads stored as int8 values
-_LR_A, _LR_B, _ABS8 = "::lr_a", "::lr_b", "::abs8"
-
-
-def _to_int8(value) -> Tuple[Any, Any]:
-    """``value`` (2-d) as int8 with one float32 scale per row."""
-    value = value.float()
-    scale = (value.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
-    return torch.round(value / scale).to(torch.int8).contiguous(), scale.contiguous()
-
-
-def _put_int8(out: Dict[str, Any], key: str, value) -> None:
-    out[key], out[key + _Q8_SCALE] = _to_int8(value)
-
-
-def _get_int8(tensors: Dict[str, Any], key: str):
-    return tensors[key].float() * tensors[key + _Q8_SCALE].float()
-
-
-def _base_checks(state: Dict[str, Any], names: Sequence[str]) -> Dict[str, float]:
-    return {n: float(state[n].detach().double().abs().sum()) for n in names}
-
-
 def _delta_from_base(model, *, half: bool, int8: bool = False, rank: Optional[int] = None
                      ) -> Tuple[Dict[str, Any], Dict[str, float]]:
-    """The tensors of ``model`` that differ from a fresh build of its spec; a
-    matrix whose first rows are unchanged (an embedding with added tokens) is
-    stored from its first changed row on; with ``int8`` other changed matrices
-    are stored as int8 differences with per-row scales, with ``rank`` as the two
-    int8 factors of the difference's truncated SVD, and the heads' matrices as
-    int8 values. Also checksums of a few unchanged base tensors, so that loading
-    on another base fails clearly."""
+    """``core.delta.delta_from_base`` against a fresh build of the reader's spec:
+    only the pretrained encoder is a base (the heads start random, so they are
+    stored whole)."""
+    from ..core.delta import delta_from_base
+
     base = model.spec.build(device="cpu").state_dict()
-    out: Dict[str, Any] = {}
-    same: List[str] = []
-    for name, value in model.state_dict().items():
-        value = value.detach().cpu()
-        # only the pretrained encoder is a base; heads start random, so stored whole
-        ref = base.get(name) if name.startswith("encoder.") else None
-        if ref is not None and ref.shape == value.shape and torch.equal(ref, value):
-            same.append(name)
-            continue
-        if ref is not None and ref.shape == value.shape and value.ndim == 2:
-            changed = (ref != value).any(dim=1).nonzero().flatten()
-            first = int(changed[0])
-            if first > 0:
-                name, value = f"{name}{_ROWS}{first}", value[first:]
-            elif int8 and value.is_floating_point():
-                diff = value.float() - ref.float()
-                if rank is not None and rank < min(diff.shape) // 2:
-                    u, sv, vh = torch.linalg.svd(diff, full_matrices=False)
-                    root = sv[:rank].sqrt()
-                    _put_int8(out, name + _LR_A, u[:, :rank] * root)
-                    _put_int8(out, name + _LR_B, root[:, None] * vh[:rank])
-                else:
-                    _put_int8(out, name + _Q8, diff)
-                continue
-        elif ref is None and rank is not None and value.ndim == 2 and min(value.shape) > 1:
-            _put_int8(out, name + _ABS8, value)
-            continue
-        out[name] = (value.half() if half and value.is_floating_point() else value).contiguous()
-    checks = [n for n in same if n.startswith("encoder.") and n.endswith("weight")][:4]
-    return out, _base_checks(base, checks)
+    return delta_from_base(model.state_dict(), base, has_base=lambda n: n.startswith("encoder."),
+                           half=half, int8=int8, rank=rank)
 
 
 def _apply_delta(model, path: Path, base_check: Dict[str, float]) -> None:
     from safetensors.torch import load_file
 
+    from ..core.delta import DELTA_FILE, apply_delta, mismatched_base
     from ..errors import Errors
 
     state = model.state_dict()
-    missing = [n for n in base_check if n not in state]
-    found = _base_checks(state, [n for n in base_check if n in state])
-    bad = missing + [n for n, v in found.items() if not math.isclose(v, base_check[n], rel_tol=1e-5)]
+    bad = mismatched_base(state, base_check)
     if bad:
         raise ValueError(Errors.KBE213.format(path=path, name=model.spec.name or "bundled MiniLM",
                                               tensors=", ".join(bad[:3])))
-    tensors = load_file(str(path / DELTA_FILE))
-    with torch.no_grad():
-        for key, value in tensors.items():
-            if key.endswith(_Q8_SCALE) or key.endswith(_LR_B):
-                continue
-            if key.endswith(_Q8):
-                target = state[key[: -len(_Q8)]]
-                target.add_(_get_int8(tensors, key).to(target.dtype))
-                continue
-            if key.endswith(_LR_A):
-                name = key[: -len(_LR_A)]
-                diff = _get_int8(tensors, key) @ _get_int8(tensors, name + _LR_B)
-                state[name].add_(diff.to(state[name].dtype))
-                continue
-            if key.endswith(_ABS8):
-                target = state[key[: -len(_ABS8)]]
-                target.copy_(_get_int8(tensors, key).to(target.dtype))
-                continue
-            name, _, row = key.partition(_ROWS)
-            target = state[name]
-            target[int(row or 0):].copy_(value.to(target.dtype))
+    apply_delta(state, load_file(str(path / DELTA_FILE)))
 
 
 def quantize_dynamic(model):

@@ -1,0 +1,121 @@
+"""Weights stored as their difference from a base that can be rebuilt offline.
+
+A model fine-tuned from the bundled MiniLM (the EntQA reader, the seq2seq
+coreference encoder-decoder) differs from a fresh build of its starting point
+by small changes. ``delta_from_base`` keeps only those: tensors equal to the
+base are left out, a matrix whose first rows are unchanged (an embedding with
+added tokens) is kept from its first changed row on, and with ``int8`` every
+other changed matrix is kept as its int8 difference from the base (one scale
+per row) or, with ``rank``, as the two int8 factors of that difference's
+truncated SVD (what a LoRA adapter would hold). Tensors with no base (heads
+that start random in an unseeded build) are kept whole, int8 when ``rank`` is
+set. ``apply_delta`` adds them back onto a fresh build; ``base_checks`` are
+checksums of a few unchanged base tensors so that loading on another base can
+fail clearly.
+"""
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+DELTA_FILE = "delta.safetensors"
+_ROWS = "::from_row_"
+_Q8, _Q8_SCALE = "::q8", "::q8_scale"
+# low-rank differences: diff = dequant(A) @ dequant(B); tensors without a base as int8 values
+_LR_A, _LR_B, _ABS8 = "::lr_a", "::lr_b", "::abs8"
+
+
+def _to_int8(value) -> Tuple[Any, Any]:
+    """``value`` (2-d) as int8 with one float32 scale per row."""
+    import torch
+
+    value = value.float()
+    scale = (value.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
+    return torch.round(value / scale).to(torch.int8).contiguous(), scale.contiguous()
+
+
+def _put_int8(out: Dict[str, Any], key: str, value) -> None:
+    out[key], out[key + _Q8_SCALE] = _to_int8(value)
+
+
+def _get_int8(tensors: Dict[str, Any], key: str):
+    return tensors[key].float() * tensors[key + _Q8_SCALE].float()
+
+
+def base_checks(state: Dict[str, Any], names: Sequence[str]) -> Dict[str, float]:
+    return {n: float(state[n].detach().double().abs().sum()) for n in names}
+
+
+def mismatched_base(state: Dict[str, Any], checks: Dict[str, float]) -> List[str]:
+    """The checked tensors that are missing from ``state`` or differ from ``checks``."""
+    import math
+
+    missing = [n for n in checks if n not in state]
+    found = base_checks(state, [n for n in checks if n in state])
+    return missing + [n for n, v in found.items() if not math.isclose(v, checks[n], rel_tol=1e-5)]
+
+
+def delta_from_base(state: Dict[str, Any], base: Dict[str, Any], *,
+                    has_base: Callable[[str], bool] = lambda name: True, half: bool = False,
+                    int8: bool = False, rank: Optional[int] = None,
+                    n_checks: int = 4) -> Tuple[Dict[str, Any], Dict[str, float]]:
+    """The tensors of ``state`` that differ from ``base`` (see the module
+    docstring) and checksums of ``n_checks`` unchanged base weights.
+    ``has_base(name)``: whether the tensor's value in ``base`` is its starting
+    point (False for parts initialized at random)."""
+    import torch
+
+    if rank is not None and rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank}")
+    out: Dict[str, Any] = {}
+    same: List[str] = []
+    for name, value in state.items():
+        value = value.detach().cpu()
+        ref = base.get(name) if has_base(name) else None
+        if ref is not None and ref.shape == value.shape and torch.equal(ref, value):
+            same.append(name)
+            continue
+        if ref is not None and ref.shape == value.shape and value.ndim == 2:
+            changed = (ref != value).any(dim=1).nonzero().flatten()
+            first = int(changed[0])
+            if first > 0:
+                name, value = f"{name}{_ROWS}{first}", value[first:]
+            elif int8 and value.is_floating_point():
+                diff = value.float() - ref.float()
+                if rank is not None and rank < min(diff.shape) // 2:
+                    u, sv, vh = torch.linalg.svd(diff, full_matrices=False)
+                    root = sv[:rank].sqrt()
+                    _put_int8(out, name + _LR_A, u[:, :rank] * root)
+                    _put_int8(out, name + _LR_B, root[:, None] * vh[:rank])
+                else:
+                    _put_int8(out, name + _Q8, diff)
+                continue
+        elif ref is None and rank is not None and value.ndim == 2 and min(value.shape) > 1:
+            _put_int8(out, name + _ABS8, value)
+            continue
+        out[name] = (value.half() if half and value.is_floating_point() else value).contiguous()
+    checks = [n for n in same if has_base(n) and n.endswith("weight")][:n_checks]
+    return out, base_checks(base, checks)
+
+
+def apply_delta(state: Dict[str, Any], tensors: Dict[str, Any]) -> None:
+    """Add ``tensors`` (from ``delta_from_base``) onto ``state`` in place."""
+    import torch
+
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if key.endswith(_Q8_SCALE) or key.endswith(_LR_B):
+                continue
+            if key.endswith(_Q8):
+                target = state[key[: -len(_Q8)]]
+                target.add_(_get_int8(tensors, key).to(target.dtype))
+                continue
+            if key.endswith(_LR_A):
+                name = key[: -len(_LR_A)]
+                diff = _get_int8(tensors, key) @ _get_int8(tensors, name + _LR_B)
+                state[name].add_(diff.to(state[name].dtype))
+                continue
+            if key.endswith(_ABS8):
+                target = state[key[: -len(_ABS8)]]
+                target.copy_(_get_int8(tensors, key).to(target.dtype))
+                continue
+            name, _, row = key.partition(_ROWS)
+            target = state[name]
+            target[int(row or 0):].copy_(value.to(target.dtype))
