@@ -10,10 +10,11 @@ demo text too: linked mentions against the demo KB, scored against
 ``assets/demo/demo_gold.jsonl``, and coreference clusters.
 
 Entity linking uses ``entqa_linker`` with the zero-shot MiniLM retriever and the
-reader asset at ``spacy_kbnlp/assets/entqa_reader`` (the reader of the ``el``
-workflow stored as int8 differences from MiniLM, written by the project command
-``el-bundle-reader``; not in git). Without the asset the demo says how to build
-it. Coreference needs a trained ``seq2seq_coref`` (``--pipeline``).
+reader bundled at ``spacy_kbnlp/assets/entqa_reader``: the per-candidate reader of
+the ``el`` workflow stored as a rank-16 int8 difference from MiniLM (0.8 MiB),
+written by the project command ``el-bundle-reader`` with the threshold calibrated
+for the zero-shot retriever. Without the asset the demo says how to build it.
+Coreference needs a trained ``seq2seq_coref`` (``--pipeline``).
 """
 import time
 from pathlib import Path
@@ -127,9 +128,10 @@ def run_demo(
         timings["relations_s"] = time.perf_counter() - t
 
     if link and not (BUNDLED_READER / "spec.json").exists():
-        printer(msg.text("Entity linking on the demo text needs the EntQA reader asset (11.6 MiB, not in "
-                         "git): `spacy project run el` then `spacy project run el-bundle-reader` writes it "
-                         f"to {BUNDLED_READER}; or pass a trained pipeline with `--pipeline`.",
+        printer(msg.text(f"Entity linking on the demo text needs the EntQA reader asset at {BUNDLED_READER} "
+                         "(shipped with the package; missing here): `spacy project run el` then "
+                         "`spacy project run el-bundle-reader` writes it; or pass a trained pipeline with "
+                         "`--pipeline`.",
                          no_print=True))
     elif link:
         t = time.perf_counter()
