@@ -223,7 +223,7 @@ def test_update_steps_own_optimizer(tiny_dir):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-@pytest.mark.parametrize("name", ["coref.cfg", "test/coref.cfg"])
+@pytest.mark.parametrize("name", ["coref.cfg", "coref_partial.cfg", "test/coref.cfg"])
 def test_configs_build_with_init_nlp(tiny_dir, corpus_files, name):
     from pathlib import Path
 
@@ -238,7 +238,10 @@ def test_configs_build_with_init_nlp(tiny_dir, corpus_files, name):
     nlp = init_nlp(config)
     comp = nlp.get_pipe("seq2seq_coref")
     assert comp.coref_model is not None
-    assert set(config["training"]["score_weights"]) <= set(SCORE_KEYS)
+    weighted = {k for k, v in config["training"]["score_weights"].items() if v is not None}
+    assert weighted <= set(SCORE_KEYS)
+    # model-best is chosen by the coreference score alone (no sentencizer score mixed in)
+    assert {k for k, v in nlp.config["training"]["score_weights"].items() if v} == {"coref_conll_f"}
     assert "torch_training" in config
 
 
