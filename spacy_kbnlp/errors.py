@@ -233,6 +233,12 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE259 = ("Invalid training setting {name}={value!r}: {why}.")
     KBE260 = ("Component '{name}' has no model files at {path} (expected config.json and "
               "model.safetensors); save the pipeline with nlp.to_disk().")
+    KBE261 = ("The compact seq2seq model at {path} stores only its difference from a seeded "
+              "warm start of '{name}', but the warm start built here differs (tensors {tensors}): "
+              "another encoder, or torch/transformers versions that draw new weights "
+              "differently. Use the full model (the trained pipeline) instead.")
+    KBE262 = ("The compact seq2seq model at {path} was trained with {key}={stored!r}, but the "
+              "component is set to {key}={value!r}; set it to {stored!r}.")
     # --- retrieval / LLM / relation extraction (KBE300-KBE349)
     KBE300 = ("Unknown retriever '{value}'. Choose one of: {options}.")
     KBE301 = ("Unknown demonstration task '{value}'. Choose one of: {options}.")

@@ -25,6 +25,8 @@ parseable sequence, and replaying a sequence through it *is* the parser.
 Everything here works on integer token ids; :class:`Seq2SeqCorefModel` ties it
 to a Hugging Face tokenizer and model.
 """
+import dataclasses
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -670,6 +672,10 @@ class ModelSettings:
     aligned_input: bool = False
 
 
+COMPACT_SPEC = "compact.json"
+COMPACT_FORMAT = "spacy_kbnlp.seq2seq_delta.v1"
+
+
 class Seq2SeqCorefModel:
     """A Hugging Face seq2seq model + tokenizer with the coreference markup.
 
@@ -702,6 +708,8 @@ class Seq2SeqCorefModel:
         ``decoder_layers`` layers (None: all)."""
         from ..core.torch_io import get_device
 
+        if model is not None and (Path(model) / COMPACT_SPEC).exists():
+            return cls.from_compact(model, settings, device=device)
         device = get_device(device)
         with _quiet_transformers():
             if model is None:
@@ -730,6 +738,79 @@ class Seq2SeqCorefModel:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(path), safe_serialization=True)
         self.tokenizer.save_pretrained(str(path))
+
+    # --- compact form: the difference from a seeded warm start
+    @classmethod
+    def seeded_warm_start(cls, settings: ModelSettings, *, seed: int,
+                          warm_start: Optional[str] = None,
+                          decoder_layers: Optional[int] = None) -> "Seq2SeqCorefModel":
+        """The warm-started encoder-decoder exactly as training built it after
+        fixing the random seed (``init_nlp`` does): the new cross-attention and
+        LM-head weights are drawn again, identically."""
+        from ..core.torch_io import set_seed
+
+        set_seed(seed)
+        return cls.load(None, settings, warm_start=warm_start, device="cpu",
+                        decoder_layers=decoder_layers)
+
+    def save_compact(self, path: Union[str, Path], *, seed: int, warm_start: Optional[str] = None,
+                     decoder_layers: Optional[int] = None, rank: int = 16) -> Dict[str, Any]:
+        """Write ``delta.safetensors`` and ``compact.json``: every weight as its
+        rank-``rank`` int8 difference from :meth:`seeded_warm_start` (see
+        ``core.delta``), a few MB instead of the full model. ``seed``,
+        ``warm_start``, ``decoder_layers``: those the model was trained with.
+        Returns the spec written."""
+        from safetensors.torch import save_file
+
+        from ..core.delta import DELTA_FILE, base_checks, delta_from_base
+        from ..core.torch_io import dedupe_tied
+
+        base = self.seeded_warm_start(self.settings, seed=seed, warm_start=warm_start,
+                                      decoder_layers=decoder_layers)
+        ref = dedupe_tied(base.model.state_dict())
+        state = dedupe_tied(self.model.state_dict())
+        if set(ref) != set(state) or any(ref[n].shape != state[n].shape for n in ref):
+            raise ValueError(Errors.KBE261.format(path=path, name=warm_start or "bundled MiniLM",
+                                                  tensors="(other layers or vocabulary)"))
+        tensors, _ = delta_from_base(state, ref, half=True, int8=True, rank=rank)
+        # checksums of drawn and pretrained weights: a warm start drawn differently fails clearly
+        drawn = [n for n in ref if "crossattention" in n and n.endswith("weight")][:1]
+        kept = [n for n in ref if n.startswith("encoder.") and n.endswith("weight") and ref[n].ndim == 2][:1]
+        spec = {"format": COMPACT_FORMAT, "seed": seed, "warm_start": warm_start,
+                "decoder_layers": decoder_layers, "rank": rank,
+                "settings": dataclasses.asdict(self.settings),
+                "base_check": base_checks(ref, drawn + kept)}
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path / DELTA_FILE))
+        (path / COMPACT_SPEC).write_text(json.dumps(spec, indent=2), encoding="utf-8")
+        return spec
+
+    @classmethod
+    def from_compact(cls, path: Union[str, Path], settings: ModelSettings,
+                     device: Any = None) -> "Seq2SeqCorefModel":
+        """Rebuild a model written by :meth:`save_compact`."""
+        from safetensors.torch import load_file
+
+        from ..core.delta import DELTA_FILE, apply_delta, mismatched_base
+        from ..core.torch_io import get_device
+
+        path = Path(path)
+        spec = json.loads((path / COMPACT_SPEC).read_text(encoding="utf-8"))
+        stored = spec["settings"]
+        for key in ("representation", "max_clusters"):
+            if stored[key] != getattr(settings, key):
+                raise ValueError(Errors.KBE262.format(path=path, key=key, stored=stored[key],
+                                                      value=getattr(settings, key)))
+        model = cls.seeded_warm_start(settings, seed=spec["seed"], warm_start=spec["warm_start"],
+                                      decoder_layers=spec["decoder_layers"])
+        state = model.model.state_dict()
+        bad = mismatched_base(state, spec["base_check"])
+        if bad:
+            raise ValueError(Errors.KBE261.format(path=path, name=spec["warm_start"] or "bundled MiniLM",
+                                                  tensors=", ".join(bad[:3])))
+        apply_delta(state, load_file(str(path / DELTA_FILE)))
+        return model.to(get_device(device))
 
     def to(self, device: Any) -> "Seq2SeqCorefModel":
         self.model.to(device)

@@ -352,3 +352,53 @@ def test_segment_examples_cut_mentions():
     segs = list(segment_examples(units, [(1, 3, 0), (4, 7, 0), (8, 9, 1)], 6, 4, None))
     assert [(len(ids), inside, cut) for ids, inside, cut in segs] == [
         (6, [(1, 3, 0)], 1), (6, [(0, 3, 0), (4, 5, 1)], 0)]
+
+
+def test_compact_model_is_a_seeded_warm_start_plus_a_low_rank_difference(tmp_path):
+    """``save_compact`` keeps only each weight's low-rank int8 difference from the
+    warm start drawn again with the training seed (the new cross-attention and LM
+    head included), a small fraction of the model; the component loads it by path;
+    another seed (other drawn weights) and other markup settings are refused."""
+    import json
+
+    import spacy
+    import torch
+
+    from spacy_kbnlp.core.torch_io import dedupe_tied
+    from spacy_kbnlp.models.seq2seq import ModelSettings, Seq2SeqCorefModel
+
+    settings = ModelSettings(max_clusters=5, segment_length=32, max_target_length=96)
+    model = Seq2SeqCorefModel.seeded_warm_start(settings, seed=3, decoder_layers=1)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # "fine-tuning": a rank-2 change of every matrix
+        for _, p in model.model.named_parameters():
+            if p.ndim == 2 and min(p.shape) > 8:
+                p.add_(0.002 * torch.randn(p.shape[0], 2, generator=gen)
+                       @ torch.randn(2, p.shape[1], generator=gen))
+    spec = model.save_compact(tmp_path / "c", seed=3, decoder_layers=1, rank=4)
+    assert spec["seed"] == 3 and spec["base_check"]
+    full = sum(p.numel() * 4 for p in dedupe_tied(model.model.state_dict()).values())
+    assert (tmp_path / "c" / "delta.safetensors").stat().st_size < full / 20
+    back = Seq2SeqCorefModel.from_compact(tmp_path / "c", settings)
+    want, got = dedupe_tied(model.model.state_dict()), back.model.state_dict()
+    worst = max(float((got[n].float() - v.float()).abs().max()) for n, v in want.items())
+    assert worst < 2e-3
+    # the LM head stays tied to the decoder's word embeddings
+    assert back.model.decoder.cls.predictions.decoder.weight.data_ptr() == \
+        back.model.decoder.bert.embeddings.word_embeddings.weight.data_ptr()
+    # the component takes the compact folder as its model
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seq2seq_coref", config={"model": str(tmp_path / "c"), "decoder_layers": 1,
+                                          "max_clusters": 5, "segment_length": 32,
+                                          "stride": 16, "max_target_length": 96})
+    nlp.initialize()
+    loaded = nlp.get_pipe("seq2seq_coref").coref_model.model.state_dict()
+    assert all(torch.equal(loaded[n], got[n]) for n in want)
+    assert isinstance(nlp("Ada wrote it . She was proud .")._.coref_clusters, list)
+    with pytest.raises(ValueError, match="KBE262"):
+        Seq2SeqCorefModel.from_compact(tmp_path / "c", ModelSettings(max_clusters=6))
+    meta = json.loads((tmp_path / "c" / "compact.json").read_text())
+    meta["seed"] = 4
+    (tmp_path / "c" / "compact.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="KBE261"):
+        Seq2SeqCorefModel.from_compact(tmp_path / "c", settings)
