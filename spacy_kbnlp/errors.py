@@ -239,6 +239,9 @@ class Errors(metaclass=ErrorsWithCodes):
               "differently. Use the full model (the trained pipeline) instead.")
     KBE262 = ("The compact seq2seq model at {path} was trained with {key}={stored!r}, but the "
               "component is set to {key}={value!r}; set it to {stored!r}.")
+    KBE263 = ("'{name}' in {path} was trained from the seq2seq model '{model}', not from a "
+              "warm start: there is no seeded base to store a difference from. Ship the "
+              "pipeline itself.")
     # --- retrieval / LLM / relation extraction (KBE300-KBE349)
     KBE300 = ("Unknown retriever '{value}'. Choose one of: {options}.")
     KBE301 = ("Unknown demonstration task '{value}'. Choose one of: {options}.")

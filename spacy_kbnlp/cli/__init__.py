@@ -2,7 +2,7 @@
 from ._util import app
 
 # each module registers its commands on ``app``
-from . import convert, data, demo, entqa, evaluate, insgenel, kb, retrieval, score, train  # noqa: F401,E402
+from . import convert, coref, data, demo, entqa, evaluate, insgenel, kb, retrieval, score, train  # noqa: F401,E402
 
 
 def main() -> None:

@@ -14,7 +14,10 @@ reader bundled at ``spacy_kbnlp/assets/entqa_reader``: the per-candidate reader 
 the ``el`` workflow stored as a rank-16 int8 difference from MiniLM (0.8 MiB),
 written by the project command ``el-bundle-reader`` with the threshold calibrated
 for the zero-shot retriever. Without the asset the demo says how to build it.
-Coreference needs a trained ``seq2seq_coref`` (``--pipeline``).
+Coreference uses ``seq2seq_coref`` with the compact model bundled at
+``spacy_kbnlp/assets/seq2seq_coref`` (a trained model stored as its low-rank int8
+difference from the seeded MiniLM warm start, written by ``coref
+export-compact``; project command ``coref-bundle``).
 """
 import time
 from pathlib import Path
@@ -57,14 +60,17 @@ def run_demo(
     pipelines: Sequence[Path] = (),
     relations: bool = True,
     link: bool = True,
+    coref: bool = True,
     show_progress: bool = True,
     printer: Callable[..., Any] = print,
 ) -> Dict[str, Any]:
     """Build the demo KB, retrieve candidates per passage, print a table; then
-    the relation demo and the trained ``pipelines`` on the demo text.
+    the relation demo, entity linking and coreference with the bundled models,
+    and the trained ``pipelines`` on the demo text.
 
     Returns the passages, their candidates, the relation demo (``relations``),
-    the bundled linker's links and scores (``linking``), per pipeline its
+    the bundled linker's links and scores (``linking``), the bundled coreference
+    model's clusters and resolved text (``coref``), per pipeline its
     links/scores/clusters (``pipelines``) and the timings
     (seconds). ``encoder``: a loaded ``HFEncoder`` to use instead of loading
     ``encoder_name``."""
@@ -139,16 +145,22 @@ def run_demo(
         out["linking"] = run_bundled_linker(assets, text, kb, reader=BUNDLED_READER, printer=printer)
         timings["linking_s"] = time.perf_counter() - t
 
+    if coref and (BUNDLED_COREF / "compact.json").exists():
+        t = time.perf_counter()
+        printer(_rule("Coreference: seq2seq_coref (bundled compact model)"))
+        out["coref"] = run_bundled_coref(text, model=BUNDLED_COREF, printer=printer)
+        timings["coref_s"] = time.perf_counter() - t
+    elif coref:
+        printer(msg.text(f"Coreference on the demo text needs the compact seq2seq_coref model at "
+                         f"{BUNDLED_COREF} (shipped with the package; missing here): `spacy project "
+                         "run coref` then `spacy project run coref-bundle` writes it; or pass a "
+                         "trained pipeline with `--pipeline`.", no_print=True))
+
     out["pipelines"] = {}
     for path in pipelines:
         t = time.perf_counter()
         out["pipelines"][str(path)] = run_pipeline_demo(Path(path), assets, text, kb, printer=printer)
         timings[f"pipeline_{Path(path).name}_s"] = time.perf_counter() - t
-    if not pipelines:
-        printer(msg.text("Coreference needs a trained seq2seq_coref (no seq2seq weights ship with "
-                         "the package): train one with `spacy project run coref` and pass it with "
-                         "`--pipeline`; `spacy project run el` trains the full EntQA pipeline.",
-                         no_print=True))
     timings["total_s"] = time.perf_counter() - t_all
     printer(table([(k, f"{v:.2f}") for k, v in timings.items()], header=("step", "seconds"), divider=True))
     return out
@@ -203,6 +215,35 @@ def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
 
 
 BUNDLED_READER = Path(__file__).resolve().parents[1] / "assets" / "entqa_reader"
+BUNDLED_COREF = Path(__file__).resolve().parents[1] / "assets" / "seq2seq_coref"
+
+
+def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
+                      printer: Callable[..., Any] = print) -> Dict[str, Any]:
+    """Resolve coreference in ``text`` with ``seq2seq_coref`` and the compact
+    ``model`` (written by ``coref export-compact``, with the component settings
+    and the components it ran after in ``component.json``). Returns ``clusters``
+    (lists of mention texts) and ``resolved_text``."""
+    import srsly
+    from spacy.lang.en import English
+
+    from ..pipeline.seq2seq_coref import describe_clusters
+    from .coref import COMPONENT_FILE
+
+    if not (model / "compact.json").exists():
+        raise FileNotFoundError(Errors.KBE157.format(path=model))
+    component = srsly.read_json(model / COMPONENT_FILE)
+    nlp = English()
+    for factory in component["before"]:
+        nlp.add_pipe(factory)
+    nlp.add_pipe("seq2seq_coref", config={**component["config"], "model": str(model)})
+    nlp.initialize()
+    doc = nlp(text)
+    for n, mentions in describe_clusters(doc):
+        printer(f"  cluster {n}: {mentions}")
+    clusters = [[m.text for m in cluster] for cluster in doc._.coref_clusters]
+    printer(msg.text(f"{len(clusters)} coreference clusters", no_print=True))
+    return {"clusters": clusters, "resolved_text": doc._.resolved_text}
 
 
 def _demo_gold(assets: Path):
@@ -278,18 +319,20 @@ def demo_cli(
     pipeline: Optional[List[Path]] = Opt(None, "--pipeline", "-p", help="A trained pipeline (entqa_linker, insgenel_linker and/or seq2seq_coref) to run on the demo text; repeatable"),
     no_relations: bool = Opt(False, "--no-relations", help="Skip the relation demo"),
     no_linking: bool = Opt(False, "--no-linking", help="Skip entity linking with the bundled reader"),
+    no_coref: bool = Opt(False, "--no-coref", help="Skip coreference with the bundled compact model"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
     # fmt: on
 ):
     """Run the demo: build the dense demo KB, embed the demo text's passages
     and print the top candidate entities per passage; retrieve demonstrations and
     extract relations for a demo sentence; link the demo text with entqa_linker
-    and the bundled reader; run trained pipelines (--pipeline) on the demo text.
+    and the bundled reader; resolve its coreference with seq2seq_coref and the
+    bundled compact model; run trained pipelines (--pipeline) on the demo text.
     Timings at the end."""
     setup_gpu(gpu_id)
     try:
         run_demo(assets, top_k=top_k, length=length, stride=stride, preset=preset,
                  encoder_name=encoder, pipelines=pipeline or (), relations=not no_relations,
-                 link=not no_linking)
+                 link=not no_linking, coref=not no_coref)
     except (FileNotFoundError, ValueError) as err:
         msg.fail(str(err), exits=1)

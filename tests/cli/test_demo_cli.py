@@ -8,7 +8,8 @@ from spacy_kbnlp.cli.demo import find_demo_assets, run_demo
 
 @pytest.fixture(scope="module")
 def demo(encoder):
-    return run_demo(encoder=encoder, link=False, show_progress=False, printer=lambda *a, **k: None)
+    return run_demo(encoder=encoder, link=False, coref=False, show_progress=False,
+                    printer=lambda *a, **k: None)
 
 
 def test_demo_retrieves_the_entities_each_passage_names(demo):
@@ -100,7 +101,7 @@ def test_demo_links_the_demo_text_with_a_reader_asset(encoder, tmp_path, monkeyp
     save_reader(ReaderSpec(packed=True).build(), reader, delta=True, half=True, int8=True)
     srsly.write_json(reader / "linker.json", {"threshold": 1e-6})
     monkeypatch.setattr(demo_mod, "BUNDLED_READER", reader)
-    out = run_demo(encoder=encoder, relations=False, show_progress=False,
+    out = run_demo(encoder=encoder, relations=False, coref=False, show_progress=False,
                    printer=lambda *a, **k: None)
     res = out["linking"]
     demo_ids = {r.id for r in read_entities(find_demo_assets() / "kb.jsonl")}
@@ -112,7 +113,7 @@ def test_demo_links_the_demo_text_with_a_reader_asset(encoder, tmp_path, monkeyp
     assert set(res["scores"]) == {"el_micro_p", "el_micro_r", "el_micro_f"}
     printed = []
     monkeypatch.setattr(demo_mod, "BUNDLED_READER", tmp_path / "missing")
-    out = run_demo(encoder=encoder, relations=False, show_progress=False,
+    out = run_demo(encoder=encoder, relations=False, coref=False, show_progress=False,
                    printer=lambda *a, **k: printed.append(str(a[0]) if a else ""))
     assert "linking" not in out and any("el-bundle-reader" in p for p in printed)
     with pytest.raises(FileNotFoundError, match="KBE157"):
@@ -131,9 +132,62 @@ def test_shipped_reader_asset_links_the_demo_text(encoder):
     files = {f.name: f.stat().st_size for f in BUNDLED_READER.iterdir()}
     assert {"spec.json", "linker.json", "delta.safetensors"} <= set(files)
     assert sum(files.values()) < 2**20
-    out = run_demo(encoder=encoder, relations=False, show_progress=False,
+    out = run_demo(encoder=encoder, relations=False, coref=False, show_progress=False,
                    printer=lambda *a, **k: None)
     res = out["linking"]
     assert res["threshold"] == srsly.read_json(BUNDLED_READER / "linker.json")["threshold"]
     assert len(res["links"]) >= 10
     assert res["scores"]["el_micro_p"] > 0.5 and res["scores"]["el_micro_f"] > 0.3
+
+
+def test_coref_export_compact_feeds_the_demo(tmp_path, monkeypatch):
+    """``coref export-compact`` writes a trained seq2seq_coref as its difference from
+    the seeded warm start plus the component settings; the demo's coreference step
+    rebuilds exactly that model (same clusters as the pipeline on a text). Without
+    the asset the demo says how to build it; a pipeline trained from a full seq2seq
+    model (no warm start) is refused."""
+    import srsly
+    import torch
+
+    import spacy_kbnlp.cli.demo as demo_mod
+    from spacy_kbnlp.cli.coref import export_compact
+    from spacy_kbnlp.cli.demo import run_bundled_coref
+    from spacy_kbnlp.core.torch_io import set_seed
+
+    cfg = {"decoder_layers": 1, "segment_length": 32, "stride": 16, "max_target_length": 48,
+           "max_clusters": 5}
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("seq2seq_coref", config={**cfg, "representation": "partial", "action": "token"})
+    set_seed(0)  # as init_nlp does with [system] seed 0
+    nlp.initialize()
+    with torch.no_grad():
+        for p in nlp.get_pipe("seq2seq_coref").coref_model.model.parameters():
+            if p.ndim == 2 and min(p.shape) > 8:
+                p.add_(1e-3 * torch.ones(p.shape[0], 1) @ torch.ones(1, p.shape[1]))
+    nlp.to_disk(tmp_path / "pipeline")
+    info = export_compact(tmp_path / "pipeline", tmp_path / "compact", rank=2)
+    assert info["spec"]["seed"] == 0 and info["bytes"] < 3 * 2**20
+    component = srsly.read_json(tmp_path / "compact" / "component.json")
+    assert component["before"] == ["sentencizer"]
+    assert component["config"]["representation"] == "partial" and "model" not in component["config"]
+    text = "Ada wrote a poem. She read it to her father, and he liked it."
+    want = [[m.text for m in c] for c in spacy.load(tmp_path / "pipeline")(text)._.coref_clusters]
+    got = run_bundled_coref(text, model=tmp_path / "compact", printer=lambda *a, **k: None)
+    assert got["clusters"] == want and isinstance(got["resolved_text"], str)
+    printed = []
+    monkeypatch.setattr(demo_mod, "BUNDLED_COREF", tmp_path / "missing")
+    out = run_demo(relations=False, link=False, show_progress=False,
+                   printer=lambda *a, **k: printed.append(str(a[0]) if a else ""))
+    assert "coref" not in out and any("coref-bundle" in p for p in printed)
+    with pytest.raises(FileNotFoundError, match="KBE157"):
+        run_bundled_coref(text, model=tmp_path / "missing")
+    from tests.models.tiny_seq2seq import build_tiny_seq2seq
+
+    tiny = build_tiny_seq2seq(tmp_path / "tiny", hidden=64)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seq2seq_coref", config={**cfg, "model": str(tiny), "decoder_layers": None})
+    nlp.initialize()
+    nlp.to_disk(tmp_path / "full_model_pipeline")
+    with pytest.raises(ValueError, match="KBE263"):
+        export_compact(tmp_path / "full_model_pipeline", tmp_path / "compact2")
