@@ -25,7 +25,6 @@ only new or changed entity texts.
 """
 import hashlib
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -516,19 +515,17 @@ class DenseKB:
 
     def to_bytes(self) -> bytes:
         """The KB folder's files in one msgpack blob."""
-        with tempfile.TemporaryDirectory() as tmp:
-            self.to_disk(tmp)
-            files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
-        return srsly.msgpack_dumps(files)
+        from ..core.torch_io import folder_to_bytes
+
+        return folder_to_bytes(self.to_disk)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, verify: bool = True) -> "DenseKB":
-        files = srsly.msgpack_loads(data)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, content in files.items():
-                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
-                (Path(tmp) / name).write_bytes(content)
-            return cls.from_disk(tmp, mmap=False, verify=verify)
+        from ..core.torch_io import folder_from_bytes
+
+        out: List["DenseKB"] = []
+        folder_from_bytes(data, lambda tmp: out.append(cls.from_disk(tmp, mmap=False, verify=verify)))
+        return out[0]
 
     def info(self, path: Optional[PathLike] = None) -> Dict[str, Any]:
         """Manifest, counts and (for a folder) the disk size."""
