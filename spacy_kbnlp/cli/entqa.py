@@ -309,5 +309,10 @@ def calibrate_cli(
         res = calibrate(pipeline, dev, output, name=name)
     except (ValueError, OSError) as err:
         msg.fail(str(err), exits=1)
-    msg.good(f"threshold {res['threshold']:.4f}: dev F1 {res['dev_f']:.4f} (P {res['dev_p']:.4f}, "
-             f"R {res['dev_r']:.4f}); was {res['previous_threshold']} with F1 {res['f_at_previous']:.4f}")
+    msg.good(calibration_message(res))
+
+
+def calibration_message(res: Dict[str, Any]) -> str:
+    """One line on a ``calibrate`` result (shared by the linkers' calibrate commands)."""
+    return (f"threshold {res['threshold']:.4f}: dev F1 {res['dev_f']:.4f} (P {res['dev_p']:.4f}, "
+            f"R {res['dev_r']:.4f}); was {res['previous_threshold']} with F1 {res['f_at_previous']:.4f}")

@@ -92,14 +92,13 @@ def calibrate_cli(
 ):
     """Choose the link-probability threshold that maximizes InKB micro F1 on held-out
     docs and write it into the pipeline (the entqa calibration, for this component)."""
-    from .entqa import calibrate
+    from .entqa import calibrate, calibration_message
 
     try:
         res: Dict[str, Any] = calibrate(pipeline, dev, output, name=name)
     except ValueError as err:
         msg.fail(str(err), exits=1)
-    msg.good(f"threshold {res['threshold']}: dev F1 {res['dev_f']:.3f} (P {res['dev_p']:.3f}, "
-             f"R {res['dev_r']:.3f}; {res['f_at_previous']:.3f} at the previous threshold)")
+    msg.good(calibration_message(res))
 
 
 @insgenel_app.command("render")
