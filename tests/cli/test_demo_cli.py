@@ -108,7 +108,7 @@ def test_demo_links_the_demo_text_with_a_reader_asset(encoder, tmp_path, monkeyp
     assert res["links"] and res["threshold"] == 1e-6
     for text, kb_id, score, cands in res["links"]:
         assert kb_id in demo_ids and score > res["threshold"] and text.strip()
-        assert cands and {c for c, _ in cands} <= demo_ids
+        assert cands and {c for c, _ in cands} <= demo_ids and kb_id in {c for c, _ in cands}
         assert [v for _, v in cands] == sorted((v for _, v in cands), reverse=True)
     assert set(res["scores"]) == {"el_micro_p", "el_micro_r", "el_micro_f"}
     printed = []
@@ -137,6 +137,7 @@ def test_shipped_reader_asset_links_the_demo_text(encoder):
     res = out["linking"]
     assert res["threshold"] == srsly.read_json(BUNDLED_READER / "linker.json")["threshold"]
     assert len(res["links"]) >= 10
+    assert all(kb_id in {c for c, _ in cands} for _, kb_id, _, cands in res["links"])
     assert res["scores"]["el_micro_p"] > 0.5 and res["scores"]["el_micro_f"] > 0.3
 
 
