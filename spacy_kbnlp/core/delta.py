@@ -6,7 +6,7 @@ by small changes. ``delta_from_base`` keeps only those: tensors equal to the
 base are left out, a matrix whose first rows are unchanged (an embedding with
 added tokens) is kept from its first changed row on, and with ``int8`` every
 other changed matrix is kept as its int8 difference from the base (one scale
-per row) or, with ``rank``, as the two int8 factors of that difference's
+per row, float16 with ``half``) or, with ``rank``, as the two int8 factors of that difference's
 truncated SVD (what a LoRA adapter would hold). Tensors with no base (heads
 that start random in an unseeded build) are kept whole, int8 when ``rank`` is
 set. ``apply_delta`` adds them back onto a fresh build; ``base_checks`` are
@@ -22,17 +22,20 @@ _Q8, _Q8_SCALE = "::q8", "::q8_scale"
 _LR_A, _LR_B, _ABS8 = "::lr_a", "::lr_b", "::abs8"
 
 
-def _to_int8(value) -> Tuple[Any, Any]:
-    """``value`` (2-d) as int8 with one float32 scale per row."""
+def _to_int8(value, half: bool = False) -> Tuple[Any, Any]:
+    """``value`` (2-d) as int8 with one scale per row (float16 with ``half``, else float32)."""
     import torch
 
     value = value.float()
-    scale = (value.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
-    return torch.round(value / scale).to(torch.int8).contiguous(), scale.contiguous()
+    scale = (value.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-6 if half else 1e-12)
+    if half:
+        scale = scale.half().float()
+    q = torch.round(value / scale).clamp(-127, 127).to(torch.int8).contiguous()
+    return q, (scale.half() if half else scale).contiguous()
 
 
-def _put_int8(out: Dict[str, Any], key: str, value) -> None:
-    out[key], out[key + _Q8_SCALE] = _to_int8(value)
+def _put_int8(out: Dict[str, Any], key: str, value, half: bool = False) -> None:
+    out[key], out[key + _Q8_SCALE] = _to_int8(value, half)
 
 
 def _get_int8(tensors: Dict[str, Any], key: str):
@@ -82,13 +85,13 @@ def delta_from_base(state: Dict[str, Any], base: Dict[str, Any], *,
                 if rank is not None and rank < min(diff.shape) // 2:
                     u, sv, vh = torch.linalg.svd(diff, full_matrices=False)
                     root = sv[:rank].sqrt()
-                    _put_int8(out, name + _LR_A, u[:, :rank] * root)
-                    _put_int8(out, name + _LR_B, root[:, None] * vh[:rank])
+                    _put_int8(out, name + _LR_A, u[:, :rank] * root, half)
+                    _put_int8(out, name + _LR_B, root[:, None] * vh[:rank], half)
                 else:
-                    _put_int8(out, name + _Q8, diff)
+                    _put_int8(out, name + _Q8, diff, half)
                 continue
         elif ref is None and rank is not None and value.ndim == 2 and min(value.shape) > 1:
-            _put_int8(out, name + _ABS8, value)
+            _put_int8(out, name + _ABS8, value, half)
             continue
         out[name] = (value.half() if half and value.is_floating_point() else value).contiguous()
     checks = [n for n in same if has_base(n) and n.endswith("weight")][:n_checks]
