@@ -272,10 +272,13 @@ def cmd_training(args) -> None:
     else:
         log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
         state = json.loads((run / "checkpoint" / "trainer.json").read_text())
-        evals = [r for r in log if r.get("eval")]
+        # the dev CoNLL F1 itself (a run's "score" may weigh other components' scores in)
+        curve = [[r["step"], r.get("scores", {}).get("coref_conll_f", r["score"])]
+                 for r in log if r.get("eval")]
+        best = max(curve, key=lambda r: (r[1], -r[0])) if curve else [state["best_step"], None]
         entry = {"steps": state["step"], "minutes": state["seconds"] / 60,
-                 "items": state["n_items"], "best_dev_score": state["best_score"],
-                 "best_step": state["best_step"], "dev_curve": [[r["step"], r["score"]] for r in evals],
+                 "items": state["n_items"], "best_dev_score": best[1],
+                 "best_step": best[0], "model_best_step": state["best_step"], "dev_curve": curve,
                  "dev_metric": "CoNLL F1",
                  "config": {k: state["config"][k] for k in ("learning_rate", "batch_size", "accumulate",
                                                              "max_epochs", "threads")}}
