@@ -746,12 +746,24 @@ class Seq2SeqCorefModel:
                           decoder_layers: Optional[int] = None) -> "Seq2SeqCorefModel":
         """The warm-started encoder-decoder exactly as training built it after
         fixing the random seed (``init_nlp`` does): the new cross-attention and
-        LM-head weights are drawn again, identically."""
+        LM-head weights are drawn again, identically. The caller's random
+        state is left as it was."""
+        import random
+
+        import numpy
+        import torch
+
         from ..core.torch_io import set_seed
 
-        set_seed(seed)
-        return cls.load(None, settings, warm_start=warm_start, device="cpu",
-                        decoder_layers=decoder_layers)
+        py_state, np_state = random.getstate(), numpy.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                set_seed(seed)
+                return cls.load(None, settings, warm_start=warm_start, device="cpu",
+                                decoder_layers=decoder_layers)
+        finally:
+            random.setstate(py_state)
+            numpy.random.set_state(np_state)
 
     def save_compact(self, path: Union[str, Path], *, seed: int, warm_start: Optional[str] = None,
                      decoder_layers: Optional[int] = None, rank: int = 16) -> Dict[str, Any]:

@@ -379,7 +379,9 @@ def test_compact_model_is_a_seeded_warm_start_plus_a_low_rank_difference(tmp_pat
     assert spec["seed"] == 3 and spec["base_check"]
     full = sum(p.numel() * 4 for p in dedupe_tied(model.model.state_dict()).values())
     assert (tmp_path / "c" / "delta.safetensors").stat().st_size < full / 20
+    rng = torch.random.get_rng_state()
     back = Seq2SeqCorefModel.from_compact(tmp_path / "c", settings)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the caller's random state is kept
     want, got = dedupe_tied(model.model.state_dict()), back.model.state_dict()
     worst = max(float((got[n].float() - v.float()).abs().max()) for n, v in want.items())
     assert worst < 2e-3
