@@ -151,10 +151,10 @@ def run_demo(
         out["coref"] = run_bundled_coref(text, model=BUNDLED_COREF, printer=printer)
         timings["coref_s"] = time.perf_counter() - t
     elif coref:
-        printer(msg.text(f"Coreference on the demo text needs the compact seq2seq_coref model at "
-                         f"{BUNDLED_COREF} (shipped with the package; missing here): `spacy project "
-                         "run coref` then `spacy project run coref-bundle` writes it; or pass a "
-                         "trained pipeline with `--pipeline`.", no_print=True))
+        printer(msg.text(f"Coreference on the demo text needs a compact seq2seq_coref model at "
+                         f"{BUNDLED_COREF} (none is bundled yet): `spacy project run coref` then "
+                         "`spacy project run coref-bundle` writes it; or pass a trained pipeline "
+                         "with `--pipeline`.", no_print=True))
 
     out["pipelines"] = {}
     for path in pipelines:
