@@ -242,6 +242,9 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE263 = ("'{name}' in {path} was trained from the seq2seq model '{model}', not from a "
               "warm start: there is no seeded base to store a difference from. Ship the "
               "pipeline itself.")
+    KBE264 = ("The seq2seq model's newly drawn weights ({tensor}) differ from those of the "
+              "warm start drawn with seed {seed} by {rel:.0%} of their norm: it was not trained "
+              "from that draw. Give the seed it was trained with ([system] seed of its config).")
     # --- retrieval / LLM / relation extraction (KBE300-KBE349)
     KBE300 = ("Unknown retriever '{value}'. Choose one of: {options}.")
     KBE301 = ("Unknown demonstration task '{value}'. Choose one of: {options}.")

@@ -375,6 +375,8 @@ def test_compact_model_is_a_seeded_warm_start_plus_a_low_rank_difference(tmp_pat
             if p.ndim == 2 and min(p.shape) > 8:
                 p.add_(0.002 * torch.randn(p.shape[0], 2, generator=gen)
                        @ torch.randn(2, p.shape[1], generator=gen))
+    with pytest.raises(ValueError, match="KBE264"):  # not the seed it was drawn with
+        model.save_compact(tmp_path / "wrong_seed", seed=4, decoder_layers=1, rank=4)
     spec = model.save_compact(tmp_path / "c", seed=3, decoder_layers=1, rank=4)
     assert spec["seed"] == 3 and spec["base_check"]
     full = sum(p.numel() * 4 for p in dedupe_tied(model.model.state_dict()).values())
