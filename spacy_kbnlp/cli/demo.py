@@ -80,6 +80,7 @@ def run_demo(
     from ..encoders.hf import HFEncoder
     from ..kb.dense_kb import DenseKB
     from ..kb.records import read_entities
+    from ..models.seq2seq import COMPACT_SPEC
 
     assets = find_demo_assets(assets)
     timings: Dict[str, float] = {}
@@ -145,7 +146,7 @@ def run_demo(
         out["linking"] = run_bundled_linker(assets, text, kb, reader=BUNDLED_READER, printer=printer)
         timings["linking_s"] = time.perf_counter() - t
 
-    if coref and (BUNDLED_COREF / "compact.json").exists():
+    if coref and (BUNDLED_COREF / COMPACT_SPEC).exists():
         t = time.perf_counter()
         printer(_rule("Coreference: seq2seq_coref (bundled compact model)"))
         out["coref"] = run_bundled_coref(text, model=BUNDLED_COREF, printer=printer)
@@ -207,11 +208,19 @@ def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
         links, scores = report_links(doc, key, kb, gold, name=name, printer=printer)
         result["links"][name], result["scores"][name] = links, scores
     if has_coref:
-        for i, cluster in enumerate(doc._.coref_clusters, start=1):
-            result["clusters"].append([s.text for s in cluster])
-            printer(f"  cluster {i}: " + " | ".join(s.text for s in cluster))
-        printer(msg.text(f"{len(result['clusters'])} coreference clusters", no_print=True))
+        result["clusters"] = report_clusters(doc, printer=printer)
     return result
+
+
+def report_clusters(doc, *, printer: Callable[..., Any] = print) -> List[List[str]]:
+    """Print the coreference clusters of ``doc``; returns their mention texts."""
+    from ..pipeline.seq2seq_coref import describe_clusters
+
+    for n, mentions in describe_clusters(doc):
+        printer(f"  cluster {n}: {mentions}")
+    clusters = [[m.text for m in cluster] for cluster in doc._.coref_clusters]
+    printer(msg.text(f"{len(clusters)} coreference clusters", no_print=True))
+    return clusters
 
 
 BUNDLED_READER = Path(__file__).resolve().parents[1] / "assets" / "entqa_reader"
@@ -227,10 +236,10 @@ def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
     import srsly
     from spacy.lang.en import English
 
-    from ..pipeline.seq2seq_coref import describe_clusters
+    from ..models.seq2seq import COMPACT_SPEC
     from .coref import COMPONENT_FILE
 
-    if not (model / "compact.json").exists():
+    if not (model / COMPACT_SPEC).exists():
         raise FileNotFoundError(Errors.KBE157.format(path=model))
     component = srsly.read_json(model / COMPONENT_FILE)
     nlp = English()
@@ -239,11 +248,7 @@ def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
     nlp.add_pipe("seq2seq_coref", config={**component["config"], "model": str(model)})
     nlp.initialize()
     doc = nlp(text)
-    for n, mentions in describe_clusters(doc):
-        printer(f"  cluster {n}: {mentions}")
-    clusters = [[m.text for m in cluster] for cluster in doc._.coref_clusters]
-    printer(msg.text(f"{len(clusters)} coreference clusters", no_print=True))
-    return {"clusters": clusters, "resolved_text": doc._.resolved_text}
+    return {"clusters": report_clusters(doc, printer=printer), "resolved_text": doc._.resolved_text}
 
 
 def _demo_gold(assets: Path):
@@ -264,10 +269,12 @@ def run_bundled_linker(assets: Path, text: str, kb, *, reader: Path = BUNDLED_RE
     from spacy.lang.en import English
 
     from ..kb.dense_kb import DenseKB
+    from .entqa import LINKER_SETTINGS
 
     if not (reader / "spec.json").exists():
         raise FileNotFoundError(Errors.KBE157.format(path=reader))
-    settings = srsly.read_json(reader / "linker.json") if (reader / "linker.json").exists() else {}
+    path = reader / LINKER_SETTINGS
+    settings = srsly.read_json(path) if path.exists() else {}
     nlp = English()
     linker = nlp.add_pipe("entqa_linker", config={"threshold": settings.get("threshold", 0.05),
                                                   "set_ents": True})

@@ -229,6 +229,10 @@ def train_reader_cli(
     _train("reader", ctx, config_path, output, resume, gpu_id)
 
 
+# next to an exported reader: the threshold calibrated for it (read by the demo)
+LINKER_SETTINGS = "linker.json"
+
+
 def export_reader(source: PathLike, output: PathLike, *, delta: bool = True,
                   half: bool = False, int8: bool = False, rank: Optional[int] = None,
                   calibration: Optional[PathLike] = None) -> Dict[str, Any]:
@@ -246,7 +250,7 @@ def export_reader(source: PathLike, output: PathLike, *, delta: bool = True,
     save_reader(load_reader(source), output, delta=delta, half=half, int8=int8, rank=rank)
     if calibration is not None:
         cal = srsly.read_json(calibration)
-        srsly.write_json(Path(output) / "linker.json",
+        srsly.write_json(Path(output) / LINKER_SETTINGS,
                          {"threshold": cal["threshold"], "calibrated_on_docs": cal["docs"],
                           "dev_p": cal["dev_p"], "dev_r": cal["dev_r"], "dev_f": cal["dev_f"]})
     files = [f for f in Path(output).rglob("*") if f.is_file()]
