@@ -210,6 +210,32 @@ def test_evaluate_returns_declared_keys(trained):
     assert scores["coref_lea_f"] == pytest.approx(1.0)
 
 
+def test_calibrate_mention_bias(trained, tmp_path):
+    """``coref calibrate`` decodes the dev docs at each mention_bias, keeps the best
+    CoNLL F1 and writes it into a copy of the pipeline; a bias that forbids <m>
+    finds nothing. No biases (KBE265) or no dev docs (the reader's KBE108) are
+    coded errors."""
+    from spacy_kbnlp.cli.coref import calibrate
+
+    trained.to_disk(tmp_path / "pipeline")
+    DocBin(docs=[_example(trained).reference], store_user_data=True).to_disk(tmp_path / "dev.spacy")
+    res = calibrate(tmp_path / "pipeline", tmp_path / "dev.spacy", tmp_path / "out",
+                    biases=[0.5, -50])
+    assert [c["mention_bias"] for c in res["curve"]] == [-50, 0.5]
+    assert res["curve"][0]["conll_f"] == 0.0 and res["curve"][0]["mention_r"] == 0.0
+    assert res["mention_bias"] == 0.5 and res["dev_conll_f"] == pytest.approx(1.0)
+    assert res["docs"] == 1 and res["conll_f_at_previous"] is None
+    loaded = spacy.load(tmp_path / "out")
+    assert loaded.get_pipe("seq2seq_coref").cfg["mention_bias"] == 0.5
+    assert loaded.config["components"]["seq2seq_coref"]["mention_bias"] == 0.5
+    assert clusters(loaded(" ".join(WORDS))) == GOLD
+    with pytest.raises(ValueError, match="KBE265"):
+        calibrate(tmp_path / "pipeline", tmp_path / "dev.spacy", tmp_path / "out2", biases=[])
+    DocBin().to_disk(tmp_path / "empty.spacy")
+    with pytest.raises(ValueError, match="KBE108"):
+        calibrate(tmp_path / "pipeline", tmp_path / "empty.spacy", tmp_path / "out3")
+
+
 def test_update_steps_own_optimizer(tiny_dir):
     import torch
 
