@@ -270,26 +270,16 @@ class EtragRelationExtractor(TrainablePipe):
         return loss, self.model.ops.xp.asarray((d / n).astype("float32"))
 
     def finish_update(self, sgd) -> None:
-        """Thinc's optimizer step for the torch module, with ``fresh_lr_scale`` as the
-        ``lr_scale`` of the untrained parameters (thinc's PyTorchShim passes none)."""
+        """Thinc's optimizer step, with ``fresh_lr_scale`` as the ``lr_scale`` of the
+        untrained parameters (keyed by the torch shim's id and the parameter name, as
+        thinc's PyTorchShim steps them)."""
         module = self.module
         if module is None or self.cfg["fresh_lr_scale"] == 1.0:
             self.model.finish_update(sgd)
             return
-        from thinc.api import torch2xp, xp2torch
-
         shim = self.model.layers[0].shims[0]
-        fresh = set(module.fresh_parameters())
-        for name, param in module.named_parameters():
-            if param.grad is None:
-                continue
-            if not shim._grad_scaler.found_inf:
-                scale = self.cfg["fresh_lr_scale"] if name in fresh else 1.0
-                data, _ = sgd((shim.id, name), torch2xp(param.data), torch2xp(param.grad),
-                              lr_scale=scale)
-                param.data = xp2torch(data, requires_grad=True, device=param.device)
-            param.grad.zero_()
-        shim._grad_scaler.update()
+        fresh = {(shim.id, name) for name in module.fresh_parameters()}
+        self.model.finish_update(ScaledLR(sgd, fresh, self.cfg["fresh_lr_scale"]))
 
     # --- serialization
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
@@ -331,3 +321,23 @@ class EtragRelationExtractor(TrainablePipe):
             module.set_bank(keys, [b[1] for b in self._bank], [b[2] for b in self._bank])
         self._stale = False
         return self
+
+
+class ScaledLR:
+    """A thinc optimizer seen through ``lr_scale``: the parameters whose keys are in
+    ``keys`` step with ``scale`` times the learning rate; everything else (schedules,
+    averages, settings) is the wrapped optimizer's."""
+
+    def __init__(self, optimizer: Any, keys: Iterable[Tuple[int, str]], scale: float):
+        self.optimizer = optimizer
+        self.keys = set(keys)
+        self.scale = float(scale)
+
+    def __call__(self, key: Tuple[int, str], weights: Any, gradient: Any, *,
+                 lr_scale: float = 1.0) -> Any:
+        if key in self.keys:
+            lr_scale *= self.scale
+        return self.optimizer(key, weights, gradient, lr_scale=lr_scale)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.optimizer, name)
