@@ -9,8 +9,8 @@ Training is the generic command (``python -m spacy_kbnlp train configs/coref.cfg
   ``model`` setting of the component, and the demo's bundled coreference model.
 * ``calibrate``: pick the decoding's ``mention_bias`` (added to the logit of
   ``<m>``) with the best CoNLL F1 on held-out gold docs and write it into the
-  pipeline. A model trained briefly opens too few mentions (high precision, low
-  recall); the bias trades them without retraining.
+  pipeline. A model may open too few mentions (high precision, low recall) or
+  too many; the bias trades one for the other without retraining.
 """
 import json
 from pathlib import Path
@@ -29,7 +29,7 @@ app.add_typer(coref_app, name="coref")
 PathLike = Union[str, Path]
 NAME = "seq2seq_coref"
 COMPONENT_FILE = "component.json"
-DEFAULT_BIASES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_BIASES = (-1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
 
 def export_compact(pipeline: PathLike, output: PathLike, *, rank: int = 16,
