@@ -60,6 +60,20 @@ def main() -> int:
             errors.append(f"bad/overlapping mention {s}-{e} {surface!r}")
         last_end = e - 1
 
+    coref = read_jsonl(HERE / "demo_coref_gold.jsonl")
+    if len(coref) != 1 or coref[0]["id"] != "demo" or coref[0]["text"] != text:
+        errors.append("demo_coref_gold.jsonl must be one record whose text is demo_text.txt")
+    seen = set()
+    for cluster in coref[0]["clusters"]:
+        if len(cluster) < 2:
+            errors.append(f"coref cluster with fewer than 2 mentions: {cluster}")
+        for s, e in cluster:
+            surface = text[s:e]
+            if not (0 <= s < e <= len(text)) or surface != surface.strip() or (s, e) in seen:
+                errors.append(f"bad or repeated coref mention {s}-{e} {surface!r}")
+            seen.add((s, e))
+    n_coref = sum(len(c) for c in coref[0]["clusters"])
+
     rels = read_jsonl(HERE / "demo_relations.jsonl")
     n_rel = 0
     for rec in rels:
@@ -79,7 +93,8 @@ def main() -> int:
     print(f"KB: {len(kb)} entities, {size} bytes, {len(non_ascii)} non-ASCII names, "
           f"{ambiguous} ambiguous surface forms; demo text: {len(text.split())} words, "
           f"{len(mentions)} gold mentions of {len({m['kb_id'] for m in mentions})} entities; "
-          f"relations: {len(rels)} sentences, {n_rel} relations")
+          f"relations: {len(rels)} sentences, {n_rel} relations; coreference: "
+          f"{len(coref[0]['clusters'])} gold clusters, {n_coref} mentions")
     for err in errors:
         print("ERROR:", err)
     return 1 if errors else 0

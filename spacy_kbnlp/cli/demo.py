@@ -31,6 +31,7 @@ from ._util import Opt, app, setup_gpu
 DEMO_KB = "kb.jsonl"
 DEMO_TEXT = "demo_text.txt"
 DEMO_GOLD = "demo_gold.jsonl"
+DEMO_COREF_GOLD = "demo_coref_gold.jsonl"
 LINKERS = ("entqa_linker", "insgenel_linker")
 
 
@@ -149,7 +150,8 @@ def run_demo(
     if coref and (BUNDLED_COREF / COMPACT_SPEC).exists():
         t = time.perf_counter()
         printer(_rule("Coreference: seq2seq_coref (bundled compact model)"))
-        out["coref"] = run_bundled_coref(text, model=BUNDLED_COREF, printer=printer)
+        out["coref"] = run_bundled_coref(text, model=BUNDLED_COREF, printer=printer,
+                                         gold=_demo_coref_gold(assets))
         timings["coref_s"] = time.perf_counter() - t
     elif coref:
         printer(msg.text(f"Coreference on the demo text needs a compact seq2seq_coref model at "
@@ -209,6 +211,9 @@ def run_pipeline_demo(path: Path, assets: Path, text: str, kb, *,
         result["links"][name], result["scores"][name] = links, scores
     if has_coref:
         result["clusters"] = report_clusters(doc, printer=printer)
+        gold_coref = _demo_coref_gold(assets)
+        if gold_coref is not None:
+            result["coref_scores"] = report_coref_scores(doc, gold_coref, printer=printer)
     return result
 
 
@@ -223,16 +228,32 @@ def report_clusters(doc, *, printer: Callable[..., Any] = print) -> List[List[st
     return clusters
 
 
+def report_coref_scores(doc, gold, *, printer: Callable[..., Any] = print) -> Dict[str, float]:
+    """Score ``doc``'s clusters against the hand-made ``gold`` clusters of the demo
+    text (the project's coreference scorer); print and return the scores."""
+    from ..scorers.coref import doc_clusters, score_coref_docs
+
+    scores = score_coref_docs([(gold, doc)])
+    printer(msg.text(
+        f"Against the {len(doc_clusters(gold))} hand-made gold clusters ({DEMO_COREF_GOLD}): "
+        f"CoNLL F1 {scores['coref_conll_f']:.3f} (MUC {scores['coref_muc_f']:.3f}, B3 {scores['coref_b3_f']:.3f}, CEAFe "
+        f"{scores['coref_ceafe_f']:.3f}), LEA {scores['coref_lea_f']:.3f}; mentions P "
+        f"{scores['coref_mention_p']:.3f} R {scores['coref_mention_r']:.3f}", no_print=True))
+    keys = ("conll_f", "muc_f", "b3_f", "ceafe_f", "lea_f", "mention_p", "mention_r", "mention_f")
+    return {k: float(scores[f"coref_{k}"]) for k in keys}
+
+
 BUNDLED_READER = Path(__file__).resolve().parents[1] / "assets" / "entqa_reader"
 BUNDLED_COREF = Path(__file__).resolve().parents[1] / "assets" / "seq2seq_coref"
 
 
 def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
-                      printer: Callable[..., Any] = print) -> Dict[str, Any]:
+                      printer: Callable[..., Any] = print, gold: Any = None) -> Dict[str, Any]:
     """Resolve coreference in ``text`` with ``seq2seq_coref`` and the compact
     ``model`` (written by ``coref export-compact``, with the component settings
     and the components it ran after in ``component.json``). Returns ``clusters``
-    (lists of mention texts) and ``resolved_text``."""
+    (lists of mention texts), ``resolved_text`` and, given ``gold`` (a Doc of
+    ``text`` with gold clusters), ``scores``."""
     import srsly
     from spacy.lang.en import English
 
@@ -248,7 +269,21 @@ def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
     nlp.add_pipe("seq2seq_coref", config={**component["config"], "model": str(model)})
     nlp.initialize()
     doc = nlp(text)
-    return {"clusters": report_clusters(doc, printer=printer), "resolved_text": doc._.resolved_text}
+    out = {"clusters": report_clusters(doc, printer=printer), "resolved_text": doc._.resolved_text}
+    if gold is not None:
+        out["scores"] = report_coref_scores(doc, gold, printer=printer)
+    return out
+
+
+def _demo_coref_gold(assets: Path):
+    """The demo text with its hand-made coreference clusters (None without the file)."""
+    import spacy
+
+    from ..readers import read_docs
+
+    if not (assets / DEMO_COREF_GOLD).exists():
+        return None
+    return next(iter(read_docs(assets / DEMO_COREF_GOLD, "jsonl", spacy.blank("en"), task="coref")))
 
 
 def _demo_gold(assets: Path):

@@ -176,6 +176,17 @@ def test_coref_export_compact_feeds_the_demo(tmp_path, monkeypatch):
     want = [[m.text for m in c] for c in spacy.load(tmp_path / "pipeline")(text)._.coref_clusters]
     got = run_bundled_coref(text, model=tmp_path / "compact", printer=lambda *a, **k: None)
     assert got["clusters"] == want and isinstance(got["resolved_text"], str)
+    assert "scores" not in got
+    # with gold clusters of the text, the demo scores the clusters it found
+    gold = spacy.blank("en")(text)
+    from spacy_kbnlp.extensions import set_coref_clusters
+
+    set_coref_clusters(gold, [[(0, 1), (5, 6)], [(3, 4), (6, 7)]])
+    scored = run_bundled_coref(text, model=tmp_path / "compact", printer=lambda *a, **k: None,
+                               gold=gold)
+    assert scored["clusters"] == want
+    assert set(scored["scores"]) >= {"conll_f", "lea_f", "mention_p", "mention_r"}
+    assert all(0.0 <= v <= 1.0 for v in scored["scores"].values())
     printed = []
     monkeypatch.setattr(demo_mod, "BUNDLED_COREF", tmp_path / "missing")
     out = run_demo(relations=False, link=False, show_progress=False,
