@@ -282,7 +282,7 @@ def cmd_training(args) -> None:
                  "dev_metric": "CoNLL F1",
                  "config": {k: state["config"][k] for k in ("learning_rate", "batch_size", "accumulate",
                                                              "max_epochs", "threads")}}
-    entry["machine"] = "shared 2-core CPU, 1 torch thread, nice 10 (other jobs running)"
+    entry["machine"] = args.machine
     if args.note:
         entry["note"] = args.note
     result = load_result()
@@ -363,6 +363,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     t.add_argument("--note", default="")
     t.add_argument("--spacy-log", default="", help="console log of a spacy train run (the peer)")
     t.add_argument("--minutes", type=float, default=None, help="wall-clock minutes of that run")
+    t.add_argument("--machine", default="shared 2-core CPU, 1 torch thread, nice 10 (other jobs running)",
+                   help="where and how it ran")
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,
