@@ -106,7 +106,6 @@ def cmd_eval(args) -> None:
         comp.cfg.update(decoding="beam", beam_size=args.beam)
     if args.speculative is not None:
         comp.cfg["speculative"] = args.speculative
-    result = load_result()
     m = run_eval(nlp, Path(args.data), args.limit)
     entry = summary(m)
     c = comp.cfg
@@ -118,13 +117,14 @@ def cmd_eval(args) -> None:
                  segment_length=c["segment_length"], stride=c["stride"], pipeline=str(args.pipeline))
     if args.limit:
         entry["subset"] = f"first {args.limit} test docs"
-    result["systems"][args.name] = entry
+    systems = {args.name: entry}
+    speculative = None
     print(json.dumps(entry, indent=1))
     if args.speculative_check:
         comp.cfg["speculative"] = 0
         naive = run_eval(nlp, Path(args.data), args.limit)
         identical = naive["record"] == m["record"]
-        result["speculative"] = {
+        speculative = {
             "system": args.name, "identical": identical,
             "segments_compared": len(m["record"]),
             "speedup": m["docs_per_s"] / naive["docs_per_s"],
@@ -135,10 +135,15 @@ def cmd_eval(args) -> None:
             "n_propose": c["speculative"] or 8,
             "same_scores": summary(naive)["conll_f1"] == entry["conll_f1"],
         }
-        result["systems"][args.name + "_naive_greedy"] = dict(
+        systems[args.name + "_naive_greedy"] = dict(
             summary(naive), tokens_per_s=naive["tokens_per_s"], decoding="greedy",
             representation=c["representation"], action=c["action"], pipeline=str(args.pipeline))
-        print(json.dumps(result["speculative"], indent=1))
+        print(json.dumps(speculative, indent=1))
+    # read the results just before writing: other benchmark runs may have saved meanwhile
+    result = load_result()
+    result["systems"].update(systems)
+    if speculative is not None:
+        result["speculative"] = speculative
     save_result(result)
 
 
