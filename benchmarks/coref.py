@@ -116,7 +116,7 @@ def cmd_eval(args) -> None:
                            f"greedy+speculative{c['speculative']}" if c["speculative"] else "greedy"),
                  segment_length=c["segment_length"], stride=c["stride"], pipeline=str(args.pipeline))
     if args.limit:
-        entry["subset"] = f"first {args.limit} test docs"
+        entry["subset"] = f"first {args.limit} {'test' if args.section == 'systems' else 'dev'} docs"
     systems = {args.name: entry}
     speculative = None
     print(json.dumps(entry, indent=1))
@@ -141,7 +141,7 @@ def cmd_eval(args) -> None:
         print(json.dumps(speculative, indent=1))
     # read the results just before writing: other benchmark runs may have saved meanwhile
     result = load_result()
-    result["systems"].update(systems)
+    result.setdefault(args.section, {}).update(systems)
     if speculative is not None:
         result["speculative"] = speculative
     save_result(result)
@@ -352,6 +352,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     e.add_argument("--speculative", type=int, default=None)
     e.add_argument("--speculative-check", action="store_true")
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--section", choices=("systems", "dev"), default="systems",
+                   help="where the entry goes in coref.json: test results (systems) or model "
+                        "selection on dev docs (dev; give --data)")
     g = sub.add_parser("gap", help="GAP test pronoun-name pairs")
     g.add_argument("pipeline")
     g.add_argument("--name", default="seq2seq_full_copy")
