@@ -305,6 +305,54 @@ def _load(entry: Dict[str, Any]) -> str:
     return "-" if not load else " / ".join(f"{x:.1f}" for x in load)
 
 
+def cmd_compact(args) -> None:
+    """What the compact form costs: export the pipeline at each rank (``coref
+    export-compact``), score it on the first dev docs and on the demo text's
+    hand-made gold; the uncompressed pipeline is the first row."""
+    import tempfile
+
+    import spacy
+    import srsly
+    import torch
+    from spacy.lang.en import English
+
+    import spacy_kbnlp  # noqa: F401
+    from spacy_kbnlp.cli.coref import COMPONENT_FILE, export_compact
+    from spacy_kbnlp.cli.demo import _demo_coref_gold, find_demo_assets, report_coref_scores
+    from spacy_kbnlp.cli.evaluate import evaluate
+
+    torch.set_num_threads(args.threads)
+    gold = _demo_coref_gold(find_demo_assets())
+    rows = {}
+
+    def score(nlp, size: float) -> Dict[str, Any]:
+        m = evaluate("coref", nlp, Path(args.data), "spacy", limit=args.limit, quiet=True,
+                     show_progress=False)
+        demo = report_coref_scores(nlp(gold.text), gold, printer=lambda *a, **k: None)
+        return {"mib": size, "dev_conll_f1": m["coref_conll_f"], "dev_lea": m["coref_lea_f"],
+                "dev_docs": m["docs"], "demo_conll_f1": demo["conll_f"], "demo_lea": demo["lea_f"]}
+
+    full = Path(args.pipeline) / "seq2seq_coref" / "model"
+    size = sum(f.stat().st_size for f in full.iterdir() if f.is_file()) / 2**20
+    rows["full"] = score(spacy.load(args.pipeline), size)
+    print(json.dumps({"full": rows["full"]}))
+    with tempfile.TemporaryDirectory() as tmp:
+        for rank in args.ranks:
+            out = Path(tmp) / f"rank{rank}"
+            info = export_compact(args.pipeline, out, rank=rank)
+            component = srsly.read_json(out / COMPONENT_FILE)
+            nlp = English()
+            for factory in component["before"]:
+                nlp.add_pipe(factory)
+            nlp.add_pipe("seq2seq_coref", config={**component["config"], "model": str(out)})
+            nlp.initialize()
+            rows[f"rank {rank}"] = score(nlp, info["bytes"] / 2**20)
+            print(json.dumps({f"rank {rank}": rows[f"rank {rank}"]}))
+    result = load_result()
+    result.setdefault("compact", {})[args.name] = {"pipeline": str(args.pipeline), "rows": rows}
+    save_result(result)
+
+
 def cmd_table(args) -> None:
     """Print the Markdown tables of benchmarks/results/coref.json."""
     res = load_result()
@@ -316,12 +364,27 @@ def cmd_table(args) -> None:
         tok = f"{e['tokens_per_s']:.0f}" if "tokens_per_s" in e else "-"
         lines.append(f"| {name} | {e.get('decoding', '-')} | {docs} | {scores} | {e['docs_per_s']:.3f} "
                      f"| {e['words_per_s']:.0f} | {tok} | {_load(e)} |")
+    if res.get("dev"):
+        lines += ["", "Model selection on dev docs (`eval --section dev`):", "",
+                  "| system | decoding | dev docs | CoNLL F1 | LEA | mention F | docs/s | load avg before / after |",
+                  "|---" * 8 + "|"]
+        for name, e in res["dev"].items():
+            lines.append(f"| {name} | {e.get('decoding', '-')} | {e['n_docs']} | {_pct(e['conll_f1'])} "
+                         f"| {_pct(e['lea'])} | {_pct(e['mention_f'])} | {e['docs_per_s']:.3f} | {_load(e)} |")
     spec = res.get("speculative")
     if spec:
         lines += ["", f"Copy-speculative vs plain greedy ({spec['system']}, {spec['segments_compared']} "
                   f"segments): identical output {spec['identical']}, speed-up {spec['speedup']:.2f}x docs/s, "
                   f"decoder forward passes {spec['forward_passes']['greedy']:.0f} -> "
                   f"{spec['forward_passes']['speculative']:.0f}, acceptance {spec['acceptance']:.3f}."]
+    for name, c in res.get("compact", {}).items():
+        lines += ["", f"Compact form of {name} ({c['pipeline']}): size, dev CoNLL F1 / LEA (first dev docs), "
+                  "demo text CoNLL F1 / LEA (hand-made gold):", "",
+                  "| stored as | MiB | dev docs | dev CoNLL F1 | dev LEA | demo CoNLL F1 | demo LEA |",
+                  "|---" * 7 + "|"]
+        for row, r in c["rows"].items():
+            lines.append(f"| {row} | {r['mib']:.1f} | {r['dev_docs']} | {_pct(r['dev_conll_f1'])} "
+                         f"| {_pct(r['dev_lea'])} | {_pct(r['demo_conll_f1'])} | {_pct(r['demo_lea'])} |")
     if res.get("gap"):
         lines += ["", "| GAP system | rows | acc | P | R | F1 | F1 masc. | F1 fem. | fem./masc. | docs/s |",
                   "|---" * 10 + "|"]
@@ -373,10 +436,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     t.add_argument("--minutes", type=float, default=None, help="wall-clock minutes of that run")
     t.add_argument("--machine", default="shared 2-core CPU, 1 torch thread, nice 10 (other jobs running)",
                    help="where and how it ran")
+    c = sub.add_parser("compact", help="size and scores of the compact form at several ranks")
+    c.add_argument("pipeline")
+    c.add_argument("--name", required=True)
+    c.add_argument("--ranks", type=lambda v: [int(x) for x in v.split(",")], default=[16, 32, 64])
+    c.add_argument("--data", default="corpus/coref/ontogum_dev.spacy")
+    c.add_argument("--limit", type=int, default=10)
+    c.add_argument("--threads", type=int, default=1)
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,
-     "table": cmd_table}[args.cmd](args)
+     "compact": cmd_compact, "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

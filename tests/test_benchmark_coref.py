@@ -64,6 +64,24 @@ def test_table_renders_result_json(bench, tmp_path, monkeypatch, capsys):
     assert "800 -> 200" in lines[5]
 
 
+def test_table_renders_dev_and_compact_sections(bench, tmp_path, monkeypatch, capsys):
+    """Model-selection rows (``eval --section dev``) and the compact-rank rows get
+    their own tables."""
+    dev = {"conll_f1": 0.391, "lea": 0.257, "mention_f": 0.765, "docs_per_s": 0.037, "n_docs": 10,
+           "decoding": "beam4", "load_avg": [1.4, 2.0]}
+    row = {"mib": 4.5, "dev_docs": 10, "dev_conll_f1": 0.387, "dev_lea": 0.261, "demo_conll_f1": 0.319,
+           "demo_lea": 0.174}
+    result = {"systems": {}, "dev": {"ours_beam4": dev},
+              "compact": {"ours": {"pipeline": "p", "rows": {"rank 32": row}}}}
+    path = tmp_path / "coref.json"
+    path.write_text(json.dumps(result))
+    monkeypatch.setattr(bench, "RESULT", path)
+    bench.main(["table"])
+    out = capsys.readouterr().out.splitlines()
+    assert "| ours_beam4 | beam4 | 10 | 39.1 | 25.7 | 76.5 | 0.037 | 1.4 / 2.0 |" in out
+    assert "| rank 32 | 4.5 | 10 | 38.7 | 26.1 | 31.9 | 17.4 |" in out
+
+
 def test_spacy_log_curve_reads_console_table(bench):
     log = ("\x1b[38;5;4mℹ Initial learn rate: 0.0001\x1b[0m\n"
            "E    #       LOSS TRANS...  LOSS COREF  COREF_F  COREF_P  COREF_R  SCORE \n"
