@@ -312,12 +312,10 @@ def cmd_compact(args) -> None:
     import tempfile
 
     import spacy
-    import srsly
     import torch
-    from spacy.lang.en import English
 
     import spacy_kbnlp  # noqa: F401
-    from spacy_kbnlp.cli.coref import COMPONENT_FILE, export_compact
+    from spacy_kbnlp.cli.coref import export_compact, load_compact_pipeline
     from spacy_kbnlp.cli.demo import _demo_coref_gold, find_demo_assets, report_coref_scores
     from spacy_kbnlp.cli.evaluate import evaluate
 
@@ -340,13 +338,7 @@ def cmd_compact(args) -> None:
         for rank in args.ranks:
             out = Path(tmp) / f"rank{rank}"
             info = export_compact(args.pipeline, out, rank=rank)
-            component = srsly.read_json(out / COMPONENT_FILE)
-            nlp = English()
-            for factory in component["before"]:
-                nlp.add_pipe(factory)
-            nlp.add_pipe("seq2seq_coref", config={**component["config"], "model": str(out)})
-            nlp.initialize()
-            rows[f"rank {rank}"] = score(nlp, info["bytes"] / 2**20)
+            rows[f"rank {rank}"] = score(load_compact_pipeline(out), info["bytes"] / 2**20)
             print(json.dumps({f"rank {rank}": rows[f"rank {rank}"]}))
     result = load_result()
     result.setdefault("compact", {})[args.name] = {"pipeline": str(args.pipeline), "rows": rows}

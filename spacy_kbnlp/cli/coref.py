@@ -56,6 +56,27 @@ def export_compact(pipeline: PathLike, output: PathLike, *, rank: int = 16,
     return {"bytes": size, "spec": spec}
 
 
+def load_compact_pipeline(path: PathLike) -> Any:
+    """A pipeline with ``seq2seq_coref`` and the compact model at ``path`` (written by
+    :func:`export_compact`): the components it ran after, then the component with
+    its saved settings (KBE157 if ``path`` holds no compact model)."""
+    import srsly
+    from spacy.lang.en import English
+
+    from ..models.seq2seq import COMPACT_SPEC
+
+    path = Path(path)
+    if not (path / COMPACT_SPEC).exists():
+        raise FileNotFoundError(Errors.KBE157.format(path=path))
+    component = srsly.read_json(path / COMPONENT_FILE)
+    nlp = English()
+    for factory in component["before"]:
+        nlp.add_pipe(factory)
+    nlp.add_pipe(NAME, config={**component["config"], "model": str(path)})
+    nlp.initialize()
+    return nlp
+
+
 @coref_app.command("export-compact")
 def export_compact_cli(
     # fmt: off

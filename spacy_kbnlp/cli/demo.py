@@ -254,21 +254,9 @@ def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
     and the components it ran after in ``component.json``). Returns ``clusters``
     (lists of mention texts), ``resolved_text`` and, given ``gold`` (a Doc of
     ``text`` with gold clusters), ``scores``."""
-    import srsly
-    from spacy.lang.en import English
+    from .coref import load_compact_pipeline
 
-    from ..models.seq2seq import COMPACT_SPEC
-    from .coref import COMPONENT_FILE
-
-    if not (model / COMPACT_SPEC).exists():
-        raise FileNotFoundError(Errors.KBE157.format(path=model))
-    component = srsly.read_json(model / COMPONENT_FILE)
-    nlp = English()
-    for factory in component["before"]:
-        nlp.add_pipe(factory)
-    nlp.add_pipe("seq2seq_coref", config={**component["config"], "model": str(model)})
-    nlp.initialize()
-    doc = nlp(text)
+    doc = load_compact_pipeline(model)(text)
     out = {"clusters": report_clusters(doc, printer=printer), "resolved_text": doc._.resolved_text}
     if gold is not None:
         out["scores"] = report_coref_scores(doc, gold, printer=printer)
