@@ -1,4 +1,7 @@
 """The typer app shared by every CLI module, and small CLI helpers (as in spacy/cli/_util.py)."""
+from pathlib import Path
+from typing import Any, Union
+
 import typer
 from spacy.cli._util import Arg, Opt, parse_config_overrides  # noqa: F401  (re-exported)
 
@@ -17,3 +20,16 @@ def setup_gpu(gpu_id: int) -> None:
         from spacy.util import require_gpu
 
         require_gpu(gpu_id)
+
+
+def set_config_value(pipeline_dir: Union[str, Path], section: str, key: str, value: Any) -> None:
+    """Change one setting in a saved pipeline's ``config.cfg``."""
+    from thinc.api import Config
+
+    path = Path(pipeline_dir) / "config.cfg"
+    config = Config().from_disk(path, interpolate=False)
+    node = config
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    config.to_disk(path)

@@ -20,7 +20,7 @@ import typer
 from wasabi import msg
 
 from ..errors import Errors
-from ._util import Arg, Opt, app
+from ._util import Arg, Opt, app, set_config_value
 
 coref_app = typer.Typer(name="coref", no_args_is_help=True,
                         help="seq2seq coreference: compact export, calibration")
@@ -101,7 +101,6 @@ def calibrate(pipeline: PathLike, dev: PathLike, output: PathLike, *,
     ``output/{name}_calibration.json``. Returns the choice and the curve."""
     import srsly
 
-    from .entqa import set_config_value
     from .evaluate import evaluate, load_pipeline
 
     if not biases:

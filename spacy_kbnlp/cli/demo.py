@@ -155,7 +155,7 @@ def run_demo(
         timings["coref_s"] = time.perf_counter() - t
     elif coref:
         printer(msg.text(f"Coreference on the demo text needs a compact seq2seq_coref model at "
-                         f"{BUNDLED_COREF} (none is bundled yet): `spacy project run coref` then "
+                         f"{BUNDLED_COREF} (not found): `spacy project run coref` then "
                          "`spacy project run coref-bundle` writes it; or pass a trained pipeline "
                          "with `--pipeline`.", no_print=True))
 
@@ -263,23 +263,24 @@ def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
     return out
 
 
-def _demo_coref_gold(assets: Path):
-    """The demo text with its hand-made coreference clusters (None without the file)."""
+def _demo_doc(path: Path, task: str):
+    """The demo text with its hand-made gold for ``task`` (one JSONL record)."""
     import spacy
 
     from ..readers import read_docs
 
-    if not (assets / DEMO_COREF_GOLD).exists():
-        return None
-    return next(iter(read_docs(assets / DEMO_COREF_GOLD, "jsonl", spacy.blank("en"), task="coref")))
+    return next(iter(read_docs(path, "jsonl", spacy.blank("en"), task=task)))
+
+
+def _demo_coref_gold(assets: Path):
+    """The demo text with its hand-made coreference clusters (None without the file)."""
+    path = assets / DEMO_COREF_GOLD
+    return _demo_doc(path, "coref") if path.exists() else None
 
 
 def _demo_gold(assets: Path):
-    import spacy
-
-    from ..readers import read_docs
-
-    return next(iter(read_docs(assets / DEMO_GOLD, "jsonl", spacy.blank("en"), task="el")))
+    """The demo text with its hand-made entity links."""
+    return _demo_doc(assets / DEMO_GOLD, "el")
 
 
 def run_bundled_linker(assets: Path, text: str, kb, *, reader: Path = BUNDLED_READER,

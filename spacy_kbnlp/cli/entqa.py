@@ -16,7 +16,7 @@ import typer
 from wasabi import msg
 
 from ..errors import Errors
-from ._util import Arg, Opt, app, parse_config_overrides, setup_gpu
+from ._util import Arg, Opt, app, parse_config_overrides, set_config_value, setup_gpu
 
 entqa_app = typer.Typer(name="entqa", help="EntQA entity linking: train, assemble, calibrate",
                         no_args_is_help=True)
@@ -61,19 +61,6 @@ def assemble(config_path: PathLike, output: PathLike,
     nlp = init_nlp(config)
     nlp.to_disk(output)
     return Path(output)
-
-
-def set_config_value(pipeline_dir: PathLike, section: str, key: str, value: Any) -> None:
-    """Change one setting in a saved pipeline's ``config.cfg``."""
-    from thinc.api import Config
-
-    path = Path(pipeline_dir) / "config.cfg"
-    config = Config().from_disk(path, interpolate=False)
-    node = config
-    for part in section.split("."):
-        node = node[part]
-    node[key] = value
-    config.to_disk(path)
 
 
 def threshold_grid(scores: List[float], n: int) -> List[float]:

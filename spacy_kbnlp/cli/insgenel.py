@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Union
 import typer
 from wasabi import msg
 
-from ._util import Arg, Opt, app
+from ._util import Arg, Opt, app, set_config_value
 
 insgenel_app = typer.Typer(name="insgenel", no_args_is_help=True,
                            help="INSGENEL generative entity linking: retriever, calibration, markup")
@@ -34,7 +34,6 @@ def attach_retriever(pipeline: PathLike, retriever_pipeline: PathLike, output: P
                      top_k: Optional[int] = None) -> Path:
     """Save ``pipeline`` to ``output`` with ``name`` in INSGENEL-R mode, using the
     retriever of ``retriever_pipeline``'s ``retriever_component``."""
-    from .entqa import set_config_value
     from .evaluate import load_pipeline
 
     nlp = load_pipeline(pipeline)

@@ -1,7 +1,7 @@
 """Torch helpers shared by every component: device choice, seeds, safetensors I/O."""
 import random
 from pathlib import Path
-from typing import Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy
 
@@ -81,9 +81,9 @@ def folder_to_bytes(write: Callable[[Path], None]) -> bytes:
     return srsly.msgpack_dumps(files)
 
 
-def folder_from_bytes(data: bytes, read: Callable[[Path], None]) -> None:
+def folder_from_bytes(data: bytes, read: Callable[[Path], Any]) -> Any:
     """The inverse of :func:`folder_to_bytes`: unpack the files into a temporary
-    folder and call ``read(folder)`` (which must not keep memory maps into it)."""
+    folder and return ``read(folder)`` (which must not keep memory maps into it)."""
     import srsly
     from spacy.util import make_tempdir
 
@@ -93,4 +93,4 @@ def folder_from_bytes(data: bytes, read: Callable[[Path], None]) -> None:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
-        read(tmp)
+        return read(tmp)

@@ -523,9 +523,7 @@ class DenseKB:
     def from_bytes(cls, data: bytes, *, verify: bool = True) -> "DenseKB":
         from ..core.torch_io import folder_from_bytes
 
-        out: List["DenseKB"] = []
-        folder_from_bytes(data, lambda tmp: out.append(cls.from_disk(tmp, mmap=False, verify=verify)))
-        return out[0]
+        return folder_from_bytes(data, lambda tmp: cls.from_disk(tmp, mmap=False, verify=verify))
 
     def info(self, path: Optional[PathLike] = None) -> Dict[str, Any]:
         """Manifest, counts and (for a folder) the disk size."""

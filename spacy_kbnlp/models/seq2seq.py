@@ -785,7 +785,7 @@ class Seq2SeqCorefModel:
             raise ValueError(Errors.KBE261.format(path=path, name=warm_start or "bundled MiniLM",
                                                   tensors="(other layers or vocabulary)"))
         drawn_all = [n for n in ref if "crossattention" in n and n.endswith("weight") and ref[n].ndim == 2]
-        for name in drawn_all:  # fine-tuning moved them 7-17 %; another draw, 141 %
+        for name in drawn_all:  # fine-tuning moved them 7-22 % (2-8 epochs); another draw, 141 %
             rel = float((state[name].float() - ref[name].float()).norm() / ref[name].float().norm())
             if rel > 0.7:
                 raise ValueError(Errors.KBE264.format(tensor=name, seed=seed, rel=rel))
