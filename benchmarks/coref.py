@@ -142,7 +142,7 @@ def cmd_eval(args) -> None:
     # read the results just before writing: other benchmark runs may have saved meanwhile
     result = load_result()
     result.setdefault(args.section, {}).update(systems)
-    if speculative is not None:
+    if speculative is not None and args.section == "systems":  # the check is over test docs
         result["speculative"] = speculative
     save_result(result)
 
