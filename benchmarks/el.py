@@ -256,8 +256,9 @@ def run_retrieval(args) -> None:
 def run_hybrid(args) -> None:
     """Candidate recall of the default mode's hybrid candidates on the InKB gold
     mentions (given, as the retrieval rows' passages are): priors, BM25 over names
-    and aliases, dense mention vector (``--k`` of each), ranked by the final scorer;
-    the dense-only and BM25-only lists of the same run for comparison."""
+    and aliases, dense mention vector (``--k`` of each), joined by reciprocal-rank
+    fusion (1 / (60 + rank) summed over the lists); the dense-only and BM25-only
+    lists of the same run for comparison."""
     import spacy
     from spacy.tokens import Span
 
@@ -271,13 +272,12 @@ def run_hybrid(args) -> None:
     docs = [d for name in TEST_SETS for d in gold[name]]
     wanted = {}
     for i, d in enumerate(docs):
-        spans = [Span(d, s, e, label="MENTION") for s, e, _ in gold_mentions(d, kb_ids)]
+        spans = [Span(d, s, e, label="") for s, e, _ in gold_mentions(d, kb_ids)]
         d.spans["gold_mentions"] = spans
         for s, e, q in gold_mentions(d, kb_ids):
             wanted[(i, s, e)] = q
     linker.cfg.update(mention_hints="gold_mentions", alias_mentions=False, n_prior=args.k,
                       n_lexical=args.k, n_dense=args.k, n_context=0)
-    scorer = linker.get_final_scorer()
     ids = linker.kb_ids
     ks = (1, 10, 100)
     ranks: Dict[str, List[Optional[int]]] = {"entqa_hybrid": [], "dense_mention": [],
@@ -295,9 +295,6 @@ def run_hybrid(args) -> None:
                 continue
             seen.add(key)
             rows = [ids[r] for r in m.rows]
-            probs = scorer.link_probs(m.features)
-            order = [rows[o] for o in numpy.argsort(-probs, kind="stable")]
-            ranks["entqa_hybrid"].append(order.index(q) if q in order else None)
             mc = m.features[:, FEATURES.index("mention_cos")]
             dense = [rows[o] for o in numpy.argsort(-mc, kind="stable")][: args.k]
             ranks["dense_mention"].append(dense.index(q) if q in dense else None)
@@ -305,6 +302,14 @@ def run_hybrid(args) -> None:
                   if m.features[c, i_in_bm25] > 0]
             bm = [r for _, r in sorted(bm, key=lambda x: -x[0])]
             ranks["bm25_mention"].append(bm.index(q) if q in bm else None)
+            pri = [(m.features[c, 0], rows[c]) for c in range(len(rows)) if m.features[c, 0] > 0]
+            pri = [r for _, r in sorted(pri, key=lambda x: -x[0])]
+            fused: Dict[str, float] = {}
+            for lst in (dense, bm, pri):
+                for rank, r in enumerate(lst):
+                    fused[r] = fused.get(r, 0.0) + 1.0 / (60 + rank)
+            order = sorted(fused, key=lambda r: -fused[r])
+            ranks["entqa_hybrid"].append(order.index(q) if q in order else None)
     seconds = time.perf_counter() - t0
     n = len(wanted)
     out = {}

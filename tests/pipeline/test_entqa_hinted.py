@@ -12,8 +12,9 @@ from spacy_kbnlp.kb.records import EntityRecord
 from spacy_kbnlp.linking.hinted import (FEATURES, FinalScorer, alias_spans, fit_final_scorer,
                                         hint_spans, merge_hints)
 from spacy_kbnlp.linking.priors import PriorTable, normalize_surface
-from spacy_kbnlp.readers.elevant import build_el_doc
 from spacy_kbnlp.training.final_scorer import fit_hinted
+
+from .test_entqa_linker import gold_docs as el_gold_docs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -38,14 +39,7 @@ PATTERNS = [{"label": "HINT", "pattern": p} for p in
 
 
 def gold_docs(nlp, data=TRAIN):
-    out = []
-    for i, (text, links) in enumerate(data):
-        labels = [{"id": j, "span": [s, e], "entity_id": q, "name": q}
-                  for j, (s, e, q) in enumerate(links)]
-        doc = build_el_doc(nlp, text, labels)
-        doc._.source = {"id": i}
-        out.append(doc)
-    return out
+    return el_gold_docs(nlp, data)
 
 
 def hinted_nlp(kb, **cfg):
