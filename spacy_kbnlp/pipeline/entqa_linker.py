@@ -52,8 +52,9 @@ from ..models.passages import (Batch, Passage, check_topic, doc_pieces,
                                word_pieces)
 from ..linking.bundled import BUNDLED_SCORER
 from ..linking.hinted import (PRIORS_FILE, SCORER_META, FinalScorer, LexicalIndex,
-                              alias_spans, hint_source_ready, merge_hints, hint_spans, mention_features)
+                              add_reader_features, alias_spans, hint_source_ready, merge_hints, hint_spans, mention_features)
 from ..linking.priors import PriorTable
+from ..models.onepass import load_onepass, save_onepass
 from ..models.reader import (ReaderSpec, build_inputs, load_reader, quantize_dynamic,
                              reader_probs, save_reader, top_spans)
 from ..models.retriever import (RetrieverSpec, encode_entity_texts, load_retriever,
@@ -62,6 +63,7 @@ from ..models.retriever import (RetrieverSpec, encode_entity_texts, load_retriev
 FORMAT_VERSION = 1
 CACHE_DIR = "entity_cache"
 HINTS_DIR = "hints"
+ONEPASS_DIR = "onepass"
 
 DEFAULT_RETRIEVER = """
 [model]
@@ -303,6 +305,7 @@ class EntQALinker(Pipe):
         self.priors: Optional[PriorTable] = None
         self.final_scorer: Optional[FinalScorer] = None
         self._lexical: Optional[LexicalIndex] = None
+        self.onepass = None  # optional one-pass reader (models/onepass.py): extra scorer features
 
     # ------------------------------------------------------------ settings
     def _check_settings(self) -> None:
@@ -564,15 +567,23 @@ class EntQALinker(Pipe):
             spans = [sorted(ss + alias_spans(d, priors, ss), key=lambda x: (x.start, x.end))
                      if hint_source_ready(d, c["mention_hints"]) else ss
                      for d, ss in zip(docs, spans)]
-        return mention_features(
+        mentions = mention_features(
             self.kb, priors, self.lexical, self.retriever,
             docs, spans, context_length=c["context_length"],
             max_pieces=min(512, 2 * c["context_length"] + 2), batch_size=c["batch_size"],
             n_prior=c["n_prior"], n_lexical=c["n_lexical"], n_dense=c["n_dense"],
             n_context=c["n_context"], device=self.device)
+        if self.onepass is not None and mentions:
+            add_reader_features(self.onepass, mentions, self.kb.vectors)
+        return mentions
+
+    def set_onepass(self, reader) -> None:
+        """Use a one-pass reader's scores as final-scorer features (None: no reader)."""
+        self.onepass = reader
 
     def _link_hinted(self, docs: Sequence[Doc], result: List[DocLinks]) -> None:
         scorer = self.get_final_scorer()
+        scorer.check(has_reader=self.onepass is not None)
         ids = self._ids
         threshold = self.hint_threshold
         n_alt = self.cfg["n_alternatives"]
@@ -714,6 +725,8 @@ class EntQALinker(Pipe):
             srsly.write_gzip_json(hints / PRIORS_FILE, self.priors.to_dict())
         if self.final_scorer is not None:
             self.final_scorer.to_disk(hints)
+        if self.onepass is not None:
+            save_onepass(self.onepass, hints / ONEPASS_DIR)
 
     def from_disk(self, path, *, exclude: Iterable[str] = SimpleFrozenList()) -> "EntQALinker":
         from ..kb.dense_kb import DenseKB
@@ -744,6 +757,8 @@ class EntQALinker(Pipe):
                        if (hints / PRIORS_FILE).exists() else PriorTable().add_kb(self.kb))
         self.final_scorer = (FinalScorer.from_disk(hints) if (hints / SCORER_META).exists()
                              else None)
+        self.onepass = (load_onepass(hints / ONEPASS_DIR, device=device)
+                        if (hints / ONEPASS_DIR / "spec.json").exists() else None)
         self._after_load()
         return self
 

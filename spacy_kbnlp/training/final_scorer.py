@@ -41,9 +41,11 @@ def annotate_inputs(nlp, gold_docs: Sequence[Any], linker_name: str, batch_size:
 
 def training_groups(linker, docs, gold_docs, priors: PriorTable, kb_ids: Set[str], *,
                     leave_one_out: bool, link_weight: float,
-                    refs: Optional[List[Any]] = None) -> Tuple[List[Any], Dict[str, int]]:
+                    refs: Optional[List[Any]] = None,
+                    mentions_out: Optional[List[Any]] = None) -> Tuple[List[Any], Dict[str, int]]:
     """(features, gold index or -1) per hinted mention of ``docs``; ``refs`` gets
-    (doc position, start_char, end_char, candidate ids) per mention."""
+    (doc position, start_char, end_char, candidate ids) per mention, ``mentions_out``
+    the mentions themselves."""
     groups = []
     stats = {"mentions": 0, "gold_mentions": 0, "gold_hinted": 0, "gold_in_candidates": 0}
     for pos, (doc, gold) in enumerate(zip(docs, gold_docs)):
@@ -73,6 +75,8 @@ def training_groups(linker, docs, gold_docs, priors: PriorTable, kb_ids: Set[str
                     idx = rows.index(target)
                     stats["gold_in_candidates"] += 1
             groups.append((m.features, idx))
+            if mentions_out is not None:
+                mentions_out.append(m)
             stats["mentions"] += 1
     return groups, stats
 
@@ -129,7 +133,9 @@ def fit_hinted(nlp, train_gold: Sequence[Any], dev_gold: Sequence[Any], *,
                linker_name: str = "entqa_linker", link_priors: bool = True,
                link_weight: float = 1.0, alias_weight: float = 1.0,
                hidden: int = 16, epochs: int = 300, seed: int = 0,
-               batch_size: int = 16, folds: int = 0) -> Dict[str, Any]:
+               batch_size: int = 16, folds: int = 0,
+               onepass: Optional[Dict[str, Any]] = None,
+               onepass_dir: Optional[str] = None) -> Dict[str, Any]:
     """Fit priors, final scorer and ``hint_threshold`` of ``nlp``'s linker in place.
     Returns a report (counts, P/R/F1 at the chosen threshold, seconds).
 
@@ -137,7 +143,13 @@ def fit_hinted(nlp, train_gold: Sequence[Any], dev_gold: Sequence[Any], *,
     ``folds > 1`` (cross-fitting): the held-out docs join the training docs; the
     threshold is chosen on the out-of-fold predictions of all of them (each doc
     scored by a scorer fitted without its fold), then the final scorer is fitted
-    on every doc."""
+    on every doc.
+
+    ``onepass`` (training settings of :func:`spacy_kbnlp.training.loop.train_loop`,
+    e.g. ``{"max_epochs": 2}``): also train a one-pass reader whose scores become
+    features; the training docs' reader features come from two readers trained
+    on the other half of the docs (so the scorer sees them as at test time), the
+    linker keeps a reader trained on all docs (in ``onepass_dir``)."""
     start = time.perf_counter()
     cross = folds > 1
     fit_gold = list(train_gold) + list(dev_gold) if cross else list(train_gold)
@@ -145,11 +157,23 @@ def fit_hinted(nlp, train_gold: Sequence[Any], dev_gold: Sequence[Any], *,
                                       link_weight=link_weight, alias_weight=alias_weight)
     docs = _hinted_inputs(nlp, fit_gold, linker, batch_size)
     refs: List[Any] = []
+    mentions: List[Any] = []
     groups, stats = training_groups(linker, docs, fit_gold, priors, kb_ids,
-                                    leave_one_out=link_priors, link_weight=link_weight, refs=refs)
+                                    leave_one_out=link_priors, link_weight=link_weight, refs=refs,
+                                    mentions_out=mentions)
     if not groups:
         raise ValueError(Errors.KBE217.format(what="no hinted mentions in the training docs"))
     report: Dict[str, Any] = {"train": stats}
+    linker.set_onepass(None)
+    if onepass is not None:
+        from .onepass import cross_trained_reader
+
+        gold_idx = [g[1] for g in groups]
+        reader, report["onepass"] = cross_trained_reader(
+            linker, mentions, gold_idx, [r[0] for r in refs], onepass,
+            output_dir=onepass_dir or "training/onepass")
+        groups = [(m.features, g) for m, g in zip(mentions, gold_idx)]
+        linker.set_onepass(reader)
     threshold = None
     if cross:
         links: List[List[Tuple[int, int, str, float]]] = [[] for _ in fit_gold]
