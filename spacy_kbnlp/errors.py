@@ -50,6 +50,10 @@ class Warnings(metaclass=ErrorsWithCodes):
     KBW200 = ("'{name}': {n} document(s) left unchanged in doc.ents because `set_ents` would "
               "have replaced existing entities and `overwrite_ents` is false; all links are in "
               "doc.spans['{key}'].")
+    KBW201 = ("'{name}': the docs carry mention hints, but the retriever's '{kind}' score has no "
+              "entity vectors in the KB's space, which the hinted mode compares against; these "
+              "docs are retrieved and read instead. Use the dual score (the default) for the "
+              "hinted mode, or set mention_hints = null to silence this.")
     # --- seq2seq coreference, decoding, training loop (KBW250-KBW299)
     KBW250 = ("{name}: {n} gold mention(s) left out of the training targets ({why}). The model "
               "cannot learn them; {fix}.")

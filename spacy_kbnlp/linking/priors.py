@@ -169,8 +169,3 @@ def gold_links(doc) -> List[Tuple[str, str]]:
                 out.append((doc.text[r["start_char"]: r["end_char"]], eid))
         return out
     return [(e.text, e.kb_id_) for e in doc.ents if e.kb_id_]
-
-
-def entropy_of(probs: Iterable[float]) -> float:
-    return -sum(p * math.log(p) for p in probs if p > 0)
-

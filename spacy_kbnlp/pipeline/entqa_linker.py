@@ -28,6 +28,7 @@ faithful mode is the paper's: K=100, one cross-encoder pass per candidate
 (``configs/entqa_faithful.cfg``).
 """
 import hashlib
+import warnings
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config
 
 from ..core.torch_io import get_device
-from ..errors import Errors
+from ..errors import Errors, Warnings
 from ..extensions import install_extensions
 from ..models.passages import (Batch, Passage, check_topic, doc_pieces,
                                entity_pieces, make_passages, passage_query, special_ids,
@@ -305,6 +306,7 @@ class EntQALinker(Pipe):
         self.priors: Optional[PriorTable] = None
         self.final_scorer: Optional[FinalScorer] = None
         self._lexical: Optional[LexicalIndex] = None
+        self._warned_score = False
         self.onepass = None  # optional one-pass reader (models/onepass.py): extra scorer features
 
     # ------------------------------------------------------------ settings
@@ -607,6 +609,12 @@ class EntQALinker(Pipe):
         docs = list(docs)
         result = [DocLinks() for _ in docs]
         hinted = [hint_source_ready(d, self.cfg["mention_hints"]) for d in docs]
+        if any(hinted) and self.retriever.spec.score.kind != "dual":
+            if not self._warned_score:
+                warnings.warn(Warnings.KBW201.format(name=self.name,
+                                                     kind=self.retriever.spec.score.kind))
+                self._warned_score = True
+            hinted = [False] * len(docs)
         if any(hinted):
             self._link_hinted(docs, result)  # docs without hints have no hinted spans
         ids = self._ids

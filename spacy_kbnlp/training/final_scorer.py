@@ -99,6 +99,10 @@ def _prepare(nlp, linker_name: str, prior_gold: Sequence[Any], *, link_priors: b
     linker = nlp.get_pipe(linker_name)
     if not linker.cfg["mention_hints"]:
         raise ValueError(Errors.KBE217.format(what="the linker's mention_hints setting is null"))
+    if linker.retriever.spec.score.kind != "dual":
+        raise ValueError(Errors.KBE217.format(
+            what=f"the hinted mode needs the retriever's dual score, not "
+                 f"'{linker.retriever.spec.score.kind}'"))
     kb_ids = set(linker.kb_ids)
     priors = PriorTable().add_kb(linker.kb, alias_weight)
     if link_priors:

@@ -320,3 +320,26 @@ def test_fit_with_one_pass_reader_features_round_trips(kb, tmp_path):
     loaded.get_pipe("entqa_linker").set_onepass(None)
     with pytest.raises(ValueError, match="KBE214"):
         loaded(texts[0])
+
+
+def test_hints_with_a_score_without_kb_vectors_fall_back_with_a_warning(kb):
+    """The hinted mode compares mentions with the KB's vectors, which only the dual
+    score shares; with another score the hinted docs are retrieved and read (the
+    same links as without hints), with a coded warning, and fitting is refused."""
+    nlp = English()
+    ruler = nlp.add_pipe("span_ruler", config={"spans_key": "hints"})
+    ruler.add_patterns(PATTERNS)
+    cfg = {"mention_hints": "hints", "top_k": 2, "adaptive_margin": None,
+           "retriever": {"@architectures": "spacy_kbnlp.EntQARetriever.v1",
+                         "score": {"@misc": "spacy_kbnlp.MultiVectorScore.v1"}}}
+    linker = nlp.add_pipe("entqa_linker", config=cfg)
+    linker.initialize(kb_loader=DenseKB.from_bytes(kb.to_bytes()))
+    text = "Angela Merkel visited Berlin."
+    with pytest.warns(UserWarning, match="KBW201"):
+        hinted = nlp(text)
+    linker.cfg["mention_hints"] = None
+    plain = nlp(text)
+    assert hinted._.kb_links == plain._.kb_links
+    linker.cfg["mention_hints"] = "hints"
+    with pytest.raises(ValueError, match="KBE217"):
+        fit_hinted(nlp, gold_docs(nlp), [])
