@@ -512,10 +512,12 @@ def mention_features(kb, priors: PriorTable, lexical: LexicalIndex, retriever, d
     return out
 
 
-def add_document_features(mentions: Sequence[MentionCandidates], min_prior: float = 0.3) -> None:
+def add_document_features(mentions: Sequence[MentionCandidates], min_prior: float = 0.3,
+                          max_support: int = 128) -> None:
     """Coherence within a document, written into the last two feature columns:
     ``doc_support``, log(1 + the number of other mentions that have the candidate
-    with prior >= ``min_prior``), and ``doc_longer_form``, 1 when another mention
+    with prior >= ``min_prior``, counted up to ``max_support``: a long document does not
+    push it beyond what training docs show), and ``doc_longer_form``, 1 when another mention
     whose words include all of this mention's words (and more: "Merkel" after
     "Angela Merkel") has the candidate as its most probable entity by prior."""
     by_doc: Dict[int, List[MentionCandidates]] = {}
@@ -523,19 +525,38 @@ def add_document_features(mentions: Sequence[MentionCandidates], min_prior: floa
         by_doc.setdefault(m.doc_index, []).append(m)
     i_sup, i_long = FEATURES.index("doc_support"), FEATURES.index("doc_longer_form")
     for group in by_doc.values():
+        # linear in the mentions (a 100k-token doc has tens of thousands): counts for the
+        # support, distinct word sets and a word index for the longer forms
         strong: List[set] = []
-        top: List[Optional[int]] = []
-        words = [_tokens(m.text) for m in group]
-        for m in group:
-            strong.append({r for r, p in zip(m.rows, m.prior_probs) if p >= min_prior})
+        counts: Dict[int, int] = {}
+        tops_by_words: Dict[frozenset, set] = {}
+        words = [frozenset(_tokens(m.text)) for m in group]
+        for m, ws in zip(group, words):
+            sm = {r for r, p in zip(m.rows, m.prior_probs) if p >= min_prior}
+            strong.append(sm)
+            for r in sm:
+                counts[r] = counts.get(r, 0) + 1
             best = max(range(len(m.rows)), key=lambda c: m.prior_probs[c]) if m.rows else None
-            top.append(m.rows[best] if best is not None and m.prior_probs[best] > 0 else None)
-        for a, m in enumerate(group):
-            longer = {top[b] for b in range(len(group)) if b != a and top[b] is not None
-                      and words[a] and words[a] < words[b]}
+            top = tops_by_words.setdefault(ws, set())
+            if best is not None and m.prior_probs[best] > 0:
+                top.add(m.rows[best])
+        index: Dict[str, List[frozenset]] = {}
+        for ws in tops_by_words:
+            for w in ws:
+                index.setdefault(w, []).append(ws)
+        longer_of: Dict[frozenset, set] = {}
+        for ws in tops_by_words:
+            if not ws:
+                longer_of[ws] = set()
+                continue
+            rarest = min(ws, key=lambda w: len(index[w]))
+            longer_of[ws] = {r for other in index[rarest] if ws < other
+                             for r in tops_by_words[other]}
+        for m, sm, ws in zip(group, strong, words):
+            longer = longer_of[ws]
             for c, r in enumerate(m.rows):
-                support = sum(1 for b in range(len(group)) if b != a and r in strong[b])
-                m.features[c, i_sup] = math.log1p(support)
+                support = counts.get(r, 0) - (1 if r in sm else 0)
+                m.features[c, i_sup] = math.log1p(min(support, max_support))
                 m.features[c, i_long] = float(r in longer)
 
 
