@@ -324,5 +324,8 @@ class Errors(metaclass=ErrorsWithCodes):
               "(e.g. training/entqa/pipeline-fast after `spacy project run el`).")
     KBE158 = ("The pipeline '{path}' has no component the demo can run (its components: {names}). "
               "The demo runs pipelines with one of: {options}.")
+    KBE159 = ("The weights {path} do not match their checksum (sha256 {expected} in the spec "
+              "next to them, {found} on disk): the file is damaged or was changed. Reinstall the "
+              "package or re-export the model.")
     KBE155 = ("Unknown device '{device}'. Use 'cpu', 'cuda', 'cuda:N' or 'mps', or leave it unset "
               "to follow spaCy's `require_gpu()` / `--gpu-id`.")

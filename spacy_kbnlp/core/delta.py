@@ -122,3 +122,34 @@ def apply_delta(state: Dict[str, Any], tensors: Dict[str, Any]) -> None:
             name, _, row = key.partition(_ROWS)
             target = state[name]
             target[int(row or 0):].copy_(value.to(target.dtype))
+
+
+def write_delta(tensors: Dict[str, Any], folder: Any) -> str:
+    """Write ``tensors`` to ``folder/delta.safetensors``; returns the file's sha256,
+    which the spec next to it records (checked by :func:`read_delta`)."""
+    import hashlib
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(folder) / DELTA_FILE
+    save_file(tensors, str(path))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_delta(folder: Any, sha256: Optional[str]) -> Dict[str, Any]:
+    """The tensors of ``folder/delta.safetensors``, after checking its sha256 against
+    the one the spec recorded (KBE159; specs written before checksums have none)."""
+    import hashlib
+    from pathlib import Path
+
+    from safetensors.torch import load
+
+    from ..errors import Errors
+
+    path = Path(folder) / DELTA_FILE
+    data = path.read_bytes()
+    found = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and found != sha256:
+        raise ValueError(Errors.KBE159.format(path=path, expected=sha256, found=found))
+    return load(data)

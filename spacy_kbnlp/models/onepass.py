@@ -150,24 +150,20 @@ def window_loss(model: OnePassReader, items: Sequence[Dict[str, Any]],
 def save_onepass(model: OnePassReader, path: Union[str, Path]) -> None:
     """``spec.json`` + ``delta.safetensors``: the encoder as its int8 difference from
     the base the spec names, the heads whole (their init is fixed, not a base)."""
-    from safetensors.torch import save_file
-
-    from ..core.delta import DELTA_FILE, delta_from_base
+    from ..core.delta import delta_from_base, write_delta
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     base = model.spec.build(device="cpu").state_dict()
     tensors, check = delta_from_base(model.state_dict(), base,
                                      has_base=lambda n: n.startswith("encoder."), int8=True)
-    save_file(tensors, str(path / DELTA_FILE))
-    meta = {"format": ONEPASS_FORMAT, "spec": model.spec.to_dict(), "base_check": check}
+    meta = {"format": ONEPASS_FORMAT, "spec": model.spec.to_dict(), "base_check": check,
+            "delta_sha256": write_delta(tensors, path)}
     (path / "spec.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def load_onepass(path: Union[str, Path], device=None) -> OnePassReader:
-    from safetensors.torch import load_file
-
-    from ..core.delta import DELTA_FILE, apply_delta, mismatched_base
+    from ..core.delta import apply_delta, mismatched_base, read_delta
     from ..core.torch_io import get_device
 
     path = Path(path)
@@ -180,7 +176,7 @@ def load_onepass(path: Union[str, Path], device=None) -> OnePassReader:
     if bad:
         raise ValueError(Errors.KBE213.format(path=path, name=model.spec.name or "bundled MiniLM",
                                               tensors=", ".join(bad[:3])))
-    apply_delta(state, load_file(str(path / DELTA_FILE)))
+    apply_delta(state, read_delta(path, meta.get("delta_sha256")))
     model.load_state_dict(state)
     return model.to(get_device(device)).eval()
 

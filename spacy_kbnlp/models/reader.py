@@ -423,13 +423,11 @@ def save_reader(model, path: Union[str, Path], *, delta: bool = False,
     if rank is not None:
         delta = int8 = True
     if delta:
-        from safetensors.torch import save_file
-
-        from ..core.delta import DELTA_FILE
+        from ..core.delta import write_delta
 
         tensors, meta["base_check"] = _delta_from_base(model, half=half, int8=int8, rank=rank)
         meta["delta"] = True
-        save_file(tensors, str(path / DELTA_FILE))
+        meta["delta_sha256"] = write_delta(tensors, path)
     (path / "spec.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     if not delta:
         save_hf_module(model.encoder, model.tokenizer, path / "encoder")
@@ -445,7 +443,7 @@ def load_reader(path: Union[str, Path], device=None):
     spec = ReaderSpec(**meta["spec"])
     if meta.get("delta"):
         model = spec.build(device="cpu")
-        _apply_delta(model, path, meta.get("base_check", {}))
+        _apply_delta(model, path, meta.get("base_check", {}), meta.get("delta_sha256"))
         return model.to(get_device(device)).eval()
     tok, enc = load_encoder_model(str(path / "encoder"), str(path))
     model = (PackedReader if spec.packed else CrossReader)(spec, enc, tok)
@@ -465,10 +463,9 @@ def _delta_from_base(model, *, half: bool, int8: bool = False, rank: Optional[in
                            half=half, int8=int8, rank=rank)
 
 
-def _apply_delta(model, path: Path, base_check: Dict[str, float]) -> None:
-    from safetensors.torch import load_file
-
-    from ..core.delta import DELTA_FILE, apply_delta, mismatched_base
+def _apply_delta(model, path: Path, base_check: Dict[str, float],
+                 sha256: Optional[str] = None) -> None:
+    from ..core.delta import apply_delta, mismatched_base, read_delta
     from ..errors import Errors
 
     state = model.state_dict()
@@ -476,7 +473,7 @@ def _apply_delta(model, path: Path, base_check: Dict[str, float]) -> None:
     if bad:
         raise ValueError(Errors.KBE213.format(path=path, name=model.spec.name or "bundled MiniLM",
                                               tensors=", ".join(bad[:3])))
-    apply_delta(state, load_file(str(path / DELTA_FILE)))
+    apply_delta(state, read_delta(path, sha256))
 
 
 def quantize_dynamic(model):

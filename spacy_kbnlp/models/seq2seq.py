@@ -772,9 +772,7 @@ class Seq2SeqCorefModel:
         ``core.delta``), a few MB instead of the full model. ``seed``,
         ``warm_start``, ``decoder_layers``: those the model was trained with.
         Returns the spec written."""
-        from safetensors.torch import save_file
-
-        from ..core.delta import DELTA_FILE, base_checks, delta_from_base
+        from ..core.delta import base_checks, delta_from_base, write_delta
         from ..core.torch_io import dedupe_tied
 
         base = self.seeded_warm_start(self.settings, seed=seed, warm_start=warm_start,
@@ -799,7 +797,7 @@ class Seq2SeqCorefModel:
                 "base_check": base_checks(ref, drawn + kept)}
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path / DELTA_FILE))
+        spec["delta_sha256"] = write_delta(tensors, path)
         (path / COMPACT_SPEC).write_text(json.dumps(spec, indent=2), encoding="utf-8")
         return spec
 
@@ -807,9 +805,7 @@ class Seq2SeqCorefModel:
     def from_compact(cls, path: Union[str, Path], settings: ModelSettings,
                      device: Any = None) -> "Seq2SeqCorefModel":
         """Rebuild a model written by :meth:`save_compact`."""
-        from safetensors.torch import load_file
-
-        from ..core.delta import DELTA_FILE, apply_delta, mismatched_base
+        from ..core.delta import apply_delta, mismatched_base, read_delta
         from ..core.torch_io import get_device
 
         path = Path(path)
@@ -826,7 +822,7 @@ class Seq2SeqCorefModel:
         if bad:
             raise ValueError(Errors.KBE261.format(path=path, name=spec["warm_start"] or "bundled MiniLM",
                                                   tensors=", ".join(bad[:3])))
-        apply_delta(state, load_file(str(path / DELTA_FILE)))
+        apply_delta(state, read_delta(path, spec.get("delta_sha256")))
         return model.to(get_device(device))
 
     def to(self, device: Any) -> "Seq2SeqCorefModel":

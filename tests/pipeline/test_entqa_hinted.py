@@ -343,3 +343,27 @@ def test_hints_with_a_score_without_kb_vectors_fall_back_with_a_warning(kb):
     linker.cfg["mention_hints"] = "hints"
     with pytest.raises(ValueError, match="KBE217"):
         fit_hinted(nlp, gold_docs(nlp), [])
+
+
+@pytest.mark.parametrize("asset,loader", [("entqa_reader", "reader"), ("seq2seq_coref", "coref")])
+def test_bundled_weights_are_checked_against_their_sha256(asset, loader, tmp_path):
+    """The shipped deltas carry their sha256 in the spec next to them; a flipped byte is
+    KBE159 on load instead of silently other scores."""
+    import shutil
+
+    from spacy_kbnlp.linking.bundled import ASSETS
+
+    copy = tmp_path / asset
+    shutil.copytree(ASSETS / asset, copy)
+    data = bytearray((copy / "delta.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "delta.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="KBE159"):
+        if loader == "reader":
+            from spacy_kbnlp.models.reader import load_reader
+
+            load_reader(copy)
+        else:
+            from spacy_kbnlp.cli.demo import run_bundled_coref
+
+            run_bundled_coref("Anna said she would come.", model=copy, printer=lambda *a, **k: None)

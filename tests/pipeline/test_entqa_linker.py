@@ -210,7 +210,8 @@ def test_links_far_into_a_long_document(trained):
 
 @pytest.mark.slow
 def test_100k_token_document(trained):
-    text = "The weather was cold and grey that morning. " * 10000 + "Barack Obama visited Berlin."
+    # 9 tokens a sentence: 11,112 sentences make the document longer than 100,000 tokens
+    text = "The weather was cold and grey that morning. " * 11112 + "Barack Obama visited Berlin."
     doc = trained(text)
     assert len(doc) > 100000
     assert ("Q76" in {s.kb_id_ for s in doc.spans["entqa"]})
