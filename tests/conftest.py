@@ -70,3 +70,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` (``name`` without ``.py``, e.g. ``peers/coref_predict``;
+    not a package) imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_" + name.replace("/", "_"),
+                                                  REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

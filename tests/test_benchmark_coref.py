@@ -1,5 +1,4 @@
 """benchmarks/coref.py: GAP pair decisions, P/R/F, and the Markdown table of the result JSON."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,15 +7,14 @@ from spacy.tokens import Doc
 
 from spacy_kbnlp.extensions import install_extensions, set_coref_clusters
 
+from .conftest import load_benchmark
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "coref.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_coref", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("coref")
 
 
 def _row(text, pronoun, a, b):
@@ -93,10 +91,7 @@ def test_spacy_log_curve_reads_console_table(bench):
 
 
 def test_peer_head_expansion_takes_the_subtree(nlp):
-    spec = importlib.util.spec_from_file_location(
-        "peer_predict", SCRIPT.parent / "peers" / "coref_predict.py")
-    peer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer)
+    peer = load_benchmark("peers/coref_predict")
     words = ["The", "old", "man", "saw", "his", "dog", "."]
     parsed = Doc(nlp.vocab, words=words, heads=[2, 2, 3, 3, 5, 3, 3],
                  deps=["det", "amod", "nsubj", "ROOT", "poss", "dobj", "punct"])

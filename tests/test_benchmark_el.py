@@ -1,6 +1,5 @@
 """benchmarks/el.py: the README's entity-linking status block is the one generated
 from benchmarks/results/el.json; error classification of one document."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,16 +7,15 @@ import pytest
 from spacy.lang.en import English
 from spacy.tokens import Span
 
+from .conftest import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "el.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_el", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("el")
 
 
 def _block(text: str, name: str) -> str:
