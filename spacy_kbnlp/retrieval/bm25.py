@@ -30,10 +30,11 @@ class BM25Index:
         self.n = len(texts)
         self.stopwords = stopwords
         self._retriever = None
-        if self.n:
+        tokens = self._tokenize(texts) if self.n else []
+        if any(tokens):  # texts of stopwords and one-letter words only have no index (bm25s fails)
             bm25s = _bm25s()
             self._retriever = bm25s.BM25(k1=k1, b=b)
-            self._retriever.index(self._tokenize(texts), show_progress=False)
+            self._retriever.index(tokens, show_progress=False)
 
     def _tokenize(self, texts: Sequence[str]) -> List[List[str]]:
         return _bm25s().tokenize(list(texts), stopwords=self.stopwords, return_ids=False,
@@ -48,7 +49,7 @@ class BM25Index:
             return scores, rows
         tokens = self._tokenize(queries)
         for i, toks in enumerate(tokens):
-            if not toks:  # only stopwords / punctuation: every document scores 0
+            if not toks or self._retriever is None:  # nothing to match: every document scores 0
                 scores[i, :kk] = 0.0
                 rows[i, :kk] = numpy.arange(kk)
                 continue

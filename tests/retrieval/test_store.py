@@ -61,6 +61,27 @@ def test_bm25_sorted_and_padded():
     assert BM25Index([]).search(["x"], 2)[1].tolist() == [[-1, -1]]
 
 
+def test_bm25_over_texts_without_index_terms_scores_zero():
+    """Texts of stopwords and one-letter words give bm25s no vocabulary (it fails with
+    "max() arg is an empty sequence"); such an index scores every text 0."""
+    index = BM25Index(["x y z ", "the of"])
+    scores, rows = index.search(["turing london", "x"], 3)
+    assert rows.tolist() == [[0, 1, -1], [0, 1, -1]]
+    assert (scores[:, :2] == 0).all() and numpy.isneginf(scores[:, 2]).all()
+
+
+def test_demo_retriever_initialized_without_examples_does_not_crash():
+    """`nlp.initialize()` without examples (spaCy's placeholder doc) used to crash inside
+    bm25s at the first call."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("demo_retriever")
+    nlp.initialize()
+    doc = nlp("Obama was born in Hawaii.")
+    assert doc.text == "Obama was born in Hawaii."
+
+
 def test_store_leave_one_out_and_round_trip(nlp, encoder):
     docs = re_docs(nlp)
     store = DemoStore.from_docs(docs, encoder=encoder)
