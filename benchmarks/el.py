@@ -94,7 +94,7 @@ def score_sets(gold: Dict[str, List[Any]], pred: Dict[str, List[Any]], kb_ids: S
 def timed_pipe(nlp, gold: Dict[str, List[Any]], batch_size: int,
                post=None) -> Tuple[Dict[str, List[Any]], Dict[str, float]]:
     """Run ``nlp.pipe`` (then ``post(docs)``) over fresh input docs of every set."""
-    from spacy_kbnlp.cli.evaluate import input_doc
+    from spacy_kbnlp.readers import input_doc
 
     inputs = {k: [input_doc(nlp, d) for d in v] for k, v in gold.items()}
     load_before = os.getloadavg()[0]
@@ -453,8 +453,8 @@ def run_zero_shot(args) -> None:
     import spacy
 
     import spacy_kbnlp  # noqa: F401
-    from spacy_kbnlp.cli.entqa import best_threshold, threshold_curve
-    from spacy_kbnlp.cli.evaluate import input_doc
+    from spacy_kbnlp.scorers.el import best_threshold, threshold_curve
+    from spacy_kbnlp.readers import input_doc
     from spacy_kbnlp.encoders.hf import HFEncoder
     from spacy_kbnlp.kb.dense_kb import DenseKB
     from spacy_kbnlp.readers import read_docbin

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from spacy.language import Language
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc
 from wasabi import msg
 
 from ..errors import Errors
+from ..readers import input_doc  # noqa: F401 (public here too)
 from ._util import Arg, Opt, app, setup_gpu
 from .score import (OPTS, check_task, pair_docs, print_metrics, read_task_docs, score_task,
                     split_labels, task_options, write_metrics)
@@ -33,15 +34,6 @@ def load_pipeline(name: Union[str, Path]) -> Language:
         return spacy.load(name)
     except (OSError, IOError, ValueError, KeyError) as err:
         raise ValueError(Errors.KBE107.format(name=name, err=str(err).rstrip("."))) from None
-
-
-def input_doc(nlp: Language, gold: Doc, gold_ents: bool = False) -> Doc:
-    """An unannotated Doc with the gold tokens (and, if asked, the gold entity spans
-    and labels, never their kb_id)."""
-    doc = Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold])
-    if gold_ents:
-        doc.ents = [Span(doc, e.start, e.end, label=e.label_) for e in gold.ents]
-    return doc
 
 
 def run_pipeline(nlp: Language, docs: Iterable[Doc], *, batch_size: Optional[int] = None,

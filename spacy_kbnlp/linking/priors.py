@@ -138,10 +138,6 @@ class PriorTable:
     def log_popularity(self, entity: str) -> float:
         return math.log1p(max(0.0, self.popularity.get(entity, 0.0)))
 
-    def copy(self) -> "PriorTable":
-        return PriorTable(self.counts, self.entity_counts, self.popularity, self.sources,
-                          self.link_surfaces)
-
     # ------------------------------------------------------------ serialization
     def to_dict(self) -> Dict[str, Any]:
         return {"counts": self.counts, "entity_counts": self.entity_counts,

@@ -182,7 +182,8 @@ def load_onepass(path: Union[str, Path], device=None) -> OnePassReader:
 
 
 def window_items(mentions: Sequence[Any], max_candidates: int,
-                 gold: Optional[Sequence[int]] = None) -> Tuple[List[Dict[str, Any]], List[Tuple[int, int, List[int]]]]:
+                 gold: Optional[Sequence[int]] = None
+                 ) -> Tuple[List[Dict[str, Any]], List[Tuple[int, int, List[int]]]]:
     """Group hinted mentions (``MentionCandidates`` with ``window``/``pieces``) by
     their window: the window's soft tokens are its mentions' candidates (in their
     order, shared, at most ``max_candidates``). Returns the items and, per

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Union
 
 from spacy.language import Language
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import Doc, DocBin, Span
 
 from ..errors import Errors
 from ..extensions import install_extensions
@@ -55,3 +55,12 @@ def read_docs(path: Union[str, Path], fmt: str, nlp: Language, **options: Any) -
 __all__ = ["AlignmentStats", "FORMATS", "POLICIES", "read_docs", "read_docbin", "read_conll04",
            "read_conll2012", "read_elevant", "read_gum_tsv", "read_jsonl", "read_semeval2010",
            "write_jsonl"]
+
+
+def input_doc(nlp: Language, gold: Doc, gold_ents: bool = False) -> Doc:
+    """An unannotated Doc with the gold tokens (and, if asked, the gold entity spans
+    and labels, never their kb_id)."""
+    doc = Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold])
+    if gold_ents:
+        doc.ents = [Span(doc, e.start, e.end, label=e.label_) for e in gold.ents]
+    return doc

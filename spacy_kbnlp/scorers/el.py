@@ -507,3 +507,40 @@ def make_el_scorer(
 __all__ = ["ELDocResult", "el_gold_labels", "el_predictions", "gerbil_prf", "load_kb_ids",
            "make_el_scorer", "normalize_gold_id", "normalize_pred_id", "score_el",
            "score_el_docs", "score_el_document"]
+
+
+# ---------------------------------------------------------------- threshold calibration
+def threshold_grid(scores: List[float], n: int) -> List[float]:
+    """Every effective threshold (midway between adjacent distinct link scores, and
+    0), thinned to about ``n`` evenly spaced quantiles and rounded to 6 decimals, so
+    that the value survives the JSON/config round trip unchanged."""
+    distinct = sorted(set(scores))
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(distinct, distinct[1:])]
+    if len(cuts) > n:
+        step = len(cuts) / n
+        cuts = [cuts[int(i * step)] for i in range(n)]
+    return sorted({round(c, 6) for c in cuts})
+
+
+def threshold_curve(per_doc: Sequence[Any], kb_ids: Optional[Set[str]] = None,
+                    n_thresholds: int = 400) -> List[Dict[str, float]]:
+    """InKB micro P/R/F1 for every effective threshold. ``per_doc``: per gold doc
+    ``(labels, eval_span, links)`` with ``labels`` = ``el_gold_labels(gold)`` and
+    ``links`` = ``(start_char, end_char, kb_id, score)``; a link counts when its
+    score is above the threshold."""
+    scores = [x[3] for _, _, links in per_doc for x in links]
+    curve = []
+    for t in threshold_grid(scores, n_thresholds):
+        tp = fp = fn = 0
+        for labels, span, links in per_doc:
+            res = score_el_document(labels, [x[:3] for x in links if x[3] > t], span,
+                                    kb_ids=kb_ids)
+            tp, fp, fn = tp + res.tp, fp + res.fp, fn + res.fn
+        p_, r_, f_ = prf(tp, fp, fn)
+        curve.append({"threshold": t, "p": p_, "r": r_, "f": f_})
+    return curve
+
+
+def best_threshold(curve: List[Dict[str, float]]) -> Dict[str, float]:
+    """The point of highest F1 (the highest threshold among ties)."""
+    return max(curve, key=lambda c: (c["f"], c["threshold"]))

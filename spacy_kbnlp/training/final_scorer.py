@@ -31,7 +31,7 @@ def inkb_gold(doc, kb_ids: Set[str]) -> Dict[Tuple[int, int], str]:
 
 def annotate_inputs(nlp, gold_docs: Sequence[Any], linker_name: str, batch_size: int = 16):
     """Fresh input docs (text only) run through every pipe before the linker."""
-    from ..cli.evaluate import input_doc
+    from ..readers import input_doc
 
     names = nlp.pipe_names
     upto = names[: names.index(linker_name)] if linker_name in names else names
@@ -125,8 +125,7 @@ def _hinted_inputs(nlp, gold: Sequence[Any], linker, batch_size: int) -> List[An
 def _threshold(gold: Sequence[Any], links: Sequence[Any], kb_ids: Set[str]) -> Dict[str, float]:
     """The threshold of highest InKB micro F1 over ``links`` (per doc: start_char,
     end_char, entity, probability) against ``gold``."""
-    from ..cli.entqa import best_threshold, threshold_curve
-    from ..scorers.el import el_gold_labels, eval_span_of
+    from ..scorers.el import best_threshold, el_gold_labels, eval_span_of, threshold_curve
 
     per_doc = [(el_gold_labels(g), eval_span_of(g), ls) for g, ls in zip(gold, links)]
     best = best_threshold(threshold_curve(per_doc, kb_ids))
