@@ -101,7 +101,7 @@ def _resolved_text_getter(doc: Doc) -> str:
     return resolve_coref_text(doc)
 
 
-def _rel_getter(doc: Doc) -> Dict[Tuple[int, int], Dict[str, float]]:
+def _kb_rels_getter(doc: Doc) -> Dict[Tuple[int, int], Dict[str, float]]:
     """``{(head.start, tail.start): {label: score}}``, the spaCy rel_component format."""
     out: Dict[Tuple[int, int], Dict[str, float]] = {}
     for rec in doc._.rel_records or ():
@@ -155,7 +155,7 @@ def _kb_candidates_getter(span: Span) -> List[Tuple[str, float]]:
 DOC_EXTENSIONS: Dict[str, Dict[str, Any]] = {
     # relations: list of {"head": [start, end], "tail": [start, end], "label": str, "score": float}
     "rel_records": {"default": None},
-    "rel": {"getter": _rel_getter},
+    "kb_rels": {"getter": _kb_rels_getter},
     "relations": {"getter": _relations_getter},
     # entity linking gold (ELEVANT): list of label records, and the [start, end) char span scored
     "el_gold": {"default": None},

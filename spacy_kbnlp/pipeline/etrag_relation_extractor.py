@@ -10,7 +10,7 @@ tokenizer are written next to it, so ``from_disk`` needs no hub and no weights p
 
 Instances are the unordered pairs of ``doc.ents`` (see ``retrieval.render``); the
 predicted directed label becomes one record in ``doc._.rel_records`` (read through
-``doc._.rel`` / ``doc._.relations``) with its probability (softmax over the label
+``doc._.kb_rels`` / ``doc._.relations``) with its probability (softmax over the label
 log-likelihoods); ``no_relation`` and probabilities below ``threshold`` write
 nothing. Docs with fewer than two entities get no relation. During training the
 instance bank holds every training instance; a query never retrieves instances of

@@ -5,7 +5,7 @@ For each Doc it builds a prompt (``llm.prompts.build_prompt``) from
 ``doc._.demonstrations`` (written by ``demo_retriever`` earlier in the pipeline;
 none = zero-shot), calls the backend for the whole batch, and parses the answers
 as far as possible (``llm.parsing``). Task ``re`` writes ``doc._.rel_records``
-(score = ``score``, default 1.0; read via ``doc._.rel`` / ``doc._.relations``); task
+(score = ``score``, default 1.0; read via ``doc._.kb_rels`` / ``doc._.relations``); task
 ``ner`` writes ``doc.ents``. Everything that could not be used (backend failures,
 unparsable lines, unknown entities or labels...) is listed on ``doc._.llm_errors``
 as ``{"kind", "detail"}`` and counted in ``self.error_counts``; a warning (KBW300)

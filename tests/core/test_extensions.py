@@ -39,10 +39,10 @@ def test_relations_and_clusters_survive_docbin(nlp):
     add_relation(doc, doc[0:2], doc[7:8], "Live_In")
     add_relation(doc, doc[0:2], doc[4:6], "Knows", 0.25)
     set_coref_clusters(doc, [[(0, 2), (4, 6)], [(7, 8)]])
-    assert doc._.rel == {(0, 7): {"Live_In": 1.0}, (0, 4): {"Knows": 0.25}}
+    assert doc._.kb_rels == {(0, 7): {"Live_In": 1.0}, (0, 4): {"Knows": 0.25}}
     db = DocBin(store_user_data=True, docs=[doc])
     doc2 = list(DocBin().from_bytes(db.to_bytes()).get_docs(nlp.vocab))[0]
-    assert doc2._.rel == doc._.rel
+    assert doc2._.kb_rels == doc._.kb_rels
     rels = doc2._.relations
     assert [(h.text, t.text, lab, s) for h, t, lab, s in rels] == [
         ("Ada Lovelace", "London", "Live_In", 1.0),

@@ -75,7 +75,7 @@ def test_overfit_round_trip_and_pipe(tiny):
     out = [nlp(unannotated(nlp, d)) for d in gold]
     assert [_rels(o) for o in out] == [_rels(g) for g in gold]
     assert all(0 < r["score"] <= 1 for o in out for r in o._.rel_records)
-    assert list(out[5]._.rel) == [(0, 2)]
+    assert list(out[5]._.kb_rels) == [(0, 2)]
     piped = list(nlp.pipe([unannotated(nlp, d) for d in gold], batch_size=3))
     assert [p._.rel_records for p in piped] == [o._.rel_records for o in out]
     with make_tempdir() as tmp:

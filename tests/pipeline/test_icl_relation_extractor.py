@@ -39,10 +39,10 @@ def test_end_to_end_with_partial_answers(nlp):
         with pytest.warns(UserWarning, match="KBW300"):
             docs = list(nlp.pipe([unannotated(nlp, bohr), booth]))
         prompts = [r["json"]["messages"][-1]["content"] for r in server.requests]
-    assert docs[0]._.rel == {(0, 4): {"Live_In": 1.0}}
+    assert docs[0]._.kb_rels == {(0, 4): {"Live_In": 1.0}}
     assert [(h.text, t.text, l) for h, t, l, _ in docs[0]._.relations] == [("Niels Bohr", "Copenhagen", "Live_In")]
     assert docs[0]._.llm_errors == []
-    assert docs[1]._.rel == {(0, 2): {"Kill": 1.0}}
+    assert docs[1]._.kb_rels == {(0, 2): {"Kill": 1.0}}
     assert [e["kind"] for e in docs[1]._.llm_errors] == ["unparsable", "unknown_entity"]
     assert icl.error_counts == {"unknown_entity": 1, "unparsable": 1}
     # the prompts hold the retrieved demonstrations (leave-one-out: Booth's own sentence is not there)

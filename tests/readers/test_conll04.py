@@ -39,7 +39,7 @@ def test_train_totals_and_exact_triple(shared_data, nlp):
     assert doc[:3].text == "Newspaper ` Explains"
     assert [(h.text, t.text, lab, s) for h, t, lab, s in doc._.relations] == [
         ("Radio Reloj Network", "Havana", "OrgBased_In", 1.0)]
-    assert doc._.rel == {(10, 9): {"OrgBased_In": 1.0}}
+    assert doc._.kb_rels == {(10, 9): {"OrgBased_In": 1.0}}
     assert [(e.text, e.label_) for e in doc.ents][:3] == [
         ("U.S.", "Loc"), ("Havana", "Loc"), ("Radio Reloj Network", "Org")]
 

@@ -76,7 +76,7 @@ def test_glued_tags(sem_docs):
         assert tuple(e.text for e in doc.ents) == expected[sid]
     assert docs[2740].text.startswith("Thestaff in the shop")
     assert [t.text for t in docs[2740][:2]] == ["The", "staff"]
-    assert docs[6373]._.rel == {(docs[6373].ents[0].start, docs[6373].ents[1].start):
+    assert docs[6373]._.kb_rels == {(docs[6373].ents[0].start, docs[6373].ents[1].start):
                                 {"Component-Whole": 1.0}}
 
 
