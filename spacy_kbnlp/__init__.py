@@ -6,6 +6,7 @@ It loads no model and touches no network.
 """
 from .about import __version__
 from .extensions import install_extensions
+from .visualize import render
 
 # registering modules: keep them free of heavy imports at module level
 from .encoders import hf  # noqa: F401
@@ -20,4 +21,4 @@ from .pipeline import demo_retriever, etrag_relation_extractor, icl_relation_ext
 
 install_extensions()
 
-__all__ = ["__version__", "install_extensions"]
+__all__ = ["__version__", "install_extensions", "render"]

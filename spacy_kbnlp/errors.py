@@ -82,6 +82,8 @@ class Warnings(metaclass=ErrorsWithCodes):
               "before the grammar finished; mentions still open there were dropped.")
     KBW150 = ("Encoder '{name}' was loaded from the Hugging Face cache or hub name; "
               "pass a local path for fully reproducible offline use.")
+    KBW180 = ("render: doc {i} has no {styles} to show; left out. Run a pipeline with the "
+              "component that writes it (see docs/visualize.md).")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -329,3 +331,15 @@ class Errors(metaclass=ErrorsWithCodes):
               "package or re-export the model.")
     KBE155 = ("Unknown device '{device}'. Use 'cpu', 'cuda', 'cuda:N' or 'mps', or leave it unset "
               "to follow spaCy's `require_gpu()` / `--gpu-id`.")
+    KBE180 = ("Nothing to render: the doc(s) have no {styles}. Entity links come from "
+              "entqa_linker / insgenel_linker (doc._.kb_links) or doc.ents with kb_id, "
+              "coreference clusters from seq2seq_coref (doc.spans['coref_clusters_N']), relations "
+              "from a relation extractor (doc._.rel_records); run a pipeline with one of them.")
+    KBE181 = ("Unknown render style(s) {styles}. Choose from: {options}.")
+    KBE182 = ("The KB URL template {template!r} cannot be filled ({err}). Write the id's place as "
+              "{{kb_id}}, e.g. 'https://www.wikidata.org/wiki/{{kb_id}}'.")
+    KBE183 = ("render takes a Doc or Docs (got: {types}). Run the text through a pipeline first: "
+              "render(nlp(text)).")
+    KBE184 = ("Cannot load the pipeline '{pipeline}': {err}. Give the folder of a saved pipeline, "
+              "an installed pipeline package, or 'demo' (the bundled linker and coreference model "
+              "on the demo KB).")

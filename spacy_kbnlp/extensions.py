@@ -68,6 +68,11 @@ def _is_pronoun(span: Span) -> bool:
     return tok.pos_ == "PRON" or tok.lower_ in PRONOUNS
 
 
+def cluster_representative(cluster: List[Span]) -> Span:
+    """A cluster's representative mention: the first one that is not a pronoun, else the first."""
+    return next((m for m in cluster if not _is_pronoun(m)), cluster[0])
+
+
 def resolve_coref_text(doc: Doc, prefix: str = DEFAULT_CLUSTER_PREFIX) -> str:
     """``doc.text`` with each mention replaced by its cluster's representative mention
     (the first one that is not a pronoun, else the first); possessive pronouns become
@@ -76,7 +81,7 @@ def resolve_coref_text(doc: Doc, prefix: str = DEFAULT_CLUSTER_PREFIX) -> str:
     for cluster in get_coref_clusters(doc, prefix):
         if not cluster:
             continue
-        rep = next((m for m in cluster if not _is_pronoun(m)), cluster[0])
+        rep = cluster_representative(cluster)
         for m in cluster:
             if m.start == rep.start and m.end == rep.end:
                 continue
