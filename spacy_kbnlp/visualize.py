@@ -4,8 +4,8 @@ mentions, coreference clusters and relations.
 ``render(doc)`` builds on :mod:`spacy.displacy` with ``manual=True`` data:
 
 * **spans** (displaCy's ``"span"`` style, which stacks nested and overlapping
-  spans): every link of ``doc._.kb_links`` (or, without it, ``doc.ents`` with a
-  ``kb_id_``) labelled with its entity label, its ``kb_id`` a link made from
+  spans): every link of ``doc._.kb_links`` and every entity of ``doc.ents`` without
+  one, labelled with its entity label, a ``kb_id`` shown as a link made from
   ``kb_url_template``; every coreference mention labelled with its cluster,
   ``"cluster N: <representative mention>"``.
 * **relations**: displaCy's ``"dep"`` style draws one arc per relation of
@@ -74,18 +74,19 @@ def cluster_label(n: int, cluster: List[Span]) -> str:
 
 
 def link_records(doc: Doc) -> List[Dict[str, Any]]:
-    """The links of ``doc``: ``doc._.kb_links`` (one per span and kb_id, best score
-    kept), else ``doc.ents`` that carry a ``kb_id_``; sorted by position."""
+    """The entity mentions of ``doc`` with their links: ``doc._.kb_links`` (one per
+    span and kb_id, best score kept), then each of ``doc.ents`` that no link has the
+    boundaries of (``kb_id`` its ``kb_id_``, ``""`` when unlinked); by position."""
     best: Dict[Tuple[int, int, str], Dict[str, Any]] = {}
     for rec in doc._.kb_links or ():
         key = (int(rec["start"]), int(rec["end"]), str(rec["kb_id"]))
         if key not in best or float(rec.get("score", 0.0)) > float(best[key].get("score", 0.0)):
             best[key] = rec
-    if not best:
-        for ent in doc.ents:
-            if ent.kb_id_:
-                best[(ent.start, ent.end, ent.kb_id_)] = {"start": ent.start, "end": ent.end,
-                                                          "kb_id": ent.kb_id_, "label": ent.label_}
+    linked = {(s, e) for s, e, _ in best}
+    for ent in doc.ents:
+        if (ent.start, ent.end) not in linked:
+            best[(ent.start, ent.end, ent.kb_id_)] = {"start": ent.start, "end": ent.end,
+                                                      "kb_id": ent.kb_id_, "label": ent.label_}
     return [best[k] for k in sorted(best)]
 
 
@@ -106,7 +107,7 @@ def span_data(doc: Doc, styles: Sequence[str], kb_url_template: Optional[str],
         for rec in link_records(doc):
             kb_id = str(rec["kb_id"])
             add(int(rec["start"]), int(rec["end"]), str(rec.get("label") or "ENTITY"), kb_id,
-                kb_url(kb_id, kb_url_template))
+                kb_url(kb_id, kb_url_template) if kb_id else "#")
     if "coref" in styles:
         for n, cluster in enumerate(get_coref_clusters(doc, cluster_prefix), start=1):
             if not cluster:
@@ -211,7 +212,12 @@ def _has(doc: Doc, style: str, cluster_prefix: str) -> bool:
     return bool(doc._.rel_records)
 
 
-def _check_styles(styles: Optional[Union[str, Iterable[str]]]) -> Optional[List[str]]:
+def check_options(styles: Optional[Union[str, Iterable[str]]],
+                  kb_url_template: Optional[str] = AUTO) -> Optional[List[str]]:
+    """The styles as a list (``None``: every one); KBE181 for an unknown style,
+    KBE182 for a URL template that cannot be filled."""
+    if kb_url_template not in (None, AUTO):
+        kb_url("Q1", kb_url_template)
     if styles is None:
         return None
     styles = [styles] if isinstance(styles, str) else list(styles)
@@ -264,14 +270,12 @@ def render(
     page: a whole HTML page (default) or a fragment.
     jupyter: show the HTML in a notebook (``None``: if running in one) and return it.
     """
-    styles = _check_styles(styles)
+    styles = check_options(styles, kb_url_template)
     docs = [docs] if isinstance(docs, (Doc, Span)) else list(docs)
     docs = [d.as_doc() if isinstance(d, Span) else d for d in docs]
     bad = [type(d).__name__ for d in docs if not isinstance(d, Doc)]
     if bad or not docs:
         raise TypeError(Errors.KBE183.format(types=", ".join(bad) or "nothing"))
-    if kb_url_template not in (None, AUTO):
-        kb_url("Q1", kb_url_template)  # a bad template fails before anything is drawn
     fragments = []
     for i, doc in enumerate(docs):
         present = [s for s in STYLES if _has(doc, s, cluster_prefix)]

@@ -104,12 +104,19 @@ def test_cluster_label_prefers_a_name_and_escapes_html():
     assert cluster_label(2, long._.coref_clusters[0]) == "cluster 2: the very long name of a mou..."
 
 
-def test_ents_with_kb_id_without_kb_links():
+def test_ents_with_and_without_links():
     nlp = English()
-    doc = nlp("Ada Lovelace met Babbage .")
-    doc.ents = [Span(doc, 0, 2, label="PERSON", kb_id="Q7259"), Span(doc, 3, 4, label="PERSON")]
+    doc = nlp("Ada Lovelace met Babbage in London .")
+    doc.ents = [Span(doc, 0, 2, label="PERSON", kb_id="Q7259"), Span(doc, 3, 4, label="PERSON"),
+                Span(doc, 5, 6, label="GPE")]
     html = spacy_kbnlp.render(doc, page=False)
-    assert LABEL.findall(html) == [("PERSON", "https://www.wikidata.org/wiki/Q7259", "Q7259")]
+    assert LABEL.findall(html) == [("PERSON", "https://www.wikidata.org/wiki/Q7259", "Q7259"),
+                                   ("PERSON", "", ""), ("GPE", "", "")]
+    # a linker's record for London wins over the entity with the same boundaries
+    doc._.kb_links = [link(5, 6, "Q84", "GPE", 0.5)]
+    html = spacy_kbnlp.render(doc, page=False)
+    assert LABEL.findall(html) == [("PERSON", "https://www.wikidata.org/wiki/Q7259", "Q7259"),
+                                   ("PERSON", "", ""), ("GPE", "https://www.wikidata.org/wiki/Q84", "Q84")]
 
 
 def test_bad_input_gives_coded_errors(doc):
