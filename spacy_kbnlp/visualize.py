@@ -37,11 +37,15 @@ QID = re.compile(r"Q[1-9][0-9]*")
 CLUSTER_COLORS = ("#c5a3ff", "#9fd8f0", "#ffb3ba", "#b5e7a0", "#ffd59e", "#d4c4fb",
                   "#a0e7e5", "#f6c6ea", "#e2f0cb", "#ffdac1")
 MAX_REP_CHARS = 30
+MAX_GAP_CHARS = 24
 # displaCy's span templates with labels kept on one line (displaCy wraps them to the
 # width of the first token, so "cluster 1: Marie Curie" over "She" became 4 lines)
 SPAN_TEMPLATE = {"span": TPL_SPAN, "slice": TPL_SPAN_SLICE,
                  "start": TPL_SPAN_START.replace("border-radius: 3px\"",
                                                  "border-radius: 3px; white-space: nowrap\"")}
+# displaCy's page, declared UTF-8 (it names no charset, so a browser opening the
+# file may decode non-ASCII text as Latin-1)
+PAGE = TPL_PAGE.replace("<head>", '<head>\n        <meta charset="utf-8">', 1)
 TABLE_STYLE = "border-collapse: collapse; margin-top: 1.5rem; font-size: 0.9em"
 CELL_STYLE = "border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: left"
 
@@ -137,11 +141,20 @@ def _relation_groups(records: List[Dict[str, Any]]) -> List[Tuple[int, int, List
     return groups
 
 
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return f"{text[:half]}...{text[-half:]}"
+
+
 def relation_arcs(doc: Doc, start: int, end: int,
                   records: List[Dict[str, Any]]) -> Dict[str, Any]:
     """displaCy ``"dep"`` data (``manual=True``) for ``records`` over ``doc[start:end]``:
     each outermost argument one word (its tag: the link's label and kb_id, if
-    linked), one arc per relation from head to tail (labelled ``label score``)."""
+    linked), the tokens between arguments one word (shortened to 24 characters),
+    one arc per relation from head to tail (labelled ``label score``)."""
     args = sorted({(r[side][0], r[side][1]) for r in records for side in ("head", "tail")},
                   key=lambda x: (x[0], -x[1]))
     units: List[Tuple[int, int]] = []
@@ -152,16 +165,19 @@ def relation_arcs(doc: Doc, start: int, end: int,
             covered = e
     words: List[Dict[str, str]] = []
     index: Dict[int, int] = {}  # token -> word
+    starts = {s: e for s, e in units}
     i = start
     while i < end:
-        unit = next((u for u in units if u[0] == i), None)
-        s, e = unit if unit else (i, i + 1)
-        span = doc[s:e]
-        link = find_link(span) if unit else None
-        tag = f"{link.get('label') or 'ENTITY'} {link['kb_id']}" if link else ""
-        for t in range(s, e):
-            index[t] = len(words)
-        words.append({"text": span.text, "tag": tag})
+        if i in starts:
+            e = starts[i]
+            link = find_link(doc[i:e])
+            tag = f"{link.get('label') or 'ENTITY'} {link['kb_id']}" if link else ""
+            words.append({"text": doc[i:e].text, "tag": tag})
+        else:  # the gap up to the next argument
+            e = min([s for s in starts if s > i] + [end])
+            words.append({"text": _shorten(doc[i:e].text, MAX_GAP_CHARS), "tag": ""})
+        for tok in range(i, e):
+            index[tok] = len(words) - 1
         i = e
     arcs = []
     for r in records:
@@ -291,7 +307,7 @@ def render(
     if page:
         lang = docs[0].lang_
         direction = docs[0].vocab.writing_system.get("direction", "ltr")
-        out = TPL_PAGE.format(content="".join(TPL_FIGURE.format(content=f) for f in fragments),
+        out = PAGE.format(content="".join(TPL_FIGURE.format(content=f) for f in fragments),
                               lang=lang, dir=direction)
     else:
         out = "\n".join(fragments)

@@ -48,9 +48,10 @@ def test_render_links_nested_clusters_relations(doc):
     # one arc per relation, arguments merged into one word tagged with their link
     assert ARC.findall(html) == ["Work_For 0.91", "Born_In 0.80"]
     words = WORD.findall(html)
-    assert words[:5] == [("Marie Curie", "PERSON Q7186"), ("worked", ""), ("at", ""), ("the", ""),
-                         ("University of Paris", "ORG Q209842")]
-    assert words[5:] == [("She", ""), ("was", ""), ("born", ""), ("in", ""), ("Warsaw", "GPE Q270")]
+    assert words == [("Marie Curie", "PERSON Q7186"), ("worked at the", ""),
+                     ("University of Paris", "ORG Q209842"),
+                     ("She", ""), ("was born in", ""), ("Warsaw", "GPE Q270")]
+    assert '<meta charset="utf-8">' in html
     # and a table row per relation
     rows = re.findall(r"<tr>(.*?)</tr>", html)
     cells = [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)]
@@ -138,3 +139,21 @@ def test_bad_input_gives_coded_errors(doc):
     with pytest.raises(ValueError, match="KBE180"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         spacy_kbnlp.render(blank, styles=["relations"])
+
+
+def test_relation_arcs_point_from_head_to_tail():
+    from spacy_kbnlp.visualize import relation_arcs
+
+    nlp = English()
+    doc = nlp("In Warsaw , a city that many poets and painters loved , lived Marie Curie .")
+    add_relation(doc, doc[13:15], doc[1:2], "Live_In", 0.5)
+    add_relation(doc, doc[13:15], doc[14:15], "Part", 0.25)  # nested in its head: table only
+    data = relation_arcs(doc, 1, 15, doc._.rel_records)
+    assert data["words"] == [{"text": "Warsaw", "tag": ""},
+                             {"text": ", a city t...ed , lived", "tag": ""},
+                             {"text": "Marie Curie", "tag": ""}]
+    # the tail comes first: the arrow points left, to it
+    assert data["arcs"] == [{"start": 0, "end": 2, "label": "Live_In 0.50", "dir": "left"}]
+    html = spacy_kbnlp.render(doc, page=False)
+    assert ARC.findall(html) == ["Live_In 0.50"]
+    assert "<td" in html and "Part" in html
