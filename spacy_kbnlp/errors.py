@@ -339,7 +339,8 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE182 = ("The KB URL template {template!r} cannot be filled ({err}). Write the id's place as "
               "{{kb_id}}, e.g. 'https://www.wikidata.org/wiki/{{kb_id}}'.")
     KBE183 = ("render takes a Doc or Docs (got: {types}). Run the text through a pipeline first: "
-              "render(nlp(text)).")
+              "render(nlp(text)); for a Span, render its Doc (the annotations' offsets are the "
+              "Doc's).")
     KBE184 = ("Cannot load the pipeline '{pipeline}': {err}. Give the folder of a saved pipeline, "
               "an installed pipeline package, or 'demo' (the bundled linker and coreference model "
               "on the demo KB).")

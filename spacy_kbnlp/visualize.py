@@ -287,8 +287,7 @@ def render(
     jupyter: show the HTML in a notebook (``None``: if running in one) and return it.
     """
     styles = check_options(styles, kb_url_template)
-    docs = [docs] if isinstance(docs, (Doc, Span)) else list(docs)
-    docs = [d.as_doc() if isinstance(d, Span) else d for d in docs]
+    docs = [docs] if isinstance(docs, (Doc, Span, str)) else list(docs)
     bad = [type(d).__name__ for d in docs if not isinstance(d, Doc)]
     if bad or not docs:
         raise TypeError(Errors.KBE183.format(types=", ".join(bad) or "nothing"))

@@ -132,6 +132,10 @@ def test_bad_input_gives_coded_errors(doc):
         spacy_kbnlp.render(doc, kb_url_template="https://www.wikidata.org/wiki/{wikidata_id}")
     with pytest.raises(TypeError, match="KBE183.*str"):
         spacy_kbnlp.render("Marie Curie")
+    with pytest.raises(TypeError, match="KBE183.*Span"):
+        spacy_kbnlp.render(doc[0:2])
+    with pytest.raises(TypeError, match="KBE183.*nothing"):
+        spacy_kbnlp.render([])
     # a requested style that one doc lacks is left out with a warning
     with pytest.warns(UserWarning, match=r"KBW180.*doc 1 has no coref"):
         html = spacy_kbnlp.render([doc, blank], styles=["coref"])
