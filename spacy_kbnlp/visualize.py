@@ -9,9 +9,10 @@ mentions, coreference clusters and relations.
   ``kb_url_template``; every coreference mention labelled with its cluster,
   ``"cluster N: <representative mention>"``.
 * **relations**: displaCy's ``"dep"`` style draws one arc per relation of
-  ``doc._.rel_records`` (head to tail, arguments merged into one word each) over
-  the tokens between the arguments; a plain HTML table lists every relation with
-  its score and the arguments' links (displaCy has no table).
+  ``doc._.rel_records`` (head to tail) over the text between the arguments (each
+  argument one word, the tokens between two arguments one word); a plain HTML
+  table lists every relation with its score and the arguments' links (displaCy
+  has no table).
 
     import spacy_kbnlp
     html = spacy_kbnlp.render(doc, kb_url_template="https://www.wikidata.org/wiki/{kb_id}")
@@ -287,7 +288,9 @@ def render(
     jupyter: show the HTML in a notebook (``None``: if running in one) and return it.
     """
     styles = check_options(styles, kb_url_template)
-    docs = [docs] if isinstance(docs, (Doc, Span, str)) else list(docs)
+    if isinstance(docs, (Doc, Span, str)) or not hasattr(docs, "__iter__"):
+        docs = [docs]
+    docs = list(docs)
     bad = [type(d).__name__ for d in docs if not isinstance(d, Doc)]
     if bad or not docs:
         raise TypeError(Errors.KBE183.format(types=", ".join(bad) or "nothing"))

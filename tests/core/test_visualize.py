@@ -136,6 +136,8 @@ def test_bad_input_gives_coded_errors(doc):
         spacy_kbnlp.render(doc[0:2])
     with pytest.raises(TypeError, match="KBE183.*nothing"):
         spacy_kbnlp.render([])
+    with pytest.raises(TypeError, match="KBE183.*int"):
+        spacy_kbnlp.render(5)
     # a requested style that one doc lacks is left out with a warning
     with pytest.warns(UserWarning, match=r"KBW180.*doc 1 has no coref"):
         html = spacy_kbnlp.render([doc, blank], styles=["coref"])
