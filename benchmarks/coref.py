@@ -38,6 +38,9 @@ from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import merge_json, read_json  # noqa: E402  (merge by key, never drop others)
 
 RESULT = ROOT / "benchmarks" / "results" / "coref.json"
 TEST = ROOT / "corpus" / "coref" / "ontogum_test.spacy"
@@ -52,15 +55,15 @@ def data_dir() -> Path:
 
 
 def load_result() -> Dict[str, Any]:
-    if RESULT.exists():
-        return json.loads(RESULT.read_text(encoding="utf-8"))
-    return {"dataset": "OntoGUM test (GUM splits.md, 30 docs)", "systems": {}}
+    return read_json(RESULT, {"dataset": "OntoGUM test (GUM splits.md, 30 docs)", "systems": {}})
 
 
-def save_result(result: Dict[str, Any]) -> None:
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    result["machine"] = f"shared 2-core CPU ({platform.processor() or platform.machine()}), no GPU"
-    RESULT.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+def save_result(new: Dict[str, Any]) -> None:
+    """Merge ``new`` (``{section: {name: entry}}`` or a top-level entry) into
+    coref.json by key (``benchmarks/_results.py``): the other entries stay."""
+    machine = f"shared 2-core CPU ({platform.processor() or platform.machine()}), no GPU"
+    merge_json(RESULT, {"dataset": load_result()["dataset"], **new, "machine": machine},
+               depth=2, sort_keys=True)
 
 
 def summary(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -139,12 +142,10 @@ def cmd_eval(args) -> None:
             summary(naive), tokens_per_s=naive["tokens_per_s"], decoding="greedy",
             representation=c["representation"], action=c["action"], pipeline=str(args.pipeline))
         print(json.dumps(speculative, indent=1))
-    # read the results just before writing: other benchmark runs may have saved meanwhile
-    result = load_result()
-    result.setdefault(args.section, {}).update(systems)
+    new: Dict[str, Any] = {args.section: systems}
     if speculative is not None and args.section == "systems":  # the check is over test docs
-        result["speculative"] = speculative
-    save_result(result)
+        new["speculative"] = speculative
+    save_result(new)
 
 
 def load_gap(path: Path) -> List[Dict[str, Any]]:
@@ -218,9 +219,7 @@ def cmd_gap(args) -> None:
                load_avg=[load_before, os.getloadavg()[0]],
                split="gap-test" + (f" (first {args.limit} rows)" if args.limit else ""),
                pipeline=str(args.pipeline))
-    result = load_result()
-    result.setdefault("gap", {})[args.name] = out
-    save_result(result)
+    save_result({"gap": {args.name: out}})
     print(json.dumps(out, indent=1))
 
 
@@ -243,9 +242,7 @@ def cmd_peer(args) -> None:
     entry.update(system="spacy-experimental 0.6.4 experimental_coref (MiniLM transformer), mentions from "
                  + timing.get("mentions", "span_resolver"), decoding="-",
                  **{k: v for k, v in timing.items() if k != "seconds"})
-    result = load_result()
-    result["systems"][args.name] = entry
-    save_result(result)
+    save_result({"systems": {args.name: entry}})
     print(json.dumps(entry, indent=1))
 
 
@@ -290,9 +287,7 @@ def cmd_training(args) -> None:
     entry["machine"] = args.machine
     if args.note:
         entry["note"] = args.note
-    result = load_result()
-    result.setdefault("training", {})[args.name] = entry
-    save_result(result)
+    save_result({"training": {args.name: entry}})
     print(json.dumps(entry, indent=1))
 
 
@@ -340,9 +335,7 @@ def cmd_compact(args) -> None:
             info = export_compact(args.pipeline, out, rank=rank)
             rows[f"rank {rank}"] = score(load_compact_pipeline(out), info["bytes"] / 2**20)
             print(json.dumps({f"rank {rank}": rows[f"rank {rank}"]}))
-    result = load_result()
-    result.setdefault("compact", {})[args.name] = {"pipeline": str(args.pipeline), "rows": rows}
-    save_result(result)
+    save_result({"compact": {args.name: {"pipeline": str(args.pipeline), "rows": rows}}})
 
 
 def cmd_table(args) -> None:

@@ -39,6 +39,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _results import merge_json  # noqa: E402  (benchmarks/_results.py: merge by key)
+
 RUNS = HERE / "results" / "el_runs"
 TEST_SETS = ["news-fair-v2-test", "wiki-fair-v2-test", "msnbc-updated", "reuters-128",
              "rss-500", "spotlight", "oke-2016-eval"]
@@ -689,16 +693,8 @@ def collect(args) -> None:
            "systems": systems, "ablations": ablations, "retrieval": retrieval,
            "tuning_on_held_out_docs": tuning,
            "retrieval_mentions": runs.get("retrieval", {}).get("mentions")}
-    path = HERE / "results" / "el.json"
-    if path.exists():  # merge by key: entries of earlier runs whose run file is gone stay
-        old = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("systems", "ablations", "retrieval", "tuning_on_held_out_docs"):
-            merged = dict(old.get(key) or {})
-            merged.update(out[key])
-            out[key] = merged
-        for key, value in old.items():
-            out.setdefault(key, value)
-    path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    # merge by key: entries of earlier runs whose run file is gone stay
+    out = merge_json(HERE / "results" / "el.json", out, depth=2)
     readme = HERE / "README_el.md"
     text = readme.read_text(encoding="utf-8") if readme.exists() else ""
     start, end = "<!-- el-table:start -->", "<!-- el-table:end -->"

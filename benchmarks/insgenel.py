@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import el  # noqa: E402  (the shared EL benchmark helpers)
+from _results import merge_json  # noqa: E402  (merge by key, never drop others)
 
 GENERATIVE_KEYS = ("docs", "segments", "segments_decoded", "segments_skipped", "forward",
                    "tokens", "decision_spans", "below_threshold", "unfinished")
@@ -101,7 +102,7 @@ def table(args) -> None:
     text = "\n".join(lines) + "\n"
     if len(runs) == 2:
         cmp_ = comparison(runs[args.full], runs[args.retrieval])
-        (el.RUNS.parent / "insgenel_calls.json").write_text(json.dumps(cmp_, indent=1))
+        merge_json(el.RUNS.parent / "insgenel_calls.json", cmp_, depth=2)
         text += (f"\nINSGENEL-R vs INSGENEL: {100 * cmp_['calls_saved_vs_speculative']:.1f} % fewer "
                  f"generative calls than copy-speculative INSGENEL, "
                  f"{100 * cmp_['calls_saved_vs_plain_greedy']:.1f} % fewer than plain greedy "

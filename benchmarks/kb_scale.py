@@ -50,7 +50,12 @@ import numpy
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _results import merge_rows, read_json  # noqa: E402  (merge by key, never drop others)
 DEFAULT_PRESETS = ["flat", "hnsw", "sq8", "ivf_flat", "ivf_sq8", "ivf_pq"]
+# a record of kb_scale.json is one (size, preset, batch size, build + search parameters)
+ROW_KEY = ("n", "preset", "batch", "params")
 KEYS = ["n", "dim", "preset", "build_s", "rss_gib", "disk_gib", "p50_ms", "p99_ms", "recall_at_10",
         "recall_at_100"]
 K = 100
@@ -385,10 +390,7 @@ def main() -> None:
         "| synthetic (fitted mixture) | " + " | ".join(str(v) for v in calib["synthetic"].values()) + " |"])
     overrides = parse_preset_params(args.param)
     sweeps = parse_search_sweeps(args.search)
-    records: List[Dict[str, Any]] = []
-    if args.output.exists():  # keep the results of other sizes and presets
-        records = [r for r in json.loads(args.output.read_text())
-                   if not (r["n"] in args.sizes and r["preset"] in args.presets)]
+    records: List[Dict[str, Any]] = read_json(args.output, [])
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     for n in args.sizes:
         t = time.perf_counter()
@@ -405,7 +407,7 @@ def main() -> None:
             index_dir = args.work / f"index_n{n}_{preset}"
             log(f"n={n} preset={preset} params={params}")
             built = run_worker("build", args, data, preset, params, index_dir, log)
-            records = [r for r in records if not (r["n"] == n and r["preset"] == preset)]
+            rows: List[Dict[str, Any]] = []
             for search in sweeps.get(preset, [{}]):
                 if search:
                     log(f"  search {search}")
@@ -429,13 +431,14 @@ def main() -> None:
                            "latency_samples": lat["samples"], "threads": args.threads,
                            "load_avg": round(queried["load_avg"], 2), "queries": args.queries, "k": K,
                            "data": data_name,
-                           "neighbour_cosines": base_profile if n <= 100_000 else None, "machine": machine}
-                    records.append(rec)
+                           "neighbour_cosines": base_profile if n <= 100_000 else None, "machine": machine,
+                           "date": time.strftime("%Y-%m-%d", time.gmtime())}
+                    rows.append(rec)
                     log("  " + json.dumps({k: rec[k] for k in KEYS + ["batch", "rss_index_gib"]}))
             if not args.keep:
                 _remove_index(index_dir)
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(json.dumps(records, indent=1) + "\n")
+            # rows of other sizes, presets and search settings stay (benchmarks/_results.py)
+            records = merge_rows(args.output, rows, ROW_KEY)
     write_markdown(records, args)
 
 

@@ -27,6 +27,9 @@ from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import merge_json  # noqa: E402  (merge by key, never drop others)
 
 RUNS = ROOT / "benchmarks" / "results" / "re_runs"
 RESULT = ROOT / "benchmarks" / "results" / "re.json"
@@ -282,7 +285,8 @@ def cmd_collect(args) -> None:
     speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
                         "re_runs/<run>.json (absent = 2, the runs before the sequence-level loss)")
     result["speed"] = speed
-    RESULT.write_text(json.dumps(result, indent=1))
+    # dataset -> fraction -> system: results of runs whose file is gone stay
+    result = merge_json(RESULT, result, depth=3)
     print(json.dumps({k: v for k, v in result.items() if k != "speed"}, indent=1))
 
 
