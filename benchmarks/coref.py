@@ -44,6 +44,9 @@ from _results import merge_json, read_json  # noqa: E402  (merge by key, never d
 
 RESULT = ROOT / "benchmarks" / "results" / "coref.json"
 TEST = ROOT / "corpus" / "coref" / "ontogum_test.spacy"
+# the status table's coreference rows: our best test run and the spacy-experimental peer
+STATUS_SYSTEM = "seq2seq_full_copy_aligned"
+STATUS_PEER = "spacy_experimental_coref_head_subtree"
 MASC = {"he", "him", "his", "himself"}
 FEM = {"she", "her", "hers", "herself"}
 
@@ -60,7 +63,12 @@ def load_result() -> Dict[str, Any]:
 
 def save_result(new: Dict[str, Any]) -> None:
     """Merge ``new`` (``{section: {name: entry}}`` or a top-level entry) into
-    coref.json by key (``benchmarks/_results.py``): the other entries stay."""
+    coref.json by key (``benchmarks/_results.py``): the other entries stay. Each entry
+    gets the day it was measured (``date``, UTC)."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    for key, value in new.items():  # sections hold {name: entry}; "speculative" is one entry
+        for entry in ([value] if key == "speculative" else value.values()):
+            entry.setdefault("date", today)
     machine = f"shared 2-core CPU ({platform.processor() or platform.machine()}), no GPU"
     merge_json(RESULT, {"dataset": load_result()["dataset"], **new, "machine": machine},
                depth=2, sort_keys=True)
@@ -336,6 +344,35 @@ def cmd_compact(args) -> None:
             rows[f"rank {rank}"] = score(load_compact_pipeline(out), info["bytes"] / 2**20)
             print(json.dumps({f"rank {rank}": rows[f"rank {rank}"]}))
     save_result({"compact": {args.name: {"pipeline": str(args.pipeline), "rows": rows}}})
+
+
+def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The status table's coreference rows (``benchmarks/status.py``): our best test run
+    against the spacy-experimental peer, and copy-speculative against naive greedy
+    decoding of the same model."""
+    rows = []
+    systems = res.get("systems", {})
+    ours, peer = systems.get(STATUS_SYSTEM), systems.get(STATUS_PEER)
+    machine = res.get("machine", "?").split(" (")[0]
+    if ours and peer:
+        trained = res.get("training", {}).get(STATUS_SYSTEM, {}).get("minutes")
+        rows.append({"component": "`seq2seq_coref`" + (f" (trained {trained:.0f} min on 1 core)" if trained else ""),
+                     "task": f"coreference, {res['dataset'].split(' (')[0]} ({ours['n_docs']} docs): CoNLL F1",
+                     "ours": _pct(ours["conll_f1"]),
+                     "alternative": f"spacy-experimental coref: {_pct(peer['conll_f1'])}",
+                     "speed": f"{ours['words_per_s'] / peer['words_per_s']:.2f}x words/s "
+                              f"({ours['words_per_s']:.0f} vs {peer['words_per_s']:.0f})",
+                     "measured": f"{ours.get('date', '?')}, {machine}"})
+    spec = res.get("speculative")
+    if spec and spec.get("system") == STATUS_SYSTEM:
+        rows.append({"component": "`seq2seq_coref` copy-speculative decoding",
+                     "task": "same model and docs: output identical to greedy decoding: "
+                             + ("yes" if spec["identical"] else "no"),
+                     "ours": f"{spec['docs_per_s']['speculative']:.3f} docs/s",
+                     "alternative": f"greedy decoding: {spec['docs_per_s']['greedy']:.3f} docs/s",
+                     "speed": f"{spec['speedup']:.2f}x docs/s",
+                     "measured": f"{spec.get('date', '?')}, {machine}"})
+    return rows
 
 
 def cmd_table(args) -> None:

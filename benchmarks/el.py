@@ -121,6 +121,7 @@ def timed_pipe(nlp, gold: Dict[str, List[Any]], batch_size: int,
 def write_run(name: str, result: Dict[str, Any]) -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
     result.setdefault("machine", machine())
+    result.setdefault("date", time.strftime("%Y-%m-%d", time.gmtime()))
     result["peak_rss_gib"] = peak_rss_gib()
     (RUNS / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     micro = result.get("scores", {}).get("micro")
@@ -672,7 +673,7 @@ def collect(args) -> None:
                      peak_rss_gib=run["peak_rss_gib"], sample=run.get("sample", 1),
                      counts={k: {m: v[m] for m in ("tp", "fp", "fn")} for k, v in run["scores"].items()},
                      speed=run["speed"], threads=run.get("threads"))
-        for key in ("threshold", "settings"):
+        for key in ("threshold", "settings", "date", "machine"):
             if key in run:
                 entry[key] = run[key]
         (ablations if name.startswith("ablation_") else systems)[name] = entry
@@ -705,7 +706,7 @@ def collect(args) -> None:
         text = text + "\n" + block + "\n"
     readme.write_text(text, encoding="utf-8")
     write_block(readme, "el-ablation", ablation_table(out))
-    write_block(REPO / "README.md", "el-status", status_table(out))
+    print("README status table: python benchmarks/status.py")
     print(table(out))
 
 
@@ -735,27 +736,37 @@ def ablation_table(out: Dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def status_table(out: Dict[str, Any]) -> str:
-    """The README's entity-linking rows: the default mode, out of the box, spaCy's
-    entity_linker and the no-training baseline of the same day, with speed ratios."""
+def measured(entry: Dict[str, Any]) -> str:
+    """The status table's date/machine cell of an EL entry (a run's date, its machine's
+    CPUs and the load average before the timed pass)."""
+    speed = entry.get("speed", {})
+    load = speed.get("load_avg_before")
+    return (f"{entry.get('date', '?')}, {entry.get('machine', {}).get('cpus', '?')}-core CPU"
+            + (f", load {load:.1f}" if load is not None else ""))
+
+
+def status_rows(out: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The status table's entity-linking rows (``benchmarks/status.py``): the default
+    mode against spaCy's entity_linker trained on the same docs, the shipped linker
+    (no training) against the same NER with the KB's alias table, all docs of the
+    seven test sets, with the words/s ratio of the same run."""
     systems = out["systems"]
-    ref = systems.get("spacy_entity_linker")
-    rows = ["| system | micro F1 | sets below spaCy EL | words/s (threads) | speed vs spaCy EL |",
-            "|---|---|---|---|---|"]
-    for name in ("entqa_default", "entqa_out_of_box", "spacy_entity_linker", "ner_alias_table"):
-        s = systems.get(name)
-        if s is None:
+    task = "EL, 7 ELEVANT test sets, FB15k-237 KB: InKB micro F1"
+    rows = []
+    for ours, alt, ours_label, alt_label in (
+            ("entqa_default", "spacy_entity_linker", "`entqa_linker` (default mode, fitted scorer)",
+             "spaCy `entity_linker`, same training docs"),
+            ("entqa_out_of_box", "ner_alias_table", "`entqa_linker` as shipped (no training)",
+             "same NER + KB alias table")):
+        s, ref = systems.get(ours), systems.get(alt)
+        if s is None or ref is None:
             continue
-        below = (sum(1 for t in TEST_SETS if t in s and t in ref and s[t]["f1"] < ref[t]["f1"])
-                 if ref else "")
-        ratio = f"{s['words_per_s'] / ref['words_per_s']:.2f}x" if ref else ""
-        rows.append(f"| {name} | {_f(s['micro'])} | {below} | {s['words_per_s']:.0f} "
-                    f"({s.get('threads')}) | {ratio} |")
-    r = out.get("retrieval", {}).get("entqa_hybrid")
-    if r:
-        rows += ["", f"Hybrid candidates (default mode), gold mentions given: R@1 {_f(r, 'recall_at_1')}, "
-                     f"R@10 {_f(r, 'recall_at_10')}, R@100 {_f(r, 'recall_at_100')}."]
-    return "\n".join(rows) + "\n"
+        rows.append({"component": ours_label, "task": task, "ours": _f(s["micro"]),
+                     "alternative": f"{alt_label}: {_f(ref['micro'])}",
+                     "speed": f"{s['words_per_s'] / ref['words_per_s']:.2f}x words/s "
+                              f"({s['words_per_s']:,.0f} vs {ref['words_per_s']:,.0f})",
+                     "measured": measured(s)})
+    return rows
 
 
 def table(out: Dict[str, Any]) -> str:

@@ -509,6 +509,39 @@ def _remove_index(index_dir: Path) -> None:
         index_dir.rmdir()
 
 
+def status_rows(records: List[Dict[str, Any]]) -> List[Dict[str, str]]:
+    """The status table's KB rows (``benchmarks/status.py``): at each size, the preset
+    recommended for it (``ivf_sq8`` at 1M, ``hnsw`` up to ~100k) with its default
+    search parameters, against exact search (``flat``), batch 1."""
+    from spacy_kbnlp.kb.index import PRESETS, auto_nprobe
+
+    def default_search(r: Dict[str, Any]) -> bool:
+        p = r["params"]
+        if r["preset"] == "hnsw":
+            return p.get("ef_search") == PRESETS["hnsw"]["ef_search"]
+        return "nlist" not in p or p.get("nprobe") == auto_nprobe(p["nlist"])
+
+    rows = []
+    for n, preset in ((1_000_000, "ivf_sq8"), (100_000, "hnsw")):
+        found = [r for r in records if r["n"] == n and r["batch"] == 1 and r["preset"] in (preset, "flat")
+                 and default_search(r)]
+        ours = next((r for r in found if r["preset"] == preset), None)
+        flat = next((r for r in found if r["preset"] == "flat"), None)
+        if ours is None or flat is None:
+            continue
+        params = ", ".join(f"{k} {v}" for k, v in ours["params"].items() if k != "train_size")
+        rows.append({"component": f"`DenseKB` `{preset}` ({params})",
+                     "task": f"KB search, {n:,} synthetic {ours['dim']}-d entities, k={ours['k']}: "
+                             "recall@100, p50 latency, serving RSS",
+                     "ours": f"{ours['recall_at_100']:.3f}, {ours['p50_ms']:.2f} ms, {ours['rss_gib']:.2f} GiB",
+                     "alternative": f"exact search (`flat`): {flat['recall_at_100']:.3f}, {flat['p50_ms']:.2f} ms, "
+                                    f"{flat['rss_gib']:.2f} GiB",
+                     "speed": f"{flat['p50_ms'] / ours['p50_ms']:.0f}x queries/s (batch 1)",
+                     "measured": f"{ours.get('date', '?')}, {ours['machine']['cpu_count']}-core CPU, "
+                                 f"{ours['threads']} threads, load {ours['load_avg']:.0f}"})
+    return rows
+
+
 def write_markdown(records: List[Dict[str, Any]], args) -> None:
     rows: Dict[tuple, Dict[int, Dict[str, Any]]] = {}
     for r in records:

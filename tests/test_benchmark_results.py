@@ -56,7 +56,10 @@ def test_coref_save_keeps_other_systems(tmp_path, monkeypatch):
     monkeypatch.setattr(coref, "RESULT", path)
     coref.save_result({"systems": {"ours": {"conll_f1": 0.37}}})
     out = json.loads(path.read_text())
-    assert out["systems"] == {"ours": {"conll_f1": 0.37}, "peer": {"conll_f1": 0.304}}
+    assert out["systems"]["peer"] == {"conll_f1": 0.304}  # another system's entry stays as it was
+    ours = out["systems"].pop("ours")
+    assert ours["conll_f1"] == 0.37 and re.fullmatch(r"\d{4}-\d\d-\d\d", ours["date"])  # dated
+    assert list(out["systems"]) == ["peer"]
     assert out["training"] == {"peer": {"minutes": 51}} and out["dataset"] == "OntoGUM test"
     assert out["machine"].startswith("shared 2-core CPU")
 
