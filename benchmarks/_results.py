@@ -6,6 +6,7 @@ one system, size or setting must not erase the rows of another), write atomicall
   merged key by key down to ``depth`` levels; below that a value is replaced whole (an
   entry is one run's record: merging its fields would mix two runs). ``depth=2`` for
   ``{"systems": {name: entry}, ...}``.
+* ``write_block(path, name, body)``: the generated blocks of the Markdown notes.
 * ``merge_rows(path, rows, key)``: a results file that is a JSON list of records; a new
   record replaces the old one with the same ``key`` (a tuple of field names), in place;
   the others stay in their order, new keys are appended.
@@ -83,3 +84,22 @@ def merge_rows(path: PathLike, rows: Iterable[Dict[str, Any]], key: Sequence[str
             out.append(row)
     write_json(path, out)
     return out
+
+
+def write_block(path: PathLike, name: str, body: str, *, opening: str = "start", append: bool = False) -> None:
+    """Replace the generated block ``<!-- name:start -->...<!-- name:end -->`` of the
+    Markdown file ``path`` with ``body`` (``opening="begin"``: the markers of
+    README_kb_scale.md). A file without the block is left alone, or, with ``append``,
+    gets it at its end (created where missing)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    start, end = f"<!-- {name}:{opening} -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body}{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    elif append:
+        text = (text + "\n" if text else "") + block + "\n"
+    else:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

@@ -40,9 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _results import merge_json, read_json  # noqa: E402  (merge by key, never drop others)
+from _results import merge_json, read_json, write_block  # noqa: E402  (merge by key, never drop others)
 
 RESULT = ROOT / "benchmarks" / "results" / "coref.json"
+NOTES = ROOT / "benchmarks" / "README_coref.md"
+BUNDLE = ROOT / "spacy_kbnlp" / "assets" / "seq2seq_coref"
 TEST = ROOT / "corpus" / "coref" / "ontogum_test.spacy"
 # the status table's coreference rows: our best test run and the spacy-experimental peer
 STATUS_SYSTEM = "seq2seq_full_copy_aligned"
@@ -363,6 +365,15 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
                      "speed": f"{ours['words_per_s'] / peer['words_per_s']:.2f}x words/s "
                               f"({ours['words_per_s']:.0f} vs {peer['words_per_s']:.0f})",
                      "measured": f"{ours.get('date', '?')}, {machine}"})
+    compact = res.get("compact", {}).get(STATUS_SYSTEM)
+    rank = json.loads((BUNDLE / "compact.json").read_text(encoding="utf-8"))["rank"]
+    if compact and f"rank {rank}" in compact["rows"] and "full" in compact["rows"]:
+        small, full = compact["rows"][f"rank {rank}"], compact["rows"]["full"]
+        rows.append({"component": f"`seq2seq_coref` as shipped (rank-{rank} difference, {small['mib']:.1f} MiB)",
+                     "task": f"same model, OntoGUM dev (first {small['dev_docs']} docs): CoNLL F1",
+                     "ours": _pct(small["dev_conll_f1"]),
+                     "alternative": f"the full model ({full['mib']:.0f} MiB): {_pct(full['dev_conll_f1'])}",
+                     "speed": "", "measured": f"{compact.get('date', '?')}, {machine}"})
     spec = res.get("speculative")
     if spec and spec.get("system") == STATUS_SYSTEM:
         rows.append({"component": "`seq2seq_coref` copy-speculative decoding",
@@ -375,8 +386,23 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
     return rows
 
 
+def bundle_note(bundle: Path = BUNDLE) -> str:
+    """What the shipped compact model is, read from its ``compact.json`` and files (the
+    ``coref-bundle`` block of README_coref.md; never typed by hand)."""
+    info = json.loads((bundle / "compact.json").read_text(encoding="utf-8"))
+    mib = sum(f.stat().st_size for f in bundle.iterdir() if f.is_file()) / 2**20
+    s = info["settings"]
+    return (f"The bundled model `spacy_kbnlp/assets/seq2seq_coref` ({mib:.1f} MiB) stores every weight as its "
+            f"rank-{info['rank']} difference (int8 factors) from the MiniLM warm start drawn again with seed "
+            f"{info['seed']}, {info['decoder_layers']} decoder layers; {s['representation']} linearization, "
+            f"{s['action']} action, aligned decoder input: {str(s['aligned_input']).lower()}. Rebuilt by "
+            f"`python -m spacy project run coref-bundle benchmarks` (`coref export-compact --rank {info['rank']}`; "
+            f"figures from `spacy_kbnlp/assets/seq2seq_coref/compact.json`).\n")
+
+
 def cmd_table(args) -> None:
     """Print the Markdown tables of benchmarks/results/coref.json."""
+    write_block(NOTES, "coref-bundle", bundle_note())
     res = load_result()
     lines = ["| system | decoding | test docs | MUC | B³ | CEAFe | CoNLL F1 | LEA | mention F "
              "| docs/s | words/s | decoder tokens/s | load avg before / after |", "|---" * 13 + "|"]

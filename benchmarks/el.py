@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _results import merge_json  # noqa: E402  (benchmarks/_results.py: merge by key)
+from _results import merge_json, write_block  # noqa: E402  (benchmarks/_results.py: merge by key)
 
 RUNS = HERE / "results" / "el_runs"
 TEST_SETS = ["news-fair-v2-test", "wiki-fair-v2-test", "msnbc-updated", "reuters-128",
@@ -697,27 +697,10 @@ def collect(args) -> None:
     # merge by key: entries of earlier runs whose run file is gone stay
     out = merge_json(HERE / "results" / "el.json", out, depth=2)
     readme = HERE / "README_el.md"
-    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    start, end = "<!-- el-table:start -->", "<!-- el-table:end -->"
-    block = f"{start}\n{table(out)}{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text + "\n" + block + "\n"
-    readme.write_text(text, encoding="utf-8")
+    write_block(readme, "el-table", table(out), append=True)
     write_block(readme, "el-ablation", ablation_table(out))
     print("README status table: python benchmarks/status.py")
     print(table(out))
-
-
-def write_block(path: Path, name: str, body: str) -> None:
-    """Replace the generated block ``<!-- name:start -->...<!-- name:end -->`` of
-    ``path`` (left alone where the file has no such block)."""
-    text = path.read_text(encoding="utf-8")
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start in text and end in text:
-        text = text[:text.index(start)] + f"{start}\n{body}{end}" + text[text.index(end) + len(end):]
-        path.write_text(text, encoding="utf-8")
 
 
 def _f(entry: Dict[str, Any], key: str = "f1") -> str:

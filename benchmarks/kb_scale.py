@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _results import merge_rows, read_json  # noqa: E402  (merge by key, never drop others)
+from _results import merge_rows, read_json, write_block  # noqa: E402  (merge by key, never drop others)
 DEFAULT_PRESETS = ["flat", "hnsw", "sq8", "ivf_flat", "ivf_sq8", "ivf_pq"]
 # a record of kb_scale.json is one (size, preset, batch size, build + search parameters)
 ROW_KEY = ("n", "preset", "batch", "params")
@@ -383,7 +383,7 @@ def main() -> None:
                  f"{model_spec['count']} {model_spec['encoder']} vectors of {args.fit_kb.name}, seed {args.seed}")
     log(f"data model: {data_name}")
     calib = calibrate(args.fit_kb, args.work, args.gmm_k, args.seed)
-    _write_block(args.markdown, "kb_calibration", [
+    _block(args.markdown, "kb_calibration", [
         f"| {calib['n']:,} vectors | " + " | ".join(calib["real"]) + " |",
         "|---|" + "---|" * len(calib["real"]),
         "| real (MiniLM, FB15k-237) | " + " | ".join(str(v) for v in calib["real"].values()) + " |",
@@ -498,7 +498,7 @@ def real_kb(kb_dir: Path, args) -> List[Dict[str, Any]]:
     lines.append("")
     lines.append(f"KB folder with the flat index: {sizes['float32']:.1f} MiB (float32 vectors), "
                  f"{sizes['float16']:.1f} MiB (float16 vectors).")
-    _write_block(args.markdown, "kb_real", lines)
+    _block(args.markdown, "kb_real", lines)
     return out
 
 
@@ -560,20 +560,11 @@ def write_markdown(records: List[Dict[str, Any]], args) -> None:
         lines.append(f"| {n:,} | {preset} | {params} | {r['build_s']:.1f} | {r['rss_gib']:.2f} ({r['rss_index_gib']:.2f}) "
                      f"| {r['rss_spacy_gib']:.2f} | {r['disk_gib']:.3f} | {_lat(r1)} | {_lat(r64)} | {r['recall_at_10']:.3f} "
                      f"| {r['recall_at_100']:.3f} | {r['load_avg']:.0f} |")
-    _write_block(args.markdown, "kb_scale", lines)
+    _block(args.markdown, "kb_scale", lines)
 
 
-def _write_block(path: Path, name: str, lines: List[str]) -> None:
-    """Replace the ``<!-- name:begin -->...<!-- name:end -->`` block of ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text() if path.exists() else ""
-    start, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = start + "\n" + "\n".join(lines) + "\n" + end
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = (text + "\n" if text else "") + block + "\n"
-    path.write_text(text)
+def _block(path: Path, name: str, lines: List[str]) -> None:
+    write_block(path, name, "\n".join(lines) + "\n", opening="begin", append=True)
 
 
 def _lat(r: Optional[Dict[str, Any]]) -> str:

@@ -26,7 +26,7 @@ COLUMNS = [("component", "component"), ("task", "task / data: metric"), ("ours",
            ("measured", "measured (UTC day, machine)")]
 sys.path.insert(0, str(HERE))
 
-from _results import read_json  # noqa: E402
+from _results import read_json, write_block  # noqa: E402
 
 
 def script(name: str):
@@ -100,8 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("README status table is current" if same else "README status table differs: "
               "run python benchmarks/status.py")
         return 0 if same else 1
-    el = script("el")
-    el.write_block(args.readme, BLOCK, body)
+    write_block(args.readme, BLOCK, body)
     print(body)
     return 0
 

@@ -75,3 +75,14 @@ def test_every_script_writes_results_through_the_merge_helper(name):
                  "Path(args.worker_out)", '(folder / "spec.json")',  # kb_scale's scratch files in .cache
                  '(out / "train_seconds.json")'}  # el.py spacy-el-train: in the training folder
     assert set(direct) <= own_files, direct
+
+
+def test_write_block_replaces_only_the_generated_block(results, tmp_path):
+    notes = tmp_path / "README_x.md"
+    notes.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\nafter\n")
+    results.write_block(notes, "t", "new\n")
+    assert notes.read_text() == "intro\n<!-- t:start -->\nnew\n<!-- t:end -->\nafter\n"
+    results.write_block(notes, "other", "x\n")  # no such block: left alone
+    assert notes.read_text() == "intro\n<!-- t:start -->\nnew\n<!-- t:end -->\nafter\n"
+    results.write_block(notes, "kb", "| a |\n", opening="begin", append=True)
+    assert notes.read_text().endswith("after\n\n<!-- kb:begin -->\n| a |\n<!-- kb:end -->\n")

@@ -43,7 +43,7 @@ def test_rows_come_from_each_results_file(status, tmp_path):
     assert status.rows(results) == []
     shutil.copy(REPO / "benchmarks" / "results" / "coref.json", results)
     got = status.rows(results)
-    assert [r["component"].split()[0] for r in got] == ["`seq2seq_coref`"] * 2
+    assert [r["component"].split()[0] for r in got] == ["`seq2seq_coref`"] * 3
     coref = json.loads((results / "coref.json").read_text())
     assert got[0]["ours"] == f"{100 * coref['systems']['seq2seq_full_copy_aligned']['conll_f1']:.1f}"
     (results / "scale.json").write_text(json.dumps({
@@ -55,4 +55,4 @@ def test_rows_come_from_each_results_file(status, tmp_path):
     assert scale["speed"] == "1.60x docs/s; 1 -> 2 Ray workers 1.78x"
     assert scale["measured"] == "2026-12-06, 2-core CPU"
     table = status.table(status.rows(results))
-    assert table.count("\n| ") == 1 + 3  # header + two coref rows + the scale row
+    assert table.count("\n| ") == 1 + 4  # header + three coref rows + the scale row
