@@ -513,14 +513,6 @@ def status_rows(records: List[Dict[str, Any]]) -> List[Dict[str, str]]:
     """The status table's KB rows (``benchmarks/status.py``): at each size, the preset
     recommended for it (``ivf_sq8`` at 1M, ``hnsw`` up to ~100k) with its default
     search parameters, against exact search (``flat``), batch 1."""
-    from spacy_kbnlp.kb.index import PRESETS, auto_nprobe
-
-    def default_search(r: Dict[str, Any]) -> bool:
-        p = r["params"]
-        if r["preset"] == "hnsw":
-            return p.get("ef_search") == PRESETS["hnsw"]["ef_search"]
-        return "nlist" not in p or p.get("nprobe") == auto_nprobe(p["nlist"])
-
     rows = []
     for n, preset in ((1_000_000, "ivf_sq8"), (100_000, "hnsw")):
         found = [r for r in records if r["n"] == n and r["batch"] == 1 and r["preset"] in (preset, "flat")
@@ -542,6 +534,51 @@ def status_rows(records: List[Dict[str, Any]]) -> List[Dict[str, str]]:
     return rows
 
 
+def default_search(r: Dict[str, Any]) -> bool:
+    """Whether a record ran with its preset's default search parameters."""
+    from spacy_kbnlp.kb.index import PRESETS, auto_nprobe
+
+    p = r["params"]
+    if r["preset"] == "hnsw":
+        return p.get("ef_search") == PRESETS["hnsw"]["ef_search"]
+    return "nlist" not in p or p.get("nprobe") == auto_nprobe(p["nlist"])
+
+
+# the 1M-entity goal of the KB: one preset within these bounds (batch 1, 2 cores)
+GOAL = {"n": 1_000_000, "rss_gib": 0.5, "recall_at_100": 0.95, "p50_ms": 5.0}
+
+
+def goal_lines(records: List[Dict[str, Any]]) -> List[str]:
+    """README_kb_scale.md's goal paragraph, from the records: the preset that meets the
+    1M goal (default search parameters first), and what HNSW does at that size."""
+    at = [r for r in records if r["n"] == GOAL["n"]]
+    b1 = [r for r in at if r["batch"] == 1]
+    met = [r for r in b1 if r["rss_gib"] <= GOAL["rss_gib"] and r["recall_at_100"] >= GOAL["recall_at_100"]
+           and r["p50_ms"] <= GOAL["p50_ms"]]
+    head = (f"**Goal at {GOAL['n']:,} entities** (one preset at <= {GOAL['rss_gib']} GiB RAM, recall@100 >= "
+            f"{GOAL['recall_at_100']}, p50 <= {GOAL['p50_ms']:g} ms per query on 2 cores): ")
+    if not b1:
+        return [head + f"not measured (no {GOAL['n']:,}-entity rows in the results)."]
+    if not met:
+        return [head + "not met in these results."]
+    best = min(met, key=lambda r: (not default_search(r), r["p50_ms"]))
+    r64 = next((r for r in at if r["batch"] == 64 and r["preset"] == best["preset"]
+                and r["params"] == best["params"]), None)
+    params = ", ".join(f"{k} {v}" for k, v in best["params"].items() if k != "train_size")
+    lines = [head + f"met by `{best['preset']}` ({params}{', the default search' if default_search(best) else ''}): "
+             f"{best['rss_gib']:.2f} GiB lean RSS, recall@100 {best['recall_at_100']:.3f}, p50 {best['p50_ms']:.2f} ms "
+             f"at batch 1" + (f" ({r64['p50_ms']:.2f} ms per query in batches of 64)" if r64 else "")
+             + f", load average {best['load_avg']:.0f}."]
+    hnsw = [r for r in b1 if r["preset"] == "hnsw"]
+    if hnsw:
+        recalls = sorted(r["recall_at_100"] for r in hnsw)
+        p = hnsw[0]["params"]
+        lines.append(f"HNSW (M={p.get('M')}, efConstruction={p.get('ef_construction')}) builds in "
+                     f"{hnsw[0]['build_s'] / 60:.0f} minutes at this size; recall@100 {recalls[0]:.3f}-{recalls[-1]:.3f} "
+                     f"over ef_search {', '.join(str(r['params'].get('ef_search')) for r in hnsw)}.")
+    return lines
+
+
 def write_markdown(records: List[Dict[str, Any]], args) -> None:
     rows: Dict[tuple, Dict[int, Dict[str, Any]]] = {}
     for r in records:
@@ -561,6 +598,7 @@ def write_markdown(records: List[Dict[str, Any]], args) -> None:
                      f"| {r['rss_spacy_gib']:.2f} | {r['disk_gib']:.3f} | {_lat(r1)} | {_lat(r64)} | {r['recall_at_10']:.3f} "
                      f"| {r['recall_at_100']:.3f} | {r['load_avg']:.0f} |")
     _block(args.markdown, "kb_scale", lines)
+    _block(args.markdown, "kb_goal", goal_lines(records))
 
 
 def _block(path: Path, name: str, lines: List[str]) -> None:
