@@ -38,9 +38,17 @@ from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import merge_json, read_json, write_block  # noqa: E402  (merge by key, never drop others)
 
 RESULT = ROOT / "benchmarks" / "results" / "coref.json"
+NOTES = ROOT / "benchmarks" / "README_coref.md"
+BUNDLE = ROOT / "spacy_kbnlp" / "assets" / "seq2seq_coref"
 TEST = ROOT / "corpus" / "coref" / "ontogum_test.spacy"
+# the status table's coreference rows: our best test run and the spacy-experimental peer
+STATUS_SYSTEM = "seq2seq_full_copy_aligned"
+STATUS_PEER = "spacy_experimental_coref_head_subtree"
 MASC = {"he", "him", "his", "himself"}
 FEM = {"she", "her", "hers", "herself"}
 
@@ -52,15 +60,20 @@ def data_dir() -> Path:
 
 
 def load_result() -> Dict[str, Any]:
-    if RESULT.exists():
-        return json.loads(RESULT.read_text(encoding="utf-8"))
-    return {"dataset": "OntoGUM test (GUM splits.md, 30 docs)", "systems": {}}
+    return read_json(RESULT, {"dataset": "OntoGUM test (GUM splits.md, 30 docs)", "systems": {}})
 
 
-def save_result(result: Dict[str, Any]) -> None:
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    result["machine"] = f"shared 2-core CPU ({platform.processor() or platform.machine()}), no GPU"
-    RESULT.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+def save_result(new: Dict[str, Any]) -> None:
+    """Merge ``new`` (``{section: {name: entry}}`` or a top-level entry) into
+    coref.json by key (``benchmarks/_results.py``): the other entries stay. Each entry
+    gets the day it was measured (``date``, UTC)."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    for key, value in new.items():  # sections hold {name: entry}; "speculative" is one entry
+        for entry in ([value] if key == "speculative" else value.values()):
+            entry.setdefault("date", today)
+    machine = f"shared 2-core CPU ({platform.processor() or platform.machine()}), no GPU"
+    merge_json(RESULT, {"dataset": load_result()["dataset"], **new, "machine": machine},
+               depth=2, sort_keys=True)
 
 
 def summary(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -139,12 +152,10 @@ def cmd_eval(args) -> None:
             summary(naive), tokens_per_s=naive["tokens_per_s"], decoding="greedy",
             representation=c["representation"], action=c["action"], pipeline=str(args.pipeline))
         print(json.dumps(speculative, indent=1))
-    # read the results just before writing: other benchmark runs may have saved meanwhile
-    result = load_result()
-    result.setdefault(args.section, {}).update(systems)
+    new: Dict[str, Any] = {args.section: systems}
     if speculative is not None and args.section == "systems":  # the check is over test docs
-        result["speculative"] = speculative
-    save_result(result)
+        new["speculative"] = speculative
+    save_result(new)
 
 
 def load_gap(path: Path) -> List[Dict[str, Any]]:
@@ -218,9 +229,7 @@ def cmd_gap(args) -> None:
                load_avg=[load_before, os.getloadavg()[0]],
                split="gap-test" + (f" (first {args.limit} rows)" if args.limit else ""),
                pipeline=str(args.pipeline))
-    result = load_result()
-    result.setdefault("gap", {})[args.name] = out
-    save_result(result)
+    save_result({"gap": {args.name: out}})
     print(json.dumps(out, indent=1))
 
 
@@ -243,9 +252,7 @@ def cmd_peer(args) -> None:
     entry.update(system="spacy-experimental 0.6.4 experimental_coref (MiniLM transformer), mentions from "
                  + timing.get("mentions", "span_resolver"), decoding="-",
                  **{k: v for k, v in timing.items() if k != "seconds"})
-    result = load_result()
-    result["systems"][args.name] = entry
-    save_result(result)
+    save_result({"systems": {args.name: entry}})
     print(json.dumps(entry, indent=1))
 
 
@@ -290,9 +297,7 @@ def cmd_training(args) -> None:
     entry["machine"] = args.machine
     if args.note:
         entry["note"] = args.note
-    result = load_result()
-    result.setdefault("training", {})[args.name] = entry
-    save_result(result)
+    save_result({"training": {args.name: entry}})
     print(json.dumps(entry, indent=1))
 
 
@@ -340,13 +345,64 @@ def cmd_compact(args) -> None:
             info = export_compact(args.pipeline, out, rank=rank)
             rows[f"rank {rank}"] = score(load_compact_pipeline(out), info["bytes"] / 2**20)
             print(json.dumps({f"rank {rank}": rows[f"rank {rank}"]}))
-    result = load_result()
-    result.setdefault("compact", {})[args.name] = {"pipeline": str(args.pipeline), "rows": rows}
-    save_result(result)
+    save_result({"compact": {args.name: {"pipeline": str(args.pipeline), "rows": rows}}})
+
+
+def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The status table's coreference rows (``benchmarks/status.py``): our best test run
+    against the spacy-experimental peer, and copy-speculative against naive greedy
+    decoding of the same model."""
+    rows = []
+    systems = res.get("systems", {})
+    ours, peer = systems.get(STATUS_SYSTEM), systems.get(STATUS_PEER)
+    machine = res.get("machine", "?").split(" (")[0]
+    if ours and peer:
+        trained = res.get("training", {}).get(STATUS_SYSTEM, {}).get("minutes")
+        rows.append({"component": "`seq2seq_coref`" + (f" (trained {trained:.0f} min on 1 core)" if trained else ""),
+                     "task": f"coreference, {res['dataset'].split(' (')[0]} ({ours['n_docs']} docs): CoNLL F1",
+                     "ours": _pct(ours["conll_f1"]),
+                     "alternative": f"spacy-experimental coref: {_pct(peer['conll_f1'])}",
+                     "speed": f"{ours['words_per_s'] / peer['words_per_s']:.2f}x words/s "
+                              f"({ours['words_per_s']:.0f} vs {peer['words_per_s']:.0f})",
+                     "measured": f"{ours.get('date', '?')}, {machine}"})
+    compact = res.get("compact", {}).get(STATUS_SYSTEM)
+    rank = json.loads((BUNDLE / "compact.json").read_text(encoding="utf-8"))["rank"]
+    if compact and f"rank {rank}" in compact["rows"] and "full" in compact["rows"]:
+        small, full = compact["rows"][f"rank {rank}"], compact["rows"]["full"]
+        rows.append({"component": f"`seq2seq_coref` as shipped (rank-{rank} difference, {small['mib']:.1f} MiB)",
+                     "task": f"same model, OntoGUM dev (first {small['dev_docs']} docs): CoNLL F1",
+                     "ours": _pct(small["dev_conll_f1"]),
+                     "alternative": f"the full model ({full['mib']:.0f} MiB): {_pct(full['dev_conll_f1'])}",
+                     "speed": "", "measured": f"{compact.get('date', '?')}, {machine}"})
+    spec = res.get("speculative")
+    if spec and spec.get("system") == STATUS_SYSTEM:
+        rows.append({"component": "`seq2seq_coref` copy-speculative decoding",
+                     "task": "same model and docs: output identical to greedy decoding: "
+                             + ("yes" if spec["identical"] else "no"),
+                     "ours": f"{spec['docs_per_s']['speculative']:.3f} docs/s",
+                     "alternative": f"greedy decoding: {spec['docs_per_s']['greedy']:.3f} docs/s",
+                     "speed": f"{spec['speedup']:.2f}x docs/s",
+                     "measured": f"{spec.get('date', '?')}, {machine}"})
+    return rows
+
+
+def bundle_note(bundle: Path = BUNDLE) -> str:
+    """What the shipped compact model is, read from its ``compact.json`` and files (the
+    ``coref-bundle`` block of README_coref.md; never typed by hand)."""
+    info = json.loads((bundle / "compact.json").read_text(encoding="utf-8"))
+    mib = sum(f.stat().st_size for f in bundle.iterdir() if f.is_file()) / 2**20
+    s = info["settings"]
+    return (f"The bundled model `spacy_kbnlp/assets/seq2seq_coref` ({mib:.1f} MiB) stores every weight as its "
+            f"rank-{info['rank']} difference (int8 factors) from the MiniLM warm start drawn again with seed "
+            f"{info['seed']}, {info['decoder_layers']} decoder layers; {s['representation']} linearization, "
+            f"{s['action']} action, aligned decoder input: {str(s['aligned_input']).lower()}. Rebuilt by "
+            f"`python -m spacy project run coref-bundle benchmarks` (`coref export-compact --rank {info['rank']}`; "
+            f"figures from `spacy_kbnlp/assets/seq2seq_coref/compact.json`).\n")
 
 
 def cmd_table(args) -> None:
     """Print the Markdown tables of benchmarks/results/coref.json."""
+    write_block(NOTES, "coref-bundle", bundle_note())
     res = load_result()
     lines = ["| system | decoding | test docs | MUC | B³ | CEAFe | CoNLL F1 | LEA | mention F "
              "| docs/s | words/s | decoder tokens/s | load avg before / after |", "|---" * 13 + "|"]

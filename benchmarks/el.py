@@ -39,6 +39,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _results import merge_json, write_block  # noqa: E402  (benchmarks/_results.py: merge by key)
+
 RUNS = HERE / "results" / "el_runs"
 TEST_SETS = ["news-fair-v2-test", "wiki-fair-v2-test", "msnbc-updated", "reuters-128",
              "rss-500", "spotlight", "oke-2016-eval"]
@@ -117,6 +121,7 @@ def timed_pipe(nlp, gold: Dict[str, List[Any]], batch_size: int,
 def write_run(name: str, result: Dict[str, Any]) -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
     result.setdefault("machine", machine())
+    result.setdefault("date", time.strftime("%Y-%m-%d", time.gmtime()))
     result["peak_rss_gib"] = peak_rss_gib()
     (RUNS / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     micro = result.get("scores", {}).get("micro")
@@ -668,7 +673,7 @@ def collect(args) -> None:
                      peak_rss_gib=run["peak_rss_gib"], sample=run.get("sample", 1),
                      counts={k: {m: v[m] for m in ("tp", "fp", "fn")} for k, v in run["scores"].items()},
                      speed=run["speed"], threads=run.get("threads"))
-        for key in ("threshold", "settings"):
+        for key in ("threshold", "settings", "date", "machine"):
             if key in run:
                 entry[key] = run[key]
         (ablations if name.startswith("ablation_") else systems)[name] = entry
@@ -689,38 +694,13 @@ def collect(args) -> None:
            "systems": systems, "ablations": ablations, "retrieval": retrieval,
            "tuning_on_held_out_docs": tuning,
            "retrieval_mentions": runs.get("retrieval", {}).get("mentions")}
-    path = HERE / "results" / "el.json"
-    if path.exists():  # merge by key: entries of earlier runs whose run file is gone stay
-        old = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("systems", "ablations", "retrieval", "tuning_on_held_out_docs"):
-            merged = dict(old.get(key) or {})
-            merged.update(out[key])
-            out[key] = merged
-        for key, value in old.items():
-            out.setdefault(key, value)
-    path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    # merge by key: entries of earlier runs whose run file is gone stay
+    out = merge_json(HERE / "results" / "el.json", out, depth=2)
     readme = HERE / "README_el.md"
-    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    start, end = "<!-- el-table:start -->", "<!-- el-table:end -->"
-    block = f"{start}\n{table(out)}{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text + "\n" + block + "\n"
-    readme.write_text(text, encoding="utf-8")
+    write_block(readme, "el-table", table(out), append=True)
     write_block(readme, "el-ablation", ablation_table(out))
-    write_block(REPO / "README.md", "el-status", status_table(out))
+    print("README status table: python benchmarks/status.py")
     print(table(out))
-
-
-def write_block(path: Path, name: str, body: str) -> None:
-    """Replace the generated block ``<!-- name:start -->...<!-- name:end -->`` of
-    ``path`` (left alone where the file has no such block)."""
-    text = path.read_text(encoding="utf-8")
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start in text and end in text:
-        text = text[:text.index(start)] + f"{start}\n{body}{end}" + text[text.index(end) + len(end):]
-        path.write_text(text, encoding="utf-8")
 
 
 def _f(entry: Dict[str, Any], key: str = "f1") -> str:
@@ -739,27 +719,37 @@ def ablation_table(out: Dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def status_table(out: Dict[str, Any]) -> str:
-    """The README's entity-linking rows: the default mode, out of the box, spaCy's
-    entity_linker and the no-training baseline of the same day, with speed ratios."""
+def measured(entry: Dict[str, Any]) -> str:
+    """The status table's date/machine cell of an EL entry (a run's date, its machine's
+    CPUs and the load average before the timed pass)."""
+    speed = entry.get("speed", {})
+    load = speed.get("load_avg_before")
+    return (f"{entry.get('date', '?')}, {entry.get('machine', {}).get('cpus', '?')}-core CPU"
+            + (f", load {load:.1f}" if load is not None else ""))
+
+
+def status_rows(out: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The status table's entity-linking rows (``benchmarks/status.py``): the default
+    mode against spaCy's entity_linker trained on the same docs, the shipped linker
+    (no training) against the same NER with the KB's alias table, all docs of the
+    seven test sets, with the words/s ratio of the same run."""
     systems = out["systems"]
-    ref = systems.get("spacy_entity_linker")
-    rows = ["| system | micro F1 | sets below spaCy EL | words/s (threads) | speed vs spaCy EL |",
-            "|---|---|---|---|---|"]
-    for name in ("entqa_default", "entqa_out_of_box", "spacy_entity_linker", "ner_alias_table"):
-        s = systems.get(name)
-        if s is None:
+    task = "EL, 7 ELEVANT test sets, FB15k-237 KB: InKB micro F1"
+    rows = []
+    for ours, alt, ours_label, alt_label in (
+            ("entqa_default", "spacy_entity_linker", "`entqa_linker` (default mode, fitted scorer)",
+             "spaCy `entity_linker`, same training docs"),
+            ("entqa_out_of_box", "ner_alias_table", "`entqa_linker` as shipped (no training)",
+             "same NER + KB alias table")):
+        s, ref = systems.get(ours), systems.get(alt)
+        if s is None or ref is None:
             continue
-        below = (sum(1 for t in TEST_SETS if t in s and t in ref and s[t]["f1"] < ref[t]["f1"])
-                 if ref else "")
-        ratio = f"{s['words_per_s'] / ref['words_per_s']:.2f}x" if ref else ""
-        rows.append(f"| {name} | {_f(s['micro'])} | {below} | {s['words_per_s']:.0f} "
-                    f"({s.get('threads')}) | {ratio} |")
-    r = out.get("retrieval", {}).get("entqa_hybrid")
-    if r:
-        rows += ["", f"Hybrid candidates (default mode), gold mentions given: R@1 {_f(r, 'recall_at_1')}, "
-                     f"R@10 {_f(r, 'recall_at_10')}, R@100 {_f(r, 'recall_at_100')}."]
-    return "\n".join(rows) + "\n"
+        rows.append({"component": ours_label, "task": task, "ours": _f(s["micro"]),
+                     "alternative": f"{alt_label}: {_f(ref['micro'])}",
+                     "speed": f"{s['words_per_s'] / ref['words_per_s']:.2f}x words/s "
+                              f"({s['words_per_s']:,.0f} vs {ref['words_per_s']:,.0f})",
+                     "measured": measured(s)})
+    return rows
 
 
 def table(out: Dict[str, Any]) -> str:

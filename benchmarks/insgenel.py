@@ -23,12 +23,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import el  # noqa: E402  (the shared EL benchmark helpers)
+from _results import merge_json  # noqa: E402  (merge by key, never drop others)
 
 GENERATIVE_KEYS = ("docs", "segments", "segments_decoded", "segments_skipped", "forward",
                    "tokens", "decision_spans", "below_threshold", "unfinished")
@@ -101,12 +102,39 @@ def table(args) -> None:
     text = "\n".join(lines) + "\n"
     if len(runs) == 2:
         cmp_ = comparison(runs[args.full], runs[args.retrieval])
-        (el.RUNS.parent / "insgenel_calls.json").write_text(json.dumps(cmp_, indent=1))
+        cmp_["date"] = max(r.get("date", "") for r in runs.values()) or None
+        merge_json(el.RUNS.parent / "insgenel_calls.json", cmp_, depth=2)
         text += (f"\nINSGENEL-R vs INSGENEL: {100 * cmp_['calls_saved_vs_speculative']:.1f} % fewer "
                  f"generative calls than copy-speculative INSGENEL, "
                  f"{100 * cmp_['calls_saved_vs_plain_greedy']:.1f} % fewer than plain greedy "
                  f"INSGENEL (one call per output token); {cmp_['speedup_docs_per_s']:.2f}x docs/s.\n")
     print(text)
+
+
+def status_rows(calls: Dict[str, Any], el_out: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The status table's INSGENEL rows (``benchmarks/status.py``): INSGENEL-R against
+    the default mode of ``entqa_linker`` on the EL protocol (``el.json``), and its model
+    calls per document against plain greedy decoding (``insgenel_calls.json``)."""
+    systems = el_out.get("systems", {})
+    ours, alt = systems.get("insgenel_r"), systems.get("entqa_default")
+    rows = []
+    if ours and alt:
+        rows.append({"component": "`insgenel_linker` (INSGENEL-R)",
+                     "task": "EL, 7 ELEVANT test sets, FB15k-237 KB: InKB micro F1",
+                     "ours": el._f(ours["micro"]),
+                     "alternative": f"`entqa_linker` (default mode): {el._f(alt['micro'])}",
+                     "speed": f"{ours['words_per_s'] / alt['words_per_s']:.2f}x words/s "
+                              f"({ours['words_per_s']:,.0f}, {ours.get('threads')} thread vs "
+                              f"{alt['words_per_s']:,.0f}, {alt.get('threads')})",
+                     "measured": el.measured(ours)})
+    if "insgenel_r_calls_per_doc" in calls:
+        rows.append({"component": "`insgenel_linker` (INSGENEL-R decision spans)",
+                     "task": "same protocol: generative model calls per document",
+                     "ours": f"{calls['insgenel_r_calls_per_doc']:.1f}",
+                     "alternative": f"plain greedy decoding: {calls['insgenel_plain_greedy_calls_per_doc']:.1f}",
+                     "speed": f"{calls['speedup_docs_per_s']:.2f}x docs/s of INSGENEL",
+                     "measured": el.measured(ours) if ours else calls.get("date", "?")})
+    return rows
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

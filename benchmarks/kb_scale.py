@@ -50,7 +50,12 @@ import numpy
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _results import merge_rows, read_json, write_block  # noqa: E402  (merge by key, never drop others)
 DEFAULT_PRESETS = ["flat", "hnsw", "sq8", "ivf_flat", "ivf_sq8", "ivf_pq"]
+# a record of kb_scale.json is one (size, preset, batch size, build + search parameters)
+ROW_KEY = ("n", "preset", "batch", "params")
 KEYS = ["n", "dim", "preset", "build_s", "rss_gib", "disk_gib", "p50_ms", "p99_ms", "recall_at_10",
         "recall_at_100"]
 K = 100
@@ -378,17 +383,14 @@ def main() -> None:
                  f"{model_spec['count']} {model_spec['encoder']} vectors of {args.fit_kb.name}, seed {args.seed}")
     log(f"data model: {data_name}")
     calib = calibrate(args.fit_kb, args.work, args.gmm_k, args.seed)
-    _write_block(args.markdown, "kb_calibration", [
+    _block(args.markdown, "kb_calibration", [
         f"| {calib['n']:,} vectors | " + " | ".join(calib["real"]) + " |",
         "|---|" + "---|" * len(calib["real"]),
         "| real (MiniLM, FB15k-237) | " + " | ".join(str(v) for v in calib["real"].values()) + " |",
         "| synthetic (fitted mixture) | " + " | ".join(str(v) for v in calib["synthetic"].values()) + " |"])
     overrides = parse_preset_params(args.param)
     sweeps = parse_search_sweeps(args.search)
-    records: List[Dict[str, Any]] = []
-    if args.output.exists():  # keep the results of other sizes and presets
-        records = [r for r in json.loads(args.output.read_text())
-                   if not (r["n"] in args.sizes and r["preset"] in args.presets)]
+    records: List[Dict[str, Any]] = read_json(args.output, [])
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     for n in args.sizes:
         t = time.perf_counter()
@@ -405,7 +407,7 @@ def main() -> None:
             index_dir = args.work / f"index_n{n}_{preset}"
             log(f"n={n} preset={preset} params={params}")
             built = run_worker("build", args, data, preset, params, index_dir, log)
-            records = [r for r in records if not (r["n"] == n and r["preset"] == preset)]
+            rows: List[Dict[str, Any]] = []
             for search in sweeps.get(preset, [{}]):
                 if search:
                     log(f"  search {search}")
@@ -429,13 +431,14 @@ def main() -> None:
                            "latency_samples": lat["samples"], "threads": args.threads,
                            "load_avg": round(queried["load_avg"], 2), "queries": args.queries, "k": K,
                            "data": data_name,
-                           "neighbour_cosines": base_profile if n <= 100_000 else None, "machine": machine}
-                    records.append(rec)
+                           "neighbour_cosines": base_profile if n <= 100_000 else None, "machine": machine,
+                           "date": time.strftime("%Y-%m-%d", time.gmtime())}
+                    rows.append(rec)
                     log("  " + json.dumps({k: rec[k] for k in KEYS + ["batch", "rss_index_gib"]}))
             if not args.keep:
                 _remove_index(index_dir)
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(json.dumps(records, indent=1) + "\n")
+            # rows of other sizes, presets and search settings stay (benchmarks/_results.py)
+            records = merge_rows(args.output, rows, ROW_KEY)
     write_markdown(records, args)
 
 
@@ -495,7 +498,7 @@ def real_kb(kb_dir: Path, args) -> List[Dict[str, Any]]:
     lines.append("")
     lines.append(f"KB folder with the flat index: {sizes['float32']:.1f} MiB (float32 vectors), "
                  f"{sizes['float16']:.1f} MiB (float16 vectors).")
-    _write_block(args.markdown, "kb_real", lines)
+    _block(args.markdown, "kb_real", lines)
     return out
 
 
@@ -504,6 +507,76 @@ def _remove_index(index_dir: Path) -> None:
         f.unlink()
     if index_dir.exists():
         index_dir.rmdir()
+
+
+def status_rows(records: List[Dict[str, Any]]) -> List[Dict[str, str]]:
+    """The status table's KB rows (``benchmarks/status.py``): at each size, the preset
+    recommended for it (``ivf_sq8`` at 1M, ``hnsw`` up to ~100k) with its default
+    search parameters, against exact search (``flat``), batch 1."""
+    rows = []
+    for n, preset in ((1_000_000, "ivf_sq8"), (100_000, "hnsw")):
+        found = [r for r in records if r["n"] == n and r["batch"] == 1 and r["preset"] in (preset, "flat")
+                 and default_search(r)]
+        ours = next((r for r in found if r["preset"] == preset), None)
+        flat = next((r for r in found if r["preset"] == "flat"), None)
+        if ours is None or flat is None:
+            continue
+        params = ", ".join(f"{k} {v}" for k, v in ours["params"].items() if k != "train_size")
+        rows.append({"component": f"`DenseKB` `{preset}` ({params})",
+                     "task": f"KB search, {n:,} synthetic {ours['dim']}-d entities, k={ours['k']}: "
+                             "recall@100, p50 latency, serving RSS",
+                     "ours": f"{ours['recall_at_100']:.3f}, {ours['p50_ms']:.2f} ms, {ours['rss_gib']:.2f} GiB",
+                     "alternative": f"exact search (`flat`): {flat['recall_at_100']:.3f}, {flat['p50_ms']:.2f} ms, "
+                                    f"{flat['rss_gib']:.2f} GiB",
+                     "speed": f"{flat['p50_ms'] / ours['p50_ms']:.0f}x queries/s (batch 1)",
+                     "measured": f"{ours.get('date', '?')}, {ours['machine']['cpu_count']}-core CPU, "
+                                 f"{ours['threads']} threads, load {ours['load_avg']:.0f}"})
+    return rows
+
+
+def default_search(r: Dict[str, Any]) -> bool:
+    """Whether a record ran with its preset's default search parameters."""
+    from spacy_kbnlp.kb.index import PRESETS, auto_nprobe
+
+    p = r["params"]
+    if r["preset"] == "hnsw":
+        return p.get("ef_search") == PRESETS["hnsw"]["ef_search"]
+    return "nlist" not in p or p.get("nprobe") == auto_nprobe(p["nlist"])
+
+
+# the 1M-entity goal of the KB: one preset within these bounds (batch 1, 2 cores)
+GOAL = {"n": 1_000_000, "rss_gib": 0.5, "recall_at_100": 0.95, "p50_ms": 5.0}
+
+
+def goal_lines(records: List[Dict[str, Any]]) -> List[str]:
+    """README_kb_scale.md's goal paragraph, from the records: the preset that meets the
+    1M goal (default search parameters first), and what HNSW does at that size."""
+    at = [r for r in records if r["n"] == GOAL["n"]]
+    b1 = [r for r in at if r["batch"] == 1]
+    met = [r for r in b1 if r["rss_gib"] <= GOAL["rss_gib"] and r["recall_at_100"] >= GOAL["recall_at_100"]
+           and r["p50_ms"] <= GOAL["p50_ms"]]
+    head = (f"**Goal at {GOAL['n']:,} entities** (one preset at <= {GOAL['rss_gib']} GiB RAM, recall@100 >= "
+            f"{GOAL['recall_at_100']}, p50 <= {GOAL['p50_ms']:g} ms per query on 2 cores): ")
+    if not b1:
+        return [head + f"not measured (no {GOAL['n']:,}-entity rows in the results)."]
+    if not met:
+        return [head + "not met in these results."]
+    best = min(met, key=lambda r: (not default_search(r), r["p50_ms"]))
+    r64 = next((r for r in at if r["batch"] == 64 and r["preset"] == best["preset"]
+                and r["params"] == best["params"]), None)
+    params = ", ".join(f"{k} {v}" for k, v in best["params"].items() if k != "train_size")
+    lines = [head + f"met by `{best['preset']}` ({params}{', the default search' if default_search(best) else ''}): "
+             f"{best['rss_gib']:.2f} GiB lean RSS, recall@100 {best['recall_at_100']:.3f}, p50 {best['p50_ms']:.2f} ms "
+             f"at batch 1" + (f" ({r64['p50_ms']:.2f} ms per query in batches of 64)" if r64 else "")
+             + f", load average {best['load_avg']:.0f}."]
+    hnsw = [r for r in b1 if r["preset"] == "hnsw"]
+    if hnsw:
+        recalls = sorted(r["recall_at_100"] for r in hnsw)
+        p = hnsw[0]["params"]
+        lines.append(f"HNSW (M={p.get('M')}, efConstruction={p.get('ef_construction')}) builds in "
+                     f"{hnsw[0]['build_s'] / 60:.0f} minutes at this size; recall@100 {recalls[0]:.3f}-{recalls[-1]:.3f} "
+                     f"over ef_search {', '.join(str(r['params'].get('ef_search')) for r in hnsw)}.")
+    return lines
 
 
 def write_markdown(records: List[Dict[str, Any]], args) -> None:
@@ -524,20 +597,12 @@ def write_markdown(records: List[Dict[str, Any]], args) -> None:
         lines.append(f"| {n:,} | {preset} | {params} | {r['build_s']:.1f} | {r['rss_gib']:.2f} ({r['rss_index_gib']:.2f}) "
                      f"| {r['rss_spacy_gib']:.2f} | {r['disk_gib']:.3f} | {_lat(r1)} | {_lat(r64)} | {r['recall_at_10']:.3f} "
                      f"| {r['recall_at_100']:.3f} | {r['load_avg']:.0f} |")
-    _write_block(args.markdown, "kb_scale", lines)
+    _block(args.markdown, "kb_scale", lines)
+    _block(args.markdown, "kb_goal", goal_lines(records))
 
 
-def _write_block(path: Path, name: str, lines: List[str]) -> None:
-    """Replace the ``<!-- name:begin -->...<!-- name:end -->`` block of ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text() if path.exists() else ""
-    start, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = start + "\n" + "\n".join(lines) + "\n" + end
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = (text + "\n" if text else "") + block + "\n"
-    path.write_text(text)
+def _block(path: Path, name: str, lines: List[str]) -> None:
+    write_block(path, name, "\n".join(lines) + "\n", opening="begin", append=True)
 
 
 def _lat(r: Optional[Dict[str, Any]]) -> str:

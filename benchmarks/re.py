@@ -27,6 +27,9 @@ from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import merge_json  # noqa: E402  (merge by key, never drop others)
 
 RUNS = ROOT / "benchmarks" / "results" / "re_runs"
 RESULT = ROOT / "benchmarks" / "results" / "re.json"
@@ -79,6 +82,7 @@ def with_gold_entities(nlp, gold_docs):
 
 def write(name: str, data: Dict[str, Any]) -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
+    data.setdefault("date", time.strftime("%Y-%m-%d", time.gmtime()))
     (RUNS / f"{name}.json").write_text(json.dumps(data, indent=1))
 
 
@@ -270,7 +274,7 @@ def cmd_collect(args) -> None:
             speed[path.stem] = {k: run[k] for k in ("train_s", "infer_s", "docs_per_s", "steps",
                                                     "train_docs", "train_instances", "lr",
                                                     "fresh_lr_scale", "token_loss_weight",
-                                                    "threads") if k in run}
+                                                    "threads", "date") if k in run}
     lm = RUNS / "label_match.json"
     if lm.exists():
         data = json.loads(lm.read_text())
@@ -282,7 +286,8 @@ def cmd_collect(args) -> None:
     speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
                         "re_runs/<run>.json (absent = 2, the runs before the sequence-level loss)")
     result["speed"] = speed
-    RESULT.write_text(json.dumps(result, indent=1))
+    # dataset -> fraction -> system: results of runs whose file is gone stay
+    result = merge_json(RESULT, result, depth=3)
     print(json.dumps({k: v for k, v in result.items() if k != "speed"}, indent=1))
 
 
@@ -297,6 +302,28 @@ def score_predictions(rel_scorer, dataset: str, gold: List, predictions: List[Li
     if dataset == "semeval":
         return round(100 * rel_scorer.score_relation_docs(pairs, semeval=True)["rel_semeval_f"], 2)
     return round(100 * rel_scorer.score_relation_docs(pairs)["rel_micro_f"], 2)
+
+
+def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The status table's relation-extraction rows (``benchmarks/status.py``): ETRAG
+    against the same backbone without retrieval, on SemEval with 10 % and all of the
+    training data, with the test docs/s ratio of the two runs."""
+    rows = []
+    for frac, share in (("1.0", "all"), ("0.1", "10 %")):
+        runs = res.get("semeval", {}).get(frac, {})
+        if "etrag" not in runs or "baseline" not in runs:
+            continue
+        ours, alt = (res.get("speed", {}).get(f"semeval_{frac}_{s}", {}) for s in ("etrag", "baseline"))
+        speed = (f"{ours['docs_per_s'] / alt['docs_per_s']:.2f}x docs/s ({ours['docs_per_s']:.1f} vs "
+                 f"{alt['docs_per_s']:.1f})" if "docs_per_s" in ours and "docs_per_s" in alt else "")
+        rows.append({"component": "`etrag_relation_extractor`",
+                     "task": f"SemEval-2010 Task 8 ({TEST_LIMIT['semeval']} test sentences), {share} of the "
+                             f"training data, {ours.get('steps', '?')} steps: official score",
+                     "ours": f"{runs['etrag']['f1']:.1f}",
+                     "alternative": f"same backbone, no retrieval: {runs['baseline']['f1']:.1f}",
+                     "speed": speed,
+                     "measured": f"{ours.get('date', '?')}, 2-core CPU, {ours.get('threads', 2)} thread"})
+    return rows
 
 
 def cmd_table(args) -> None:

@@ -16,6 +16,7 @@ import argparse
 import gc
 import json
 import random
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -23,6 +24,9 @@ from typing import Any, Dict, List, Sequence
 
 import numpy
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import merge_json  # noqa: E402  (merge by key, never drop others)
 
 
 def rss_mib() -> float:
@@ -159,8 +163,7 @@ def main() -> None:
     results["synthetic"].update(generate_s=gen_s, word_pool=len(words),
                                 split="whitespace (no spaCy split at this size)")
     results["rss_end_mib"] = rss_mib()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf8")
+    merge_json(args.output, results, depth=1, indent=2)  # other keys of the file stay
     print(f"wrote {args.output}")
 
 

@@ -100,3 +100,22 @@ def test_peer_head_expansion_takes_the_subtree(nlp):
     pred.spans["coref_head_clusters_1"] = [pred[2:3], pred[4:5], pred[4:5]]
     pred.spans["coref_head_clusters_2"] = [pred[5:6]]
     assert peer.expand_heads(pred, parsed) == [[(0, 3), (4, 5)], [(4, 6)]]
+
+
+def test_bundle_rank_is_stated_from_compact_json(bench):
+    """The coreference bundle's rank is read from its compact.json wherever the docs
+    state it: the generated note of README_coref.md, the README status row, and the
+    rank the benchmarks project rebuilds it with."""
+    import yaml
+
+    repo = SCRIPT.parents[1]
+    compact = json.loads((repo / "spacy_kbnlp" / "assets" / "seq2seq_coref" / "compact.json").read_text())
+    note = bench.bundle_note()
+    assert f"rank-{compact['rank']} difference" in note and f"--rank {compact['rank']}" in note
+    notes = (repo / "benchmarks" / "README_coref.md").read_text(encoding="utf-8")
+    start, end = "<!-- coref-bundle:start -->\n", "<!-- coref-bundle:end -->"
+    assert notes[notes.index(start) + len(start): notes.index(end)] == note
+    rows = bench.status_rows(json.loads((repo / "benchmarks" / "results" / "coref.json").read_text()))
+    assert any(f"rank-{compact['rank']} difference" in r["component"] for r in rows)
+    project = yaml.safe_load((repo / "benchmarks" / "project.yml").read_text())
+    assert project["vars"]["coref_bundle_rank"] == compact["rank"]

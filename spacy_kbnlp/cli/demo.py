@@ -12,12 +12,12 @@ demo text too: linked mentions against the demo KB, scored against
 Entity linking uses ``entqa_linker`` with the zero-shot MiniLM retriever and the
 reader bundled at ``spacy_kbnlp/assets/entqa_reader``: the per-candidate reader of
 the ``el`` workflow stored as a rank-16 int8 difference from MiniLM (0.8 MiB),
-written by the project command ``el-bundle-reader`` with the threshold calibrated
+written by the command ``el-bundle-reader`` of ``benchmarks/project.yml`` with the threshold calibrated
 for the zero-shot retriever. Without the asset the demo says how to build it.
 Coreference uses ``seq2seq_coref`` with the compact model bundled at
 ``spacy_kbnlp/assets/seq2seq_coref`` (a trained model stored as its low-rank int8
 difference from the seeded MiniLM warm start, written by ``coref
-export-compact``; project command ``coref-bundle``).
+export-compact``; command ``coref-bundle`` of ``benchmarks/project.yml``).
 """
 import time
 from pathlib import Path
@@ -140,7 +140,7 @@ def run_demo(
     if link and not (BUNDLED_READER / "spec.json").exists():
         printer(msg.text(f"Entity linking on the demo text needs the EntQA reader asset at {BUNDLED_READER} "
                          "(shipped with the package; missing here): `spacy project run el` then "
-                         "`spacy project run el-bundle-reader` writes it; or pass a trained pipeline with "
+                         "`spacy project run el-bundle-reader benchmarks` writes it; or pass a trained pipeline with "
                          "`--pipeline`.",
                          no_print=True))
     elif link:
@@ -159,7 +159,7 @@ def run_demo(
     elif coref:
         printer(msg.text(f"Coreference on the demo text needs a compact seq2seq_coref model at "
                          f"{BUNDLED_COREF} (not found): `spacy project run coref` then "
-                         "`spacy project run coref-bundle` writes it; or pass a trained pipeline "
+                         "`spacy project run coref-bundle benchmarks` writes it; or pass a trained pipeline "
                          "with `--pipeline`.", no_print=True))
 
     out["pipelines"] = {}

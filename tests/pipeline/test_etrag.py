@@ -1,6 +1,7 @@
 """etrag_relation_extractor on a tiny T5 built from a config (and once on the MiniLM
 warm start): training, leave-one-out retrieval, gradients into the retrieval encoder,
 serialization, bad input."""
+import json
 import random
 from pathlib import Path
 
@@ -33,13 +34,13 @@ def _examples(nlp):
     return [Example(unannotated(nlp, d), d) for d in re_docs(nlp)]
 
 
-def _train(nlp, steps=50, seed=0):
+def _train(nlp, steps=50, seed=0, lr=0.01):
     from spacy_kbnlp.core.torch_io import set_seed
 
     set_seed(seed)
     egs = _examples(nlp)
     nlp.initialize(lambda: egs)
-    opt = Adam(0.01)
+    opt = Adam(lr)
     rng = random.Random(seed)
     losses = []
     for _ in range(steps):
@@ -133,13 +134,19 @@ def test_bad_input_drops_nothing(tiny):
 
 
 @pytest.mark.slow
-def test_minilm_warm_start_trains():
+def test_minilm_warm_start_trains(one_torch_thread):
+    """The MiniLM warm start with retrieval (2 neighbours of 4 candidates) learns the
+    eight training sentences: every relation exact after 30 steps at lr 1e-4 (measured:
+    8 of 8 from step 20 on; the loss falls from 20 to below 0.1)."""
     nlp = _nlp(None, n_candidates=4)
-    losses = _train(nlp, steps=40)
-    assert losses[-1] < losses[0]
+    losses = _train(nlp, steps=30, lr=1e-4)
+    assert losses[-1] < losses[0] / 20
     module = nlp.get_pipe("etrag_relation_extractor").module
     assert module.seq2seq.config.model_type == "encoder-decoder"
     assert module.seq2seq.config.decoder.num_hidden_layers == 2
+    gold = re_docs(nlp)
+    assert [_rels(nlp(unannotated(nlp, d))) for d in gold] == [_rels(g) for g in gold]
+    assert nlp.evaluate(_examples(nlp))["rel_micro_f"] == 1.0
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -156,20 +163,29 @@ def test_configs_build(name):
 
 
 @pytest.mark.slow
-def test_spacy_train_tiny_config(tmp_path):
+def test_spacy_train_tiny_config(tmp_path, one_torch_thread):
     """`spacy train` on the tiny twin: initialize from .spacy files with the gold-entity
     augmenter, a few steps, evaluation with the declared score keys, model-last saved."""
     from spacy.cli.train import train
     from spacy.tokens import DocBin
+    from spacy.util import load_config
 
     nlp = spacy.blank("en")
     db = DocBin(store_user_data=True, docs=re_docs(nlp))
     db.to_disk(tmp_path / "train.spacy")
-    train(CONFIGS / "test" / "etrag.cfg", tmp_path / "out",
+    # the tiny twin as shipped (MiniLM warm start), 40 steps at a constant 1e-4 instead of 4:
+    # enough to learn the eight sentences (measured: all exact, dev scores 1.0)
+    config = load_config(CONFIGS / "test" / "etrag.cfg")
+    config["training"].update(max_steps=40, eval_frequency=20)
+    config["training"]["optimizer"]["learn_rate"] = 1e-4
+    config.to_disk(tmp_path / "etrag.cfg")
+    train(tmp_path / "etrag.cfg", tmp_path / "out",
           overrides={"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy")})
+    meta = json.loads((tmp_path / "out" / "model-best" / "meta.json").read_text())
+    assert meta["performance"]["rel_semeval_f"] == 1.0 and meta["performance"]["rel_micro_f"] == 1.0
     trained = spacy.load(tmp_path / "out" / "model-last")
-    doc = trained(unannotated(trained, re_docs(trained)[0]))
-    assert isinstance(doc._.rel_records, list)
+    gold = re_docs(trained)
+    assert [_rels(trained(unannotated(trained, d))) for d in gold] == [_rels(g) for g in gold]
 
 
 # three labels on six sentences: the decision rests on the verb ("lived in" / "worked for" / "met")
