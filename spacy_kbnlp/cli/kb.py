@@ -62,15 +62,17 @@ def build_kb(
     from ..kb.dense_kb import DenseKB
     from ..kb.records import DEFAULT_TEMPLATE, load_records
 
+    if engine not in ("local", "ray"):
+        raise ValueError(Errors.KBE401.format(engine=engine, options="local, ray"))
+    if engine == "ray":  # before the (long) reading: KBE400 without Ray
+        from ..scale.ray_engine import RayEncoder, require_ray
+
+        require_ray()
     t0 = time.perf_counter()
     records = load_records(entities, duplicates=duplicates)
     t_read = time.perf_counter() - t0
     enc = _encoder(encoder, batch_size, max_length)
-    if engine not in ("local", "ray"):
-        raise ValueError(Errors.KBE401.format(engine=engine, options="local, ray"))
     if engine == "ray":
-        from ..scale.ray_engine import RayEncoder
-
         enc = RayEncoder(enc, workers=workers, address=address)
     t1 = time.perf_counter()
     kb = DenseKB.build(records, enc, preset=preset, template=template or DEFAULT_TEMPLATE, dtype=dtype,

@@ -115,7 +115,8 @@ def annotate(
     """Annotate every valid record of ``input_path`` into ``output_dir`` (see the
     module doc); finished shards of an earlier run with the same settings are
     kept. Returns the summary: ``docs`` (annotated now), ``skipped`` (in shards
-    already done), ``rejects``, ``seconds``, ``docs_per_s``, ``workers`` (per
+    already done), ``rejects``, ``seconds``, ``docs_per_s``, ``first_shard_s`` (the
+    start-up cost plus one shard), ``workers`` (per
     worker: docs, busy seconds, docs/s), ``restarts`` and ``dropped_repeats``."""
     if engine not in ENGINES:
         raise ValueError(Errors.KBE401.format(engine=engine, options=", ".join(ENGINES)))
@@ -137,7 +138,7 @@ def annotate(
                 "docbin": docbin}
     manifest = Manifest(out, settings)
     rejects: List[Dict[str, Any]] = []
-    stats = {"docs": 0, "skipped": 0, "shards": 0}
+    stats: Dict[str, Any] = {"docs": 0, "skipped": 0, "shards": 0}
 
     def pending() -> Iterator[Tuple[int, List[Dict[str, Any]]]]:
         for k, recs in plan_shards(read_inputs(input_path, text_field=text_field, id_field=id_field),
@@ -152,6 +153,7 @@ def annotate(
                docbins: Sequence[Optional[bytes]]) -> None:
         manifest.record(k, [r[id_field] for r in recs], shard_files(k, outs, docbins))
         stats["docs"] += len(outs)
+        stats.setdefault("first_shard_s", round(time.perf_counter() - t0, 3))
 
     t0 = time.perf_counter()
     if engine == "local":
@@ -171,7 +173,8 @@ def annotate(
                                              example=f"{first['loc']}: {first['reason']}"))
     summary = {"engine": engine, "docs": stats["docs"], "skipped": stats["skipped"],
                "rejects": len(rejects), "shards": stats["shards"], "seconds": round(seconds, 3),
-               "docs_per_s": round(stats["docs"] / seconds, 3) if seconds else 0.0, **result}
+               "docs_per_s": round(stats["docs"] / seconds, 3) if seconds else 0.0,
+               "first_shard_s": stats.get("first_shard_s"), **result}
     manifest.finish(stats["shards"], summary)
     return summary
 

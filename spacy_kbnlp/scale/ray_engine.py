@@ -281,3 +281,18 @@ class RayEncoder:
         if not filled.all():
             raise RuntimeError(Errors.KBE406.format(n=int((~filled).sum()), shards="(entity texts)"))
         return out if out is not None else numpy.zeros((0, self.dim), dtype="float32")
+
+
+def local_worker_processes(name: str = "AnnotateWorker") -> List[Any]:
+    """The live processes of this machine's Ray actors running ``name`` that descend
+    from this process (a local Ray started here): for fault tests and memory figures."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and name in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # ended meanwhile
+            continue
+    return found
