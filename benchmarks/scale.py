@@ -68,8 +68,10 @@ def write_results(path: Path, rows: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # --- data and pipeline
-def write_corpus(data_dir: Path, n: int, path: Path) -> Path:
-    """The EL test sets' texts repeated with distinct ids up to ``n`` documents."""
+def test_set_texts(data_dir: Path) -> List[str]:
+    """The texts of the EL test sets (``benchmarks/el.py``), read with the ELEVANT reader."""
+    import warnings
+
     import spacy
 
     sys.path.insert(0, str(HERE))
@@ -78,10 +80,17 @@ def write_corpus(data_dir: Path, n: int, path: Path) -> Path:
     from spacy_kbnlp.readers import read_docs
 
     nlp = spacy.blank("en")
-    texts = []
-    for name in TEST_SETS:
-        texts.extend(d.text for d in read_docs(data_dir / "el" / "elevant" / "benchmarks" /
-                                               f"{name}.benchmark.jsonl", "elevant", nlp))
+    texts: List[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # span alignment notes of the gold labels (unused here)
+        for name in TEST_SETS:
+            texts.extend(d.text for d in read_docs(data_dir / "el" / "elevant" / "benchmarks" /
+                                                   f"{name}.benchmark.jsonl", "elevant", nlp))
+    return texts
+
+
+def write_corpus(texts: List[str], n: int, path: Path) -> Path:
+    """``texts`` repeated with distinct ids up to ``n`` documents."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
@@ -95,9 +104,7 @@ def build_demo_pipeline(path: Path) -> Path:
     seq2seq_coref with the bundled compact model (see ``cli/demo.py``)."""
     if (path / "config.cfg").exists():
         return path
-    import srsly
-
-    from spacy_kbnlp.cli.coref import COMPONENT_FILE
+    from spacy_kbnlp.cli.coref import load_compact_pipeline
     from spacy_kbnlp.cli.demo import BUNDLED_COREF, find_demo_assets
     from spacy_kbnlp.encoders.hf import HFEncoder
     from spacy_kbnlp.kb.dense_kb import DenseKB
@@ -107,9 +114,8 @@ def build_demo_pipeline(path: Path) -> Path:
     kb = DenseKB.build(read_entities(find_demo_assets() / "kb.jsonl"), HFEncoder().load(),
                        show_progress=False)
     nlp = bundled_linker_pipeline(kb)
-    component = srsly.read_json(BUNDLED_COREF / COMPONENT_FILE)
-    coref = nlp.add_pipe("seq2seq_coref", config={**component["config"], "model": str(BUNDLED_COREF)})
-    coref.initialize(lambda: [], nlp=nlp)
+    nlp.add_pipe("seq2seq_coref", source=load_compact_pipeline(BUNDLED_COREF))
+    path.parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(path)
     return path
 
@@ -315,11 +321,12 @@ def main() -> None:
         return
     skip = set(filter(None, args.skip.split(",")))
     pipeline = build_demo_pipeline(CACHE / "pipeline")
+    texts = test_set_texts(Path(args.data))
     rows: Dict[str, Any] = {"machine": machine()}
     common = ["--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size),
               "--pipeline", str(pipeline)]
     if "annotate" not in skip:
-        corpus = write_corpus(Path(args.data), args.docs, CACHE / f"corpus_{args.docs}.jsonl")
+        corpus = write_corpus(texts, args.docs, CACHE / f"corpus_{args.docs}.jsonl")
         ann: Dict[str, Any] = {"docs": args.docs, "batch_size": args.batch_size,
                                "shard_size": args.shard_size, "pipeline": "demo (entqa_linker + seq2seq_coref)"}
         for setting in args.settings.split(","):
@@ -329,7 +336,7 @@ def main() -> None:
         if "ray_1" in ann and "ray_2" in ann:
             ann["speedup_ray_1_to_2"] = round(ann["ray_2"]["docs_per_s"] / ann["ray_1"]["docs_per_s"], 3)
         rows["annotate"] = ann
-    small = write_corpus(Path(args.data), args.fault_docs, CACHE / f"corpus_{args.fault_docs}.jsonl")
+    small = write_corpus(texts, args.fault_docs, CACHE / f"corpus_{args.fault_docs}.jsonl")
     if "fault" not in skip:
         rows["fault"] = in_subprocess("--_run", "fault", "--corpus", str(small), *common)
         print("fault", json.dumps(rows["fault"]), flush=True)

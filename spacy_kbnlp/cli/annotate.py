@@ -40,6 +40,6 @@ def annotate_cli(
         msg.fail(str(err), exits=1)
     msg.good(f"Annotated {s['docs']} documents in {s['seconds']:.1f}s ({s['docs_per_s']:.1f} docs/s); "
              f"{s['skipped']} already done, {s['rejects']} rejected; {s['shards']} shards in {output_dir}")
-    rows = [(name, w["docs"], f"{w['busy_s']:.1f}", f"{w['docs_per_s']:.1f}") for name, w in s["workers"].items()]
+    rows = [(name, w["docs"], f"{w['busy_s']:.1f}", f"{w['docs_per_s']:.1f}") for name, w in s["workers"].items() if w["docs"]]
     if rows:
         print(table(rows, header=("worker", "docs", "busy s", "docs/s"), divider=True))

@@ -24,7 +24,7 @@ def input_kind(path: PathLike) -> str:
     return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "jsonl"
 
 
-def _jsonl(path: Path, text_field: str) -> Iterator[Tuple[str, Any, str]]:
+def _jsonl(path: Path) -> Iterator[Tuple[str, Any, str]]:
     """``(loc, obj or None, problem)`` per non-empty line."""
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
@@ -87,7 +87,7 @@ def read_inputs(path: PathLike, *, text_field: str = "text", id_field: str = "id
     path = Path(path)
     kind = input_kind(path)
     rows = (_txt(path, text_field, id_field) if kind == "txt" else
-            _parquet(path, text_field, id_field) if kind == "parquet" else _jsonl(path, text_field))
+            _parquet(path, text_field, id_field) if kind == "parquet" else _jsonl(path))
     seen: Set[str] = set()
     for loc, obj, problem in rows:
         rid = obj.get(id_field) if isinstance(obj, dict) else None
