@@ -12,10 +12,10 @@ from collections import deque
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import Errors, Warnings
-from .inputs import read_inputs
+from .inputs import input_kind, read_inputs
 from .shards import REJECTS, Manifest, shard_name, write_rejects
 
 PathLike = Union[str, Path]
@@ -110,7 +110,6 @@ def annotate(
     shard_size: int = 1000,
     docbin: bool = False,
     show_progress: bool = True,
-    printer: Callable[..., Any] = print,
 ) -> Dict[str, Any]:
     """Annotate every valid record of ``input_path`` into ``output_dir`` (see the
     module doc); finished shards of an earlier run with the same settings are
@@ -130,6 +129,7 @@ def annotate(
         from .ray_engine import require_ray
 
         require_ray()
+    input_kind(input_path)  # KBE402 before loading anything
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = pipeline if isinstance(pipeline, (str, Path)) else getattr(pipeline, "meta", {}).get("name")

@@ -94,8 +94,11 @@ class Manifest:
         self.save()
 
     def finish(self, n_shards: int, summary: Dict[str, Any]) -> None:
-        """Drop entries of shards beyond ``n_shards`` and mark the run complete."""
-        self.data["shards"] = {k: v for k, v in self.data["shards"].items() if int(k) < n_shards}
+        """Drop shards beyond ``n_shards`` (left by a run over a longer input: entries
+        and files) and mark the run complete."""
+        for key in [k for k in self.data["shards"] if int(k) >= n_shards]:
+            for name in self.data["shards"].pop(key)["files"]:
+                (self.folder / name).unlink(missing_ok=True)
         self.data["complete"] = True
         self.data["docs"] = sum(v["count"] for v in self.data["shards"].values())
         self.data["summary"] = summary

@@ -155,6 +155,12 @@ def test_resume_after_a_kill_is_exactly_once(tmp_path, blank_dir, monkeypatch):
         s = annotate(str(blank_dir), path, out, shard_size=5, batch_size=2, show_progress=False)
     assert (s["skipped"], s["docs"]) == (18, 5)
     assert [r["id"] for r in read_output(out)] == ids
+    # a shorter input: the shards beyond it go (entries and files)
+    write_jsonl(path, corpus(7))
+    s = annotate(str(blank_dir), path, out, shard_size=5, batch_size=2, show_progress=False)
+    assert (s["skipped"], s["docs"], s["shards"]) == (5, 2, 2)
+    assert [r["id"] for r in read_output(out)] == [f"d{i}" for i in range(7)]
+    assert sorted(json.loads((out / "manifest.json").read_text())["shards"]) == ["00000", "00001"]
     # other settings in the same folder are refused
     with pytest.raises(ValueError, match="KBE403"):
         annotate(str(blank_dir), path, out, shard_size=7, show_progress=False)
