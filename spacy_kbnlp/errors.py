@@ -13,6 +13,7 @@ Code ranges by area (keep new messages inside their range):
   KBE250-KBE299  seq2seq coreference, constrained decoding, the torch training loop
   KBE300-KBE349  demonstration retrieval, LLM backends, ICL and ETRAG relation extraction
   KBE350-KBE399  generative entity linking (INSGENEL / INSGENEL-R)
+  KBE400-KBE449  scale-out: annotate / distributed build-kb (Ray)
 """
 from spacy.errors import ErrorsWithCodes
 
@@ -84,6 +85,13 @@ class Warnings(metaclass=ErrorsWithCodes):
               "pass a local path for fully reproducible offline use.")
     KBW180 = ("render: doc {i} has no {styles} to show; left out. Run a pipeline with the "
               "component that writes it (see docs/visualize.md).")
+
+    # --- scale-out: annotate / distributed build-kb (KBW400-KBW449)
+    KBW400 = ("A Ray worker was lost during the run ({detail}); Ray restarted it and retried its "
+              "batches. No document was lost or written twice: every document is kept once by "
+              "its (shard, position) key ({dropped} repeated result(s) dropped).")
+    KBW401 = ("{n} input record(s) were rejected and written to {path} (first: {example}).")
+    KBW402 = ("The shard file {path} does not match the manifest ({why}); it is annotated again.")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -344,3 +352,23 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE184 = ("Cannot load the pipeline '{pipeline}': {err}. Give the folder of a saved pipeline, "
               "an installed pipeline package, or 'demo' (the bundled linker and coreference model "
               "on the demo KB).")
+
+    # --- scale-out: annotate / distributed build-kb (KBE400-KBE449)
+    KBE400 = ("`--engine ray` needs Ray, which is not installed: run `pip install "
+              "spacy-kbnlp[ray]` (Ray Data {version}).")
+    KBE401 = ("Unknown engine '{engine}'. Choose one of: {options}.")
+    KBE402 = ("No input found at '{path}'. Give a JSON lines file (.jsonl), a Parquet file "
+              "(.parquet) or a folder of .txt files.")
+    KBE403 = ("The output folder {path} holds a run with other settings ({diff}). Resume with the "
+              "same settings, or write to a new output folder.")
+    KBE404 = ("Invalid setting {name}={value!r}: {why}.")
+    KBE405 = ("`--gpus-per-worker {gpus}` asks for GPUs, but {where} has none ({detail}). Leave "
+              "`--gpus-per-worker` at 0 to run on CPUs.")
+    KBE406 = ("The run ended with {n} document(s) missing from shard(s) {shards} (a worker failed "
+              "more often than Ray retries). Their shards were not written; run the same command "
+              "again to annotate them.")
+    KBE407 = ("Could not read the Parquet file {path}: {err}. Parquet input needs pyarrow "
+              "(`pip install spacy-kbnlp[ray]`).")
+    KBE408 = ("The Parquet file {path} has no column '{field}' (columns: {columns}). Set the field "
+              "names with --text-field and --id-field.")
+    KBE409 = ("Could not connect to the Ray cluster at '{address}': {err}.")

@@ -50,16 +50,30 @@ def build_kb(
     duplicates: str = "error",
     index_params: Optional[Dict[str, Any]] = None,
     show_progress: bool = True,
+    engine: str = "local",
+    workers: int = 2,
+    address: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Read entity records (any source of ``load_records``), encode, index and
-    write a DenseKB folder. Returns ``kb_info`` of the result plus timings."""
+    write a DenseKB folder. Returns ``kb_info`` of the result plus timings.
+    ``engine="ray"``: the entity texts are encoded by ``workers`` Ray actors
+    (:class:`spacy_kbnlp.scale.ray_engine.RayEncoder`, on the cluster at
+    ``address`` or a local Ray); the index is built as in one process."""
     from ..kb.dense_kb import DenseKB
     from ..kb.records import DEFAULT_TEMPLATE, load_records
 
+    if engine not in ("local", "ray"):
+        raise ValueError(Errors.KBE401.format(engine=engine, options="local, ray"))
+    if engine == "ray":  # before the (long) reading: KBE400 without Ray
+        from ..scale.ray_engine import RayEncoder, require_ray
+
+        require_ray()
     t0 = time.perf_counter()
     records = load_records(entities, duplicates=duplicates)
     t_read = time.perf_counter() - t0
     enc = _encoder(encoder, batch_size, max_length)
+    if engine == "ray":
+        enc = RayEncoder(enc, workers=workers, address=address)
     t1 = time.perf_counter()
     kb = DenseKB.build(records, enc, preset=preset, template=template or DEFAULT_TEMPLATE, dtype=dtype,
                        batch_size=batch_size, show_progress=show_progress, **(index_params or {}))
@@ -157,6 +171,9 @@ def build_kb_cli(
     max_length: int = Opt(256, "--max-length", help="Maximum encoder input length in tokens"),
     duplicates: str = Opt("error", "--duplicates", help="Duplicate ids in the input: error, first or last"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    engine: str = Opt("local", "--engine", help="local, or ray: entity texts encoded by Ray workers"),
+    workers: int = Opt(2, "--workers", "-w", help="Ray workers (--engine ray)"),
+    address: Optional[str] = Opt(None, "--address", help="Ray cluster address (default: a local Ray started and stopped here)"),
     # fmt: on
 ):
     """Build a dense entity KB: encode every entity text and index the vectors."""
@@ -164,8 +181,9 @@ def build_kb_cli(
     try:
         info = build_kb(entities, output, encoder=encoder, preset=preset, template=template, dtype=dtype,
                         batch_size=batch_size, max_length=max_length, duplicates=duplicates,
-                        index_params=parse_index_params(param))
-    except (FileNotFoundError, ValueError, KeyError) as err:
+                        index_params=parse_index_params(param), engine=engine, workers=workers,
+                        address=address)
+    except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as err:
         _fail(err)
     t = info["timings"]
     msg.good(f"Built a KB of {info['count']} entities in {output} ({_size(info['disk_bytes'])}; "

@@ -273,6 +273,31 @@ def doc_to_record(doc: Doc, task: str, *, offsets: str = "char",
     return rec
 
 
+def doc_annotations(doc: Doc) -> Dict[str, Any]:
+    """Every component's annotations of a predicted ``doc`` in plain JSON, with
+    character offsets (ends exclusive): ``links`` (one per ``doc._.kb_links`` record:
+    ``start``, ``end``, ``text``, ``kb_id``, ``label``, ``score``, ``key`` (span group),
+    ``candidates`` [[kb_id, score], ...]; without link records, the spans of
+    ``doc.ents`` with a ``kb_id_`` and ``score`` null), ``clusters`` (coreference,
+    lists of [start, end]), ``entities`` and ``relations`` (as in the ``re`` record of
+    :func:`doc_to_record`, which gives the clusters and relations here too)."""
+    install_extensions()
+    links: List[Dict[str, Any]] = []
+    for rec in doc._.kb_links or ():
+        span = doc[int(rec["start"]):int(rec["end"])]
+        links.append({"start": span.start_char, "end": span.end_char, "text": span.text,
+                      "kb_id": rec["kb_id"], "label": rec.get("label"),
+                      "score": float(rec["score"]), "key": rec.get("key"),
+                      "candidates": [[str(k), float(v)] for k, v in rec.get("candidates") or ()]})
+    if doc._.kb_links is None:
+        links = [{"start": e.start_char, "end": e.end_char, "text": e.text, "kb_id": e.kb_id_,
+                  "label": e.label_, "score": None, "key": None, "candidates": []}
+                 for e in doc.ents if e.kb_id_]
+    re_rec = doc_to_record(doc, "re")
+    return {"links": links, "clusters": doc_to_record(doc, "coref")["clusters"],
+            "entities": re_rec["entities"], "relations": re_rec["relations"]}
+
+
 def write_jsonl(docs: Iterable[Doc], path: Union[str, Path], task: str, *,
                 offsets: str = "char", el_key: Optional[str] = None) -> int:
     """Write one record per Doc to ``path``; returns the number of records."""
