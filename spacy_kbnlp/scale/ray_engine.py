@@ -103,6 +103,22 @@ def _quiet_data_context(ray: Any) -> None:
     ctx.print_on_execution_start = False
 
 
+def restarted_actors(name: str, since_s: float) -> Dict[str, int]:
+    """``{actor id[:8]: restarts}`` of the actors whose class name contains ``name``,
+    started since ``since_s`` (epoch seconds) and restarted by Ray, from the GCS actor
+    table (``ray._private.state``: the public ``ray.util.state`` needs the dashboard,
+    which ``ray[data]`` does not install); empty where that table cannot be read."""
+    try:
+        from ray._private import state
+
+        table = state.actors()
+    except Exception:  # a private API: never fail a run over it
+        return {}
+    return {str(aid)[:8]: int(info.get("NumRestarts") or 0) for aid, info in table.items()
+            if name in str(info.get("ActorClassName", "")) and info.get("NumRestarts")
+            and float(info.get("StartTime") or 0) >= since_s * 1000}
+
+
 def _worker_name() -> Tuple[str, bool]:
     import ray
 
@@ -160,6 +176,7 @@ def run_ray(pipeline: Any, shards: Iterable[Tuple[int, List[Dict[str, Any]]]], f
              for k, recs in pending.items() for i, r in enumerate(recs)]
     got: Dict[int, Dict[int, Tuple[str, bytes]]] = {k: {} for k in pending}
     restarted = set()
+    since = time.time()
     with ray_session(address, workers) as ray:
         check_cluster_gpus(gpus_per_worker, ray.cluster_resources())
         _quiet_data_context(ray)
@@ -189,6 +206,8 @@ def run_ray(pipeline: Any, shards: Iterable[Tuple[int, List[Dict[str, Any]]]], f
                     done = got.pop(k)
                     finish(k, pending[k], [json.loads(done[i][0]) for i in range(len(done))],
                            [bytes(done[i][1]) or None for i in range(len(done))])
+        # restarts seen by Ray (also of an actor that gave no result after its restart)
+        gcs = restarted_actors("AnnotateWorker", since)
     for w in stats["workers"].values():
         w["busy_s"] = round(w["busy_s"], 3)
         w["docs_per_s"] = round(w["docs"] / w["busy_s"], 3) if w["busy_s"] else 0.0
@@ -196,8 +215,9 @@ def run_ray(pipeline: Any, shards: Iterable[Tuple[int, List[Dict[str, Any]]]], f
     by_actor: Dict[str, int] = {}
     for name in stats["workers"]:
         by_actor[name.split(":")[0]] = by_actor.get(name.split(":")[0], 0) + 1
-    lost = sorted({n for n in stats["workers"] if by_actor[n.split(":")[0]] > 1} | restarted)
-    stats["restarts"] = len(restarted) or sum(v - 1 for v in by_actor.values())
+    lost = sorted({n for n in stats["workers"] if by_actor[n.split(":")[0]] > 1} | restarted
+                  | {f"{aid}:?" for aid in gcs if aid not in by_actor})
+    stats["restarts"] = max(len(restarted), sum(v - 1 for v in by_actor.values()), sum(gcs.values()))
     if stats["restarts"]:
         warnings.warn(Warnings.KBW400.format(detail=f"workers {', '.join(lost)}",
                                              dropped=stats["dropped_repeats"]))
