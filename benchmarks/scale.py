@@ -45,26 +45,13 @@ RESULTS = HERE / "results" / "scale.json"
 CACHE = HERE / ".cache" / "scale"
 GIB = 2 ** 30
 
+sys.path.insert(0, str(HERE))
+from _results import merge_json  # noqa: E402  (benchmarks/_results.py: merge by key)
+
 
 def machine() -> Dict[str, Any]:
     return {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "platform": platform.platform()}
-
-
-def merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
-    """``old`` updated by ``new`` key by key (nested dicts merged, never dropped)."""
-    out = dict(old)
-    for key, value in new.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def write_results(path: Path, rows: Dict[str, Any]) -> Dict[str, Any]:
-    old = json.loads(path.read_text()) if path.exists() else {}
-    data = merge(old, rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    return data
 
 
 # --- data and pipeline
@@ -99,9 +86,12 @@ def write_corpus(texts: List[str], n: int, path: Path) -> Path:
     return path
 
 
-def build_demo_pipeline(path: Path) -> Path:
-    """The demo pipeline: NER hints + entqa_linker over the demo KB, then
-    seq2seq_coref with the bundled compact model (see ``cli/demo.py``)."""
+PIPELINES = {"demo": "demo (entqa_linker + seq2seq_coref)", "linker": "demo linker (NER + entqa_linker)"}
+
+
+def build_demo_pipeline(path: Path, components: str = "demo") -> Path:
+    """The demo pipeline: NER hints + entqa_linker over the demo KB, then (``components
+    = "demo"``) seq2seq_coref with the bundled compact model (see ``cli/demo.py``)."""
     if (path / "config.cfg").exists():
         return path
     from spacy_kbnlp.cli.coref import load_compact_pipeline
@@ -114,7 +104,8 @@ def build_demo_pipeline(path: Path) -> Path:
     kb = DenseKB.build(read_entities(find_demo_assets() / "kb.jsonl"), HFEncoder().load(),
                        show_progress=False)
     nlp = bundled_linker_pipeline(kb)
-    nlp.add_pipe("seq2seq_coref", source=load_compact_pipeline(BUNDLED_COREF))
+    if components == "demo":
+        nlp.add_pipe("seq2seq_coref", source=load_compact_pipeline(BUNDLED_COREF))
     path.parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(path)
     return path
@@ -301,6 +292,9 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=100)
     p.add_argument("--settings", default="local_1,local_2,ray_1,ray_2")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: annotate, fault, resume, kb")
+    p.add_argument("--components", choices=sorted(PIPELINES), default="demo",
+                   help="the demo pipeline (linker + coreference) or its linker alone")
+    p.add_argument("--key", default="annotate", help="results key of the annotate rows")
     p.add_argument("--kb-entities", type=int, default=1_000_000)
     p.add_argument("--kb-preset", default="ivf_sq8")
     p.add_argument("--fit-kb", default=str(HERE / ".cache" / "fb15k_kb"),
@@ -320,7 +314,7 @@ def main() -> None:
         print(json.dumps(fn(args)))
         return
     skip = set(filter(None, args.skip.split(",")))
-    pipeline = build_demo_pipeline(CACHE / "pipeline")
+    pipeline = build_demo_pipeline(CACHE / f"pipeline_{args.components}", args.components)
     texts = test_set_texts(Path(args.data))
     rows: Dict[str, Any] = {"machine": machine()}
     common = ["--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size),
@@ -328,20 +322,22 @@ def main() -> None:
     if "annotate" not in skip:
         corpus = write_corpus(texts, args.docs, CACHE / f"corpus_{args.docs}.jsonl")
         ann: Dict[str, Any] = {"docs": args.docs, "batch_size": args.batch_size,
-                               "shard_size": args.shard_size, "pipeline": "demo (entqa_linker + seq2seq_coref)"}
+                               "shard_size": args.shard_size, "pipeline": PIPELINES[args.components]}
         for setting in args.settings.split(","):
             ann[setting] = in_subprocess("--_run", "annotate", "--setting", setting,
                                          "--corpus", str(corpus), *common)
             print(setting, json.dumps(ann[setting]), flush=True)
         if "ray_1" in ann and "ray_2" in ann:
             ann["speedup_ray_1_to_2"] = round(ann["ray_2"]["docs_per_s"] / ann["ray_1"]["docs_per_s"], 3)
-        rows["annotate"] = ann
+        rows[args.key] = ann
     small = write_corpus(texts, args.fault_docs, CACHE / f"corpus_{args.fault_docs}.jsonl")
     if "fault" not in skip:
         rows["fault"] = in_subprocess("--_run", "fault", "--corpus", str(small), *common)
+        rows["fault"]["pipeline"] = PIPELINES[args.components]
         print("fault", json.dumps(rows["fault"]), flush=True)
     if "resume" not in skip:
         rows["resume"] = run_resume(pipeline, small, args.batch_size, args.shard_size)
+        rows["resume"]["pipeline"] = PIPELINES[args.components]
         print("resume", json.dumps(rows["resume"]), flush=True)
     if "kb" not in skip:
         data = kb_data(args)
@@ -352,7 +348,7 @@ def main() -> None:
             kb[f"workers_{w}_s"], kb[f"peak_rss_gib_{w}"] = r["seconds"], r["peak_rss_gib"]
             print("kb", w, json.dumps(r), flush=True)
         rows["kb_build"] = kb
-    write_results(Path(args.output), rows)
+    merge_json(Path(args.output), rows, depth=2)
 
 
 if __name__ == "__main__":
