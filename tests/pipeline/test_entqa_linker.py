@@ -443,3 +443,22 @@ def test_load_config_overrides_and_reader_architecture(trained, tmp_path):
     config.to_disk(tmp_path / "config.cfg")
     with pytest.raises(ValueError, match="KBE161.*EntQAPackedReader.v1"):
         spacy.load(tmp_path)
+
+
+def test_initialize_with_a_reader_of_another_architecture_is_an_error():
+    """The shipped reader is per-candidate (``EntQAReader.v1``): a linker configured
+    with the packed reader (the default) may not run it silently (KBE161); configured
+    with the saved reader's block (``saved_reader_config``) it loads."""
+    from spacy_kbnlp.linking.bundled import BUNDLED_READER
+    from spacy_kbnlp.models.reader import saved_reader_config
+
+    packed = English().add_pipe("entqa_linker", config={"quantize": False})
+    with pytest.raises(ValueError, match="KBE161.*EntQAReader.v1.*EntQAPackedReader.v1"):
+        packed.initialize(kb_loader=lambda vocab: make_kb(), reader_path=str(BUNDLED_READER),
+                          reencode_kb=True)
+    block = saved_reader_config(BUNDLED_READER)
+    assert block["@architectures"] == "spacy_kbnlp.EntQAReader.v1"
+    linker = English().add_pipe("entqa_linker", config={"quantize": False, "reader": block})
+    linker.initialize(kb_loader=lambda vocab: make_kb(), reader_path=str(BUNDLED_READER),
+                      reencode_kb=True)
+    assert not linker.reader.spec.packed and linker.is_initialized
