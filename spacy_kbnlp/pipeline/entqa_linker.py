@@ -449,6 +449,7 @@ class EntQALinker(KBPipe):
 
     def retrieve(self, passages: Sequence[Passage]) -> Tuple[numpy.ndarray, numpy.ndarray]:
         """Top-``top_k`` (scores, KB rows) per passage (rows -1 where fewer)."""
+        self.place()
         model = self._runtime_retriever
         cls, sep, pad = special_ids(self.retriever.tokenizer)
         seqs = [passage_query(p, cls, sep, self.retriever.spec.max_passage_pieces) for p in passages]
@@ -565,6 +566,7 @@ class EntQALinker(KBPipe):
         (:func:`spacy_kbnlp.linking.hinted.mention_features`); docs without hints
         have none."""
         c = self.cfg
+        self.place()
         priors = priors if priors is not None else self.priors
         spans = [merge_hints(d, hint_spans(d, c["mention_hints"]), priors) for d in docs]
         if c["alias_mentions"]:
