@@ -147,7 +147,7 @@ def run_entqa(args) -> None:
         key, value = item.split("=", 1)
         linker.cfg[key] = json.loads(value)
     if args.set:
-        linker._check_settings()
+        linker.check_settings()
         linker._after_load()  # (re)quantize as configured
     if args.gold:  # tuning on held-out training docs (never on the test sets)
         from spacy_kbnlp.readers import read_docbin
@@ -217,7 +217,7 @@ def run_retrieval(args) -> None:
     kb_ids = set(kb.ids)
     gold = load_test_sets(Path(args.data_dir), nlp, args.sample)
     docs = [d for name in TEST_SETS for d in gold[name]]
-    pairs = list(linker._passages(docs))
+    pairs = list(linker.passages(docs))
     passages = [p for p, _ in pairs]
     mentions = [(i, s, e, q) for i, d in enumerate(docs) for s, e, q in gold_mentions(d, kb_ids)]
     texts = [docs[p.doc_index][p.start:p.end].text for p in passages]

@@ -46,7 +46,7 @@ def run(args) -> None:
     for item in args.set or ():
         key, value = item.split("=", 1)
         linker.cfg[key] = json.loads(value)
-    linker._check_settings()
+    linker.check_settings()
     gold = el.load_test_sets(Path(args.data_dir), nlp, args.sample)
     kb_ids = el.kb_ids_of(Path(args.kb)) if args.kb else set(linker.kb.ids)
     linker.stats.clear()

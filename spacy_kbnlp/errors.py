@@ -339,6 +339,11 @@ class Errors(metaclass=ErrorsWithCodes):
               "package or re-export the model.")
     KBE155 = ("Unknown device '{device}'. Use 'cpu', 'cuda', 'cuda:N' or 'mps', or leave it unset "
               "to follow spaCy's `require_gpu()` / `--gpu-id`.")
+    KBE160 = ("Cannot change setting '{key}' of '{name}': {why}. Settings are the component "
+              "blocks of nlp.config: give them as `components.<name>.<setting>`.")
+    KBE161 = ("The {what} saved in {path} is a '{saved}' model, but the config of '{name}' "
+              "asks for '{configured}'. Set the architecture in the config to the saved one "
+              "('{saved}'), or train and save a model of the configured architecture.")
     KBE180 = ("Nothing to render: the doc(s) have no {styles}. Entity links come from "
               "entqa_linker / insgenel_linker (doc._.kb_links) or doc.ents with kb_id, "
               "coreference clusters from seq2seq_coref (doc.spans['coref_clusters_N']), relations "

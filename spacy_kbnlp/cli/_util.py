@@ -1,7 +1,4 @@
 """The typer app shared by every CLI module, and small CLI helpers (as in spacy/cli/_util.py)."""
-from pathlib import Path
-from typing import Any, Union
-
 import typer
 from spacy.cli._util import Arg, Opt, parse_config_overrides  # noqa: F401  (re-exported)
 
@@ -21,15 +18,3 @@ def setup_gpu(gpu_id: int) -> None:
 
         require_gpu(gpu_id)
 
-
-def set_config_value(pipeline_dir: Union[str, Path], section: str, key: str, value: Any) -> None:
-    """Change one setting in a saved pipeline's ``config.cfg``."""
-    from thinc.api import Config
-
-    path = Path(pipeline_dir) / "config.cfg"
-    config = Config().from_disk(path, interpolate=False)
-    node = config
-    for part in section.split("."):
-        node = node[part]
-    node[key] = value
-    config.to_disk(path)

@@ -20,7 +20,7 @@ import typer
 from wasabi import msg
 
 from ..errors import Errors
-from ._util import Arg, Opt, app, set_config_value
+from ._util import Arg, Opt, app
 
 coref_app = typer.Typer(name="coref", no_args_is_help=True,
                         help="seq2seq coreference: compact export, calibration")
@@ -101,6 +101,7 @@ def calibrate(pipeline: PathLike, dev: PathLike, output: PathLike, *,
     ``output/{name}_calibration.json``. Returns the choice and the curve."""
     import srsly
 
+    from ..pipeline.base import update_settings
     from .evaluate import evaluate, load_pipeline
 
     if not biases:
@@ -123,10 +124,9 @@ def calibrate(pipeline: PathLike, dev: PathLike, output: PathLike, *,
     finally:
         comp.cfg["mention_bias"] = old
     best = max(curve, key=lambda c: (c["conll_f"], -c["mention_bias"]))
-    comp.cfg["mention_bias"] = best["mention_bias"]
+    update_settings(nlp, {f"components.{name}.mention_bias": best["mention_bias"]})
     out = Path(output)
     nlp.to_disk(out)
-    set_config_value(out, f"components.{name}", "mention_bias", best["mention_bias"])
     at_old = [c for c in curve if c["mention_bias"] == round(old, 6)]
     result = {"mention_bias": best["mention_bias"], "dev_conll_f": best["conll_f"],
               "previous_mention_bias": old, "docs": docs,

@@ -18,7 +18,7 @@ from wasabi import msg
 from ..errors import Errors
 from ..linking.bundled import READER_SETTINGS
 from ..scorers.el import best_threshold, threshold_curve
-from ._util import Arg, Opt, app, parse_config_overrides, set_config_value, setup_gpu
+from ._util import Arg, Opt, app, parse_config_overrides, setup_gpu
 
 entqa_app = typer.Typer(name="entqa", help="EntQA entity linking: train, assemble, calibrate",
                         no_args_is_help=True)
@@ -75,6 +75,7 @@ def calibrate(pipeline: PathLike, dev: PathLike, output: PathLike, *,
     import srsly
 
     from ..readers import read_docbin
+    from ..pipeline.base import update_settings
     from ..scorers.el import el_gold_labels, eval_span_of
     from .evaluate import input_doc, load_pipeline
 
@@ -98,9 +99,8 @@ def calibrate(pipeline: PathLike, dev: PathLike, output: PathLike, *,
     curve = threshold_curve(per_doc, kb_ids, n_thresholds)
     best = best_threshold(curve)
     out = Path(output)
-    linker.cfg["threshold"] = float(best["threshold"])
+    update_settings(nlp, {f"components.{name}.threshold": float(best["threshold"])})
     nlp.to_disk(out)
-    set_config_value(out, f"components.{name}", "threshold", float(best["threshold"]))
     result = {"threshold": best["threshold"], "dev_f": best["f"], "dev_p": best["p"],
               "dev_r": best["r"], "previous_threshold": old, "docs": len(gold),
               "f_at_previous": _f_at(curve, old), "curve": curve}
@@ -289,6 +289,7 @@ def fit_scorer(output: PathLike, train: PathLike, dev: Optional[PathLike], *,
     from ..kb.dense_kb import DenseKB
     from ..readers import read_docbin
     from ..linking.bundled import bundled_linker_pipeline
+    from ..pipeline.base import update_settings
     from ..training.final_scorer import fit_hinted
     from .evaluate import load_pipeline
 
@@ -299,11 +300,11 @@ def fit_scorer(output: PathLike, train: PathLike, dev: Optional[PathLike], *,
     else:
         raise ValueError(Errors.KBE217.format(what="give a pipeline or a KB"))
     linker = nlp.get_pipe(name)
-    for key, value in (settings or {}).items():
+    for key in settings or {}:
         if key not in linker.cfg:
             raise ValueError(Errors.KBE217.format(what=f"'{name}' has no setting '{key}'"))
-        linker.cfg[key] = value
-    linker._check_settings()
+    update_settings(nlp, {f"components.{name}.{key}": value
+                          for key, value in (settings or {}).items()})
     train_gold = list(read_docbin(train, nlp))
     dev_gold = list(read_docbin(dev, nlp)) if dev else []
     if not train_gold:
@@ -313,9 +314,8 @@ def fit_scorer(output: PathLike, train: PathLike, dev: Optional[PathLike], *,
                         epochs=epochs, seed=seed, folds=folds,
                         onepass={"max_epochs": onepass_epochs, "seed": seed} if onepass_epochs else None,
                         onepass_dir=str(out.parent / f"{out.name}_onepass_runs"))
+    update_settings(nlp, {f"components.{name}.hint_threshold": None})
     nlp.to_disk(out)
-    for key, value in {**(settings or {}), "hint_threshold": None}.items():
-        set_config_value(out, f"components.{name}", key, value)
     srsly.write_json(out / f"{name}_fit_scorer.json", report)
     return report
 

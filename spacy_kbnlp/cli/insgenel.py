@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Union
 import typer
 from wasabi import msg
 
-from ._util import Arg, Opt, app, set_config_value
+from ._util import Arg, Opt, app
 
 insgenel_app = typer.Typer(name="insgenel", no_args_is_help=True,
                            help="INSGENEL generative entity linking: retriever, calibration, markup")
@@ -34,18 +34,17 @@ def attach_retriever(pipeline: PathLike, retriever_pipeline: PathLike, output: P
                      top_k: Optional[int] = None) -> Path:
     """Save ``pipeline`` to ``output`` with ``name`` in INSGENEL-R mode, using the
     retriever of ``retriever_pipeline``'s ``retriever_component``."""
+    from ..pipeline.base import update_settings
     from .evaluate import load_pipeline
 
     nlp = load_pipeline(pipeline)
     linker = nlp.get_pipe(name)
     linker.attach_retriever(retriever_pipeline, retriever_component)
-    linker.cfg["mode"] = "retrieval"
+    settings = {f"components.{name}.mode": "retrieval"}
     if top_k is not None:
-        linker.cfg["top_k"] = int(top_k)
-    linker._check_settings()
+        settings[f"components.{name}.top_k"] = int(top_k)
+    update_settings(nlp, settings)
     nlp.to_disk(output)
-    set_config_value(output, f"components.{name}", "mode", "retrieval")
-    set_config_value(output, f"components.{name}", "top_k", linker.cfg["top_k"])
     return Path(output)
 
 

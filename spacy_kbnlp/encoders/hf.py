@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy
 from spacy.util import registry
 
+from ..core.device import place
 from ..core.torch_io import get_device
 from ..errors import Errors
 
@@ -100,7 +101,10 @@ class HFEncoder:
 
     @property
     def model(self):
-        return self.load()._model
+        """The model, on the current device (:mod:`..core.device`)."""
+        model = self.load()._model
+        place([model], self.device)
+        return model
 
     @property
     def tokenizer(self):

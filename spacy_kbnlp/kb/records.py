@@ -22,8 +22,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Un
 import srsly
 
 from ..errors import Errors, Warnings
-from ..readers.elevant import parse_line
-from ..readers.spans import where
+from ..core.locations import parse_line, where
 
 DEFAULT_TEMPLATE = "{name} [SEP] {description}"
 TEMPLATE_FIELDS = ("name", "description", "aliases", "types")

@@ -36,7 +36,10 @@ def bundled_linker_pipeline(kb: Any, *, ner: Optional[str] = DEFAULT_NER,
     nlp = spacy.load(ner, exclude=list(NER_EXCLUDE)) if ner else spacy.blank("en")
     path = Path(reader) / READER_SETTINGS
     settings = srsly.read_json(path) if path.exists() else {}
-    cfg = {"threshold": settings.get("threshold", 0.05), **(config or {})}
+    from ..models.reader import saved_reader_config
+
+    cfg = {"threshold": settings.get("threshold", 0.05),
+           "reader": saved_reader_config(reader), **(config or {})}
     linker = nlp.add_pipe("entqa_linker", config=cfg)
     linker.initialize(kb_loader=kb, reader_path=reader, reencode_kb=True)
     return nlp

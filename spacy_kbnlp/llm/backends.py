@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from spacy.util import registry
 
+from ..core.device import place
 from ..core.torch_io import get_device
 from ..errors import Errors
 
@@ -70,7 +71,10 @@ class HFLocalBackend:
 
     @property
     def model(self):
-        return self.load()._model
+        """The model, on the current device (:mod:`..core.device`)."""
+        model = self.load()._model
+        place([model], get_device(self._device))
+        return model
 
     @property
     def tokenizer(self):

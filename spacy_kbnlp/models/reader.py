@@ -31,6 +31,7 @@ import torch
 from spacy.util import registry
 
 from ..encoders.hf import load_encoder_model
+from ..errors import Errors
 from .passages import Batch, Passage, passage_body, special_ids
 from .retriever import (load_heads, multilabel_softmax_loss, read_spec, run_encoder,
                         save_heads, save_hf_module)
@@ -54,11 +55,29 @@ class ReaderSpec:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
-    def build(self, path: Optional[Union[str, Path]] = None, device=None):
+    @property
+    def architecture(self) -> str:
+        """The registered name of this spec's architecture."""
+        return READER_ARCHITECTURES[self.packed]
+
+    def check_saved(self, saved: "ReaderSpec", path: Union[str, Path], name: str) -> None:
+        """KBE161 when a reader saved at ``path`` is of another architecture than
+        this (configured) spec: the config decides what runs."""
+        if saved.packed != self.packed:
+            raise ValueError(Errors.KBE161.format(what="reader", path=path, name=name,
+                                                  saved=saved.architecture,
+                                                  configured=self.architecture))
+
+    def build(self, path: Optional[Union[str, Path]] = None, device=None, *,
+              name: str = "entqa_linker"):
         """The reader: pretrained encoder from ``self.name`` (local path or the
-        bundled MiniLM) with fresh heads, or the weights saved under ``path``."""
+        bundled MiniLM) with fresh heads, or the weights saved under ``path``, which
+        must be of this architecture (KBE161; ``name``: the component, for the
+        message)."""
         if path is not None:
-            return load_reader(path, device=device)
+            model = load_reader(path, device=device)
+            self.check_saved(model.spec, path, name)
+            return model
         from ..core.torch_io import get_device
         from ..encoders.hf import resolve_model_path
 
@@ -81,6 +100,21 @@ def _resize_quietly(encoder, size: int) -> None:
         encoder.resize_token_embeddings(size)
     finally:
         hf_logging.set_verbosity(level)
+
+
+READER_ARCHITECTURES = {False: "spacy_kbnlp.EntQAReader.v1",
+                       True: "spacy_kbnlp.EntQAPackedReader.v1"}
+
+
+def saved_reader_config(path: Union[str, Path]) -> Dict[str, Any]:
+    """The config block (``@architectures`` and settings) of the reader saved at
+    ``path``, e.g. to add an ``entqa_linker`` that runs it."""
+    spec = ReaderSpec(**read_spec(Path(path), "reader")["spec"])
+    block = {"@architectures": spec.architecture, **spec.to_dict()}
+    block.pop("packed")
+    if not spec.packed:
+        block.pop("candidates_per_sequence")
+    return block
 
 
 @registry.architectures("spacy_kbnlp.EntQAReader.v1")

@@ -20,10 +20,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Unio
 
 import srsly
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example, validate_get_examples
-from spacy.util import ensure_path
 from spacy.vocab import Vocab
 
 from ..encoders.hf import DEFAULT_ENCODER, HFEncoder
@@ -31,6 +29,7 @@ from ..errors import Errors, Warnings
 from ..extensions import install_extensions
 from ..retrieval.render import doc_key, render_input
 from ..retrieval.store import RETRIEVERS, DemoStore
+from .base import KBPipe
 
 DEFAULT_ENCODER_CFG = {"@misc": "spacy_kbnlp.HFEncoder.v1", "name": None}
 
@@ -57,42 +56,13 @@ def save_encoder(encoder: HFEncoder, path: Path) -> None:
     encoder.tokenizer.save_pretrained(path)
 
 
-class BatchedPipe(Pipe):
-    """A non-trainable Pipe that predicts per batch: ``predict`` then
-    ``set_annotations``, failures routed to spaCy's error handler (like
-    ``TrainablePipe``), so ``nlp.pipe`` never loses a batch silently."""
-
-    default_batch_size = 64
-
-    def __call__(self, doc: Doc) -> Doc:
-        return next(iter(self.pipe([doc])))
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
-        install_extensions()
-        size = batch_size or self.default_batch_size
-        batch: List[Doc] = []
-        for doc in stream:
-            batch.append(doc)
-            if len(batch) >= size:
-                yield from self._process(batch)
-                batch = []
-        if batch:
-            yield from self._process(batch)
-
-    def _process(self, docs: List[Doc]) -> List[Doc]:
-        error_handler = self.get_error_handler()
-        try:
-            self.set_annotations(docs, self.predict(docs))
-        except Exception as err:
-            error_handler(self.name, self, docs, err)
-        return docs
-
-
-class DemoRetriever(BatchedPipe):
-    def __init__(self, vocab: Vocab, name: str = "demo_retriever", *, retriever: str = "bm25",
-                 top_k: int = 5, encoder: Optional[HFEncoder] = None, task: str = "re",
-                 input_format: str = "marked", leave_one_out: bool = True, overwrite: bool = True,
-                 preset: str = "flat"):
+class DemoRetriever(KBPipe):
+    #: derived from the store (its rendering) and saved with it
+    DERIVED = ("format_version", "task", "input_format")
+    def __init__(self, vocab: Vocab, name: str, *, retriever: str, top_k: int,
+                 encoder: Optional[HFEncoder], task: str, input_format: str,
+                 leave_one_out: bool, overwrite: bool, preset: str):
+        """Settings as in the factory's ``default_config`` (their one definition)."""
         install_extensions()
         if retriever not in RETRIEVERS:
             raise ValueError(Errors.KBE300.format(value=retriever, options=", ".join(RETRIEVERS)))
@@ -101,9 +71,11 @@ class DemoRetriever(BatchedPipe):
                                                   why="give a positive integer"))
         self.vocab = vocab
         self.name = name
+        self.scorer = None
         self.encoder = encoder if encoder is not None else HFEncoder()
         self.store: Optional[DemoStore] = None
         self._warned_empty = False
+        self._saved_encoder: Dict[str, Any] = {}
         self.cfg: Dict[str, Any] = {"retriever": retriever, "top_k": top_k, "task": task,
                                     "input_format": input_format, "leave_one_out": leave_one_out,
                                     "overwrite": overwrite, "preset": preset, "format_version": 1}
@@ -170,25 +142,31 @@ class DemoRetriever(BatchedPipe):
     def _has_own_encoder(self) -> bool:
         return self.encoder.name != DEFAULT_ENCODER
 
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
-        path = ensure_path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        cfg = dict(self.cfg, encoder=self.encoder.name, encoder_pooling=self.encoder.pooling)
-        srsly.write_json(path / "cfg", cfg)
-        if self.store is not None and "store" not in exclude:
-            self.store.to_disk(path / "store")
-        if self._has_own_encoder() and "encoder" not in exclude:
-            save_encoder(self.encoder, path / "encoder")
+    def derived_cfg(self) -> Dict[str, Any]:
+        return dict(super().derived_cfg(), encoder=self.encoder.name,
+                    encoder_pooling=self.encoder.pooling)
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "DemoRetriever":
-        path = ensure_path(path)
-        cfg = srsly.read_json(path / "cfg")
-        if (path / "encoder").exists() and "encoder" not in exclude:
-            self.encoder = HFEncoder(str(path / "encoder"), pooling=cfg.get("encoder_pooling", "mean"))
-            self.encoder.name = cfg.get("encoder", self.encoder.name)
-        cfg.pop("encoder", None)
-        cfg.pop("encoder_pooling", None)
-        self.cfg.update(cfg)
-        if (path / "store").exists() and "store" not in exclude:
-            self.store = DemoStore.from_disk(path / "store")
-        return self
+    def read_cfg(self, path: Path) -> None:
+        super().read_cfg(path)
+        self._saved_encoder = srsly.read_json(path) if path.exists() else {}
+
+    def serializers(self) -> Dict[str, Callable[[Path], None]]:
+        out: Dict[str, Callable[[Path], None]] = {}
+        if self.store is not None:
+            out["store"] = self.store.to_disk
+        if self._has_own_encoder():
+            out["encoder"] = lambda p: save_encoder(self.encoder, p)
+        return out
+
+    def deserializers(self) -> Dict[str, Callable[[Path], None]]:
+        return {"encoder": self._read_encoder, "store": self._read_store}
+
+    def _read_encoder(self, p: Path) -> None:
+        if p.exists():
+            saved = self._saved_encoder
+            self.encoder = HFEncoder(str(p), pooling=saved.get("encoder_pooling", "mean"))
+            self.encoder.name = saved.get("encoder", self.encoder.name)
+
+    def _read_store(self, p: Path) -> None:
+        if p.exists():
+            self.store = DemoStore.from_disk(p)

@@ -38,19 +38,17 @@ import numpy
 import srsly
 import torch
 from spacy.language import Language
-from spacy.pipeline import Pipe
-from spacy.tokens import Doc, Span
-from spacy.training import Example, validate_examples, validate_get_examples
-from spacy.util import SimpleFrozenList, minibatch
+from spacy.tokens import Doc
+from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config
 
-from ..core.torch_io import get_device
 from ..errors import Errors, Warnings
 from ..extensions import install_extensions
 from ..models.passages import (Batch, Passage, check_topic, doc_pieces,
                                entity_pieces, make_passages, passage_query, special_ids,
                                word_pieces)
+from ..linking.annotate import set_links
 from ..linking.bundled import BUNDLED_SCORER
 from ..linking.hinted import (PRIORS_FILE, SCORER_META, FinalScorer, LexicalIndex,
                               add_reader_features, alias_spans, hint_source_ready, merge_hints, hint_spans, mention_features)
@@ -60,6 +58,7 @@ from ..models.reader import (ReaderSpec, build_inputs, load_reader, quantize_dyn
                              reader_probs, save_reader, top_spans)
 from ..models.retriever import (RetrieverSpec, encode_entity_texts, load_retriever,
                                 save_retriever, topk_exhaustive)
+from .base import KBPipe
 
 FORMAT_VERSION = 1
 CACHE_DIR = "entity_cache"
@@ -254,23 +253,22 @@ def retriever_fingerprint(model) -> str:
     return f"entqa-retriever-{digest.hexdigest()[:16]}"
 
 
-class EntQALinker(Pipe):
+class EntQALinker(KBPipe):
     """EntQA entity linker: dense retriever over a KB + reader (see the module doc)."""
 
+    default_batch_size = 128
+
     def __init__(self, vocab: Vocab, retriever: RetrieverSpec, reader: ReaderSpec,
-                 name: str = "entqa_linker", *, kb: Optional[str] = None,
-                 passage_length: int = 32, passage_stride: int = 16, topic: str = "first_line",
-                 topic_length: int = 12, top_k: int = 32, adaptive_margin: Optional[float] = 4.0,
-                 min_k: int = 4, top_p: int = 3, threshold: float = 0.05,
-                 one_entity_per_span: bool = True, batch_size: int = 64,
-                 reader_batch_size: int = 64, quantize: bool = False,
-                 device: Optional[str] = None, spans_key: str = "entqa", label: str = "ENTITY",
-                 set_ents: bool = True, overwrite_ents: bool = False, n_alternatives: int = 5,
-                 store_candidates: int = 10, mention_hints: Optional[str] = "ents",
-                 alias_mentions: bool = True, context_length: int = 64,
-                 hint_threshold: Optional[float] = None, n_prior: int = 8,
-                 n_lexical: int = 8, n_dense: int = 8, n_context: int = 4,
-                 scorer: Optional[Callable] = None):
+                 name: str, *, kb: Optional[str], passage_length: int, passage_stride: int,
+                 topic: str, topic_length: int, top_k: int, adaptive_margin: Optional[float],
+                 min_k: int, top_p: int, threshold: float, one_entity_per_span: bool,
+                 batch_size: int, reader_batch_size: int, quantize: bool,
+                 device: Optional[str], spans_key: str, label: str, set_ents: bool,
+                 overwrite_ents: bool, n_alternatives: int, store_candidates: int,
+                 mention_hints: Optional[str], alias_mentions: bool, context_length: int,
+                 hint_threshold: Optional[float], n_prior: int, n_lexical: int, n_dense: int,
+                 n_context: int, scorer: Optional[Callable]):
+        """Settings as in the factory's ``default_config`` (their one definition)."""
         install_extensions()
         self.vocab = vocab
         self.name = name
@@ -292,7 +290,7 @@ class EntQALinker(Pipe):
             "n_dense": n_dense, "n_context": n_context,
             "format_version": FORMAT_VERSION,
         }
-        self._check_settings()
+        self.check_settings()
         self.retriever = None
         self.reader = None
         self.kb = None
@@ -310,7 +308,7 @@ class EntQALinker(Pipe):
         self.onepass = None  # optional one-pass reader (models/onepass.py): extra scorer features
 
     # ------------------------------------------------------------ settings
-    def _check_settings(self) -> None:
+    def check_settings(self) -> None:
         c = self.cfg
         check_topic(c["topic"])
 
@@ -318,10 +316,8 @@ class EntQALinker(Pipe):
             return ValueError(Errors.KBE205.format(setting=setting, value=c[setting],
                                                    name=self.name, why=why))
 
-        for key in ("passage_length", "passage_stride", "top_k", "min_k", "top_p",
-                    "batch_size", "reader_batch_size", "context_length"):
-            if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
-                raise bad(key, "give a positive integer")
+        self.check_ints(("passage_length", "passage_stride", "top_k", "min_k", "top_p",
+                         "batch_size", "reader_batch_size", "context_length"), 1, bad)
         if c["passage_stride"] > c["passage_length"]:
             raise bad("passage_stride", "the stride cannot exceed passage_length")
         if not 0.0 <= float(c["threshold"]) < 1.0:
@@ -331,9 +327,7 @@ class EntQALinker(Pipe):
         if c["hint_threshold"] is not None and not 0.0 <= float(c["hint_threshold"]) < 1.0:
             raise bad("hint_threshold", "a probability threshold in [0, 1), or null for the "
                                         "one calibrated with the final scorer")
-        for key in ("n_prior", "n_lexical", "n_dense", "n_context"):
-            if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 0:
-                raise bad(key, "give a non-negative integer")
+        self.check_ints(("n_prior", "n_lexical", "n_dense", "n_context"), 0, bad)
         if c["mention_hints"] is not None and (not isinstance(c["mention_hints"], str)
                                                or not c["mention_hints"].strip()):
             raise ValueError(Errors.KBE218.format(value=c["mention_hints"], name=self.name))
@@ -346,9 +340,11 @@ class EntQALinker(Pipe):
         if not self.is_initialized:
             raise ValueError(Errors.KBE200.format(name=self.name))
 
-    @property
-    def device(self):
-        return get_device(self.cfg["device"])
+    def torch_modules(self) -> List[Any]:
+        return [m for m in (self.retriever, self.reader, self.onepass) if m is not None]
+
+    def on_moved(self, device) -> None:
+        self._set_runtime()
 
     # ------------------------------------------------------------ set-up
     def initialize(
@@ -374,7 +370,7 @@ class EntQALinker(Pipe):
 
         device = self.device
         self.retriever = self.retriever_spec.build(retriever_path, device=device)
-        self.reader = self.reader_spec.build(reader_path, device=device)
+        self.reader = self.reader_spec.build(reader_path, device=device, name=self.name)
         self.retriever_spec, self.reader_spec = self.retriever.spec, self.reader.spec
         if kb_loader is not None:
             kb = kb_loader(self.vocab) if callable(kb_loader) else kb_loader
@@ -414,6 +410,10 @@ class EntQALinker(Pipe):
         self._same_tokenizer = (type(rt) is type(rd) and rt.vocab_size == rd.vocab_size and
                                 word_pieces(rt, ["Zürich", "linking"]) ==
                                 word_pieces(rd, ["Zürich", "linking"]))
+        self._set_runtime()
+
+    def _set_runtime(self) -> None:
+        """The models that predict: int8-quantized copies on CPU with ``quantize``."""
         self._runtime_reader = self.reader
         self._runtime_retriever = self.retriever
         if self.cfg["quantize"] and self.device.type == "cpu":
@@ -429,10 +429,12 @@ class EntQALinker(Pipe):
             self._ent_pieces[row] = got
         return got
 
-    def _passages(self, docs: Sequence[Doc], skip: Sequence[bool] = ()
-                  ) -> Iterator[Tuple[Passage, Optional[Passage]]]:
+    def passages(self, docs: Sequence[Doc], skip: Sequence[bool] = ()
+                 ) -> Iterator[Tuple[Passage, Optional[Passage]]]:
         """(retriever passage, reader passage) pairs over every doc (but those whose
-        ``skip`` is true); the reader's is None when both models share a tokenizer."""
+        ``skip`` is true), as :meth:`retrieve` takes them; the reader's is None when
+        both models share a tokenizer."""
+        self._require()
         c = self.cfg
         for i, doc in enumerate(docs):
             if not doc.text.strip() or (skip and skip[i]):
@@ -447,6 +449,7 @@ class EntQALinker(Pipe):
 
     def retrieve(self, passages: Sequence[Passage]) -> Tuple[numpy.ndarray, numpy.ndarray]:
         """Top-``top_k`` (scores, KB rows) per passage (rows -1 where fewer)."""
+        self.place()
         model = self._runtime_retriever
         cls, sep, pad = special_ids(self.retriever.tokenizer)
         seqs = [passage_query(p, cls, sep, self.retriever.spec.max_passage_pieces) for p in passages]
@@ -563,6 +566,7 @@ class EntQALinker(Pipe):
         (:func:`spacy_kbnlp.linking.hinted.mention_features`); docs without hints
         have none."""
         c = self.cfg
+        self.place()
         priors = priors if priors is not None else self.priors
         spans = [merge_hints(d, hint_spans(d, c["mention_hints"]), priors) for d in docs]
         if c["alias_mentions"]:
@@ -606,6 +610,7 @@ class EntQALinker(Pipe):
         their passages processed together in batches of ``batch_size``, so memory
         stays bounded for long documents."""
         self._require()
+        self.place()
         docs = list(docs)
         result = [DocLinks() for _ in docs]
         hinted = [hint_source_ready(d, self.cfg["mention_hints"]) for d in docs]
@@ -633,7 +638,7 @@ class EntQALinker(Pipe):
             self._read([q if q is not None else p for p, q in chunk], cands, result)
             chunk.clear()
 
-        for pair in self._passages(docs, hinted):
+        for pair in self.passages(docs, hinted):
             chunk.append(pair)
             if len(chunk) >= bs:
                 flush()
@@ -643,91 +648,40 @@ class EntQALinker(Pipe):
 
     def set_annotations(self, docs: Iterable[Doc], preds: List[DocLinks]) -> None:
         c = self.cfg
-        key, label = c["spans_key"], c["label"]
         for doc, pred in zip(docs, preds):
-            links = pred.final(c["one_entity_per_span"])
-            labels = pred.labels
-            doc.spans[key] = [Span(doc, s, e, label=labels.get((s, e), label), kb_id=k)
-                              for s, e, k, _, _ in links]
-            records = [r for r in doc._.kb_links or () if r.get("key") != key]
-            records.extend({"start": s, "end": e, "kb_id": k, "label": labels.get((s, e), label),
-                            "score": sc, "candidates": alts, "key": key}
-                           for s, e, k, sc, alts in links)
-            doc._.kb_links = records
+            set_links(doc, pred.final(c["one_entity_per_span"]), key=c["spans_key"],
+                      label=c["label"], set_ents=c["set_ents"],
+                      overwrite_ents=c["overwrite_ents"], labels=pred.labels)
             doc._.entqa_candidates = pred.passages
-            if c["set_ents"]:
-                self._set_ents(doc, links, labels)
-
-    def _set_ents(self, doc: Doc, links, labels: Optional[Dict[Tuple[int, int], str]] = None) -> None:
-        """Greedy non-overlapping selection (best score first) into ``doc.ents``;
-        existing entities are kept (and get the kb_id of a link with the same
-        boundaries) unless ``overwrite_ents``."""
-        label = self.cfg["label"]
-        taken = numpy.zeros(len(doc), dtype=bool)
-        ents: List[Span] = []
-        by_span = {}
-        for s, e, k, sc, _ in links:
-            if (s, e) not in by_span or sc > by_span[(s, e)][1]:
-                by_span[(s, e)] = (k, sc)
-        if not self.cfg["overwrite_ents"]:
-            for ent in doc.ents:
-                k = by_span.get((ent.start, ent.end), (ent.kb_id_, 0.0))[0] or ent.kb_id_
-                ents.append(Span(doc, ent.start, ent.end, label=ent.label_, kb_id=k))
-                taken[ent.start: ent.end] = True
-        for s, e, k, sc, _ in sorted(links, key=lambda x: (-x[3], x[0], x[1])):
-            if not taken[s:e].any():
-                ents.append(Span(doc, s, e, label=(labels or {}).get((s, e), label), kb_id=k))
-                taken[s:e] = True
-        doc.set_ents(sorted(ents, key=lambda x: x.start), default="outside")
-
-    def __call__(self, doc: Doc) -> Doc:
-        install_extensions()
-        error_handler = self.get_error_handler()
-        try:
-            self.set_annotations([doc], self.predict([doc]))
-        except Exception as e:  # routed to the pipeline's error handler, as TrainablePipe does
-            error_handler(self.name, self, [doc], e)
-        return doc
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
-        """Batches of ``batch_size`` docs; their passages are read together."""
-        install_extensions()
-        error_handler = self.get_error_handler()
-        for docs in minibatch(stream, size=batch_size):
-            try:
-                self.set_annotations(docs, self.predict(docs))
-            except Exception as e:
-                error_handler(self.name, self, docs, e)
-            yield from docs
 
     # ------------------------------------------------------------ scoring
-    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+    def score_settings(self, settings: Dict[str, Any]) -> Dict[str, Any]:
         """``el_*`` scores of ``doc.spans[spans_key]``, InKB relative to this KB."""
-        examples = list(examples)
-        validate_examples(examples, "EntQALinker.score")
-        settings = dict(self.cfg)
-        settings.update(kwargs)
         if self.kb is not None and settings.get("kb_ids") is None:
             settings["kb_ids"] = set(self._ids)
-        return self.scorer(examples, **settings) if self.scorer else {}
+        return settings
 
     # ------------------------------------------------------------ serialization
-    def to_disk(self, path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
+    def before_save(self) -> None:
         self._require()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "cfg", self.cfg)
-        save_retriever(self.retriever, path / "retriever")
-        save_reader(self.reader, path / "reader")
-        self.kb.to_disk(path / "kb")
-        if self.entity_cache is not None:
-            cache = path / CACHE_DIR
-            cache.mkdir(exist_ok=True)
-            numpy.save(cache / "reps.npy", self.entity_cache[0].astype("float16"))
-            numpy.save(cache / "mask.npy", self.entity_cache[1])
-            srsly.write_json(cache / "meta.json", {"retriever": self._fingerprint,
-                                                   "count": len(self.kb)})
-        hints = path / HINTS_DIR
+
+    def serializers(self) -> Dict[str, Callable[[Path], None]]:
+        return {"retriever": lambda p: save_retriever(self.retriever, p),
+                "reader": lambda p: save_reader(self.reader, p),
+                "kb": lambda p: self.kb.to_disk(p),
+                CACHE_DIR: self._write_cache,
+                HINTS_DIR: self._write_hints}
+
+    def _write_cache(self, cache: Path) -> None:
+        if self.entity_cache is None:
+            return
+        cache.mkdir(exist_ok=True)
+        numpy.save(cache / "reps.npy", self.entity_cache[0].astype("float16"))
+        numpy.save(cache / "mask.npy", self.entity_cache[1])
+        srsly.write_json(cache / "meta.json", {"retriever": self._fingerprint,
+                                               "count": len(self.kb)})
+
+    def _write_hints(self, hints: Path) -> None:
         hints.mkdir(exist_ok=True)
         if self.priors is not None:
             srsly.write_gzip_json(hints / PRIORS_FILE, self.priors.to_dict())
@@ -736,54 +690,55 @@ class EntQALinker(Pipe):
         if self.onepass is not None:
             save_onepass(self.onepass, hints / ONEPASS_DIR)
 
-    def from_disk(self, path, *, exclude: Iterable[str] = SimpleFrozenList()) -> "EntQALinker":
+    def deserializers(self) -> Dict[str, Callable[[Path], None]]:
+        return {"retriever": self._read_retriever, "reader": self._read_reader,
+                "kb": self._read_kb, CACHE_DIR: self._read_cache, HINTS_DIR: self._read_hints}
+
+    def _read_retriever(self, p: Path) -> None:
+        self.retriever = load_retriever(p, device=self.device)
+
+    def _read_reader(self, p: Path) -> None:
+        reader = load_reader(p, device=self.device)
+        self.reader_spec.check_saved(reader.spec, p, self.name)
+        self.reader = reader
+
+    def _read_kb(self, p: Path) -> None:
         from ..kb.dense_kb import DenseKB
 
-        path = Path(path)
-        cfg = srsly.read_json(path / "cfg")
-        self.cfg.update({k: v for k, v in cfg.items() if k not in ("kb",)})
-        device = self.device
-        self.retriever = load_retriever(path / "retriever", device=device)
-        self.reader = load_reader(path / "reader", device=device)
-        self.retriever_spec, self.reader_spec = self.retriever.spec, self.reader.spec
-        self.kb = DenseKB.from_disk(path / "kb")
+        self.kb = DenseKB.from_disk(p)
+
+    def _read_cache(self, cache: Path) -> None:
         self._fingerprint = retriever_fingerprint(self.retriever)
+        if self.retriever.spec.score.kind == "dual":
+            self.entity_cache = None
+            return
+        meta = srsly.read_json(cache / "meta.json")
+        if meta.get("retriever") != self._fingerprint:
+            raise ValueError(Errors.KBE211.format(name=self.name, cache=meta.get("retriever"),
+                                                  retriever=self._fingerprint))
+        self.entity_cache = (numpy.load(cache / "reps.npy").astype("float32"),
+                             numpy.load(cache / "mask.npy"))
+
+    def _read_hints(self, hints: Path) -> None:
+        self.final_scorer = (FinalScorer.from_disk(hints) if (hints / SCORER_META).exists()
+                             else None)
+        self.onepass = (load_onepass(hints / ONEPASS_DIR, device=self.device)
+                        if (hints / ONEPASS_DIR / "spec.json").exists() else None)
+        self.priors = (PriorTable.from_dict(srsly.read_gzip_json(hints / PRIORS_FILE))
+                       if (hints / PRIORS_FILE).exists() else None)
+
+    def after_load(self, path: Path) -> None:
+        self.retriever_spec, self.reader_spec = self.retriever.spec, self.reader.spec
         if self.retriever.spec.score.kind == "dual":
             self.kb.check_encoder(RetrieverEntityEncoder(self.retriever, self._fingerprint),
                                   user=f"component '{self.name}'")
-            self.entity_cache = None
-        else:
-            cache = path / CACHE_DIR
-            meta = srsly.read_json(cache / "meta.json")
-            if meta.get("retriever") != self._fingerprint:
-                raise ValueError(Errors.KBE211.format(name=self.name, cache=meta.get("retriever"),
-                                                      retriever=self._fingerprint))
-            self.entity_cache = (numpy.load(cache / "reps.npy").astype("float32"),
-                                 numpy.load(cache / "mask.npy"))
-        hints = path / HINTS_DIR
-        self.priors = (PriorTable.from_dict(srsly.read_gzip_json(hints / PRIORS_FILE))
-                       if (hints / PRIORS_FILE).exists() else PriorTable().add_kb(self.kb))
-        self.final_scorer = (FinalScorer.from_disk(hints) if (hints / SCORER_META).exists()
-                             else None)
-        self.onepass = (load_onepass(hints / ONEPASS_DIR, device=device)
-                        if (hints / ONEPASS_DIR / "spec.json").exists() else None)
+        if self.priors is None:
+            self.priors = PriorTable().add_kb(self.kb)
         self._after_load()
-        return self
 
-    def to_bytes(self, *, exclude: Iterable[str] = SimpleFrozenList()) -> bytes:
-        from ..core.torch_io import folder_to_bytes
-
-        return folder_to_bytes(lambda tmp: self.to_disk(tmp, exclude=exclude))
-
-    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = SimpleFrozenList()) -> "EntQALinker":
-        from ..core.torch_io import folder_from_bytes
+    def after_bytes(self, path: Path) -> None:
         from ..kb.dense_kb import DenseKB
 
-        def read(tmp: Path) -> None:
-            self.from_disk(tmp, exclude=exclude)
-            # the KB was memory-mapped from the temporary folder: load it into memory
-            self.kb = DenseKB.from_disk(tmp / "kb", mmap=False)
-
-        folder_from_bytes(data, read)
-        return self
-
+        # the KB was memory-mapped from the temporary folder: load it into memory
+        self.kb = DenseKB.from_disk(path / "kb", mmap=False)
+        self._after_load()

@@ -39,7 +39,9 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import ensure_path, registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model
+from thinc.util import to_numpy
 
+from ..core.device import current_device, place_thinc
 from ..errors import Errors
 from ..extensions import install_extensions
 from ..models.etrag import attach_module, backbone_config, build_etrag_module, torch_module
@@ -106,10 +108,14 @@ Instance = Dict[str, Any]
 
 
 class EtragRelationExtractor(TrainablePipe):
-    def __init__(self, vocab: Vocab, model: Model, name: str = "etrag_relation_extractor", *,
-                 threshold: float = 0.0, refresh_every: int = 200, batch_size: int = 32,
-                 overwrite: bool = True, token_loss_weight: float = 0.5,
-                 fresh_lr_scale: float = 10.0, scorer: Optional[Callable] = None):
+    #: keys of ``cfg`` that are derived state (saved and restored); the others are
+    #: settings, which come from the config
+    DERIVED = ("labels", "format_version")
+
+    def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float,
+                 refresh_every: int, batch_size: int, overwrite: bool,
+                 token_loss_weight: float, fresh_lr_scale: float, scorer: Optional[Callable]):
+        """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
                                ("fresh_lr_scale", fresh_lr_scale)):
             if not value >= 0:
@@ -137,6 +143,12 @@ class EtragRelationExtractor(TrainablePipe):
     @property
     def module(self):
         return torch_module(self.model)
+
+    def place(self) -> None:
+        """Run the network on the current device (:mod:`..core.device`)."""
+        module = self.module
+        if module is not None:
+            place_thinc(self.model, module, current_device(self.model.attrs.get("device")))
 
     # --- instances
     @staticmethod
@@ -190,6 +202,7 @@ class EtragRelationExtractor(TrainablePipe):
         docs = list(docs)
         if not self.model.layers:
             raise ValueError(Errors.KBE304.format(name=self.name))
+        self.place()
         if self._stale:
             self.refresh_bank()
         per_doc = [self.instances(doc, gold=False) for doc in docs]
@@ -200,7 +213,7 @@ class EtragRelationExtractor(TrainablePipe):
         for b in range(0, len(flat), bs):
             chunk = flat[b: b + bs]
             out = self.model.predict(([i["text"] for i in chunk], [i["key"] for i in chunk]))
-            scores[b: b + len(chunk)] = self.model.ops.to_numpy(out)
+            scores[b: b + len(chunk)] = to_numpy(out)
         out, pos = [], 0
         for insts in per_doc:
             out.append((insts, scores[pos: pos + len(insts)]))
@@ -287,7 +300,7 @@ class EtragRelationExtractor(TrainablePipe):
 
         path = ensure_path(path)
         path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "cfg", self.cfg)
+        srsly.write_json(path / "cfg", {key: self.cfg[key] for key in self.DERIVED})
         module = self.module
         if module is None:
             return
@@ -305,7 +318,8 @@ class EtragRelationExtractor(TrainablePipe):
         import safetensors.numpy
 
         path = ensure_path(path)
-        self.cfg.update(srsly.read_json(path / "cfg"))
+        saved = srsly.read_json(path / "cfg")
+        self.cfg.update({key: saved[key] for key in self.DERIVED if key in saved})
         if not (path / "model").exists():
             return self
         self.model.attrs["labels"] = list(self.cfg["labels"])

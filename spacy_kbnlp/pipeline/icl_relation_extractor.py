@@ -17,11 +17,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
-import srsly
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_get_examples
-from spacy.util import ensure_path, filter_spans
+from spacy.util import filter_spans
 from spacy.vocab import Vocab
 
 from ..errors import Errors, Warnings
@@ -29,7 +28,7 @@ from ..extensions import install_extensions
 from ..llm.parsing import parse_entities, parse_relations
 from ..llm.prompts import build_prompt
 from ..retrieval.render import TASKS, non_overlapping, undirected
-from .demo_retriever import BatchedPipe
+from .base import KBPipe
 
 SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
 
@@ -52,13 +51,15 @@ def make_icl_relation_extractor(nlp: Language, name: str, backend: Optional[Call
                                 score=score, overwrite=overwrite, scorer=scorer)
 
 
-class ICLRelationExtractor(BatchedPipe):
+class ICLRelationExtractor(KBPipe):
     default_batch_size = 16
+    #: learned from the training examples at initialize (when the config gives none)
+    DERIVED = ("labels", "format_version")
 
-    def __init__(self, vocab: Vocab, name: str = "icl_relation_extractor", *,
-                 backend: Optional[Callable] = None, labels: Iterable[str] = (), task: str = "re",
-                 max_demonstrations: int = 5, input_format: str = "marked", score: float = 1.0,
-                 overwrite: bool = True, scorer: Optional[Callable] = None):
+    def __init__(self, vocab: Vocab, name: str, *, backend: Optional[Callable],
+                 labels: Iterable[str], task: str, max_demonstrations: int, input_format: str,
+                 score: float, overwrite: bool, scorer: Optional[Callable]):
+        """Settings as in the factory's ``default_config`` (their one definition)."""
         install_extensions()
         if task not in TASKS:
             raise ValueError(Errors.KBE301.format(value=task, options=", ".join(TASKS)))
@@ -70,7 +71,14 @@ class ICLRelationExtractor(BatchedPipe):
         self.cfg: Dict[str, Any] = {"labels": list(labels), "task": task,
                                     "max_demonstrations": int(max_demonstrations),
                                     "input_format": input_format, "score": float(score),
-                                    "overwrite": overwrite}
+                                    "overwrite": overwrite, "format_version": 1}
+
+    def read_cfg(self, path: Path) -> None:
+        """Saved labels (learned at initialize) unless the config gives labels."""
+        configured = list(self.cfg["labels"])
+        super().read_cfg(path)
+        if configured:
+            self.cfg["labels"] = configured
 
     @property
     def labels(self) -> List[str]:
@@ -168,13 +176,3 @@ class ICLRelationExtractor(BatchedPipe):
             warnings.warn(Warnings.KBW300.format(
                 name=self.name, n=sum(1 for p in preds if p["errors"]),
                 kinds=", ".join(f"{k}: {v}" for k, v in sorted(batch_counts.items()))))
-
-    # --- serialization (settings only: the backend comes from the config)
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
-        path = ensure_path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "cfg", self.cfg)
-
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "ICLRelationExtractor":
-        self.cfg.update(srsly.read_json(ensure_path(path) / "cfg"))
-        return self

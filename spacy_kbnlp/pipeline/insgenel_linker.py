@@ -31,16 +31,16 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy
 import srsly
 from spacy.language import Language
-from spacy.pipeline import Pipe
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
-from spacy.util import ensure_path, from_disk as util_from_disk, minibatch, to_disk as util_to_disk
 from spacy.vocab import Vocab
 
 from ..errors import Errors, Warnings
 from ..extensions import install_extensions
+from ..linking.annotate import set_links
 from ..models.insgenel import (ACTIONS, ELSettings, InsGenELModel, NameTable,
                                decision_candidates, link_score, segments, word_bounds)
+from .base import KBPipe
 
 FORMAT_VERSION = 1
 MODES = ("full", "retrieval")
@@ -132,20 +132,20 @@ def make_insgenel_linker(
         splitter=nlp.tokenizer)
 
 
-class InsGenELLinker(Pipe):
+class InsGenELLinker(KBPipe):
     """INSGENEL / INSGENEL-R entity linker (a ``Pipe`` holding a torch model, STYLE 1.6)."""
 
-    def __init__(self, vocab: Vocab, name: str = "insgenel_linker", *,
-                 model: Optional[str] = None, warm_start: Optional[str] = None,
-                 decoder_layers: Optional[int] = 3, kb: Optional[str] = None,
-                 aliases: bool = True, mode: str = "full", top_k: int = 64,
-                 segment_length: int = 128, max_mention_units: int = 24,
-                 max_target_length: int = 512, action: str = "copy", freeze_encoder: bool = True,
-                 train_negatives: int = 4096, decoding: str = "greedy", beam_size: int = 4,
-                 speculative: int = 8, threshold: float = 0.0, batch_size: int = 16,
-                 device: Optional[str] = None, spans_key: str = "insgenel",
-                 label: str = "ENTITY", set_ents: bool = True, overwrite_ents: bool = False,
-                 scorer: Optional[Callable] = None, splitter: Optional[Callable] = None):
+    ARCHITECTURE = ("action",)
+
+    def __init__(self, vocab: Vocab, name: str, *, model: Optional[str],
+                 warm_start: Optional[str], decoder_layers: Optional[int], kb: Optional[str],
+                 aliases: bool, mode: str, top_k: int, segment_length: int,
+                 max_mention_units: int, max_target_length: int, action: str,
+                 freeze_encoder: bool, train_negatives: int, decoding: str, beam_size: int,
+                 speculative: int, threshold: float, batch_size: int, device: Optional[str],
+                 spans_key: str, label: str, set_ents: bool, overwrite_ents: bool,
+                 scorer: Optional[Callable], splitter: Optional[Callable] = None):
+        """Settings as in the factory's ``default_config`` (their one definition)."""
         install_extensions()
         self.vocab = vocab
         self.name = name
@@ -163,7 +163,7 @@ class InsGenELLinker(Pipe):
             "spans_key": spans_key, "label": label, "set_ents": set_ents,
             "overwrite_ents": overwrite_ents, "format_version": FORMAT_VERSION,
         }
-        self._check_settings()
+        self.check_settings()
         self.el_model: Optional[InsGenELModel] = None
         self.kb: Optional[NameTable] = None
         self.retriever: Any = None  # an EntQALinker, used for its retrieval only
@@ -172,21 +172,16 @@ class InsGenELLinker(Pipe):
         self._retriever_rows: Optional[numpy.ndarray] = None
 
     # ------------------------------------------------------------ settings
-    def _check_settings(self) -> None:
+    def check_settings(self) -> None:
         c = self.cfg
 
         def bad(setting: str, why: str) -> ValueError:
             return ValueError(Errors.KBE351.format(setting=setting, name=self.name,
                                                    value=c[setting], why=why))
 
-        for key in ("top_k", "segment_length", "max_mention_units", "max_target_length",
-                    "beam_size", "batch_size"):
-            if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
-                raise bad(key, "give a positive integer")
-        if not isinstance(c["train_negatives"], int) or c["train_negatives"] < 0:
-            raise bad("train_negatives", "give a non-negative integer (0: full softmax)")
-        if not isinstance(c["speculative"], int) or c["speculative"] < 0:
-            raise bad("speculative", "give a non-negative integer (0: no speculation)")
+        self.check_ints(("top_k", "segment_length", "max_mention_units", "max_target_length",
+                         "beam_size", "batch_size"), 1, bad)
+        self.check_ints(("train_negatives", "speculative"), 0, bad)
         if c["mode"] not in MODES:
             raise bad("mode", f"choose one of {', '.join(MODES)}")
         if c["action"] not in ACTIONS:
@@ -216,6 +211,13 @@ class InsGenELLinker(Pipe):
     @property
     def is_trainable(self) -> bool:
         return True
+
+    @property
+    def pipe_batch_size(self) -> int:
+        return self.cfg["batch_size"]
+
+    def torch_modules(self) -> List[Any]:
+        return [self.el_model.model] if self.el_model is not None else []
 
     @property
     def torch_module(self) -> Any:
@@ -303,29 +305,10 @@ class InsGenELLinker(Pipe):
         self._retriever_rows = None
 
     # ------------------------------------------------------------ prediction
-    def __call__(self, doc: Doc) -> Doc:
-        install_extensions()
-        error_handler = self.get_error_handler()
-        try:
-            self.set_annotations([doc], self.predict([doc]))
-        except Exception as err:  # routed to the pipeline's error handler, as TrainablePipe does
-            error_handler(self.name, self, [doc], err)
-        return doc
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
-        """Batches of ``batch_size`` docs (retrieval is batched across them)."""
-        install_extensions()
-        error_handler = self.get_error_handler()
-        for docs in minibatch(stream, size=batch_size or self.cfg["batch_size"]):
-            try:
-                self.set_annotations(docs, self.predict(docs))
-            except Exception as err:
-                error_handler(self.name, self, docs, err)
-            yield from docs
-
     def predict(self, docs: Iterable[Doc]) -> List[Links]:
         """Links ``(start, end, kb_id, score, candidates)`` per doc; touches no Doc."""
         model = self._require()
+        self.place()
         docs = list(docs)
         retrieved: List[Optional[List[int]]] = [None] * len(docs)
         if self.cfg["mode"] == "retrieval":
@@ -341,7 +324,7 @@ class InsGenELLinker(Pipe):
         r = self.retriever
         rows_map = self._map_retriever_rows()
         best: List[Dict[int, float]] = [dict() for _ in docs]
-        passages = [p for p, _ in r._passages(docs)]
+        passages = [p for p, _ in r.passages(docs)]
         bs = int(r.cfg["batch_size"])
         for b in range(0, len(passages), bs):
             chunk = passages[b: b + bs]
@@ -425,35 +408,9 @@ class InsGenELLinker(Pipe):
 
     def set_annotations(self, docs: Iterable[Doc], preds: List[Links]) -> None:
         c = self.cfg
-        key, label = c["spans_key"], c["label"]
         for doc, links in zip(docs, preds):
-            doc.spans[key] = [Span(doc, s, e, label=label, kb_id=k) for s, e, k, _, _ in links]
-            records = [r for r in doc._.kb_links or () if r.get("key") != key]
-            records.extend({"start": s, "end": e, "kb_id": k, "label": label, "score": sc,
-                            "candidates": alts, "key": key} for s, e, k, sc, alts in links)
-            doc._.kb_links = records
-            if c["set_ents"]:
-                self._set_ents(doc, links)
-
-    def _set_ents(self, doc: Doc, links: Links) -> None:
-        """Links into ``doc.ents`` (they never overlap each other); existing entities
-        are kept, and links overlapping them dropped, unless ``overwrite_ents``."""
-        label = self.cfg["label"]
-        if self.cfg["overwrite_ents"]:
-            ents = []
-        else:
-            ents = list(doc.ents)
-        taken = numpy.zeros(len(doc), dtype=bool)
-        for ent in ents:
-            taken[ent.start: ent.end] = True
-        by_span = {(s, e): k for s, e, k, _, _ in links}
-        ents = [Span(doc, ent.start, ent.end, label=ent.label_,
-                     kb_id=by_span.get((ent.start, ent.end), ent.kb_id_)) for ent in ents]
-        for s, e, k, _, _ in links:
-            if not taken[s:e].any():
-                ents.append(Span(doc, s, e, label=label, kb_id=k))
-                taken[s:e] = True
-        doc.set_ents(sorted(ents, key=lambda x: x.start), default="outside")
+            set_links(doc, links, key=c["spans_key"], label=c["label"], set_ents=c["set_ents"],
+                      overwrite_ents=c["overwrite_ents"])
 
     def markup_text(self, doc: Doc) -> str:
         """``doc.text`` with this component's links as ``{mention}[entity name]``
@@ -509,84 +466,64 @@ class InsGenELLinker(Pipe):
         return component_update(self, examples, losses)
 
     # ------------------------------------------------------------ scoring
-    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+    def score_settings(self, settings: Dict[str, Any]) -> Dict[str, Any]:
         """``el_*`` scores of ``doc.spans[spans_key]``, InKB relative to this KB."""
-        examples = list(examples)
-        validate_examples(examples, "InsGenELLinker.score")
-        settings = dict(self.cfg)
-        settings.update(kwargs)
         if self.kb is not None and settings.get("kb_ids") is None:
             settings["kb_ids"] = set(self.kb.ids)
-        return self.scorer(examples, **settings) if self.scorer else {}
+        return settings
 
     # ------------------------------------------------------------ serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
-        model = self._require()
-        serialize = {
-            "cfg": lambda p: srsly.write_json(p, self.cfg),
-            "model": lambda p: model.save(p),
-            "names": lambda p: srsly.write_msgpack(p, self.kb.to_dict()),
-        }
+    def before_save(self) -> None:
+        self._require()
+
+    def upgrade_cfg(self, saved: Dict[str, Any]) -> Dict[str, Any]:
+        if "architecture" not in saved:
+            saved.setdefault("action", "token")  # folders saved before the copy action
+        return saved
+
+    def serializers(self) -> Dict[str, Callable[[Path], None]]:
+        out = {"model": lambda p: self.el_model.save(p),
+               "names": lambda p: srsly.write_msgpack(p, self.kb.to_dict())}
         if self.retriever is not None:
-            serialize[RETRIEVER_DIR] = lambda p: self.retriever.to_disk(p)
-        util_to_disk(path, serialize, exclude)
+            out[RETRIEVER_DIR] = lambda p: self.retriever.to_disk(p)
+        return out
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()
-                  ) -> "InsGenELLinker":
-        path = ensure_path(path)
+    def deserializers(self) -> Dict[str, Callable[[Path], None]]:
+        return {"model": self._load_model, "names": self._load_names,
+                RETRIEVER_DIR: self._load_retriever}
 
-        def load_cfg(p: Path) -> None:
-            if p.exists():
-                saved = srsly.read_json(p)
-                saved.setdefault("action", "token")  # folders saved before copy action
-                self.cfg.update(saved)
+    def _load_model(self, p: Path) -> None:
+        if not (p / "config.json").exists():
+            raise ValueError(Errors.KBE358.format(name=self.name, path=p.parent,
+                                                  missing="model/config.json"))
+        self.el_model = InsGenELModel.from_dir(p, self.settings, device=self.device,
+                                               name=self.name)
 
-        def load_model(p: Path) -> None:
-            if not (p / "config.json").exists():
-                raise ValueError(Errors.KBE358.format(name=self.name, path=p.parent,
-                                                      missing="model/config.json"))
-            self.el_model = InsGenELModel.from_dir(p, self.settings, device=self.cfg["device"],
-                                                   name=self.name)
+    def _load_names(self, p: Path) -> None:
+        if not p.exists():
+            raise ValueError(Errors.KBE358.format(name=self.name, path=p.parent,
+                                                  missing="names"))
+        self._names_data = srsly.read_msgpack(p)
 
-        def load_names(p: Path) -> None:
-            if not p.exists():
-                raise ValueError(Errors.KBE358.format(name=self.name, path=p.parent,
-                                                      missing="names"))
-            self._names_data = srsly.read_msgpack(p)
+    def _load_retriever(self, p: Path) -> None:
+        if p.exists():
+            self.attach_retriever(_entqa_linker_for(p).from_disk(p))
 
-        def load_retriever(p: Path) -> None:
-            if p.exists():
-                self.attach_retriever(_empty_entqa_linker().from_disk(p))
-
-        util_from_disk(path, {"cfg": load_cfg, "model": load_model, "names": load_names,
-                              RETRIEVER_DIR: load_retriever}, exclude)
+    def after_load(self, path: Path) -> None:
         self._set_table(NameTable.from_dict(self._names_data))
         del self._names_data
-        return self
 
-    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        from ..core.torch_io import folder_to_bytes
-
-        return folder_to_bytes(lambda tmp: self.to_disk(tmp, exclude=exclude))
-
-    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()
-                   ) -> "InsGenELLinker":
-        from ..core.torch_io import folder_from_bytes
-
-        def read(tmp: Path) -> None:
-            self.from_disk(tmp, exclude=exclude)
-            if self.retriever is not None:
-                # the retriever's KB was memory-mapped from the temporary folder
-                from ..kb.dense_kb import DenseKB
-
-                self.retriever.kb = DenseKB.from_disk(tmp / RETRIEVER_DIR / "kb", mmap=False)
-
-        folder_from_bytes(bytes_data, read)
-        return self
+    def after_bytes(self, path: Path) -> None:
+        if self.retriever is not None:
+            self.retriever.after_bytes(path / RETRIEVER_DIR)
 
 
-def _empty_entqa_linker() -> Any:
-    """An ``entqa_linker`` with default settings, to be filled by ``from_disk``."""
+def _entqa_linker_for(path: Path) -> Any:
+    """An ``entqa_linker`` configured for the reader saved in ``path`` (otherwise
+    default settings), to be filled by ``from_disk``."""
     import spacy
 
-    return spacy.blank("en").add_pipe("entqa_linker")
+    from ..models.reader import saved_reader_config
+
+    return spacy.blank("en").add_pipe(
+        "entqa_linker", config={"reader": saved_reader_config(path / "reader")})

@@ -15,17 +15,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-import srsly
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
-from spacy.util import ensure_path, from_disk as util_from_disk, to_disk as util_to_disk
 from spacy.vocab import Vocab
 
 from ..errors import Errors, Warnings
 from ..extensions import DEFAULT_CLUSTER_PREFIX, install_extensions, set_coref_clusters
 from ..models.seq2seq import ModelSettings, Seq2SeqCorefModel, check_spec
+from .base import KBPipe
 
 FORMAT_VERSION = 1
 SCORE_KEYS = tuple(
@@ -109,31 +107,35 @@ def make_seq2seq_coref(
         span_cluster_prefix=span_cluster_prefix, device=device, scorer=scorer)
 
 
-class Seq2SeqCoref(Pipe):
+class Seq2SeqCoref(KBPipe):
     """Seq2seq coreference component (a ``Pipe`` holding a torch model, STYLE 1.6)."""
 
-    def __init__(self, vocab: Vocab, name: str = "seq2seq_coref", *, model: Optional[str] = None,
-                 warm_start: Optional[str] = None, decoder_layers: Optional[int] = 3,
-                 representation: str = "full", action: str = "copy", aligned_input: bool = False,
-                 segment_length: int = 256,
-                 stride: int = 128, train_stride: int = 192, max_target_length: int = 512,
-                 max_clusters: int = 100, decoding: str = "greedy", beam_size: int = 4,
-                 speculative: int = 8, mention_bias: float = 0.0, keep_singletons: bool = False,
-                 span_cluster_prefix: str = DEFAULT_CLUSTER_PREFIX, device: Optional[str] = None,
-                 scorer: Optional[Callable] = None):
-        install_extensions()
-        check_spec(representation, action)
-        for key, value, ok in (
-                ("segment_length", segment_length, isinstance(segment_length, int) and segment_length > 0),
-                ("stride", stride, isinstance(stride, int) and 0 < stride),
-                ("train_stride", train_stride, isinstance(train_stride, int) and 0 < train_stride),
-                ("decoding", decoding, decoding in ("greedy", "beam")),
-                ("beam_size", beam_size, isinstance(beam_size, int) and beam_size >= 1),
-                ("speculative", speculative, isinstance(speculative, int) and speculative >= 0),
-                ("max_clusters", max_clusters, isinstance(max_clusters, int) and max_clusters >= 1)):
+    default_batch_size = 16
+    ARCHITECTURE = ("representation", "action", "aligned_input", "max_clusters")
+
+    def check_settings(self) -> None:
+        c = self.cfg
+        check_spec(c["representation"], c["action"])
+        for key, ok in (
+                ("segment_length", isinstance(c["segment_length"], int) and c["segment_length"] > 0),
+                ("stride", isinstance(c["stride"], int) and 0 < c["stride"]),
+                ("train_stride", isinstance(c["train_stride"], int) and 0 < c["train_stride"]),
+                ("decoding", c["decoding"] in ("greedy", "beam")),
+                ("beam_size", isinstance(c["beam_size"], int) and c["beam_size"] >= 1),
+                ("speculative", isinstance(c["speculative"], int) and c["speculative"] >= 0),
+                ("max_clusters", isinstance(c["max_clusters"], int) and c["max_clusters"] >= 1)):
             if not ok:
-                raise ValueError(Errors.KBE259.format(name=key, value=value,
+                raise ValueError(Errors.KBE259.format(name=key, value=c[key],
                                                       why="see the factory's documentation"))
+
+    def __init__(self, vocab: Vocab, name: str, *, model: Optional[str],
+                 warm_start: Optional[str], decoder_layers: Optional[int], representation: str,
+                 action: str, aligned_input: bool, segment_length: int, stride: int,
+                 train_stride: int, max_target_length: int, max_clusters: int, decoding: str,
+                 beam_size: int, speculative: int, mention_bias: float, keep_singletons: bool,
+                 span_cluster_prefix: str, device: Optional[str], scorer: Optional[Callable]):
+        """Settings as in the factory's ``default_config`` (their one definition)."""
+        install_extensions()
         self.vocab = vocab
         self.name = name
         self.scorer = scorer
@@ -147,6 +149,7 @@ class Seq2SeqCoref(Pipe):
             "span_cluster_prefix": span_cluster_prefix,
             "device": device, "format_version": FORMAT_VERSION,
         }
+        self.check_settings()
         self.coref_model: Optional[Seq2SeqCorefModel] = None
         self.stats: Dict[str, float] = defaultdict(float)
         # set to a list to collect every segment's decoded tokens (benchmarks)
@@ -171,6 +174,9 @@ class Seq2SeqCoref(Pipe):
         """The torch module that training updates (for the training loop)."""
         return self._require_model().model
 
+    def torch_modules(self) -> List[Any]:
+        return [self.coref_model.model] if self.coref_model is not None else []
+
     def _require_model(self) -> Seq2SeqCorefModel:
         if self.coref_model is None:
             raise ValueError(Errors.KBE250.format(name=self.name))
@@ -188,28 +194,10 @@ class Seq2SeqCoref(Pipe):
             decoder_layers=self.cfg["decoder_layers"])
 
     # --- prediction
-    def __call__(self, doc: Doc) -> Doc:
-        install_extensions()
-        error_handler = self.get_error_handler()
-        try:
-            self.set_annotations([doc], self.predict([doc]))
-            return doc
-        except Exception as err:  # as spaCy's TrainablePipe.__call__
-            error_handler(self.name, self, [doc], err)
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterable[Doc]:
-        install_extensions()
-        error_handler = self.get_error_handler()
-        for doc in stream:
-            try:
-                self.set_annotations([doc], self.predict([doc]))
-                yield doc
-            except Exception as err:  # routed like spaCy's TrainablePipe.pipe
-                error_handler(self.name, self, [doc], err)
-
     def predict(self, docs: Iterable[Doc]) -> List[Clusters]:
         """Clusters of token spans ``(start, end)`` per doc; touches no Doc."""
         model = self._require_model()
+        self.place()
         c = self.cfg
         out = []
         for doc in docs:
@@ -291,40 +279,19 @@ class Seq2SeqCoref(Pipe):
         return losses
 
     # --- serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
-        model = self._require_model()
-        serialize = {
-            "cfg": lambda p: srsly.write_json(p, self.cfg),
-            "model": lambda p: model.save(p),
-        }
-        util_to_disk(path, serialize, exclude)
+    def before_save(self) -> None:
+        self._require_model()
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()
-                  ) -> "Seq2SeqCoref":
-        path = ensure_path(path)
+    def serializers(self) -> Dict[str, Callable[[Path], None]]:
+        return {"model": lambda p: self.coref_model.save(p)}
 
-        def load_cfg(p: Path) -> None:
-            if p.exists():
-                self.cfg.update(srsly.read_json(p))
+    def deserializers(self) -> Dict[str, Callable[[Path], None]]:
+        return {"model": self._load_model}
 
-        def load_model(p: Path) -> None:
-            if not (p / "config.json").exists():
-                raise ValueError(Errors.KBE260.format(name=self.name, path=p))
-            self.coref_model = Seq2SeqCorefModel.from_dir(p, self.settings, device=self.cfg["device"])
-
-        util_from_disk(path, {"cfg": load_cfg, "model": load_model}, exclude)
-        return self
-
-    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        from ..core.torch_io import folder_to_bytes
-
-        return folder_to_bytes(lambda tmp: self.to_disk(tmp, exclude=exclude))
-
-    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "Seq2SeqCoref":
-        from ..core.torch_io import folder_from_bytes
-
-        folder_from_bytes(bytes_data, lambda tmp: self.from_disk(tmp, exclude=exclude))
-        return self
+    def _load_model(self, p: Path) -> None:
+        if not (p / "config.json").exists():
+            raise ValueError(Errors.KBE260.format(name=self.name, path=p))
+        self.coref_model = Seq2SeqCorefModel.from_dir(p, self.settings, device=self.device)
 
 
 def describe_clusters(doc: Doc, max_mentions: int = 8) -> List[Tuple[int, str]]:

@@ -29,6 +29,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import registry
 
+from ..core.locations import parse_line
 from ..errors import Errors
 from ..extensions import install_extensions
 from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, align_char_span, counted,
@@ -72,18 +73,6 @@ def _check_pair(value: Any, loc: str, name: str) -> Tuple[int, int]:
         raise ValueError(Errors.KBE059.format(loc=loc, field=name, expected="[start, end] (ints)",
                                               value=value))
     return int(value[0]), int(value[1])
-
-
-def parse_line(line: str, loc: str) -> Dict[str, Any]:
-    """Decode one JSON line; raise KBE053 naming ``loc`` (file:line) on bad JSON."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(Errors.KBE053.format(loc=loc, err=err)) from None
-    if not isinstance(obj, dict):
-        raise ValueError(Errors.KBE059.format(loc=loc, field="<line>", expected="a JSON object",
-                                              value=obj))
-    return obj
 
 
 def build_el_doc(

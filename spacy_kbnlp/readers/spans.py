@@ -20,6 +20,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
+from ..core.locations import where  # noqa: F401  (re-exported for the readers)
 from ..errors import Errors, Warnings
 
 POLICIES = ("expand", "contract", "strict")
@@ -82,15 +83,6 @@ def check_policy(policy: str) -> str:
     if policy not in POLICIES:
         raise ValueError(Errors.KBE058.format(policy=policy, options=", ".join(POLICIES)))
     return policy
-
-
-def where(path: Union[str, Path], line: Optional[int] = None, item: Optional[int] = None) -> str:
-    """``file:line`` (1-based) or ``file[item]`` for error messages."""
-    if line is not None:
-        return f"{path}:{line}"
-    if item is not None:
-        return f"{path}[{item}]"
-    return str(path)
 
 
 def align_char_span(

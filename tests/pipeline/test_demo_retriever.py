@@ -127,3 +127,25 @@ def test_extensions_survive_to_bytes(nlp):
     back = Doc(nlp.vocab).from_bytes(doc.to_bytes())
     assert [dict(d, labels=list(d["labels"])) for d in back._.demonstrations] == doc._.demonstrations
     assert back._.llm_errors == doc._.llm_errors
+
+
+def test_load_config_overrides_settings(nlp, tmp_path):
+    """``spacy.load(path, config=...)`` changes the saved component's settings
+    (``top_k``, ``leave_one_out``); what the store decides (task, input format) and
+    the format version are the only state kept in its ``cfg``."""
+    import srsly
+
+    nlp.add_pipe("demo_retriever", config={"top_k": 3})
+    nlp.initialize(lambda: _examples(nlp))
+    docs = [unannotated(nlp, d) for d in re_docs(nlp)]
+    before = [nlp(d.copy())._.demonstrations for d in docs]
+    nlp.to_disk(tmp_path)
+    saved = srsly.read_json(tmp_path / "demo_retriever" / "cfg")
+    assert set(saved) == {"format_version", "task", "input_format", "encoder", "encoder_pooling"}
+    loaded = spacy.load(tmp_path, config={"components": {"demo_retriever": {"top_k": 1}}})
+    assert loaded.get_pipe("demo_retriever").cfg["top_k"] == 1
+    after = [loaded(unannotated(loaded, d))._.demonstrations for d in re_docs(loaded)]
+    _same(after, [b[:1] for b in before])
+    own = spacy.load(tmp_path, config={"components": {"demo_retriever": {"leave_one_out": False}}})
+    first = own(unannotated(own, re_docs(own)[0]))._.demonstrations[0]
+    assert first["text"] == re_docs(own)[0].text

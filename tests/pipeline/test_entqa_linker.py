@@ -259,7 +259,7 @@ def test_other_score_functions_use_an_entity_cache_that_round_trips(kind):
     linker = nlp.add_pipe("entqa_linker", config=cfg)
     linker.initialize(kb_loader=lambda vocab: make_kb())
     assert linker.entity_cache is not None and linker.entity_cache[0].shape[0] == len(RECORDS)
-    scores, rows = linker.retrieve(list(p for p, _ in linker._passages(
+    scores, rows = linker.retrieve(list(p for p, _ in linker.passages(
         [nlp.make_doc("Barack Obama visited Berlin")])))
     if kind != "poly":  # poly's code vectors are untrained here
         assert {linker.kb.ids[r] for r in rows[0]} == {"Q76", "Q64"}
@@ -413,3 +413,52 @@ def test_linked_entity_stays_among_its_alternatives():
     assert _keep_own(alts, "Q4", 0.1, 2) == [["Q1", 0.9], ["Q4", 0.1]]
     assert _keep_own(alts, "Q4", 0.1, 5) == alts
     assert _keep_own(alts, "Q4", 0.1, 0) == []
+
+
+def test_load_config_overrides_and_reader_architecture(trained, tmp_path):
+    """nlp.config is the one source of settings: the component's ``cfg`` file holds
+    derived state only, so ``spacy.load(path, config=...)`` overrides what was
+    saved; a config asking for another reader architecture than the saved reader is
+    KBE161 (it used to run the saved one silently)."""
+    import srsly
+    from thinc.api import Config
+
+    text = TRAIN[1][0]
+    expected = links(trained(text))
+    assert expected
+    trained.to_disk(tmp_path)
+    assert srsly.read_json(tmp_path / "entqa_linker" / "cfg") == {"format_version": 1}
+    loaded = spacy.load(tmp_path, config={"components": {"entqa_linker": {
+        "spans_key": "other", "set_ents": False, "threshold": 0.5}}})
+    linker = loaded.get_pipe("entqa_linker")
+    assert (linker.cfg["spans_key"], linker.cfg["set_ents"], linker.cfg["threshold"]) == \
+        ("other", False, 0.5)
+    doc = loaded(text)
+    assert "entqa" not in doc.spans and list(doc.ents) == []
+    assert links(doc, "other") == [x for x in expected if x in links(doc, "other")]
+    assert all(s._.link_score > 0.5 for s in doc.spans["other"])
+    config = Config().from_disk(tmp_path / "config.cfg", interpolate=False)
+    config["components"]["entqa_linker"]["reader"] = {
+        "@architectures": "spacy_kbnlp.EntQAReader.v1", "name": None}
+    config.to_disk(tmp_path / "config.cfg")
+    with pytest.raises(ValueError, match="KBE161.*EntQAPackedReader.v1"):
+        spacy.load(tmp_path)
+
+
+def test_initialize_with_a_reader_of_another_architecture_is_an_error():
+    """The shipped reader is per-candidate (``EntQAReader.v1``): a linker configured
+    with the packed reader (the default) may not run it silently (KBE161); configured
+    with the saved reader's block (``saved_reader_config``) it loads."""
+    from spacy_kbnlp.linking.bundled import BUNDLED_READER
+    from spacy_kbnlp.models.reader import saved_reader_config
+
+    packed = English().add_pipe("entqa_linker", config={"quantize": False})
+    with pytest.raises(ValueError, match="KBE161.*EntQAReader.v1.*EntQAPackedReader.v1"):
+        packed.initialize(kb_loader=lambda vocab: make_kb(), reader_path=str(BUNDLED_READER),
+                          reencode_kb=True)
+    block = saved_reader_config(BUNDLED_READER)
+    assert block["@architectures"] == "spacy_kbnlp.EntQAReader.v1"
+    linker = English().add_pipe("entqa_linker", config={"quantize": False, "reader": block})
+    linker.initialize(kb_loader=lambda vocab: make_kb(), reader_path=str(BUNDLED_READER),
+                      reencode_kb=True)
+    assert not linker.reader.spec.packed and linker.is_initialized

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import spacy
+import srsly
 from spacy.training import Example
 from spacy.util import make_tempdir
 from thinc.api import Adam
@@ -83,6 +84,15 @@ def test_overfit_round_trip_and_pipe(tiny):
         nlp.to_disk(tmp)
         nlp2 = spacy.load(tmp)
         again = [nlp2(unannotated(nlp2, d)) for d in gold]
+        assert set(srsly.read_json(tmp / "etrag_relation_extractor" / "cfg")) == {
+            "labels", "format_version"}
+        # settings come from the config: spacy.load(path, config=...) overrides them
+        kept = spacy.load(tmp, config={"components": {"etrag_relation_extractor": {
+            "overwrite": False}}})
+        assert kept.get_pipe("etrag_relation_extractor").cfg["overwrite"] is False
+        doc = unannotated(kept, gold[5])
+        doc._.rel_records = [{"head": [0, 1], "tail": [1, 2], "label": "given", "score": 1.0}]
+        assert kept(doc)._.rel_records[0]["label"] == "given"
     assert [a._.rel_records for a in again] == [o._.rel_records for o in out]
     scores = nlp.evaluate(_examples(nlp))
     assert scores["rel_micro_f"] == 1.0 and "rel_micro_p" in scores and "rel_micro_r" in scores

@@ -119,3 +119,30 @@ def test_local_hf_backend_in_the_pipeline(nlp, tmp_path):
     for doc in docs:
         assert isinstance(doc._.rel_records, list)
         assert doc._.rel_records or doc._.llm_errors  # nonsense is counted, never silent
+
+
+def test_load_config_overrides_settings(nlp, tmp_path):
+    """``spacy.load(path, config=...)`` overrides the saved settings (here the
+    relation ``score``); the labels learned at initialize are derived state, kept
+    unless the config gives labels."""
+    import srsly
+
+    with FakeOpenAI(ANSWERS) as server:
+        _pipeline(nlp, server)
+        inputs = [unannotated(nlp, d) for d in re_docs(nlp)]
+        with pytest.warns(UserWarning):
+            before = [nlp(d.copy())._.rel_records for d in inputs]
+        assert any(before)
+        nlp.to_disk(tmp_path)
+        saved = srsly.read_json(tmp_path / "icl_relation_extractor" / "cfg")
+        assert set(saved) == {"labels", "format_version"}
+        loaded = spacy.load(tmp_path, config={"components": {"icl_relation_extractor": {
+            "score": 0.5}}})
+        icl = loaded.get_pipe("icl_relation_extractor")
+        assert icl.labels == nlp.get_pipe("icl_relation_extractor").labels
+        with pytest.warns(UserWarning):
+            after = [loaded(unannotated(loaded, d))._.rel_records for d in re_docs(loaded)]
+        assert after == [[dict(r, score=0.5) for r in recs] for recs in before]
+        fixed = spacy.load(tmp_path, config={"components": {"icl_relation_extractor": {
+            "labels": ["Kill"]}}})
+        assert fixed.get_pipe("icl_relation_extractor").labels == ["Kill"]

@@ -339,3 +339,23 @@ def test_train_command_on_the_tiny_config(paths, tmp_path):
         assert [(s.start_char, s.end_char, s.kb_id_) for s in doc.spans["insgenel"]] == \
             [(e.start_char, e.end_char, e.kb_id_) for e in gold.ents]
         assert all(s.kb_id_ in {r.id for r in RECORDS} for s in doc.spans["insgenel"])
+
+
+def test_load_config_overrides_and_model_action(nlp, tmp_path):
+    """``spacy.load(path, config=...)`` overrides the saved settings (the ``cfg``
+    file holds derived state only); a config whose ``action`` differs from the
+    model's is KBE161."""
+    expected = links(nlp(TEXTS[1]))
+    assert expected
+    nlp.to_disk(tmp_path)
+    assert srsly.read_json(tmp_path / "insgenel_linker" / "cfg") == {
+        "format_version": 1, "architecture": {"action": "copy"}}
+    loaded = spacy.load(tmp_path, config={"components": {"insgenel_linker": {
+        "threshold": 0.999999, "spans_key": "other"}}})
+    linker = loaded.get_pipe("insgenel_linker")
+    assert linker.cfg["threshold"] == 0.999999
+    doc = loaded(TEXTS[1])
+    assert links(doc, "other") == [] and "insgenel" not in doc.spans
+    assert linker.stats["below_threshold"] == len(expected)
+    with pytest.raises(ValueError, match="KBE161.*action"):
+        spacy.load(tmp_path, config={"components": {"insgenel_linker": {"action": "token"}}})

@@ -346,3 +346,26 @@ def test_100k_token_doc_bounded_memory(tiny_dir):
     assert grown_mib < 500
     for cl in doc._.coref_clusters:
         assert all(0 <= s.start < s.end <= len(doc) for s in cl)
+
+
+def test_load_config_overrides_and_model_architecture(trained, tmp_path):
+    """Settings come from nlp.config (``spacy.load(path, config=...)`` overrides
+    them; the saved ``cfg`` holds derived state and the settings the model was
+    trained for); a config whose representation or cluster count differs from the
+    saved model's is KBE161."""
+    import srsly
+
+    trained.to_disk(tmp_path)
+    saved = srsly.read_json(tmp_path / "seq2seq_coref" / "cfg")
+    assert saved == {"format_version": 1, "architecture": {
+        "representation": "full", "action": "copy", "aligned_input": False, "max_clusters": 5}}
+    loaded = spacy.load(tmp_path, config={"components": {"seq2seq_coref": {
+        "span_cluster_prefix": "chains", "decoding": "beam", "beam_size": 2}}})
+    comp = loaded.get_pipe("seq2seq_coref")
+    assert (comp.cfg["decoding"], comp.cfg["beam_size"]) == ("beam", 2)
+    doc = loaded(" ".join(WORDS))
+    assert sorted(k for k in doc.spans if k.startswith("chains")) == ["chains_1", "chains_2"]
+    assert not any(k.startswith("coref_clusters") for k in doc.spans)
+    for setting, value in (("representation", "integer_free"), ("max_clusters", 7)):
+        with pytest.raises(ValueError, match=f"KBE161.*{setting}"):
+            spacy.load(tmp_path, config={"components": {"seq2seq_coref": {setting: value}}})
