@@ -38,6 +38,10 @@ def write_json(path: PathLike, data: Any, indent: int = 1, sort_keys: bool = Fal
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
+        # mkstemp makes the file private (0600): keep the old file's mode, or the umask's default
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -12,6 +12,14 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["el", "coref", "re", "insgenel", "kb_scale", "trie_scale"]
 
 
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @pytest.fixture(scope="module")
 def results():
     return load_benchmark("_results")
@@ -46,6 +54,7 @@ def test_merge_json_merges_by_key_to_depth(results, tmp_path):
     assert out["systems"]["entqa_default"] == {"micro": {"f1": 0.509}}  # an entry is replaced whole
     assert out["protocol"] == {"kb": "FB15k-237"} and out["retrieval_mentions"] == 1321
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no leftovers
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's private mode
 
 
 def test_coref_save_keeps_other_systems(tmp_path, monkeypatch):
