@@ -40,6 +40,7 @@ from spacy.util import ensure_path, registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model
 
+from ..core.integrity import check_manifest, write_manifest
 from ..errors import Errors
 from ..extensions import install_extensions
 from ..models.etrag import attach_module, backbone_config, build_etrag_module, torch_module
@@ -300,6 +301,7 @@ class EtragRelationExtractor(TrainablePipe):
         safetensors.numpy.save_file({"keys": keys}, str(path / "bank.safetensors"))
         srsly.write_jsonl(path / "bank.jsonl", [{"text": t, "label": l, "key": k}
                                                 for t, l, k in self._bank])
+        write_manifest(path)  # sha256 of model and bank.safetensors
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "EtragRelationExtractor":
         import safetensors.numpy
@@ -308,6 +310,7 @@ class EtragRelationExtractor(TrainablePipe):
         self.cfg.update(srsly.read_json(path / "cfg"))
         if not (path / "model").exists():
             return self
+        check_manifest(path)
         self.model.attrs["labels"] = list(self.cfg["labels"])
         attrs = dict(self.model.attrs, backbone=str(path / "backbone"))
         if not self.model.layers:

@@ -308,7 +308,7 @@ class Seq2SeqCoref(Pipe):
                 self.cfg.update(srsly.read_json(p))
 
         def load_model(p: Path) -> None:
-            if not (p / "config.json").exists():
+            if not Seq2SeqCorefModel.is_saved_model(p):
                 raise ValueError(Errors.KBE260.format(name=self.name, path=p))
             self.coref_model = Seq2SeqCorefModel.from_dir(p, self.settings, device=self.cfg["device"])
 
