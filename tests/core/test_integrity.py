@@ -87,3 +87,18 @@ def test_bundled_models_have_portable_names():
     reader = registry.architectures.get("spacy_kbnlp.BundledEntQAReader.v1")()
     assert reader.weights == "spacy_kbnlp:entqa_reader" and not reader.packed
     assert "weights" not in reader.to_dict()
+
+
+def test_every_bundled_model_ships_in_the_wheel():
+    """A non-editable install has only the package data setup.cfg names (the bundled
+    final scorer was missing, found by the slow packaging test)."""
+    import configparser
+    from pathlib import Path
+
+    from spacy_kbnlp.core.bundled import BUNDLED
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    shipped = cfg["options.package_data"]["spacy_kbnlp"].split()
+    for name in BUNDLED:
+        assert (ASSETS / name).is_dir() and f"assets/{name}/*" in shipped, name
