@@ -15,15 +15,12 @@ def warm_start_encoder_decoder(encoder: Optional[str], local_files_only: bool = 
     """An ``EncoderDecoderModel`` whose encoder and decoder both start from ``encoder``
     (decoder with causal self-attention and new cross-attention; its first
     ``decoder_layers`` layers, None = all), and its tokenizer."""
-    from transformers import AutoConfig, AutoTokenizer, EncoderDecoderModel
+    from transformers import AutoTokenizer, EncoderDecoderModel
 
     from ..encoders.hf import resolve_model_path
 
     path = resolve_model_path(encoder)
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
-    except (OSError, ValueError) as err:
-        raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
+    config = _load_config(path, local_files_only)
     if getattr(config, "is_encoder_decoder", False) or config.model_type not in ENCODER_TYPES:
         raise ValueError(Errors.KBE251.format(
             path=path, model_type=config.model_type,
@@ -50,26 +47,29 @@ def warm_start_encoder_decoder(encoder: Optional[str], local_files_only: bool = 
     return model, tok
 
 
-def _check_local(path: str) -> None:
-    """The weights of a local folder written by ``encoders.hf.save_hf_dir``, against
-    its ``sha256.json`` (KBE159, KBE170, KBE171)."""
+def _load_config(path: str, local_files_only: bool) -> Any:
+    """The model config at ``path`` (KBE252 if there is none), after checking the
+    weights of a local folder written by ``encoders.hf.save_hf_dir`` against its
+    ``sha256.json`` (KBE159, KBE170, KBE171)."""
     from pathlib import Path
+
+    from transformers import AutoConfig
 
     from ..core.integrity import check_manifest
 
     if Path(path).is_dir():
         check_manifest(path)
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=local_files_only)
+    except (OSError, ValueError) as err:
+        raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
 
 
 def load_seq2seq(path: str, local_files_only: bool = True):
     """A seq2seq model (T5, BART, mT5, encoder-decoder, ...) and its tokenizer, or KBE251."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    _check_local(path)
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
-    except (OSError, ValueError) as err:
-        raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
+    config = _load_config(path, local_files_only)
     if not getattr(config, "is_encoder_decoder", False):
         raise ValueError(Errors.KBE251.format(
             path=path, model_type=getattr(config, "model_type", "?"),
@@ -85,13 +85,9 @@ def load_seq2seq(path: str, local_files_only: bool = True):
 
 def load_generator(path: str, local_files_only: bool = True):
     """A seq2seq model or causal LM and its tokenizer (KBE251/KBE252 otherwise)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _check_local(path)
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
-    except (OSError, ValueError) as err:
-        raise ValueError(Errors.KBE252.format(path=path, err=err)) from err
+    config = _load_config(path, local_files_only)
     if getattr(config, "is_encoder_decoder", False):
         return load_seq2seq(path, local_files_only)
     try:
