@@ -350,7 +350,9 @@ def run_bundled_linker(assets: Path, text: str, kb, *, reader: Path = BUNDLED_RE
                          no_print=True))
         ner = None
     nlp = bundled_linker_pipeline(DenseKB.from_bytes(kb.to_bytes()), ner=ner,
-                                  reader_path=None if reader == BUNDLED_READER else str(reader),
+                                  # the shipped reader as its config value, any other by path
+                                  reader_path=None if Path(reader) == ASSETS / "entqa_reader"
+                                  else str(reader),
                                   config={"set_ents": True})
     linker = nlp.get_pipe("entqa_linker")
     doc = nlp(text)
