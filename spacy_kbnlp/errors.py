@@ -83,6 +83,10 @@ class Warnings(metaclass=ErrorsWithCodes):
               "before the grammar finished; mentions still open there were dropped.")
     KBW150 = ("Encoder '{name}' was loaded from the Hugging Face cache or hub name; "
               "pass a local path for fully reproducible offline use.")
+    KBW170 = ("{name}: the seq2seq coreference model was warm-started and never trained or "
+              "loaded, so it finds no clusters. Train it (`python -m spacy_kbnlp train`), load a "
+              "trained pipeline, or set `model` to a trained model, e.g. the bundled one: "
+              "model = {{\"@misc\": \"spacy_kbnlp.BundledCorefModel.v1\"}}.")
     KBW180 = ("render: doc {i} has no {styles} to show; left out. Run a pipeline with the "
               "component that writes it (see docs/visualize.md).")
 
@@ -140,6 +144,14 @@ class Errors(metaclass=ErrorsWithCodes):
               "entities of dim {kb_dim}.")
     KBE024 = ("Invalid value {value!r} for '{name}': {why}.")
     KBE025 = ("The pipeline at {path} has no component with a knowledge base (`.kb`).")
+    KBE026 = ("No entity records to build a dense KB from{where}: the entity source is empty. "
+              "Give an entity JSONL file with one entity per line (schema in docs/kb.md).")
+    KBE027 = ("The FAISS index at {path} has {present} but no {file} (index.json records the "
+              "index's preset, dimension and size; index.faiss holds the index): the index was not "
+              "written completely. Build the KB again with `python -m spacy_kbnlp kb build`.")
+    KBE028 = ("The dense KB file {path} is empty (0 bytes): the KB was not written completely "
+              "(a full disk, an interrupted copy). Build it again with `python -m spacy_kbnlp kb "
+              "build` or copy the folder again.")
     # --- readers (KBE050-KBE099)
     KBE050 = ("Unknown corpus format '{fmt}'. Choose one of: {options}.")
     KBE051 = ("No {fmt} files in the folder {path} (looked for: {patterns}). Pass a file or a "
@@ -344,6 +356,20 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE161 = ("The {what} saved in {path} is a '{saved}' model, but the config of '{name}' "
               "asks for '{configured}'. Set the architecture in the config to the saved one "
               "('{saved}'), or train and save a model of the configured architecture.")
+    KBE170 = ("The weights file {path} is listed in the spec next to it but missing: the saved "
+              "model is incomplete. Save it again (nlp.to_disk) or reinstall the package.")
+    KBE171 = ("The weights file {path} is not listed in {folder}'s checksums (spec.json, "
+              "compact.json or sha256.json), so it cannot be checked: it was added or renamed "
+              "after saving. Remove it or save the model again.")
+    KBE172 = ("The model at {path} stores only its difference from the base in the package "
+              "`{package}`, but the installed base differs (sha256 {expected} expected, {found} "
+              "found). Install the version of `{package}` it was saved with.")
+    KBE173 = ("Component '{name}' has no LLM `backend`: set one in the config, e.g. "
+              "[components.{name}.backend] with @misc = \"spacy_kbnlp.HFLocalLLM.v1\" (a local "
+              "model) or \"spacy_kbnlp.OpenAICompatLLM.v1\" (an OpenAI-compatible server), or "
+              "nlp.add_pipe(\"icl_relation_extractor\", config={{\"backend\": {{...}}}}). "
+              "nlp.initialize() does not create one.")
+    KBE174 = ("Unknown bundled model '{name}'. Choose one of: {options}.")
     KBE180 = ("Nothing to render: the doc(s) have no {styles}. Entity links come from "
               "entqa_linker / insgenel_linker (doc._.kb_links) or doc.ents with kb_id, "
               "coreference clusters from seq2seq_coref (doc.spans['coref_clusters_N']), relations "

@@ -14,7 +14,7 @@ Training is the generic command (``python -m spacy_kbnlp train configs/coref.cfg
 """
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import typer
 from wasabi import msg
@@ -56,24 +56,36 @@ def export_compact(pipeline: PathLike, output: PathLike, *, rank: int = 16,
     return {"bytes": size, "spec": spec}
 
 
-def load_compact_pipeline(path: PathLike) -> Any:
+BUNDLED_COREF_CONFIG = {"@misc": "spacy_kbnlp.BundledCorefModel.v1"}
+
+
+def load_compact_pipeline(path: Optional[PathLike] = None, nlp: Any = None) -> Any:
     """A pipeline with ``seq2seq_coref`` and the compact model at ``path`` (written by
-    :func:`export_compact`): the components it ran after, then the component with
-    its saved settings (KBE157 if ``path`` holds no compact model)."""
+    :func:`export_compact`; None: the bundled model, whose ``model`` setting is then
+    the portable :data:`BUNDLED_COREF_CONFIG`): the components it ran after, then
+    the component with its saved settings (KBE157 if ``path`` holds no compact
+    model). ``nlp``: add them to this pipeline (default: a blank English one, then
+    initialized; into ``nlp`` only ``seq2seq_coref`` is initialized)."""
     import srsly
     from spacy.lang.en import English
 
-    from ..models.seq2seq import COMPACT_SPEC
+    from ..core.bundled import bundled_coref_model, resolve_bundled
+    from ..models.seq2seq_compact import COMPACT_SPEC
 
-    path = Path(path)
-    if not (path / COMPACT_SPEC).exists():
-        raise FileNotFoundError(Errors.KBE157.format(path=path))
-    component = srsly.read_json(path / COMPONENT_FILE)
-    nlp = English()
+    folder = Path(resolve_bundled(bundled_coref_model()) if path is None else path)
+    if not (folder / COMPACT_SPEC).exists():
+        raise FileNotFoundError(Errors.KBE157.format(path=folder))
+    component = srsly.read_json(folder / COMPONENT_FILE)
+    fresh = nlp is None
+    nlp = English() if fresh else nlp
     for factory in component["before"]:
         nlp.add_pipe(factory)
-    nlp.add_pipe(NAME, config={**component["config"], "model": str(path)})
-    nlp.initialize()
+    model = dict(BUNDLED_COREF_CONFIG) if path is None else str(path)
+    coref = nlp.add_pipe(NAME, config={**component["config"], "model": model})
+    if fresh:
+        nlp.initialize()
+    else:  # leave the components already there as they are
+        coref.initialize(nlp=nlp)
     return nlp
 
 

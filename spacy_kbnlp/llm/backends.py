@@ -59,7 +59,7 @@ class HFLocalBackend:
     def load(self) -> "HFLocalBackend":
         if self._model is not None:
             return self
-        from ..models.seq2seq import load_generator
+        from ..models.hf_loading import load_generator
 
         model, tokenizer = load_generator(self.path)  # KBE251/KBE252 for unusable paths
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))

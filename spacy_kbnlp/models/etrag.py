@@ -65,7 +65,7 @@ def load_backbone(path: Optional[str], decoder_layers: int = 2, *, from_config: 
     from transformers import (AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderConfig,
                               EncoderDecoderModel)
 
-    from .seq2seq import _quiet_transformers, load_seq2seq, warm_start_encoder_decoder
+    from .hf_loading import _quiet_transformers, load_seq2seq, warm_start_encoder_decoder
 
     src = resolve_model_path(path)
     if from_config is not None:

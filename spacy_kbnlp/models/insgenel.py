@@ -36,8 +36,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..core.decoding import CompactPrefixTrie, ConstraintState
 from ..errors import Errors
-from .seq2seq import (SourceUnits, _quiet_transformers, ensure_word_tokenizer, load_generator,
-                      resize_embeddings, source_units, warm_start_encoder_decoder)
+from .hf_loading import (_quiet_transformers, ensure_word_tokenizer, load_generator,
+                         resize_embeddings, warm_start_encoder_decoder)
+from .source_units import SourceUnits, source_units
 
 M_OPEN, M_CLOSE, E_CLOSE, PROMPT_SEP, COPY = "<{>", "<}[>", "<]>", "<el>", "<copy>"
 MARKUP = (M_OPEN, M_CLOSE, E_CLOSE, PROMPT_SEP)
@@ -591,10 +592,10 @@ class InsGenELModel:
         return cls(hf_model.to(device).eval(), tok, settings, device, name, str(path))
 
     def save(self, path: Union[str, Path]) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(path))
+        """``save_pretrained`` with the weights' sha256 (checked by :meth:`from_dir`)."""
+        from ..encoders.hf import save_hf_dir
+
+        save_hf_dir(self.model, self.tokenizer, path)
 
     # --- limits
     @property

@@ -149,21 +149,25 @@ def window_loss(model: OnePassReader, items: Sequence[Dict[str, Any]],
 # ---------------------------------------------------------------- save / load
 def save_onepass(model: OnePassReader, path: Union[str, Path]) -> None:
     """``spec.json`` + ``delta.safetensors``: the encoder as its int8 difference from
-    the base the spec names, the heads whole (their init is fixed, not a base)."""
-    from ..core.delta import delta_from_base, write_delta
+    the base the spec names, the heads whole (their init is fixed, not a base). A
+    model loaded with :func:`load_onepass` and not trained since is written as the
+    files it was loaded from (no second quantization)."""
+    from ..core.delta import base_reference, delta_from_base, write_delta, write_source
 
     path = Path(path)
+    if write_source(model, path):
+        return
     path.mkdir(parents=True, exist_ok=True)
     base = model.spec.build(device="cpu").state_dict()
     tensors, check = delta_from_base(model.state_dict(), base,
                                      has_base=lambda n: n.startswith("encoder."), int8=True)
     meta = {"format": ONEPASS_FORMAT, "spec": model.spec.to_dict(), "base_check": check,
-            "delta_sha256": write_delta(tensors, path)}
+            "base": base_reference(model.spec.name), "delta_sha256": write_delta(tensors, path)}
     (path / "spec.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def load_onepass(path: Union[str, Path], device=None) -> OnePassReader:
-    from ..core.delta import apply_delta, mismatched_base, read_delta
+    from ..core.delta import DELTA_FILE, load_saved_delta, remember_source
     from ..core.torch_io import get_device
 
     path = Path(path)
@@ -172,12 +176,10 @@ def load_onepass(path: Union[str, Path], device=None) -> OnePassReader:
     meta = json.loads((path / "spec.json").read_text(encoding="utf-8"))
     model = OnePassSpec(**meta["spec"]).build(device="cpu")
     state = model.state_dict()
-    bad = mismatched_base(state, meta.get("base_check", {}))
-    if bad:
-        raise ValueError(Errors.KBE213.format(path=path, name=model.spec.name or "bundled MiniLM",
-                                              tensors=", ".join(bad[:3])))
-    apply_delta(state, read_delta(path, meta.get("delta_sha256")))
+    load_saved_delta(state, path, meta, lambda bad: Errors.KBE213.format(
+        path=path, name=model.spec.name or "bundled MiniLM", tensors=", ".join(bad[:3])))
     model.load_state_dict(state)
+    remember_source(model, path, ["spec.json", DELTA_FILE])
     return model.to(get_device(device)).eval()
 
 

@@ -30,11 +30,11 @@ import numpy
 import torch
 from spacy.util import registry
 
-from ..encoders.hf import load_encoder_model
+from ..encoders.hf import load_encoder_model, save_hf_dir
 from ..errors import Errors
 from .passages import Batch, Passage, passage_body, special_ids
 from .retriever import (load_heads, multilabel_softmax_loss, read_spec, run_encoder,
-                        save_heads, save_hf_module)
+                        save_heads)
 
 READER_FORMAT = 1
 MARKER = "[ENT]"
@@ -51,9 +51,14 @@ class ReaderSpec:
     max_entity_pieces: int = 32
     max_span_words: int = 10
     candidates_per_sequence: int = 16
+    # saved weights to start from (a bundled model's reference): set by
+    # spacy_kbnlp.BundledEntQAReader.v1, not part of the saved spec
+    weights: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("weights")
+        return out
 
     @property
     def architecture(self) -> str:
@@ -73,7 +78,10 @@ class ReaderSpec:
         """The reader: pretrained encoder from ``self.name`` (local path or the
         bundled MiniLM) with fresh heads, or the weights saved under ``path``, which
         must be of this architecture (KBE161; ``name``: the component, for the
-        message)."""
+        message); ``path`` defaults to ``weights`` (a bundled model's reference)."""
+        from ..core.bundled import resolve_bundled
+
+        path = path if path is not None else resolve_bundled(self.weights)
         if path is not None:
             model = load_reader(path, device=device)
             self.check_saved(model.spec, path, name)
@@ -143,6 +151,18 @@ def entqa_packed_reader(
     return ReaderSpec(name=name, packed=True, max_passage_pieces=max_passage_pieces,
                       max_entity_pieces=max_entity_pieces, max_span_words=max_span_words,
                       candidates_per_sequence=candidates_per_sequence)
+
+
+@registry.architectures("spacy_kbnlp.BundledEntQAReader.v1")
+def bundled_entqa_reader() -> ReaderSpec:
+    """The reader bundled with the package (``spacy_kbnlp/assets/entqa_reader``: a
+    per-candidate reader stored as its rank-16 int8 difference from MiniLM), as
+    ``entqa_linker``'s ``reader``: ``nlp.initialize()`` loads its weights."""
+    from ..core.bundled import bundled_ref, resolve_bundled
+
+    ref = bundled_ref("entqa_reader")
+    meta = read_spec(Path(resolve_bundled(ref)), "reader")
+    return ReaderSpec(**meta["spec"], weights=ref)
 
 
 # ---------------------------------------------------------------- inputs
@@ -438,8 +458,10 @@ def top_spans(start_logp: numpy.ndarray, end_logp: numpy.ndarray, max_len: int,
 def save_reader(model, path: Union[str, Path], *, delta: bool = False,
                 half: bool = False, int8: bool = False, rank: Optional[int] = None) -> None:
     """Write ``spec.json``, ``encoder/`` (HF config, safetensors, tokenizer) and
-    ``heads.safetensors``.
+    ``heads.safetensors``, each weights file with its sha256 in the spec.
 
+    A reader loaded from a compact save (``delta.safetensors``, e.g. the bundled
+    one) and not trained since is written as that save again, not expanded.
     ``delta``: write only what differs from the base encoder the spec names
     (``delta.safetensors``: the heads, the trained layers and the rows of added
     tokens) instead of a full copy; loading rebuilds the base and applies it. A
@@ -451,25 +473,33 @@ def save_reader(model, path: Union[str, Path], *, delta: bool = False,
     largest singular directions of each changed matrix's difference (truncated
     SVD, as a LoRA adapter would hold it), both factors int8, and the heads int8
     too: a rank-8 MiniLM reader in ~1 MB (implies ``delta`` and ``int8``)."""
+    from ..core.delta import base_reference, write_delta, write_source
+    from ..core.integrity import weights_files
+
     path = Path(path)
+    if not (delta or rank is not None) and write_source(model, path):
+        return
     path.mkdir(parents=True, exist_ok=True)
     meta: Dict[str, Any] = {"format": READER_FORMAT, "spec": model.spec.to_dict()}
     if rank is not None:
         delta = int8 = True
     if delta:
-        from ..core.delta import write_delta
-
         tensors, meta["base_check"] = _delta_from_base(model, half=half, int8=int8, rank=rank)
         meta["delta"] = True
+        meta["base"] = base_reference(model.spec.name)
         meta["delta_sha256"] = write_delta(tensors, path)
-    (path / "spec.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    if not delta:
-        save_hf_module(model.encoder, model.tokenizer, path / "encoder")
+    else:
+        save_hf_dir(model.encoder, model.tokenizer, path / "encoder")
         save_heads(model, path / "heads.safetensors", ("encoder",))
+        meta["sha256"] = weights_files(path)
+    (path / "spec.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def load_reader(path: Union[str, Path], device=None):
-    """Rebuild a reader saved by ``save_reader`` (offline, local files only)."""
+    """Rebuild a reader saved by ``save_reader`` (offline, local files only), after
+    checking its weights against the sha256 in its spec."""
+    from ..core.delta import DELTA_FILE, remember_source
+    from ..core.integrity import check_files
     from ..core.torch_io import get_device
 
     path = Path(path)
@@ -477,8 +507,10 @@ def load_reader(path: Union[str, Path], device=None):
     spec = ReaderSpec(**meta["spec"])
     if meta.get("delta"):
         model = spec.build(device="cpu")
-        _apply_delta(model, path, meta.get("base_check", {}), meta.get("delta_sha256"))
+        _apply_delta(model, path, meta)
+        remember_source(model, path, ["spec.json", DELTA_FILE])
         return model.to(get_device(device)).eval()
+    check_files(path, meta.get("sha256"))
     tok, enc = load_encoder_model(str(path / "encoder"), str(path))
     model = (PackedReader if spec.packed else CrossReader)(spec, enc, tok)
     load_heads(model, path / "heads.safetensors", ("encoder",), device)
@@ -497,17 +529,12 @@ def _delta_from_base(model, *, half: bool, int8: bool = False, rank: Optional[in
                            half=half, int8=int8, rank=rank)
 
 
-def _apply_delta(model, path: Path, base_check: Dict[str, float],
-                 sha256: Optional[str] = None) -> None:
-    from ..core.delta import apply_delta, mismatched_base, read_delta
+def _apply_delta(model, path: Path, meta: Dict[str, Any]) -> None:
+    from ..core.delta import load_saved_delta
     from ..errors import Errors
 
-    state = model.state_dict()
-    bad = mismatched_base(state, base_check)
-    if bad:
-        raise ValueError(Errors.KBE213.format(path=path, name=model.spec.name or "bundled MiniLM",
-                                              tensors=", ".join(bad[:3])))
-    apply_delta(state, read_delta(path, sha256))
+    load_saved_delta(model.state_dict(), path, meta, lambda bad: Errors.KBE213.format(
+        path=path, name=model.spec.name or "bundled MiniLM", tensors=", ".join(bad[:3])))
 
 
 def quantize_dynamic(model):

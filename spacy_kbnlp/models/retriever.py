@@ -23,7 +23,7 @@ import numpy
 import torch
 from spacy.util import registry
 
-from ..encoders.hf import load_encoder_model
+from ..encoders.hf import load_encoder_model, save_hf_dir
 from ..errors import Errors
 
 SCORE_KINDS = ("dual", "poly", "multi", "som")
@@ -308,14 +308,6 @@ class RetrieverSpec:
         return BiEncoder(self, pm, em, tok).to(get_device(device)).eval()
 
 
-def save_hf_module(module, tokenizer, path: Path) -> None:
-    """``save_pretrained`` (config.json + model.safetensors) and the tokenizer files."""
-    path.mkdir(parents=True, exist_ok=True)
-    module.save_pretrained(str(path), safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(path))
-
-
 def save_heads(module, path: Path, exclude: Sequence[str]) -> None:
     """The parameters outside the HF encoders (score heads) as safetensors."""
     from ..core.torch_io import save_state
@@ -338,18 +330,36 @@ def load_heads(module, path: Path, exclude: Sequence[str], device=None) -> None:
         load_state(heads, path.read_bytes(), device)
 
 
+ENCODERS = ("passage_model", "entity_model", "tokenizer")
+
+
 def save_retriever(model, path: Union[str, Path]) -> None:
-    """Write ``spec.json``, ``passage/`` (+ ``entity/`` unless shared) and ``heads.safetensors``."""
+    """Write ``spec.json`` and the weights, each with its sha256 in the spec. A
+    retriever whose base ships in a package (the bundled MiniLM) is written as its
+    exact difference from that base (``delta.safetensors``: the changed tensors and
+    the heads; nothing for the zero-shot retriever); any other as ``passage/`` (+
+    ``entity/`` unless shared) and ``heads.safetensors``."""
+    from ..core.delta import base_reference, delta_from_base, write_delta
+    from ..core.integrity import weights_files
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     spec = model.spec.to_dict()
     spec["shared_encoder"] = model.shared
-    (path / "spec.json").write_text(json.dumps({"format": RETRIEVER_FORMAT, "spec": spec},
-                                               indent=2), encoding="utf-8")
-    save_hf_module(model.passage_model, model.tokenizer, path / "passage")
-    if not model.shared:
-        save_hf_module(model.entity_model, None, path / "entity")
-    save_heads(model, path / "heads.safetensors", ("passage_model", "entity_model", "tokenizer"))
+    meta: Dict[str, Any] = {"format": RETRIEVER_FORMAT, "spec": spec}
+    base = base_reference(model.spec.name)
+    if "package" in base:
+        fresh = model.spec.build(device="cpu").state_dict()
+        tensors, meta["base_check"] = delta_from_base(
+            model.state_dict(), fresh, has_base=lambda n: n.startswith(ENCODERS[:2]))
+        meta.update(delta=True, base=base, delta_sha256=write_delta(tensors, path))
+    else:
+        save_hf_dir(model.passage_model, model.tokenizer, path / "passage")
+        if not model.shared:
+            save_hf_dir(model.entity_model, None, path / "entity")
+        save_heads(model, path / "heads.safetensors", ENCODERS)
+        meta["sha256"] = weights_files(path)
+    (path / "spec.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def read_spec(path: Path, kind: str) -> Dict[str, Any]:
@@ -360,17 +370,27 @@ def read_spec(path: Path, kind: str) -> Dict[str, Any]:
 
 
 def load_retriever(path: Union[str, Path], device=None):
-    """Rebuild a bi-encoder saved by ``save_retriever`` (offline, local files only)."""
+    """Rebuild a bi-encoder saved by ``save_retriever`` (offline, local files only),
+    after checking its weights against the sha256 in its spec."""
+    from ..core.delta import load_saved_delta
+    from ..core.integrity import check_files
     from ..core.torch_io import get_device
 
     path = Path(path)
-    spec = RetrieverSpec.from_dict(read_spec(path, "retriever")["spec"])
+    meta = read_spec(path, "retriever")
+    spec = RetrieverSpec.from_dict(meta["spec"])
+    if meta.get("delta"):
+        model = spec.build(device="cpu")
+        state = model.state_dict()
+        load_saved_delta(state, path, meta, lambda bad: Errors.KBE213.format(
+            path=path, name=spec.name or "bundled MiniLM", tensors=", ".join(bad[:3])))
+        return model.to(get_device(device)).eval()
+    check_files(path, meta.get("sha256"))
     tok, pm = load_encoder_model(str(path / "passage"), str(path))
     em = None if spec.shared_encoder else load_encoder_model(str(path / "entity"), str(path),
                                                    tokenizer=False)[1]
     model = BiEncoder(spec, pm, em, tok)
-    load_heads(model, path / "heads.safetensors",
-               ("passage_model", "entity_model", "tokenizer"), device)
+    load_heads(model, path / "heads.safetensors", ENCODERS, device)
     return model.to(get_device(device)).eval()
 
 

@@ -52,8 +52,9 @@ def make_demo_retriever(nlp: Language, name: str, retriever: str, top_k: int, en
 
 def save_encoder(encoder: HFEncoder, path: Path) -> None:
     """Write a (trained) encoder as a Hugging Face directory with safetensors weights."""
-    encoder.model.save_pretrained(path, safe_serialization=True)
-    encoder.tokenizer.save_pretrained(path)
+    from ..encoders.hf import save_hf_dir
+
+    save_hf_dir(encoder.model, encoder.tokenizer, path)
 
 
 class DemoRetriever(KBPipe):

@@ -43,6 +43,7 @@ from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config
 
+from ..core.integrity import check_manifest, write_manifest
 from ..errors import Errors, Warnings
 from ..extensions import install_extensions
 from ..models.passages import (Batch, Passage, check_topic, doc_pieces,
@@ -362,7 +363,7 @@ class EntQALinker(KBPipe):
         ``retriever_path``/``reader_path``: folders written by ``entqa train-retriever``
         / ``train-reader`` (default: warm start from the architectures' ``name``).
         ``kb_loader``: e.g. ``spacy_kbnlp.DenseKBFromDisk.v1`` (default: the ``kb``
-        setting). With ``reencode_kb`` a KB built with another encoder is re-encoded
+        setting, else the KB the component already has, e.g. loaded with it). With ``reencode_kb`` a KB built with another encoder is re-encoded
         with the retriever (once); otherwise such a KB is an error (KBE001)."""
         if get_examples is not None:
             validate_get_examples(get_examples, "EntQALinker.initialize")
@@ -376,6 +377,8 @@ class EntQALinker(KBPipe):
             kb = kb_loader(self.vocab) if callable(kb_loader) else kb_loader
         elif self.cfg["kb"]:
             kb = DenseKB.from_disk(self.cfg["kb"])
+        elif self.kb is not None:  # loaded with the pipeline: keep it
+            kb = self.kb
         else:
             raise ValueError(Errors.KBE200.format(name=self.name))
         self.set_kb(kb, reencode=reencode_kb)
@@ -680,6 +683,7 @@ class EntQALinker(KBPipe):
         numpy.save(cache / "mask.npy", self.entity_cache[1])
         srsly.write_json(cache / "meta.json", {"retriever": self._fingerprint,
                                                "count": len(self.kb)})
+        write_manifest(cache)
 
     def _write_hints(self, hints: Path) -> None:
         hints.mkdir(exist_ok=True)
@@ -716,6 +720,7 @@ class EntQALinker(KBPipe):
         if meta.get("retriever") != self._fingerprint:
             raise ValueError(Errors.KBE211.format(name=self.name, cache=meta.get("retriever"),
                                                   retriever=self._fingerprint))
+        check_manifest(cache)
         self.entity_cache = (numpy.load(cache / "reps.npy").astype("float32"),
                              numpy.load(cache / "mask.npy"))
 

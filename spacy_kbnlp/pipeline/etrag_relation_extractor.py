@@ -42,6 +42,7 @@ from thinc.api import Config, Model
 from thinc.util import to_numpy
 
 from ..core.device import current_device, place_thinc
+from ..core.integrity import check_manifest, write_manifest
 from ..errors import Errors
 from ..extensions import install_extensions
 from ..models.etrag import attach_module, backbone_config, build_etrag_module, torch_module
@@ -313,6 +314,7 @@ class EtragRelationExtractor(TrainablePipe):
         safetensors.numpy.save_file({"keys": keys}, str(path / "bank.safetensors"))
         srsly.write_jsonl(path / "bank.jsonl", [{"text": t, "label": l, "key": k}
                                                 for t, l, k in self._bank])
+        write_manifest(path)  # sha256 of model and bank.safetensors
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "EtragRelationExtractor":
         import safetensors.numpy
@@ -322,6 +324,7 @@ class EtragRelationExtractor(TrainablePipe):
         self.cfg.update({key: saved[key] for key in self.DERIVED if key in saved})
         if not (path / "model").exists():
             return self
+        check_manifest(path)
         self.model.attrs["labels"] = list(self.cfg["labels"])
         attrs = dict(self.model.attrs, backbone=str(path / "backbone"))
         if not self.model.layers:

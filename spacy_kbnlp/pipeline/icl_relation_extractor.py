@@ -119,8 +119,8 @@ class ICLRelationExtractor(KBPipe):
 
     def predict(self, docs: List[Doc]) -> List[Dict[str, Any]]:
         """Per doc ``{"items": records or spans, "errors": [...], "prompt": str|None}``."""
-        if self.backend is None:
-            raise ValueError(Errors.KBE304.format(name=self.name))
+        if self.backend is None:  # nlp.initialize() cannot help: the backend is a setting
+            raise ValueError(Errors.KBE173.format(name=self.name))
         task = self.cfg["task"]
         prompts: List[Optional[str]] = []
         for doc in docs:

@@ -289,7 +289,7 @@ class Seq2SeqCoref(KBPipe):
         return {"model": self._load_model}
 
     def _load_model(self, p: Path) -> None:
-        if not (p / "config.json").exists():
+        if not Seq2SeqCorefModel.is_saved_model(p):
             raise ValueError(Errors.KBE260.format(name=self.name, path=p))
         self.coref_model = Seq2SeqCorefModel.from_dir(p, self.settings, device=self.device)
 

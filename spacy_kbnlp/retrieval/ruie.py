@@ -184,8 +184,9 @@ class BiEncoder:
         return _mean_pool(self.encoder(**enc).last_hidden_state, enc["attention_mask"])
 
     def save(self, path: Union[str, Path]) -> None:
-        self.encoder.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
+        from ..encoders.hf import save_hf_dir
+
+        save_hf_dir(self.encoder, self.tokenizer, path)
 
 
 def _optimise(module, n_items: int, loss_fn: Callable[[List[int]], Any], output: Path, *,

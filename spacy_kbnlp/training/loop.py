@@ -218,6 +218,7 @@ def save_checkpoint(path: Path, module: Any, optimizer: Any, scheduler: Any,
     import safetensors.torch
     import torch
 
+    from ..core.integrity import write_manifest
     from ..core.torch_io import save_state
 
     tmp = path.with_name(path.name + ".tmp")
@@ -231,6 +232,7 @@ def save_checkpoint(path: Path, module: Any, optimizer: Any, scheduler: Any,
     full = dict(state, optimizer={"param_groups": opt["param_groups"], "scalars": opt["scalars"]},
                 scheduler=scheduler.state_dict(), rng=_rng_state())
     (tmp / STATE_FILE).write_text(json.dumps(full, indent=1, default=_jsonable), encoding="utf-8")
+    write_manifest(tmp)
     old = path.with_name(path.name + ".old")
     if path.exists():
         if old.exists():
@@ -254,12 +256,14 @@ def load_checkpoint(path: Path, module: Any, optimizer: Any, scheduler: Any, dev
     import safetensors.torch
     import torch
 
+    from ..core.integrity import check_manifest
     from ..core.torch_io import load_state
 
     needed = ["model.safetensors", "optimizer.safetensors", "rng.safetensors", STATE_FILE]
     missing = [n for n in needed if not (path / n).exists()]
     if missing:
         raise ValueError(Errors.KBE257.format(path=path, why=f"missing {', '.join(missing)}"))
+    check_manifest(path)
     load_state(module, (path / "model.safetensors").read_bytes(), device)
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     tensors = safetensors.torch.load_file(str(path / "optimizer.safetensors"), device=str(device))

@@ -175,7 +175,14 @@ def test_training_steps_put_the_gold_first_then_round_trip():
     assert scores.argmax(-1).item() == 1 and margin(scores) > margin(before)
     with make_tempdir() as tmp:
         save_retriever(model, tmp / "retriever")
-        assert (tmp / "retriever" / "entity" / "model.safetensors").exists()
+        # on the bundled MiniLM: only the trained tensors (layer 5 of both towers, the
+        # poly codes) are written, exactly, not two full encoders (2 x 87 MiB)
+        assert not (tmp / "retriever" / "entity").exists()
+        from safetensors.torch import load_file
+
+        saved = load_file(str(tmp / "retriever" / "delta.safetensors"))
+        assert saved and all("layer.5." in n or n.startswith("score_fn") for n in saved)
+        assert (tmp / "retriever" / "delta.safetensors").stat().st_size < 20 * 2**20
         loaded = load_retriever(tmp / "retriever")
         with torch.no_grad():
             again = loaded(pb, eb, cand)

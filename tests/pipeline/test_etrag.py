@@ -93,6 +93,14 @@ def test_overfit_round_trip_and_pipe(tiny):
         doc = unannotated(kept, gold[5])
         doc._.rel_records = [{"head": [0, 1], "tail": [1, 2], "label": "given", "score": 1.0}]
         assert kept(doc)._.rel_records[0]["label"] == "given"
+
+        # the weights are checked against sha256.json: a flipped byte is a coded error
+        bank = tmp / "etrag_relation_extractor" / "bank.safetensors"
+        data = bytearray(bank.read_bytes())
+        data[-1] ^= 0xFF
+        bank.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match=r"KBE159.*bank.safetensors"):
+            spacy.load(tmp)
     assert [a._.rel_records for a in again] == [o._.rel_records for o in out]
     scores = nlp.evaluate(_examples(nlp))
     assert scores["rel_micro_f"] == 1.0 and "rel_micro_p" in scores and "rel_micro_r" in scores

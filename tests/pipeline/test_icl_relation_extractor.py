@@ -93,7 +93,7 @@ def test_pipe_equals_per_doc_and_round_trip(nlp):
 
 def test_uninitialized_and_evaluate(nlp):
     nlp.add_pipe("icl_relation_extractor")
-    with pytest.raises(ValueError, match="KBE304"):
+    with pytest.raises(ValueError, match=r"KBE173.*no LLM `backend`.*spacy_kbnlp.HFLocalLLM.v1"):
         nlp(make_doc(nlp, "Ann lived in Rome .", [(0, 3, "Peop"), (13, 17, "Loc")], []))
     with FakeOpenAI(ANSWERS) as server:
         nlp2 = spacy.blank("en")
