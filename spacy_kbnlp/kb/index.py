@@ -62,8 +62,10 @@ def auto_nlist(n: int) -> int:
 
 def auto_nprobe(nlist: int) -> int:
     """Lists visited per query: 1/128 of them, at least 16 (all when fewer). On the
-    1M-vector benchmark (nlist 4096, ivf_sq8) nprobe 32 kept recall@100 at 0.984
-    (0.985 with 128) at a quarter of the scan; 16 dropped it to 0.958."""
+    1M-vector benchmark (nlist 4096, ivf_sq8, the mixture fitted to MiniLM entity
+    vectors; benchmarks/results/kb_scale.json) recall@100 was 0.665 / 0.814 / 0.916 /
+    0.970 at nprobe 16 / 32 / 64 / 128 (p50 0.4 / 0.7 / 1.6 / 7.7 ms): raise ``nprobe``
+    where recall matters more than latency."""
     return min(nlist, max(16, nlist // 128))
 
 
