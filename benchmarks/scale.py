@@ -316,7 +316,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     pipeline = build_demo_pipeline(CACHE / f"pipeline_{args.components}", args.components)
     texts = test_set_texts(Path(args.data))
-    rows: Dict[str, Any] = {"machine": machine()}
+    rows: Dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d", time.gmtime())}
     common = ["--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size),
               "--pipeline", str(pipeline)]
     if "annotate" not in skip:

@@ -45,11 +45,13 @@ def scale_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
     if not all(k in ann for k in ("local_1", "ray_2")):
         return []
     ours, alt = ann["ray_2"]["docs_per_s"], ann["local_1"]["docs_per_s"]
-    extra = f"; 1 -> 2 Ray workers {res['speedup_ray_1_to_2']:.2f}x" if "speedup_ray_1_to_2" in res else ""
+    speedup = ann.get("speedup_ray_1_to_2")
+    extra = f"; 1 -> 2 Ray workers {speedup:.2f}x" if speedup is not None else ""
     machine = res.get("machine")
     if isinstance(machine, dict):
         machine = f"{machine.get('cpus', machine.get('cpu_count', '?'))}-core CPU"
-    return [{"component": "annotation with Ray (2 workers)", "task": "documents per second",
+    corpus = f"{ann['docs']:,} EL test-set texts, {ann['pipeline']}: " if "docs" in ann and "pipeline" in ann else ""
+    return [{"component": "`annotate --engine ray` (2 workers)", "task": f"{corpus}documents per second",
              "ours": f"{ours:.1f} docs/s", "alternative": f"`nlp.pipe`, one process: {alt:.1f} docs/s",
              "speed": f"{ours / alt:.2f}x docs/s{extra}",
              "measured": f"{res.get('date', '?')}, {machine or '?'}"}]
