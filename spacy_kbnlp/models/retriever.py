@@ -349,9 +349,16 @@ def save_retriever(model, path: Union[str, Path]) -> None:
     meta: Dict[str, Any] = {"format": RETRIEVER_FORMAT, "spec": spec}
     base = base_reference(model.spec.name)
     if "package" in base:
-        fresh = model.spec.build(device="cpu").state_dict()
+        # a shared encoder is one set of tensors under two names: keep the passage
+        # names only (safetensors refuses shared tensors, and the delta must be added once)
+        skip = "entity_model." if model.shared else None
+
+        def own(state: Dict[str, Any]) -> Dict[str, Any]:
+            return {k: v for k, v in state.items() if skip is None or not k.startswith(skip)}
+
+        fresh = own(model.spec.build(device="cpu").state_dict())
         tensors, meta["base_check"] = delta_from_base(
-            model.state_dict(), fresh, has_base=lambda n: n.startswith(ENCODERS[:2]))
+            own(model.state_dict()), fresh, has_base=lambda n: n.startswith(ENCODERS[:2]))
         meta.update(delta=True, base=base, delta_sha256=write_delta(tensors, path))
     else:
         save_hf_dir(model.passage_model, model.tokenizer, path / "passage")

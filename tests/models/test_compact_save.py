@@ -56,6 +56,21 @@ def test_zero_shot_retriever_saves_only_a_reference_to_its_base(tmp_path):
         load_retriever(tmp_path / "ret")
 
 
+def test_trained_shared_retriever_saves_its_difference_once(tmp_path):
+    """A shared-encoder retriever after training: one set of tensors under the
+    passage and entity names is written once (safetensors refuses shared tensors)
+    and loads back exactly, still shared."""
+    retriever = entqa_retriever().build()
+    assert retriever.shared
+    with torch.no_grad():  # "trained": one encoder weight and a head changed
+        retriever.passage_model.embeddings.LayerNorm.weight.add_(0.25)
+    save_retriever(retriever, tmp_path / "ret")
+    loaded = load_retriever(tmp_path / "ret")
+    assert loaded.shared and _same(loaded, retriever)
+    assert torch.equal(loaded.entity_model.embeddings.LayerNorm.weight,
+                       retriever.passage_model.embeddings.LayerNorm.weight)
+
+
 def test_bundled_coref_saves_compact_then_full_with_a_manifest(tmp_path):
     settings = ModelSettings(**json.loads((ASSETS / "seq2seq_coref" / "compact.json").read_text())
                              ["settings"])
