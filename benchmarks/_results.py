@@ -22,6 +22,14 @@ from typing import Any, Dict, Iterable, List, Sequence, Union
 PathLike = Union[str, Path]
 
 
+def machine() -> Dict[str, Any]:
+    """What a results entry records of the machine it was measured on."""
+    import platform
+
+    return {"cpus": os.cpu_count(), "load_avg": list(os.getloadavg()),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
 def read_json(path: PathLike, default: Any = None) -> Any:
     path = Path(path)
     if not path.exists():

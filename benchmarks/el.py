@@ -26,7 +26,6 @@ machine is recorded with every run.
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -41,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _results import merge_json, write_block  # noqa: E402  (benchmarks/_results.py: merge by key)
+from _results import machine, merge_json, write_block  # noqa: E402  (benchmarks/_results.py: merge by key)
 
 RUNS = HERE / "results" / "el_runs"
 TEST_SETS = ["news-fair-v2-test", "wiki-fair-v2-test", "msnbc-updated", "reuters-128",
@@ -51,11 +50,6 @@ GIB = 2 ** 30
 
 
 # ---------------------------------------------------------------- shared helpers
-def machine() -> Dict[str, Any]:
-    return {"cpus": os.cpu_count(), "load_avg": list(os.getloadavg()),
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
 

@@ -30,7 +30,6 @@ over the demo KB + ``seq2seq_coref`` with the bundled compact model), written to
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -46,34 +45,21 @@ CACHE = HERE / ".cache" / "scale"
 GIB = 2 ** 30
 
 sys.path.insert(0, str(HERE))
-from _results import merge_json  # noqa: E402  (benchmarks/_results.py: merge by key)
-
-
-def machine() -> Dict[str, Any]:
-    return {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "platform": platform.platform()}
+from _results import machine, merge_json  # noqa: E402  (benchmarks/_results.py)
 
 
 # --- data and pipeline
 def test_set_texts(data_dir: Path) -> List[str]:
-    """The texts of the EL test sets (``benchmarks/el.py``), read with the ELEVANT reader."""
+    """The texts of the EL test sets, read as ``benchmarks/el.py`` reads them."""
     import warnings
 
     import spacy
+    from el import load_test_sets  # noqa: E402
 
-    sys.path.insert(0, str(HERE))
-    from el import TEST_SETS  # noqa: E402
-
-    from spacy_kbnlp.readers import read_docs
-
-    nlp = spacy.blank("en")
-    texts: List[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # span alignment notes of the gold labels (unused here)
-        for name in TEST_SETS:
-            texts.extend(d.text for d in read_docs(data_dir / "el" / "elevant" / "benchmarks" /
-                                                   f"{name}.benchmark.jsonl", "elevant", nlp))
-    return texts
+        sets = load_test_sets(data_dir, spacy.blank("en"))
+    return [doc.text for docs in sets.values() for doc in docs]
 
 
 def write_corpus(texts: List[str], n: int, path: Path) -> Path:
@@ -275,9 +261,6 @@ def run_kb(args) -> Dict[str, Any]:
 
 
 def kb_data(args) -> Path:
-    import numpy
-
-    sys.path.insert(0, str(HERE))
     import kb_scale  # noqa: E402  (its mixture and data generator)
 
     model, spec = kb_scale.load_model(Path(args.fit_kb), CACHE / "kb", kb_scale.GMM_K, 0)
