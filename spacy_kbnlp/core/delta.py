@@ -127,14 +127,15 @@ def apply_delta(state: Dict[str, Any], tensors: Dict[str, Any]) -> None:
 def write_delta(tensors: Dict[str, Any], folder: Any) -> str:
     """Write ``tensors`` to ``folder/delta.safetensors``; returns the file's sha256,
     which the spec next to it records (checked by :func:`read_delta`)."""
-    import hashlib
     from pathlib import Path
 
     from safetensors.torch import save_file
 
+    from .integrity import sha256_file
+
     path = Path(folder) / DELTA_FILE
     save_file(tensors, str(path))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def read_delta(folder: Any, sha256: Optional[str]) -> Dict[str, Any]:

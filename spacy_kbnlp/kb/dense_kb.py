@@ -23,7 +23,6 @@ increase with the row, so an index hit maps back to its row by binary search.
 ``add``/``remove``/``update`` change the index in place (no rebuild) and encode
 only new or changed entity texts.
 """
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from spacy.util import registry
 
 from ..about import __version__
 from ..encoders.hf import canonical_name
+from ..core.integrity import sha256_file
 from ..errors import Errors, Warnings
 from .index import INDEX_FILE, META_FILE, VectorIndex, normalize_rows, resolve_params
 from .records import (DEFAULT_TEMPLATE, MANIFEST_FILE, RECORDS_FILE, EntityRecord, check_template,
@@ -46,7 +46,6 @@ KEYS_FILE = "keys.npy"
 INDEX_DIR = "index"
 DTYPES = ("float32", "float16")
 CHECKSUM_FILES = (RECORDS_FILE, VECTORS_FILE, KEYS_FILE, f"{INDEX_DIR}/{INDEX_FILE}", f"{INDEX_DIR}/{META_FILE}")
-_HASH_CHUNK = 1 << 24
 
 PathLike = Union[str, Path]
 Encoder = Any  # HFEncoder-like (encode/name/dim) or a function texts -> array
@@ -57,14 +56,6 @@ def _check_dtype(dtype: str) -> str:
     if dtype not in DTYPES:
         raise ValueError(Errors.KBE012.format(dtype=dtype))
     return dtype
-
-
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def encoder_info(encoder: Encoder, encoder_name: Optional[str] = None) -> Dict[str, Any]:
@@ -473,7 +464,7 @@ class DenseKB:
         _atomic_write(path / KEYS_FILE, lambda p: numpy.save(p, self.keys))
         self.index.to_disk(path / INDEX_DIR)
         manifest = self.manifest
-        manifest["checksum"] = {name: file_sha256(path / name) for name in CHECKSUM_FILES}
+        manifest["checksum"] = {name: sha256_file(path / name) for name in CHECKSUM_FILES}
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         srsly.write_json(path / MANIFEST_FILE, manifest)
 
@@ -497,7 +488,7 @@ class DenseKB:
                                                   expected=FORMAT_VERSION))
         if verify:
             for name, expected in (manifest.get("checksum") or {}).items():
-                found = file_sha256(path / name)
+                found = sha256_file(path / name)
                 if found != expected:
                     raise ValueError(Errors.KBE010.format(path=path / name, expected=expected, found=found))
         else:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 import warnings
 
+from ..core.integrity import sha256_bytes
 from ..errors import Errors, Warnings
 
 MANIFEST = "manifest.json"
@@ -32,10 +33,6 @@ def ids_sha256(ids: Iterable[Any]) -> str:
     for rid in ids:
         digest.update(json.dumps(rid).encode("utf-8") + b"\n")
     return digest.hexdigest()
-
-
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -77,7 +74,7 @@ class Manifest:
         for name, digest in entry["files"].items():
             path = self.folder / name
             why = ("missing" if not path.exists() else
-                   "checksum differs" if bytes_sha256(path.read_bytes()) != digest else "")
+                   "checksum differs" if sha256_bytes(path.read_bytes()) != digest else "")
             if why:
                 warnings.warn(Warnings.KBW402.format(path=path, why=why))
                 return False
@@ -88,7 +85,7 @@ class Manifest:
         for name, data in files.items():
             atomic_write(self.folder / name, data)
         self.data["shards"][f"{k:05d}"] = {
-            "count": len(ids), "files": {n: bytes_sha256(d) for n, d in files.items()},
+            "count": len(ids), "files": {n: sha256_bytes(d) for n, d in files.items()},
             "ids_sha256": ids_sha256(ids), "first_id": ids[0] if ids else None,
             "last_id": ids[-1] if ids else None}
         self.save()
