@@ -68,8 +68,8 @@ def save_result(new: Dict[str, Any]) -> None:
     coref.json by key (``benchmarks/_results.py``): the other entries stay. Each entry
     gets the day it was measured (``date``, UTC)."""
     today = time.strftime("%Y-%m-%d", time.gmtime())
-    for key, value in new.items():  # sections hold {name: entry}; "speculative" is one entry
-        for entry in ([value] if key == "speculative" else value.values()):
+    for key, value in new.items():  # sections hold {name: entry}; "speculative", "speed": one entry
+        for entry in ([value] if key in ("speculative", "speed") else value.values()):
             entry.setdefault("date", today)
     machine = f"shared 2-core CPU ({platform.processor() or platform.machine()}), no GPU"
     merge_json(RESULT, {"dataset": load_result()["dataset"], **new, "machine": machine},
@@ -106,17 +106,102 @@ def run_eval(nlp, data: Path, limit: int) -> Dict[str, Any]:
     return metrics
 
 
-def cmd_eval(args) -> None:
+def load_pipeline(path: str):
+    """A saved pipeline, or ``bundled``: the demo's compact model shipped with the package."""
     import spacy
-    import torch
 
     import spacy_kbnlp  # noqa: F401
 
+    if path != "bundled":
+        return spacy.load(path)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seq2seq_coref", config={"model": {"@misc": "spacy_kbnlp.BundledCorefModel.v1"},
+                                          "aligned_input": True})
+    nlp.initialize()
+    return nlp
+
+
+# the decoding of 2026-11-26 (issue 15's "today"): Hugging Face's forward pass, one segment at
+# a time with 8 copy-speculative tokens, segments every 128 units, clusters joined by union
+BEFORE = {"batch_segments": 1, "speculative": 8, "stride": 128, "merge": "union",
+          "pronoun_agreement": False}
+
+
+def decoding_name(c: Dict[str, Any]) -> str:
+    if c["decoding"] == "beam":
+        return f"beam{c['beam_size']}"
+    if c["batch_segments"] > 1:
+        return f"greedy batched{c['batch_segments']}"
+    return f"greedy+speculative{c['speculative']}" if c["speculative"] else "greedy"
+
+
+def cmd_speed(args) -> None:
+    """Today's decoding and the default decoding of the same model on OntoGUM test, in
+    one run (scores, docs/s, identical segments where the decoding is the same), then a
+    10,000-token document (consecutive test docs joined) with the default decoding."""
+    import torch
+    from spacy.tokens import Doc, DocBin
+
     torch.set_num_threads(args.threads)
-    nlp = spacy.load(args.pipeline)
+    nlp = load_pipeline(args.pipeline)
+    comp = nlp.get_pipe("seq2seq_coref")
+    defaults = dict(comp.cfg)
+    entries: Dict[str, Any] = {}
+    runs = {}
+    for label, cfg, lean in (("before", BEFORE, False), ("after", {}, True)):
+        comp.cfg.update(defaults)
+        comp.cfg.update(cfg)
+        comp.coref_model.lean_decoder = lean
+        m = run_eval(nlp, Path(args.data), args.limit)
+        runs[label] = m
+        c = comp.cfg
+        entry = summary(m)
+        entry.update(tokens_per_s=m["tokens_per_s"], decoder_tokens=m["decoder_tokens"],
+                     forward_passes=m["forward_passes"], segments=m["segments"],
+                     decoding=decoding_name(c), decoder="lean" if lean else "hf",
+                     merge=c["merge"], pronoun_agreement=c["pronoun_agreement"],
+                     segment_length=c["segment_length"], stride=c["stride"],
+                     pipeline=str(args.pipeline), threads=args.threads)
+        entries[args.name + ("_before" if label == "before" else "")] = entry
+        print(label, json.dumps(entry, indent=1), flush=True)
+    comp.cfg.update(defaults)
+    comp.coref_model.lean_decoder = True
+    speed = {"system": args.name, "before_docs_per_s": runs["before"]["docs_per_s"],
+             "after_docs_per_s": runs["after"]["docs_per_s"],
+             "ratio": runs["after"]["docs_per_s"] / runs["before"]["docs_per_s"],
+             "before": entries[args.name + "_before"]["decoding"] + ", hf decoder, stride 128, union",
+             "after": entries[args.name]["decoding"] + f", lean decoder, stride {comp.cfg['stride']}, "
+                      f"{comp.cfg['merge']}", "threads": args.threads}
+    if args.tokens:
+        gold = list(DocBin().from_disk(args.data).get_docs(nlp.vocab))
+        words: List[str] = []
+        for d in gold:
+            words.extend(t.text for t in d)
+            if len(words) >= args.tokens:
+                break
+        doc = Doc(nlp.vocab, words=words[:args.tokens])
+        comp.stats.clear()
+        start = time.perf_counter()
+        nlp(doc)
+        seconds = time.perf_counter() - start
+        speed.update(doc_10k_tokens_s=seconds, doc_tokens=len(doc),
+                     doc_segments=int(comp.stats.get("segments", 0)))
+        print(f"{len(doc)}-token document: {seconds:.1f} s", flush=True)
+    save_result({"systems": entries, "speed": speed})
+    print(json.dumps(speed, indent=1))
+
+
+def cmd_eval(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    nlp = load_pipeline(args.pipeline)
     comp = nlp.get_pipe("seq2seq_coref")
     if args.beam:
         comp.cfg.update(decoding="beam", beam_size=args.beam)
+    if args.speculative is not None or args.speculative_check:
+        # copy-speculative decoding runs one segment at a time
+        comp.cfg.update(batch_segments=1)
     if args.speculative is not None:
         comp.cfg["speculative"] = args.speculative
     m = run_eval(nlp, Path(args.data), args.limit)
@@ -125,9 +210,7 @@ def cmd_eval(args) -> None:
     entry.update(tokens_per_s=m["tokens_per_s"], decoder_tokens=m["decoder_tokens"],
                  forward_passes=m["forward_passes"], segments=m["segments"],
                  representation=c["representation"], action=c["action"],
-                 decoding=(f"beam{c['beam_size']}" if c["decoding"] == "beam" else
-                           f"greedy+speculative{c['speculative']}" if c["speculative"] else "greedy"),
-                 segment_length=c["segment_length"], stride=c["stride"], pipeline=str(args.pipeline))
+                 decoding=decoding_name(c), segment_length=c["segment_length"], stride=c["stride"], pipeline=str(args.pipeline))
     if args.limit:
         entry["subset"] = f"first {args.limit} {'test' if args.section == 'systems' else 'dev'} docs"
     systems = {args.name: entry}
@@ -491,10 +574,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     c.add_argument("--data", default="corpus/coref/ontogum_dev.spacy")
     c.add_argument("--limit", type=int, default=10)
     c.add_argument("--threads", type=int, default=1)
+    sp = sub.add_parser("speed", help="today's decoding vs the default one (same run), and a 10k-token doc")
+    sp.add_argument("pipeline", help="a saved pipeline, or 'bundled'")
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--data", default=str(TEST))
+    sp.add_argument("--limit", type=int, default=0)
+    sp.add_argument("--tokens", type=int, default=10000, help="long-document size (0: skip)")
+    sp.add_argument("--threads", type=int, default=1)
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,
-     "compact": cmd_compact, "table": cmd_table}[args.cmd](args)
+     "compact": cmd_compact, "speed": cmd_speed, "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

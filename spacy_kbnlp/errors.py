@@ -67,6 +67,9 @@ class Warnings(metaclass=ErrorsWithCodes):
               "the run will not be an exact continuation.")
     KBW254 = ("Evaluation at step {step} failed ({err}); training goes on without a score for "
               "this step (see train_log.jsonl). Fix the evaluation and resume to get scores.")
+    KBW255 = ("{name}: a document of {tokens} tokens is {segments} segments to decode; at the "
+              "speed of the first batch ({rate:.2f} s per segment) it needs about {eta:.0f} s. Set "
+              "`progress = true` to follow it, or split the text.")
     # --- retrieval / LLM / relation extraction (KBW300-KBW349)
     KBW300 = ("{name}: {n} LLM answers could not be used completely ({kinds}); see "
               "doc._.llm_errors on the affected docs.")

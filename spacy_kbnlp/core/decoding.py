@@ -10,6 +10,8 @@ machine) and gets, for free:
   pass verifies the whole proposal, and the longest prefix that greedy decoding
   would have produced is kept, plus the token greedy picks at the first mismatch.
   The output is the output of :func:`greedy_decode`;
+* :func:`batched_greedy_decode`: greedy decoding of many sequences in one batch
+  (each row its own grammar; the same output as decoding them one by one);
 * :func:`beam_decode`: constrained beam search with length normalisation;
 * :class:`ConstrainedLogitsProcessor`: the same constraints for Hugging Face
   ``model.generate`` (greedy, beam, sampling).
@@ -483,6 +485,51 @@ def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[in
                         token_scores=scores, allowed_mass=masses)
 
 
+def batched_greedy_decode(stepper: Any, states: Sequence[ConstraintState], prompt: Sequence[int],
+                          max_new_tokens: int) -> List[DecodeOutput]:
+    """Constrained greedy decoding of several sequences at once (row ``i`` of the
+    stepper's batch is constrained by ``states[i]``): one forward pass per step
+    over every unfinished row, finished rows dropped from the batch
+    (``stepper.reorder``). Row ``i``'s output is :func:`greedy_decode`'s for that
+    row alone; only the arithmetic is shared, which many small rows do much
+    faster than one after the other. ``n_forward`` of each output counts the
+    batched passes it took part in."""
+    import torch
+
+    stepper.reset()
+    states = list(states)
+    n = len(states)
+    outs: List[List[int]] = [[] for _ in range(n)]
+    scores: List[List[float]] = [[] for _ in range(n)]
+    masses: List[List[float]] = [[] for _ in range(n)]
+    passes = [0] * n
+    active = [i for i in range(n) if not states[i].finished and max_new_tokens > 0]
+    if len(active) < n:
+        stepper.reorder(active)
+    pending = torch.tensor([list(prompt)] * len(active), dtype=torch.long)
+    while active:
+        rows = stepper.step(pending)[:, -1].float().cpu().numpy()
+        keep: List[int] = []
+        fed: List[int] = []
+        for j, i in enumerate(active):
+            tok, score, mass = choose_with_mass(rows[j], states[i], stepper.col_of)
+            outs[i].append(tok)
+            scores[i].append(score)
+            masses[i].append(mass)
+            passes[i] += 1
+            states[i] = states[i].advance(tok)
+            if not states[i].finished and len(outs[i]) < max_new_tokens:
+                keep.append(j)
+                fed.append(tok)
+        if len(keep) < len(active):
+            if keep:
+                stepper.reorder(keep)
+            active = [active[j] for j in keep]
+        pending = torch.tensor(fed, dtype=torch.long).unsqueeze(1)
+    return [DecodeOutput(outs[i], float(sum(scores[i])), passes[i], finished=states[i].finished,
+                         token_scores=scores[i], allowed_mass=masses[i]) for i in range(n)]
+
+
 def beam_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int], max_new_tokens: int,
                 beam_size: int = 4, length_penalty: float = 1.0) -> DecodeOutput:
     """Constrained beam search. Scores are log-probabilities (softmax over the
@@ -666,8 +713,10 @@ class HFSeq2SeqStepper:
 
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self.encoder_hidden.device)
         self.cache = reorder_cache(self.cache, idx)
-        self.encoder_hidden = self._base_hidden.expand(len(index), -1, -1)
-        self.attention_mask = self._base_mask.expand(len(index), -1)
+        # rows of the current batch: beams of one source (rows repeated by ``step``)
+        # or a batch of sources (``batched_greedy_decode`` dropping finished rows)
+        self.encoder_hidden = self.encoder_hidden.index_select(0, idx)
+        self.attention_mask = self.attention_mask.index_select(0, idx)
         if getattr(self, "input_embedder", None) is not None:
             self.input_embedder.reorder(list(index))
 

@@ -45,6 +45,28 @@ BASE_SPECIALS = (M_OPEN, M_CLOSE, SEP, COPY, NEW, CROSS, S_OPEN, S_CLOSE)
 
 Mention = Tuple[int, int, int]  # (start, end exclusive, cluster) in unit coordinates
 
+# English personal pronouns by agreement class (person, number, gender): under
+# ``pronoun_agreement`` a one-word mention of one class may not join a cluster that
+# already holds a one-word mention of another class
+PRONOUN_CLASSES = {
+    "1sg": "i me my mine myself", "1pl": "we us our ours ourselves",
+    "2": "you your yours yourself yourselves", "3m": "he him his himself",
+    "3f": "she her hers herself", "3n": "it its itself", "3pl": "they them their theirs themselves",
+}
+
+
+def pronoun_units(tokenizer: Any) -> Dict[int, str]:
+    """``{unit id: agreement class}`` for the pronouns of :data:`PRONOUN_CLASSES` that
+    ``tokenizer`` writes as one unit (lowercase and capitalized forms)."""
+    out: Dict[int, str] = {}
+    for cls, words in PRONOUN_CLASSES.items():
+        for word in words.split():
+            for form in {word, word.capitalize(), word.upper()}:
+                ids = tokenizer.encode(form, add_special_tokens=False)
+                if len(ids) == 1:
+                    out.setdefault(int(ids[0]), cls)
+    return out
+
 
 def close_symbol(l: int) -> str:
     return f"</m_{l}>"
@@ -193,9 +215,12 @@ class CorefGrammar:
     """The fixed context of one segment: source units, symbols, budget."""
 
     def __init__(self, units: Sequence[int], vocab: Vocab, *, representation: str = "full",
-                 action: str = "copy", max_length: int = 512, max_clusters: Optional[int] = None):
+                 action: str = "copy", max_length: int = 512, max_clusters: Optional[int] = None,
+                 agreement: Optional[Dict[int, str]] = None):
         check_spec(representation, action)
         self.units = list(units)
+        # unit id -> pronoun agreement class (``pronoun_units``); None: no constraint
+        self.agreement = agreement or None
         self.vocab = vocab
         self.representation = representation
         self.partial = representation == "partial"
@@ -268,7 +293,7 @@ class CorefState(ConstraintState):
     cluster number; ``block``/``in_block``: current sentence (partial)."""
 
     __slots__ = ("g", "pos", "open", "cross", "node", "id_len", "n_clusters", "length",
-                 "done", "block", "in_block", "closed", "written")
+                 "done", "block", "in_block", "closed", "written", "classes")
 
     def __init__(self, grammar: CorefGrammar):
         self.g = grammar
@@ -284,6 +309,7 @@ class CorefState(ConstraintState):
         self.in_block = False
         self.closed: Any = None    # linked list (prev, mention)
         self.written: Any = None   # partial: linked list (prev, (block, token))
+        self.classes: Tuple[frozenset, ...] = ()  # pronoun classes of cluster l at l-1
 
     def __repr__(self) -> str:
         return (f"CorefState(pos={self.pos}, open={self.open}, cross={self.cross}, "
@@ -325,10 +351,17 @@ class CorefState(ConstraintState):
         res: Dict[int, int] = {}
         if self.node is not None:  # reading a cluster number
             max_rank = min(self.n_clusters + 1, g.max_clusters)
+            banned = self._banned()
             for tok in PrefixTrie.next_tokens(self.node, max_rank):
+                child = self.node.children[tok]
+                if banned and child.value in banned and not child.children:
+                    continue
                 res[tok] = tok
-            if self.node.value is not None and self.node.value <= max_rank:
+            value = self.node.value
+            if value is not None and value <= max_rank and not (banned and value in banned):
                 res[v.m_close] = v.m_close
+            if not res and banned:  # every number banned (max_clusters reached): no constraint
+                return self._unbanned_numbers(max_rank)
             return res
         if g.partial and not self.in_block:
             if self.block + 1 < len(g.blocks):
@@ -361,8 +394,10 @@ class CorefState(ConstraintState):
             target = len(self.open) - 1 - self.cross
             if self.pos > self.open[target]:
                 if g.integer_free:
+                    banned = self._banned() if self.n_clusters < g.max_clusters else None
                     for l in range(1, self.n_clusters + 1):
-                        res[v.close_ids[l - 1]] = v.close_ids[l - 1]
+                        if not (banned and l in banned):
+                            res[v.close_ids[l - 1]] = v.close_ids[l - 1]
                     if self.n_clusters < g.max_clusters:
                         res[v.close_ids[self.n_clusters]] = v.new
                 else:
@@ -405,7 +440,36 @@ class CorefState(ConstraintState):
             s.pos += 1
         return s
 
+    # --- pronoun agreement
+    def _mention_class(self) -> Optional[str]:
+        """The agreement class of the mention being closed (a one-unit pronoun), or None."""
+        agreement = self.g.agreement
+        if not agreement or not self.open:
+            return None
+        start = self.open[len(self.open) - 1 - self.cross]
+        if self.g.partial or self.pos - start != 1:
+            return None
+        return agreement.get(self.g.units[start])
+
+    def _banned(self) -> Optional[set]:
+        """Cluster numbers the mention being closed may not take: those holding a
+        pronoun of another agreement class."""
+        cls = self._mention_class()
+        if cls is None:
+            return None
+        return {l for l, held in enumerate(self.classes, start=1) if held - {cls}}
+
+    def _unbanned_numbers(self, max_rank: int) -> Dict[int, int]:
+        res = {tok: tok for tok in PrefixTrie.next_tokens(self.node, max_rank)}
+        if self.node.value is not None and self.node.value <= max_rank:
+            res[self.g.vocab.m_close] = self.g.vocab.m_close
+        return res
+
     def _close(self, number: int) -> None:
+        cls = self._mention_class()
+        if cls is not None:
+            classes = self.classes + (frozenset(),) * (number - len(self.classes))
+            self.classes = classes[:number - 1] + (classes[number - 1] | {cls},) + classes[number:]
         target = len(self.open) - 1 - self.cross
         start = self.open[target]
         self.open = self.open[:target] + self.open[target + 1:]
@@ -489,10 +553,25 @@ def limit_clusters(mentions: Sequence[Mention], max_clusters: int) -> Tuple[List
 
 
 
-def merge_segment_clusters(segments: Iterable[List[List[Tuple[int, int]]]]
+MERGES = ("agreement", "union")
+
+
+def merge_segment_clusters(segments: Iterable[List[List[Tuple[int, int]]]],
+                           windows: Optional[Sequence[Tuple[int, int]]] = None, *,
+                           merge: str = "union", min_share: float = 0.5
                            ) -> List[List[Tuple[int, int]]]:
-    """Merge clusters predicted on overlapping segments (document coordinates): two
-    clusters are one if they share a mention (union-find over mentions)."""
+    """Merge clusters predicted on overlapping segments (document coordinates).
+
+    ``union``: two clusters are one if they share a mention (union-find over
+    mentions; one disagreement in an overlap chains two entities together).
+    ``agreement`` (needs ``windows``, each segment's ``(start, end)`` in the same
+    coordinates, in document order): see :func:`agreement_merge`."""
+    if merge == "agreement":
+        if windows is None:
+            raise ValueError("merge_segment_clusters: the agreement merge needs the segment windows")
+        return agreement_merge(list(segments), list(windows), min_share=min_share)
+    if merge != "union":
+        raise ValueError(f"Unknown merge '{merge}': use one of {MERGES}")
     parent: Dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -525,3 +604,68 @@ def merge_segment_clusters(segments: Iterable[List[List[Tuple[int, int]]]]
     out.sort()
     return out
 
+
+
+def agreement_merge(segments: Sequence[List[List[Tuple[int, int]]]],
+                    windows: Sequence[Tuple[int, int]], *, min_share: float = 0.5
+                    ) -> List[List[Tuple[int, int]]]:
+    """Merge the clusters of consecutive overlapping segments only where they agree.
+
+    In the overlap of segments ``k`` and ``k+1``, cluster ``a`` of ``k`` and cluster
+    ``b`` of ``k+1`` are linked when they share mentions and the shared ones are at
+    least ``min_share`` of each one's mentions in the overlap; each cluster links to
+    at most one cluster of the next segment (greedily, most shared first). Each
+    mention then keeps the cluster of its *home* segment, the one in which it lies
+    farthest from a segment edge (the most context on both sides). Union-find over
+    shared mentions instead lets every disagreement in an overlap chain two
+    entities together, which over-merges long documents."""
+    parent: Dict[Tuple[int, int], Tuple[int, int]] = {}
+
+    def find(x: Tuple[int, int]) -> Tuple[int, int]:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    where: List[Dict[Tuple[int, int], int]] = []  # mention -> cluster index, per segment
+    home: Dict[Tuple[int, int], Tuple[int, int]] = {}  # mention -> (margin, segment)
+    for k, (clusters, (w_start, w_end)) in enumerate(zip(segments, windows)):
+        index: Dict[Tuple[int, int], int] = {}
+        for c, cluster in enumerate(clusters):
+            parent[(k, c)] = (k, c)
+            for m in cluster:
+                index[tuple(m)] = c
+                margin = min(m[0] - w_start, w_end - m[1])
+                if tuple(m) not in home or margin > home[tuple(m)][0]:
+                    home[tuple(m)] = (margin, k)
+        where.append(index)
+    for k in range(len(where) - 1):
+        lo, hi = windows[k + 1][0], windows[k][1]
+        left = {m: c for m, c in where[k].items() if m[0] >= lo and m[1] <= hi}
+        right = {m: c for m, c in where[k + 1].items() if m[0] >= lo and m[1] <= hi}
+        shared: Dict[Tuple[int, int], int] = defaultdict(int)
+        for m, c in left.items():
+            if m in right:
+                shared[(c, right[m])] += 1
+        n_left: Dict[int, int] = defaultdict(int)
+        n_right: Dict[int, int] = defaultdict(int)
+        for c in left.values():
+            n_left[c] += 1
+        for c in right.values():
+            n_right[c] += 1
+        used_left, used_right = set(), set()
+        for (a, b), n in sorted(shared.items(), key=lambda kv: (-kv[1], kv[0])):
+            if a in used_left or b in used_right:
+                continue
+            if n >= min_share * n_left[a] and n >= min_share * n_right[b]:
+                used_left.add(a)
+                used_right.add(b)
+                ra, rb = find((k, a)), find((k + 1, b))
+                if ra != rb:
+                    parent[rb] = ra
+    groups: Dict[Tuple[int, int], set] = defaultdict(set)
+    for m, (_margin, k) in home.items():
+        groups[find((k, where[k][m]))].add(m)
+    out = [sorted(g) for g in groups.values() if g]
+    out.sort()
+    return out

@@ -8,13 +8,13 @@ The names other modules import from here are re-exported.
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import Errors
 from ..errors import Warnings
 from .coref_grammar import (  # noqa: F401  (some re-exported)
     CorefGrammar, CorefState, Mention, Vocab, add_markup_tokens, build_vocab, check_spec,
-    group_clusters, limit_clusters, linearize, merge_segment_clusters)
+    group_clusters, limit_clusters, linearize, merge_segment_clusters, pronoun_units)
 from .hf_loading import (_quiet_transformers, ensure_word_tokenizer, load_seq2seq,
                          resize_embeddings, warm_start_encoder_decoder)
 from .seq2seq_compact import COMPACT_SPEC
@@ -57,6 +57,11 @@ class Seq2SeqCorefModel:
         # warm-started and neither trained nor loaded: predicts nothing useful (KBW170)
         self.warm_only = False
         self._warned = False
+        # decode with core.bert_decoder where the layout allows (False: Hugging Face's forward)
+        self.lean_decoder = True
+        # prediction-time constraint: a pronoun may not join a cluster of another class
+        self.pronoun_agreement = False
+        self._pronouns: Optional[Dict[int, str]] = None
 
     # --- construction
     @classmethod
@@ -213,10 +218,18 @@ class Seq2SeqCorefModel:
         return source_units([t.text for t in doc], self.tokenizer, sent_starts=sent_starts,
                             markers=self.markers)
 
-    def grammar(self, units: Sequence[int]) -> CorefGrammar:
+    def grammar(self, units: Sequence[int], *, decoding: bool = False) -> CorefGrammar:
+        """The grammar of a segment; ``decoding`` adds the prediction-time constraints
+        (pronoun agreement when ``pronoun_agreement`` is on), never used on gold."""
         s = self.settings
+        agreement = None
+        if decoding and self.pronoun_agreement:
+            if self._pronouns is None:
+                self._pronouns = pronoun_units(self.tokenizer)
+            agreement = self._pronouns
         return CorefGrammar(units, self.vocab, representation=s.representation, action=s.action,
-                            max_length=self.decoder_limit(), max_clusters=s.max_clusters)
+                            max_length=self.decoder_limit(), max_clusters=s.max_clusters,
+                            agreement=agreement)
 
     def encoder_input(self, units: Sequence[int]) -> List[int]:
         return self.prefix + list(units) + self.suffix
@@ -323,6 +336,21 @@ class Seq2SeqCorefModel:
         return emb + torch.gather(hidden, 1, idx).to(emb.dtype)
 
     # --- prediction
+    def stepper(self, hidden: Any, mask: Any, embedder: Any = None) -> Any:
+        """The decoder stepper over encoder states ``hidden``: the lean BERT decoder
+        (``core.bert_decoder``) where the model has that layout and ``lean_decoder``
+        is on, else Hugging Face's forward pass with its cache (``HFSeq2SeqStepper``);
+        both give the same logits."""
+        from ..core.bert_decoder import bert_decoder_stepper
+        from ..core.decoding import HFSeq2SeqStepper
+
+        columns = self.output_columns()
+        lean = (bert_decoder_stepper(self.model, hidden, mask, columns=columns,
+                                     input_embedder=embedder, max_length=self.decoder_limit())
+                if self.lean_decoder else None)
+        return lean if lean is not None else HFSeq2SeqStepper(
+            self.model, hidden, mask, columns=columns, input_embedder=embedder)
+
     def decode_segment(self, ids: Sequence[int], *, method: str = "greedy", beam_size: int = 4,
                        n_propose: int = 0, mention_bias: float = 0.0) -> Tuple[List[Mention], Any]:
         """Mentions ``(start, end, cluster)`` of one segment (segment coordinates) and
@@ -330,18 +358,17 @@ class Seq2SeqCorefModel:
         to the logit of ``<m>`` (> 0: open mentions more readily)."""
         import torch
 
-        from ..core.decoding import BiasedStepper, HFSeq2SeqStepper, decode
+        from ..core.decoding import BiasedStepper, decode
 
-        grammar = self.grammar(ids)
+        grammar = self.grammar(ids, decoding=True)
         dev = next(self.model.parameters()).device
         inp = torch.tensor([self.encoder_input(ids)], dtype=torch.long, device=dev)
         mask = torch.ones_like(inp)
         with torch.inference_mode():
             hidden = self.model.get_encoder()(input_ids=inp, attention_mask=mask,
                                               return_dict=True).last_hidden_state
-        embedder = PointerEmbedder(self, grammar, hidden) if self.settings.aligned_input else None
-        stepper = HFSeq2SeqStepper(self.model, hidden, mask, columns=self.output_columns(),
-                                   input_embedder=embedder)
+        embedder = PointerEmbedder(self, [grammar], hidden) if self.settings.aligned_input else None
+        stepper = self.stepper(hidden, mask, embedder)
         if mention_bias:
             stepper = BiasedStepper(stepper, {self.vocab.m_open: mention_bias})
         out = decode(stepper, grammar.initial(), [self.decoder_start], grammar.max_length,
@@ -349,86 +376,153 @@ class Seq2SeqCorefModel:
         mentions, _ = grammar.parse(out.tokens)
         return mentions, out
 
-    def predict_doc(self, doc: Any, *, stride: int, method: str = "greedy", beam_size: int = 4,
-                    n_propose: int = 0, mention_bias: float = 0.0,
-                    stats: Optional[Dict[str, Any]] = None,
-                    record: Optional[List[List[int]]] = None) -> List[List[Tuple[int, int]]]:
-        """Clusters of token spans ``(start, end)`` for ``doc``: segments of
-        ``segment_length`` units every ``stride`` units, decoded one by one (memory
-        stays bounded by one segment), merged through shared mentions. ``record``
-        receives each segment's decoded tokens (to compare decoding modes)."""
+    def decode_segments(self, segments: Sequence[Sequence[int]], *, mention_bias: float = 0.0
+                        ) -> List[Tuple[List[Mention], Any]]:
+        """:meth:`decode_segment` with greedy decoding for several segments in one
+        batch (``batched_greedy_decode``): the same mentions, far fewer forward
+        passes for a long document."""
+        import torch
+
+        from ..core.decoding import BiasedStepper, batched_greedy_decode
+
+        if len(segments) == 1:
+            return [self.decode_segment(segments[0], mention_bias=mention_bias)]
+        grammars = [self.grammar(ids, decoding=True) for ids in segments]
+        inputs = [self.encoder_input(ids) for ids in segments]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        dev = next(self.model.parameters()).device
+        inp = torch.full((len(inputs), max(len(x) for x in inputs)), pad, dtype=torch.long)
+        mask = torch.zeros_like(inp)
+        for i, x in enumerate(inputs):
+            inp[i, :len(x)] = torch.tensor(x)
+            mask[i, :len(x)] = 1
+        inp, mask = inp.to(dev), mask.to(dev)
+        with torch.inference_mode():
+            hidden = self.model.get_encoder()(input_ids=inp, attention_mask=mask,
+                                              return_dict=True).last_hidden_state
+        embedder = PointerEmbedder(self, grammars, hidden) if self.settings.aligned_input else None
+        stepper = self.stepper(hidden, mask, embedder)
+        if mention_bias:
+            stepper = BiasedStepper(stepper, {self.vocab.m_open: mention_bias})
+        outs = batched_greedy_decode(stepper, [g.initial() for g in grammars], [self.decoder_start],
+                                     min(g.max_length for g in grammars))
+        return [(g.parse(o.tokens)[0], o) for g, o in zip(grammars, outs)]
+
+    def n_segments(self, doc: Any, stride: int) -> int:
+        """How many segments :meth:`predict_docs` cuts ``doc`` into."""
+        return len(windows_of(self.doc_units(doc), self.settings.segment_length, stride))
+
+    def predict_doc(self, doc: Any, **kwargs: Any) -> List[List[Tuple[int, int]]]:
+        """Clusters of ``doc`` (:meth:`predict_docs` of one document)."""
+        return self.predict_docs([doc], **kwargs)[0]
+
+    def predict_docs(self, docs: Sequence[Any], *, stride: int, method: str = "greedy",
+                     beam_size: int = 4, n_propose: int = 0, mention_bias: float = 0.0,
+                     batch_segments: int = 1, merge: str = "union",
+                     stats: Optional[Dict[str, Any]] = None,
+                     record: Optional[List[List[int]]] = None,
+                     progress: Optional[Callable[[int, int], None]] = None
+                     ) -> List[List[List[Tuple[int, int]]]]:
+        """Clusters of token spans ``(start, end)`` per doc. Each doc is cut into
+        segments of ``segment_length`` units every ``stride`` units; the segments of
+        all ``docs`` are decoded ``batch_segments`` at a time (greedy decoding in one
+        batch; 1: one by one, with ``n_propose`` copy-speculative tokens or ``method``
+        beam), so memory stays bounded by one batch; a doc's segment clusters are then
+        merged (``merge``: ``agreement`` or ``union``, see ``merge_segment_clusters``).
+        ``record`` receives each segment's decoded tokens in document order (to
+        compare decoding modes); ``progress(done, total)`` is called after each batch."""
         stats = stats if stats is not None else defaultdict(int)
         if self.warm_only and not self._warned:
             import warnings
 
             warnings.warn(Warnings.KBW170.format(name="seq2seq_coref"))
             self._warned = True
-        units = self.doc_units(doc)
-        per_segment = []
-        for start, end in windows_of(units, self.settings.segment_length, stride):
-            ids, where = segment_units(units, start, end, self.markers)
-            mentions, out = self.decode_segment(ids, method=method, beam_size=beam_size,
-                                                n_propose=n_propose, mention_bias=mention_bias)
-            stats["segments"] += 1
-            stats["tokens"] += len(out.tokens)
-            stats["forward"] += out.n_forward
-            stats["proposed"] += out.n_proposed
-            stats["accepted"] += out.n_accepted
-            stats["unfinished"] += 0 if out.finished else 1
-            if record is not None:
-                record.append(list(out.tokens))
-            spans = []
-            for s, e, c in mentions:
-                a, b = where[s], where[e - 1]
-                if a < 0 or b < 0:
-                    continue
-                words = units.unit_span_to_words(a, b + 1)
-                if words is not None:
-                    spans.append((words[0], words[1], c))
-            per_segment.append(group_clusters(spans))
-        return merge_segment_clusters(per_segment)
+        doc_units = [self.doc_units(doc) for doc in docs]
+        jobs = [(d, start, end) for d, units in enumerate(doc_units)
+                for start, end in windows_of(units, self.settings.segment_length, stride)]
+        batch = max(1, int(batch_segments)) if method == "greedy" else 1
+        per_segment: List[List[List[List[Tuple[int, int]]]]] = [[] for _ in docs]
+        windows: List[List[Tuple[int, int]]] = [[] for _ in docs]
+        for first in range(0, len(jobs), batch):
+            chunk = jobs[first:first + batch]
+            segs = [segment_units(doc_units[d], start, end, self.markers) for d, start, end in chunk]
+            if len(segs) > 1:
+                decoded = self.decode_segments([ids for ids, _ in segs], mention_bias=mention_bias)
+            else:
+                decoded = [self.decode_segment(segs[0][0], method=method, beam_size=beam_size,
+                                               n_propose=n_propose, mention_bias=mention_bias)]
+            for (d, start, end), (ids, where), (mentions, out) in zip(chunk, segs, decoded):
+                units = doc_units[d]
+                stats["segments"] += 1
+                stats["tokens"] += len(out.tokens)
+                stats["proposed"] += out.n_proposed
+                stats["accepted"] += out.n_accepted
+                stats["unfinished"] += 0 if out.finished else 1
+                if record is not None:
+                    record.append(list(out.tokens))
+                spans = []
+                for s, e, c in mentions:
+                    a, b = where[s], where[e - 1]
+                    if a < 0 or b < 0:
+                        continue
+                    words = units.unit_span_to_words(a, b + 1)
+                    if words is not None:
+                        spans.append((words[0], words[1], c))
+                per_segment[d].append(group_clusters(spans))
+                windows[d].append(units.unit_span_to_words(start, end) or (0, 0))
+            stats["forward"] += max(out.n_forward for _, out in decoded)
+            if progress is not None:
+                progress(min(first + batch, len(jobs)), len(jobs))
+        return [merge_segment_clusters(segments, wins, merge=merge)
+                for segments, wins in zip(per_segment, windows)]
 
 
 class PointerEmbedder:
     """Decoder inputs under ``aligned_input``: each fed token's embedding plus the
     encoder state of the source unit the grammar will copy next. Replays the fed
-    tokens through the segment's grammar (one state list per beam row) and follows
-    the stepper's cache through ``crop`` and ``reorder``."""
+    tokens through each row's grammar and follows the stepper's cache through
+    ``crop`` and ``reorder``. ``grammars[k]`` and ``hidden[k]`` belong to source
+    ``k`` (one source: beam rows; several: a batch of segments)."""
 
-    def __init__(self, model: Seq2SeqCorefModel, grammar: CorefGrammar, hidden: Any):
+    def __init__(self, model: Seq2SeqCorefModel, grammars: Sequence[CorefGrammar], hidden: Any):
         self.model = model
-        self.grammar = grammar
+        self.grammars = list(grammars)
         self.hidden = hidden
         self.offset = len(model.prefix)
-        self.rows: List[List[CorefState]] = [[]]
+        self.reset()
 
     def reset(self) -> None:
-        self.rows = [[]]
+        self.rows: List[List[CorefState]] = [[] for _ in self.grammars]
+        self.source: List[int] = list(range(len(self.grammars)))  # source of each row
 
     def crop(self, length: int) -> None:
         self.rows = [r[:length] for r in self.rows]
 
     def reorder(self, index: Sequence[int]) -> None:
         self.rows = [list(self.rows[i]) for i in index]
+        self.source = [self.source[i] for i in index]
 
     def __call__(self, ids: Any) -> Any:
         import torch
 
-        if ids.shape[0] != len(self.rows):
+        if ids.shape[0] != len(self.rows):  # beams of one source fanning out
             self.rows = [list(self.rows[0]) for _ in range(ids.shape[0])]
+            self.source = [self.source[0]] * ids.shape[0]
         positions = []
         for b, row in enumerate(ids.tolist()):
             states = self.rows[b]
+            grammar = self.grammars[self.source[b]]
             pos = []
             for tok in row:
                 if not states:
-                    state = self.grammar.initial()       # the start token
+                    state = grammar.initial()       # the start token
                 else:
                     prev = states[-1]
                     state = prev.advance(tok) if not prev.finished and tok in prev.allowed() else prev
                 states.append(state)
-                pos.append(self.offset + min(state.pos, len(self.grammar.units)))
+                pos.append(self.offset + min(state.pos, len(grammar.units)))
             positions.append(pos)
-        hidden = self.hidden.expand(ids.shape[0], -1, -1)
+        src = torch.as_tensor(self.source, dtype=torch.long, device=self.hidden.device)
+        hidden = (self.hidden.expand(ids.shape[0], -1, -1) if self.hidden.shape[0] == 1
+                  else self.hidden.index_select(0, src))
         return self.model.aligned_embeddings(ids, hidden, torch.tensor(positions, device=ids.device))
-

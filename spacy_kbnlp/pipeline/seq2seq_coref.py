@@ -22,6 +22,7 @@ from spacy.vocab import Vocab
 
 from ..errors import Errors, Warnings
 from ..extensions import DEFAULT_CLUSTER_PREFIX, install_extensions, set_coref_clusters
+from ..models.coref_grammar import MERGES
 from ..models.seq2seq import ModelSettings, Seq2SeqCorefModel, check_spec
 from .base import KBPipe
 
@@ -54,9 +55,14 @@ Clusters = List[List[Tuple[int, int]]]
         "decoding": "greedy",
         "beam_size": 4,
         "speculative": 8,
+        "batch_segments": 32,
+        "merge": "agreement",
+        "pronoun_agreement": True,
         "mention_bias": 0.0,
         "keep_singletons": False,
         "span_cluster_prefix": DEFAULT_CLUSTER_PREFIX,
+        "progress": False,
+        "warn_tokens": 20000,
         "device": None,
         "scorer": {"@scorers": "spacy_kbnlp.coref_scorer.v1"},
     },
@@ -79,9 +85,14 @@ def make_seq2seq_coref(
     decoding: str,
     beam_size: int,
     speculative: int,
+    batch_segments: int,
+    merge: str,
+    pronoun_agreement: bool,
     mention_bias: float,
     keep_singletons: bool,
     span_cluster_prefix: str,
+    progress: bool,
+    warn_tokens: int,
     device: Optional[str],
     scorer: Optional[Callable],
 ) -> "Seq2SeqCoref":
@@ -92,19 +103,29 @@ def make_seq2seq_coref(
     the encoder state of the source unit it copies next (full and integer-free only;
     an extension of the paper's decoder input that learns much faster). Documents are cut into segments of
     ``segment_length`` subword units every ``stride`` units (``train_stride`` when
-    training). ``decoding``: greedy or beam (``beam_size``); ``speculative`` > 0
-    proposes that many copied tokens per forward pass in greedy decoding (same output,
-    faster). ``mention_bias`` is added to the logit of ``<m>`` when decoding (0: the
-    model as trained; > 0 makes an undertrained model open mentions more readily; tune
-    it on dev)."""
+    training). ``decoding``: greedy or beam (``beam_size``). Greedy decoding runs
+    ``batch_segments`` segments (of all docs in a batch) through the decoder together
+    (the same output as one by one, several times faster); with ``batch_segments = 1``,
+    ``speculative`` > 0 proposes that many copied tokens per forward pass (same output).
+    ``merge``: how clusters of overlapping segments join, ``agreement`` (linked only
+    where both segments agree, each mention kept from the segment where it is most
+    central) or ``union`` (any shared mention links; over-merges). ``pronoun_agreement``
+    (English): a one-word pronoun may not join a cluster holding a pronoun of another
+    person/number/gender (I/you/he/she/it/we/they). ``mention_bias`` is added to the
+    logit of ``<m>`` when decoding (0: the model as trained; > 0 makes an undertrained
+    model open mentions more readily; tune it on dev). ``progress`` shows segments
+    done / total on stderr; documents over ``warn_tokens`` tokens get a warning
+    (KBW255) with the expected time (0: never)."""
     return Seq2SeqCoref(
         nlp.vocab, name, model=model, warm_start=warm_start, decoder_layers=decoder_layers,
         representation=representation, action=action, aligned_input=aligned_input,
         segment_length=segment_length,
         stride=stride, train_stride=train_stride, max_target_length=max_target_length,
         max_clusters=max_clusters, decoding=decoding, beam_size=beam_size,
-        speculative=speculative, mention_bias=mention_bias, keep_singletons=keep_singletons,
-        span_cluster_prefix=span_cluster_prefix, device=device, scorer=scorer)
+        speculative=speculative, batch_segments=batch_segments, merge=merge,
+        pronoun_agreement=pronoun_agreement, mention_bias=mention_bias,
+        keep_singletons=keep_singletons, span_cluster_prefix=span_cluster_prefix,
+        progress=progress, warn_tokens=warn_tokens, device=device, scorer=scorer)
 
 
 class Seq2SeqCoref(KBPipe):
@@ -123,6 +144,9 @@ class Seq2SeqCoref(KBPipe):
                 ("decoding", c["decoding"] in ("greedy", "beam")),
                 ("beam_size", isinstance(c["beam_size"], int) and c["beam_size"] >= 1),
                 ("speculative", isinstance(c["speculative"], int) and c["speculative"] >= 0),
+                ("batch_segments", isinstance(c["batch_segments"], int) and c["batch_segments"] >= 1),
+                ("merge", c["merge"] in MERGES),
+                ("warn_tokens", isinstance(c["warn_tokens"], int) and c["warn_tokens"] >= 0),
                 ("max_clusters", isinstance(c["max_clusters"], int) and c["max_clusters"] >= 1)):
             if not ok:
                 raise ValueError(Errors.KBE259.format(name=key, value=c[key],
@@ -132,8 +156,10 @@ class Seq2SeqCoref(KBPipe):
                  warm_start: Optional[str], decoder_layers: Optional[int], representation: str,
                  action: str, aligned_input: bool, segment_length: int, stride: int,
                  train_stride: int, max_target_length: int, max_clusters: int, decoding: str,
-                 beam_size: int, speculative: int, mention_bias: float, keep_singletons: bool,
-                 span_cluster_prefix: str, device: Optional[str], scorer: Optional[Callable]):
+                 beam_size: int, speculative: int, batch_segments: int, merge: str,
+                 pronoun_agreement: bool, mention_bias: float, keep_singletons: bool,
+                 span_cluster_prefix: str, progress: bool, warn_tokens: int,
+                 device: Optional[str], scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         install_extensions()
         self.vocab = vocab
@@ -145,9 +171,11 @@ class Seq2SeqCoref(KBPipe):
             "segment_length": segment_length, "stride": stride, "train_stride": train_stride,
             "max_target_length": max_target_length, "max_clusters": max_clusters,
             "decoding": decoding, "beam_size": beam_size, "speculative": speculative,
+            "batch_segments": batch_segments, "merge": merge,
+            "pronoun_agreement": bool(pronoun_agreement),
             "mention_bias": float(mention_bias), "keep_singletons": keep_singletons,
-            "span_cluster_prefix": span_cluster_prefix,
-            "device": device, "format_version": FORMAT_VERSION,
+            "span_cluster_prefix": span_cluster_prefix, "progress": bool(progress),
+            "warn_tokens": warn_tokens, "device": device, "format_version": FORMAT_VERSION,
         }
         self.check_settings()
         self.coref_model: Optional[Seq2SeqCorefModel] = None
@@ -195,23 +223,32 @@ class Seq2SeqCoref(KBPipe):
 
     # --- prediction
     def predict(self, docs: Iterable[Doc]) -> List[Clusters]:
-        """Clusters of token spans ``(start, end)`` per doc; touches no Doc."""
+        """Clusters of token spans ``(start, end)`` per doc; touches no Doc. The
+        segments of all ``docs`` are decoded together (``batch_segments`` at a time)."""
         model = self._require_model()
         self.place()
         c = self.cfg
-        out = []
-        for doc in docs:
-            start = time.perf_counter()
-            n_propose = c["speculative"] if c["decoding"] == "greedy" else 0
-            clusters = model.predict_doc(doc, stride=c["stride"], method=c["decoding"],
-                                         beam_size=c["beam_size"], n_propose=n_propose,
-                                         mention_bias=c.get("mention_bias", 0.0),
-                                         stats=self.stats, record=self.record)
-            if not c["keep_singletons"]:
-                clusters = [cl for cl in clusters if len(cl) > 1]
-            self.stats["docs"] += 1
-            self.stats["seconds"] += time.perf_counter() - start
-            out.append(clusters)
+        docs = list(docs)
+        if not docs:
+            return []
+        start = time.perf_counter()
+        model.pronoun_agreement = bool(c["pronoun_agreement"])
+        n_propose = c["speculative"] if c["decoding"] == "greedy" else 0
+        progress = SegmentProgress(self.name, docs, show=c["progress"],
+                                   warn_tokens=c["warn_tokens"],
+                                   segments=lambda d: model.n_segments(d, c["stride"]))
+        try:
+            out = model.predict_docs(docs, stride=c["stride"], method=c["decoding"],
+                                     beam_size=c["beam_size"], n_propose=n_propose,
+                                     mention_bias=c.get("mention_bias", 0.0),
+                                     batch_segments=c["batch_segments"], merge=c["merge"],
+                                     stats=self.stats, record=self.record, progress=progress)
+        finally:
+            progress.close()
+        if not c["keep_singletons"]:
+            out = [[cl for cl in clusters if len(cl) > 1] for clusters in out]
+        self.stats["docs"] += len(docs)
+        self.stats["seconds"] += time.perf_counter() - start
         return out
 
     def set_annotations(self, docs: Iterable[Doc], clusters: List[Clusters]) -> None:
@@ -292,6 +329,42 @@ class Seq2SeqCoref(KBPipe):
         if not Seq2SeqCorefModel.is_saved_model(p):
             raise ValueError(Errors.KBE260.format(name=self.name, path=p))
         self.coref_model = Seq2SeqCorefModel.from_dir(p, self.settings, device=self.device)
+
+
+class SegmentProgress:
+    """``progress(done, total)`` callback of ``predict_docs``: a progress bar of
+    segments on stderr when ``show``, and the KBW255 warning with the expected time
+    (from the first batch's speed) when a doc is over ``warn_tokens`` tokens."""
+
+    def __init__(self, name: str, docs: List[Doc], *, show: bool, warn_tokens: int,
+                 segments: Callable[[Doc], int]):
+        self.name = name
+        self.long = [d for d in docs if warn_tokens and len(d) > warn_tokens]
+        self.segments = segments
+        self.show = show
+        self.bar = None
+        self.started = time.perf_counter()
+        self.warned = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.show and self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=self.name, unit="segment", leave=False)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            self.bar.refresh()  # a batch takes seconds: show every one
+        if self.long and not self.warned:
+            self.warned = True
+            rate = (time.perf_counter() - self.started) / max(1, done)
+            for doc in self.long:
+                n = self.segments(doc)
+                warnings.warn(Warnings.KBW255.format(name=self.name, tokens=len(doc), segments=n,
+                                                     rate=rate, eta=rate * n))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def describe_clusters(doc: Doc, max_mentions: int = 8) -> List[Tuple[int, str]]:

@@ -8,7 +8,7 @@ import numpy
 import pytest
 
 from spacy_kbnlp.core.alignment import gotoh_align
-from spacy_kbnlp.core.decoding import (BiasedStepper, ConstrainedLogitsProcessor, ConstraintState,
+from spacy_kbnlp.core.decoding import (BiasedStepper, batched_greedy_decode, ConstrainedLogitsProcessor, ConstraintState,
                                        PrefixTrie,
                                        SequenceState, beam_decode, column_index, crop_cache,
                                        greedy_decode, speculative_decode)
@@ -125,8 +125,9 @@ class HashStepper:
         ids = ids.tolist() if hasattr(ids, "tolist") else [list(ids)]
         self.n_calls += 1
         out = []
+        first = list(self.fed[0])  # rows beyond the fed ones start from row 0's history
         for b, row in enumerate(ids):
-            hist = self.fed[b] if b < len(self.fed) else list(self.fed[0])
+            hist = self.fed[b] if b < len(self.fed) else list(first)
             rows = []
             for tok in row:
                 hist = hist + [tok]
@@ -289,3 +290,21 @@ def test_biased_stepper_shifts_choices_and_keeps_speculative_exact():
     restricted = greedy_decode(BiasedStepper(HashStepper(columns=cols), {0: 3.0}), CopyOrMark(source),
                                [11], 200)
     assert restricted.tokens == biased.tokens
+
+
+@pytest.mark.parametrize("limit", [200, 9])
+def test_batched_greedy_equals_greedy_row_by_row(limit):
+    """Rows of different lengths finish at different steps and leave the batch
+    (reorder); every row's output is greedy decoding of that row alone."""
+    sources = [[2 + (i * k) % 9 for i in range(n)] for k, n in ((7, 30), (5, 3), (3, 17), (2, 0))]
+    stepper = HashStepper(bias={0: 0.4})
+    outs = batched_greedy_decode(stepper, [CopyOrMark(s) for s in sources], [11], limit)
+    assert len(outs) == len(sources)
+    for source, out in zip(sources, outs):
+        alone = greedy_decode(HashStepper(bias={0: 0.4}), CopyOrMark(source), [11], limit)
+        assert out.tokens == alone.tokens and out.finished == alone.finished
+        assert out.score == pytest.approx(alone.score)
+        assert out.n_forward == len(out.tokens)
+    # one forward pass per step for the whole batch, not one per row
+    assert stepper.n_calls == max(len(o.tokens) for o in outs)
+    assert any(o.tokens.count(0) for o in outs)  # markers were chosen, not only copies

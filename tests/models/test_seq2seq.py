@@ -8,7 +8,8 @@ from spacy.lang.en import English
 from spacy_kbnlp.models.seq2seq import (CorefGrammar, ModelSettings, Seq2SeqCorefModel, Vocab,
                                         add_markup_tokens, build_vocab, check_spec, doc_mentions,
                                         group_clusters, linearize, merge_segment_clusters,
-                                        segment_examples, segment_units, source_units)
+                                        pronoun_units, segment_examples, segment_units,
+                                        source_units)
 from spacy_kbnlp.readers.conll2012 import read_conll2012
 from spacy_kbnlp.readers.select import read_split_names
 
@@ -155,6 +156,73 @@ def test_merge_segment_clusters():
     assert merge_segment_clusters([]) == []
 
 
+def test_agreement_merge_links_only_agreeing_clusters():
+    """Segments [0, 20) and [10, 30) overlap in [10, 20). The left segment puts
+    (12, 13) and (15, 16) in one cluster, the right one in two: union chains all three
+    clusters together; agreement links only the majority pair and keeps each mention
+    where it is most central."""
+    left = [[(0, 1), (12, 13), (15, 16)], [(3, 4), (5, 6)]]
+    right = [[(12, 13), (25, 26)], [(15, 16), (28, 29)]]
+    windows = [(0, 20), (10, 30)]
+    assert merge_segment_clusters([left, right]) == [
+        [(0, 1), (12, 13), (15, 16), (25, 26), (28, 29)], [(3, 4), (5, 6)]]
+    # (12, 13): 1 shared of 2 in the overlap for the left cluster = 0.5 >= min_share
+    assert merge_segment_clusters([left, right], windows, merge="agreement") == [
+        [(0, 1), (12, 13), (25, 26)], [(3, 4), (5, 6)], [(15, 16), (28, 29)]]
+    # stricter: no link at all; (12, 13) is central in the left segment (margins 7 vs 2),
+    # (15, 16) in the right one (4 vs 5)
+    assert merge_segment_clusters([left, right], windows, merge="agreement", min_share=0.6) == [
+        [(0, 1), (12, 13)], [(3, 4), (5, 6)], [(15, 16), (28, 29)], [(25, 26)]]
+    with pytest.raises(ValueError, match="windows"):
+        merge_segment_clusters([left, right], merge="agreement")
+    with pytest.raises(ValueError, match="Unknown merge"):
+        merge_segment_clusters([left, right], windows, merge="max")
+
+
+def test_pronoun_agreement_constrains_cluster_numbers():
+    """Under pronoun agreement a one-unit pronoun may not join a cluster that holds a
+    pronoun of another class; names and new clusters stay free; without it (training,
+    gold parsing) every number is allowed."""
+    HE, SHE, NAME = 150, 151, 152
+    agreement = {HE: "3m", SHE: "3f"}
+    units = [HE, SHE, NAME, HE]
+
+    def close_first(g):  # <m> he | 1 </m>, then <m> she |
+        st = g.initial()
+        for tok in (1, HE, 3, 201, 2, 1, SHE, 3):
+            st = st.advance(tok)
+        return st
+
+    free = CorefGrammar(units, TOY, max_length=60)
+    assert set(close_first(free).allowed()) == {201, 202}
+    g = CorefGrammar(units, TOY, max_length=60, agreement=agreement)
+    st = close_first(g)
+    assert set(st.allowed()) == {202}                     # cluster 1 holds "he"
+    st = st.advance(202).advance(2)                        # she -> 2
+    st = st.advance(1).advance(NAME).advance(3)
+    assert set(st.allowed()) == {201, 202, 203}           # a name may join any cluster
+    st = st.advance(201).advance(2).advance(1).advance(HE).advance(3)
+    assert set(st.allowed()) == {201, 203}                # he: not the cluster of "she"
+    st = st.advance(201).advance(2).advance(9)
+    assert st.mentions() == [(0, 1, 1), (1, 2, 2), (2, 3, 1), (3, 4, 1)]
+    # integer-free closing symbols follow the same rule
+    gi = CorefGrammar(units, TOY, representation="integer_free", max_length=60, agreement=agreement)
+    st = gi.initial()
+    for tok in (1, HE, 301, 1, SHE):
+        st = st.advance(tok)
+    assert set(st.allowed()) & {301, 302} == {302}         # only <new> (</m_2>)
+    # the MiniLM tokenizer's pronouns
+    from transformers import AutoTokenizer
+
+    from spacy_kbnlp.encoders.hf import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(None), local_files_only=True)
+    units_of = pronoun_units(tok)
+    he, she, i = (tok.convert_tokens_to_ids(w) for w in ("he", "she", "i"))
+    assert units_of[he] == "3m" and units_of[she] == "3f" and units_of[i] == "1sg"
+    assert tok.convert_tokens_to_ids("paris") not in units_of
+
+
 # --------------------------------------------------------------------------- GUM round trips
 def _gum_docs(shared_data, sub, limit=None):
     root = shared_data / "coref" / "gum"
@@ -293,6 +361,54 @@ def test_aligned_input(tiny_dir, byron, rep, act):
     with pytest.raises(ValueError, match="KBE253"):
         Seq2SeqCorefModel.load(str(tiny_dir), ModelSettings(representation="partial", action="token",
                                                             aligned_input=True))
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_lean_decoder_and_batched_segments_equal_one_by_one(tiny_dir, byron, aligned):
+    """The lean BERT decoder gives Hugging Face's logits (one token, several tokens,
+    after a crop, a padded batch); a batch of segments of unequal lengths decodes to
+    exactly the tokens of each segment decoded alone, and of copy-speculative decoding."""
+    import numpy
+    import torch
+
+    from spacy_kbnlp.core.bert_decoder import BertDecoderStepper, supports
+    from spacy_kbnlp.core.decoding import HFSeq2SeqStepper
+    from spacy_kbnlp.models.seq2seq import PointerEmbedder
+
+    model = Seq2SeqCorefModel.load(str(tiny_dir), ModelSettings(segment_length=48,
+                                                                max_target_length=160,
+                                                                aligned_input=aligned))
+    assert supports(model.model)
+    units = model.doc_units(byron)
+    segs = [segment_units(units, s, e, None)[0] for s, e in ((0, 48), (24, 72), (48, 60))]
+    inp = torch.full((3, 50), model.tokenizer.pad_token_id)
+    mask = torch.zeros_like(inp)
+    for k, ids in enumerate(segs):
+        x = model.encoder_input(ids)
+        inp[k, :len(x)], mask[k, :len(x)] = torch.tensor(x), 1
+    with torch.inference_mode():
+        hidden = model.model.get_encoder()(input_ids=inp, attention_mask=mask).last_hidden_state
+    feed = torch.tensor([[model.decoder_start] + ids[:5] for ids in segs])
+    logits = []
+    for cls in (HFSeq2SeqStepper, BertDecoderStepper):
+        emb = PointerEmbedder(model, [model.grammar(ids) for ids in segs], hidden) if aligned else None
+        st = cls(model.model, hidden, mask, columns=model.output_columns(), input_embedder=emb)
+        a = st.step(feed[:, :4])
+        st.crop(2)
+        b = st.step(feed[:, 2:6])
+        st.reorder([2, 0])
+        c = st.step(feed[[2, 0], 5:6])
+        logits.append([t.numpy() for t in (a, b, c)])
+    for x, y in zip(*logits):
+        numpy.testing.assert_allclose(x, y, atol=1e-5)
+    batched = model.decode_segments(segs)
+    for ids, (mentions, out) in zip(segs, batched):
+        alone_mentions, alone = model.decode_segment(ids)
+        _, spec = model.decode_segment(ids, n_propose=6)
+        assert out.tokens == alone.tokens == spec.tokens and mentions == alone_mentions
+        assert out.finished
+    model.lean_decoder = False  # Hugging Face's forward: the same tokens
+    assert [o.tokens for _, o in model.decode_segments(segs)] == [o.tokens for _, o in batched]
 
 
 def test_generate_with_processor_equals_greedy(tiny_dir, byron):

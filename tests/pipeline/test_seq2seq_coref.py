@@ -1,5 +1,7 @@
 """The seq2seq_coref component (STYLE 1.9): factory, lifecycle, edge inputs, overfitting,
 serialization, pipe, evaluate keys, configs, the train command."""
+import warnings
+
 import pytest
 import spacy
 from spacy.lang.en import English
@@ -82,6 +84,10 @@ def test_bad_settings_are_clear_errors(nlp):
         nlp.add_pipe("seq2seq_coref", config={"representation": "partial", "action": "copy"})
     with pytest.raises(ValueError, match="KBE259"):
         nlp.add_pipe("seq2seq_coref", name="c2", config={"decoding": "sampling"})
+    with pytest.raises(ValueError, match="KBE259.*merge"):
+        nlp.add_pipe("seq2seq_coref", name="c3", config={"merge": "max"})
+    with pytest.raises(ValueError, match="KBE259.*batch_segments"):
+        nlp.add_pipe("seq2seq_coref", name="c4", config={"batch_segments": 0})
 
 
 def test_uninitialized_raises(nlp):
@@ -165,6 +171,31 @@ def test_long_doc_segments_and_merging(trained):
     assert n_units > 10 * comp.cfg["segment_length"]
     for cl in clusters(doc):
         assert cl == sorted(set(cl))
+
+
+def test_progress_and_long_doc_warning(trained, capsys):
+    """``progress`` shows segments done / total on stderr; a doc over ``warn_tokens``
+    tokens warns (KBW255) with its segment count and expected time; batching the
+    segments of several docs changes no cluster."""
+    comp = trained.get_pipe("seq2seq_coref")
+    text = " ".join(WORDS * 6)
+    plain = [clusters(d) for d in trained.pipe([text, " ".join(WORDS)], batch_size=1)]
+    old = dict(comp.cfg)
+    try:
+        comp.cfg.update(progress=True, warn_tokens=50, batch_segments=3)
+        n = comp.coref_model.n_segments(trained.make_doc(text), comp.cfg["stride"])
+        assert n > 3
+        with pytest.warns(UserWarning, match=rf"KBW255.*84 tokens is {n} segments.*about \d+ s"):
+            docs = list(trained.pipe([text, " ".join(WORDS)], batch_size=2))
+        err = capsys.readouterr().err
+        assert f"{n + 1}/{n + 1}" in err and "segment" in err
+        assert [clusters(d) for d in docs] == plain
+        comp.cfg.update(progress=False, warn_tokens=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            trained(text)
+    finally:
+        comp.cfg.update(old)
 
 
 def test_to_disk_and_load_identical(trained, tiny_dir):
