@@ -130,9 +130,8 @@ BEFORE = {"batch_segments": 1, "speculative": 8, "stride": 128, "merge": "union"
 def decoding_name(c: Dict[str, Any]) -> str:
     if c["decoding"] == "beam":
         return f"beam{c['beam_size']}"
-    if c["batch_segments"] > 1:
-        return f"greedy batched{c['batch_segments']}"
-    return f"greedy+speculative{c['speculative']}" if c["speculative"] else "greedy"
+    name = f"greedy+speculative{c['speculative']}" if c["speculative"] else "greedy"
+    return name + (f", batches of {c['batch_segments']} segments" if c["batch_segments"] > 1 else "")
 
 
 def cmd_speed(args) -> None:
@@ -172,6 +171,24 @@ def cmd_speed(args) -> None:
              "before": entries[args.name + "_before"]["decoding"] + ", hf decoder, stride 128, union",
              "after": entries[args.name]["decoding"] + f", lean decoder, stride {comp.cfg['stride']}, "
                       f"{comp.cfg['merge']}", "threads": args.threads}
+    if args.greedy_docs:
+        # plain greedy decoding (one segment at a time, no proposals) against the default
+        # decoding on the first docs: same tokens in every segment?
+        checks = {}
+        for label, cfg in (("greedy", {"batch_segments": 1, "speculative": 0}), ("default", {})):
+            comp.cfg.update(defaults)
+            comp.cfg.update(cfg)
+            checks[label] = run_eval(nlp, Path(args.data), args.greedy_docs)
+        comp.cfg.update(defaults)
+        speed["vs_plain_greedy"] = {
+            "docs": args.greedy_docs, "identical": checks["greedy"]["record"] == checks["default"]["record"],
+            "segments_compared": len(checks["default"]["record"]),
+            "greedy_docs_per_s": checks["greedy"]["docs_per_s"],
+            "default_docs_per_s": checks["default"]["docs_per_s"],
+            "speedup": checks["default"]["docs_per_s"] / checks["greedy"]["docs_per_s"],
+            "forward_passes": {"greedy": checks["greedy"]["forward_passes"],
+                               "default": checks["default"]["forward_passes"]}}
+        print(json.dumps(speed["vs_plain_greedy"], indent=1), flush=True)
     if args.tokens:
         gold = list(DocBin().from_disk(args.data).get_docs(nlp.vocab))
         words: List[str] = []
@@ -581,6 +598,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     sp.add_argument("--limit", type=int, default=0)
     sp.add_argument("--tokens", type=int, default=10000, help="long-document size (0: skip)")
     sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--greedy-docs", type=int, default=6,
+                    help="also compare with plain greedy decoding on the first N docs (0: skip)")
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,

@@ -49,6 +49,8 @@ class BertDecoderStepper:
     computed (None: all); ``input_embedder``: as in ``HFSeq2SeqStepper`` (turns fed
     ids into input embeddings, follows ``reset``/``crop``/``reorder``)."""
 
+    PAD_SLOTS = 64
+
     def __init__(self, model: Any, encoder_hidden: Any, attention_mask: Any,
                  columns: Optional[Sequence[int]] = None, input_embedder: Any = None,
                  max_length: int = 512):
@@ -76,6 +78,9 @@ class BertDecoderStepper:
                 self.out_w, self.out_b = weight, bias
         self.col_of = column_index(self.columns, vocab)
         self.max_length = min(int(max_length) + 1, int(cfg.max_position_embeddings))
+        self.n_positions = int(cfg.max_position_embeddings)
+        # slots past the last position hold the padding of ragged rows (``step_ragged``)
+        self.slots = self.max_length + self.PAD_SLOTS
         self._base_hidden, self._base_mask = encoder_hidden, attention_mask
         self.reset()
 
@@ -92,7 +97,8 @@ class BertDecoderStepper:
         with torch.inference_mode():
             for layer in self.layers:
                 att = layer.crossattention.self
-                self.cross.append((self._heads(att.key(h)), self._heads(att.value(h))))
+                self.cross.append((self._heads(att.key(h)).contiguous(),
+                                   self._heads(att.value(h)).contiguous()))
         self.cross_mask = self._mask(self._base_mask)
         self.keys = [None] * len(self.layers)
         self.values = [None] * len(self.layers)
@@ -114,9 +120,11 @@ class BertDecoderStepper:
         return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
 
     def _alloc(self, rows: int, like: Any) -> Any:
+        """A key or value buffer (batch, position, head, head_dim): a row's positions can
+        be written one by one (``step_ragged``); attention reads it transposed."""
         import torch
 
-        return torch.empty((rows, self.n_heads, self.max_length, self.head_dim), dtype=like.dtype,
+        return torch.zeros((rows, self.slots, self.n_heads, self.head_dim), dtype=like.dtype,
                            device=like.device)
 
     # --- steps
@@ -145,28 +153,77 @@ class BertDecoderStepper:
             if m > 1:
                 q_pos = torch.arange(t0, t0 + m, device=x.device)[:, None]
                 causal = torch.arange(t0 + m, device=x.device)[None, :] <= q_pos
-            for i, layer in enumerate(self.layers):
-                att = layer.attention.self
-                q = self._heads(att.query(x))
-                if self.keys[i] is None:
-                    self.keys[i], self.values[i] = self._alloc(b, q), self._alloc(b, q)
-                self.keys[i][:, :, t0:t0 + m] = self._heads(att.key(x))
-                self.values[i][:, :, t0:t0 + m] = self._heads(att.value(x))
-                a = F.scaled_dot_product_attention(q, self.keys[i][:, :, :t0 + m],
-                                                   self.values[i][:, :, :t0 + m], attn_mask=causal)
-                out = layer.attention.output
-                x = out.LayerNorm(out.dense(a.transpose(1, 2).reshape(b, m, -1)) + x)
-                catt = layer.crossattention.self
-                ck, cv = self.cross[i]
-                a = F.scaled_dot_product_attention(self._heads(catt.query(x)), ck, cv,
-                                                   attn_mask=self.cross_mask)
-                out = layer.crossattention.output
-                x = out.LayerNorm(out.dense(a.transpose(1, 2).reshape(b, m, -1)) + x)
-                h = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
-                x = layer.output.LayerNorm(layer.output.dense(h) + x)
-            logits = F.linear(self.transform(x), self.out_w, self.out_b)
+            logits = self._layers(x, (slice(None), slice(t0, t0 + m)), t0 + m, causal)
         self.length = t0 + m
         return logits
+
+    def step_ragged(self, ids: Any, lengths: Sequence[int]) -> Any:
+        """Logits ``(batch, len, columns)`` where row ``r`` continues after its own
+        ``lengths[r]`` cached positions (rows of a batch that accepted different numbers
+        of speculative tokens). Positions past a row's real tokens (padding) are
+        written but never read once :meth:`crop_rows` has set the row lengths."""
+        import torch
+
+        if not torch.is_tensor(ids):
+            ids = torch.tensor(ids, dtype=torch.long)
+        ids = ids.to(self._base_hidden.device)
+        b, m = ids.shape
+        start = torch.as_tensor(list(lengths), dtype=torch.long, device=ids.device)
+        pos = start[:, None] + torch.arange(m, device=ids.device)[None, :]  # (batch, m)
+        end = int(pos.max()) + 1
+        if end > self.slots:
+            raise ValueError(f"BertDecoderStepper: {end} decoder positions exceed the "
+                             f"{self.slots} it holds (propose fewer tokens)")
+        with torch.inference_mode():
+            emb = self.emb
+            x = (self.input_embedder(ids) if self.input_embedder is not None
+                 else emb.word_embeddings(ids))
+            # padding past the model's positions: any position (its output is not read)
+            x = (x + emb.token_type_embeddings.weight[0]
+                 + emb.position_embeddings.weight[pos.clamp(max=self.n_positions - 1)])
+            x = emb.LayerNorm(x)
+            # query i of row r sees the row's positions up to its own
+            mask = (torch.arange(end, device=ids.device)[None, None, :] <= pos[:, :, None])[:, None]
+            rows = torch.arange(b, device=ids.device)[:, None].expand(b, m)
+            logits = self._layers(x, (rows, pos), end, mask)
+        self.length = end
+        return logits
+
+    def _layers(self, x: Any, where: Any, end: int, self_mask: Any) -> Any:
+        """The decoder layers and output head over input embeddings ``x`` (batch, m,
+        hidden): new keys/values are written at ``buffer[where]`` (an index over batch
+        and position) and attention reads the first ``end`` positions under ``self_mask``."""
+        import torch.nn.functional as F
+
+        b, m, _ = x.shape
+        for i, layer in enumerate(self.layers):
+            att = layer.attention.self
+            q = self._heads(att.query(x))
+            if self.keys[i] is None:
+                self.keys[i], self.values[i] = self._alloc(b, q), self._alloc(b, q)
+            shape = (b, m, self.n_heads, self.head_dim)
+            self.keys[i][where] = att.key(x).view(shape)
+            self.values[i][where] = att.value(x).view(shape)
+            a = F.scaled_dot_product_attention(q, self.keys[i][:, :end].transpose(1, 2),
+                                               self.values[i][:, :end].transpose(1, 2),
+                                               attn_mask=self_mask)
+            out = layer.attention.output
+            x = out.LayerNorm(out.dense(a.transpose(1, 2).reshape(b, m, -1)) + x)
+            catt = layer.crossattention.self
+            ck, cv = self.cross[i]
+            a = F.scaled_dot_product_attention(self._heads(catt.query(x)), ck, cv,
+                                               attn_mask=self.cross_mask)
+            out = layer.crossattention.output
+            x = out.LayerNorm(out.dense(a.transpose(1, 2).reshape(b, m, -1)) + x)
+            h = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
+            x = layer.output.LayerNorm(layer.output.dense(h) + x)
+        return F.linear(self.transform(x), self.out_w, self.out_b)
+
+    def crop_rows(self, lengths: Sequence[int]) -> None:
+        """Set each row's cached length (after ``step_ragged``)."""
+        self.length = max(int(x) for x in lengths) if len(lengths) else 0
+        if self.input_embedder is not None:
+            self.input_embedder.crop_rows(list(lengths))
 
     def step_numpy(self, ids: Sequence[int]) -> numpy.ndarray:
         """Logits ``(len, columns)`` as float32 numpy for one sequence."""

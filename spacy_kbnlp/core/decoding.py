@@ -11,7 +11,9 @@ machine) and gets, for free:
   would have produced is kept, plus the token greedy picks at the first mismatch.
   The output is the output of :func:`greedy_decode`;
 * :func:`batched_greedy_decode`: greedy decoding of many sequences in one batch
-  (each row its own grammar; the same output as decoding them one by one);
+  (each row its own grammar; the same output as decoding them one by one), and
+  :func:`batched_speculative_decode`, its copy-speculative form (rows of different
+  lengths: a stepper with ``step_ragged``);
 * :func:`beam_decode`: constrained beam search with length normalisation;
 * :class:`ConstrainedLogitsProcessor`: the same constraints for Hugging Face
   ``model.generate`` (greedy, beam, sampling).
@@ -530,6 +532,75 @@ def batched_greedy_decode(stepper: Any, states: Sequence[ConstraintState], promp
                          token_scores=scores[i], allowed_mass=masses[i]) for i in range(n)]
 
 
+def batched_speculative_decode(stepper: Any, states: Sequence[ConstraintState],
+                               prompt: Sequence[int], max_new_tokens: int,
+                               n_propose: int = 8) -> List[DecodeOutput]:
+    """Copy-speculative greedy decoding of several sequences in one batch: each pass
+    feeds every unfinished row its pending token plus its own proposal (rows padded
+    to the longest), and each row keeps what :func:`speculative_decode` would keep,
+    so row ``i``'s output is greedy decoding of that row alone. Rows then differ in
+    length: the stepper must offer ``step_ragged(ids, lengths)`` and
+    ``crop_rows(lengths)`` (``core.bert_decoder.BertDecoderStepper``)."""
+    import torch
+
+    stepper.reset()
+    states = list(states)
+    n = len(states)
+    outs: List[List[int]] = [[] for _ in range(n)]
+    scores: List[List[float]] = [[] for _ in range(n)]
+    masses: List[List[float]] = [[] for _ in range(n)]
+    passes, proposed, kept = [0] * n, [0] * n, [0] * n
+    pending = [list(prompt) for _ in range(n)]
+    cached = [0] * n
+    width = [n_propose] * n
+    active = [i for i in range(n) if not states[i].finished and max_new_tokens > 0]
+    if len(active) < n:
+        stepper.reorder(active)
+    while active:
+        props = []
+        for i in active:
+            room = max_new_tokens - len(outs[i]) - 1
+            props.append(states[i].proposal(min(width[i], room)) if room > 0 and n_propose > 0
+                         else [])
+        fed = [pending[i] + p for i, p in zip(active, props)]
+        m = max(len(f) for f in fed)
+        ids = torch.tensor([f + [f[-1]] * (m - len(f)) for f in fed], dtype=torch.long)
+        logits = stepper.step_ragged(ids, [cached[i] for i in active]).float().cpu().numpy()
+        keep: List[int] = []
+        for j, (i, prop) in enumerate(zip(active, props)):
+            passes[i] += 1
+            proposed[i] += len(prop)
+            base = len(pending[i]) - 1
+            accepted = 0
+            for k in range(len(prop) + 1):
+                tok, score, mass = choose_with_mass(logits[j, base + k], states[i], stepper.col_of)
+                outs[i].append(tok)
+                scores[i].append(score)
+                masses[i].append(mass)
+                states[i] = states[i].advance(tok)
+                if (k < len(prop) and tok == prop[k] and not states[i].finished
+                        and len(outs[i]) < max_new_tokens):
+                    accepted += 1
+                    continue
+                break
+            kept[i] += accepted
+            if prop:
+                width[i] = (min(n_propose, width[i] * 2) if accepted == len(prop)
+                            else max(1, width[i] // 2))
+            cached[i] += len(pending[i]) + accepted
+            pending[i] = [outs[i][-1]]
+            if not states[i].finished and len(outs[i]) < max_new_tokens:
+                keep.append(j)
+        stepper.crop_rows([cached[i] for i in active])
+        if len(keep) < len(active):
+            if keep:
+                stepper.reorder(keep)
+            active = [active[j] for j in keep]
+    return [DecodeOutput(outs[i], float(sum(scores[i])), passes[i], proposed[i], kept[i],
+                         finished=states[i].finished, token_scores=scores[i],
+                         allowed_mass=masses[i]) for i in range(n)]
+
+
 def beam_decode(stepper: Any, state: ConstraintState, prompt: Sequence[int], max_new_tokens: int,
                 beam_size: int = 4, length_penalty: float = 1.0) -> DecodeOutput:
     """Constrained beam search. Scores are log-probabilities (softmax over the
@@ -816,6 +887,17 @@ class BiasedStepper:
         rows = numpy.array(self.inner.step_numpy(ids), dtype=numpy.float32)
         rows[..., self._cols] += self._vals
         return rows
+
+    def step_ragged(self, ids: "Any", lengths: Sequence[int]) -> "Any":
+        import torch
+
+        logits = self.inner.step_ragged(ids, lengths).clone()
+        logits[..., torch.as_tensor(self._cols)] += torch.as_tensor(self._vals, dtype=logits.dtype,
+                                                                   device=logits.device)
+        return logits
+
+    def crop_rows(self, lengths: Sequence[int]) -> None:
+        self.inner.crop_rows(lengths)
 
     def crop(self, length: int) -> None:
         self.inner.crop(length)

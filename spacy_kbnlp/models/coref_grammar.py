@@ -480,10 +480,62 @@ class CorefState(ConstraintState):
         self.id_len = 0
 
     def proposal(self, n: int) -> List[int]:
+        """A draft of the next ``n`` tokens for copy-speculative decoding (only how much
+        one forward pass verifies depends on it, never the output): source units to
+        copy, the forced ``</m>`` after a cluster number, and, with pronoun agreement
+        classes, whole pronoun mentions (``<m> he <|> N </m>``) with a guessed number."""
         g = self.g
-        if g.partial or self.done or self.node is not None or self.cross:
+        if g.partial or self.done or self.cross:
             return []
-        return g.units[self.pos: self.pos + n]
+        if self.node is None and not g.agreement:  # plain copy continuation
+            return g.units[self.pos: self.pos + n]
+        out: List[int] = []
+        state = self
+        while len(out) < n:
+            tok = state._draft()
+            if tok is None:
+                break
+            out.append(tok)
+            state = state.advance(tok)
+        return out
+
+    def _draft(self) -> Optional[int]:
+        g, v = self.g, self.g.vocab
+        if self.done or self.cross:
+            return None
+        if self.node is not None:  # a cluster number: guess it, then the forced </m>
+            if self.node is g.trie.root:
+                number = self._guess_number()
+                return g.vocab.int_tokens[number - 1][0] if number else None
+            if self.node.value is not None and not self.node.children:
+                return v.m_close
+            return None
+        agreement = g.agreement or {}
+        top = self.open[-1] if self.open else None
+        if top is not None and self.pos == top + 1 and g.units[top] in agreement:
+            return v.sep  # a pronoun mention is one word
+        if self.pos >= len(g.units):
+            return v.eos if not self.open else None
+        if g.units[self.pos] in agreement and top != self.pos:
+            return v.m_open
+        return g.units[self.pos]
+
+    def _guess_number(self) -> Optional[int]:
+        """The most recent cluster of a mention with the same units (a pronoun: of the
+        same agreement class), else a new cluster."""
+        g = self.g
+        start = self.open[len(self.open) - 1 - self.cross]
+        span = tuple(g.units[start:self.pos])
+        cls = self._mention_class()
+        node = self.closed
+        while node is not None:
+            node, (s, e, number) = node
+            other = tuple(g.units[s:e])
+            if other == span or (cls is not None and len(other) == 1
+                                 and (g.agreement or {}).get(other[0]) == cls):
+                return number
+        new = self.n_clusters + 1
+        return new if new <= g.max_clusters else None
 
     # --- results
     def mentions(self) -> List[Mention]:

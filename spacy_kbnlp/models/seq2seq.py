@@ -376,17 +376,20 @@ class Seq2SeqCorefModel:
         mentions, _ = grammar.parse(out.tokens)
         return mentions, out
 
-    def decode_segments(self, segments: Sequence[Sequence[int]], *, mention_bias: float = 0.0
-                        ) -> List[Tuple[List[Mention], Any]]:
+    def decode_segments(self, segments: Sequence[Sequence[int]], *, n_propose: int = 0,
+                        mention_bias: float = 0.0) -> List[Tuple[List[Mention], Any]]:
         """:meth:`decode_segment` with greedy decoding for several segments in one
-        batch (``batched_greedy_decode``): the same mentions, far fewer forward
-        passes for a long document."""
+        batch: the same mentions, far fewer forward passes for a long document.
+        ``n_propose`` > 0: copy-speculative in the batch (``batched_speculative_decode``,
+        where the stepper has ``step_ragged``), else ``batched_greedy_decode``."""
         import torch
 
-        from ..core.decoding import BiasedStepper, batched_greedy_decode
+        from ..core.decoding import (BiasedStepper, batched_greedy_decode,
+                                     batched_speculative_decode)
 
         if len(segments) == 1:
-            return [self.decode_segment(segments[0], mention_bias=mention_bias)]
+            return [self.decode_segment(segments[0], n_propose=n_propose,
+                                        mention_bias=mention_bias)]
         grammars = [self.grammar(ids, decoding=True) for ids in segments]
         inputs = [self.encoder_input(ids) for ids in segments]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -404,8 +407,14 @@ class Seq2SeqCorefModel:
         stepper = self.stepper(hidden, mask, embedder)
         if mention_bias:
             stepper = BiasedStepper(stepper, {self.vocab.m_open: mention_bias})
-        outs = batched_greedy_decode(stepper, [g.initial() for g in grammars], [self.decoder_start],
-                                     min(g.max_length for g in grammars))
+        limit = min(g.max_length for g in grammars)
+        initial = [g.initial() for g in grammars]
+        if n_propose > 0 and hasattr(stepper, "crop_rows") and hasattr(
+                getattr(stepper, "inner", stepper), "step_ragged"):
+            outs = batched_speculative_decode(stepper, initial, [self.decoder_start], limit,
+                                              n_propose=n_propose)
+        else:
+            outs = batched_greedy_decode(stepper, initial, [self.decoder_start], limit)
         return [(g.parse(o.tokens)[0], o) for g, o in zip(grammars, outs)]
 
     def n_segments(self, doc: Any, stride: int) -> int:
@@ -447,7 +456,8 @@ class Seq2SeqCorefModel:
             chunk = jobs[first:first + batch]
             segs = [segment_units(doc_units[d], start, end, self.markers) for d, start, end in chunk]
             if len(segs) > 1:
-                decoded = self.decode_segments([ids for ids, _ in segs], mention_bias=mention_bias)
+                decoded = self.decode_segments([ids for ids, _ in segs], n_propose=n_propose,
+                                               mention_bias=mention_bias)
             else:
                 decoded = [self.decode_segment(segs[0][0], method=method, beam_size=beam_size,
                                                n_propose=n_propose, mention_bias=mention_bias)]
@@ -497,6 +507,9 @@ class PointerEmbedder:
 
     def crop(self, length: int) -> None:
         self.rows = [r[:length] for r in self.rows]
+
+    def crop_rows(self, lengths: Sequence[int]) -> None:
+        self.rows = [r[:n] for r, n in zip(self.rows, lengths)]
 
     def reorder(self, index: Sequence[int]) -> None:
         self.rows = [list(self.rows[i]) for i in index]

@@ -8,7 +8,8 @@ import numpy
 import pytest
 
 from spacy_kbnlp.core.alignment import gotoh_align
-from spacy_kbnlp.core.decoding import (BiasedStepper, batched_greedy_decode, ConstrainedLogitsProcessor, ConstraintState,
+from spacy_kbnlp.core.decoding import (BiasedStepper, batched_greedy_decode,
+                                        batched_speculative_decode, ConstrainedLogitsProcessor, ConstraintState,
                                        PrefixTrie,
                                        SequenceState, beam_decode, column_index, crop_cache,
                                        greedy_decode, speculative_decode)
@@ -147,6 +148,15 @@ class HashStepper:
 
     def reorder(self, index):
         self.fed = [list(self.fed[i]) for i in index]
+
+    def step_ragged(self, ids, lengths):
+        """Row r continues after its first ``lengths[r]`` fed tokens."""
+        self.fed = [list(self.fed[b] if b < len(self.fed) else self.fed[0])[:n]
+                    for b, n in enumerate(lengths)]
+        return self.step(ids)
+
+    def crop_rows(self, lengths):
+        self.fed = [f[:n] for f, n in zip(self.fed, lengths)]
 
 
 class CopyOrMark(ConstraintState):
@@ -308,3 +318,22 @@ def test_batched_greedy_equals_greedy_row_by_row(limit):
     # one forward pass per step for the whole batch, not one per row
     assert stepper.n_calls == max(len(o.tokens) for o in outs)
     assert any(o.tokens.count(0) for o in outs)  # markers were chosen, not only copies
+
+
+@pytest.mark.parametrize("n_propose", [1, 4, 8])
+@pytest.mark.parametrize("limit", [200, 9])
+def test_batched_speculative_equals_greedy_row_by_row(n_propose, limit):
+    """Rows accept different numbers of proposed tokens (ragged lengths) and finish
+    at different passes; each row's output is greedy decoding of that row alone."""
+    sources = [[2 + (i * k) % 9 for i in range(n)] for k, n in ((7, 30), (5, 3), (3, 17), (2, 0))]
+    stepper = HashStepper(bias={0: 0.4})
+    outs = batched_speculative_decode(stepper, [CopyOrMark(s) for s in sources], [11], limit,
+                                      n_propose=n_propose)
+    for source, out in zip(sources, outs):
+        alone = greedy_decode(HashStepper(bias={0: 0.4}), CopyOrMark(source), [11], limit)
+        assert out.tokens == alone.tokens and out.finished == alone.finished
+        assert out.score == pytest.approx(alone.score)
+        assert out.n_forward <= len(out.tokens)
+    if n_propose > 1 and limit == 200:
+        assert sum(o.n_accepted for o in outs) > 0
+        assert stepper.n_calls < max(len(o.tokens) for o in outs)

@@ -402,11 +402,12 @@ def test_lean_decoder_and_batched_segments_equal_one_by_one(tiny_dir, byron, ali
     for x, y in zip(*logits):
         numpy.testing.assert_allclose(x, y, atol=1e-5)
     batched = model.decode_segments(segs)
-    for ids, (mentions, out) in zip(segs, batched):
+    batched_spec = model.decode_segments(segs, n_propose=6)
+    for ids, (mentions, out), (_, bspec) in zip(segs, batched, batched_spec):
         alone_mentions, alone = model.decode_segment(ids)
         _, spec = model.decode_segment(ids, n_propose=6)
-        assert out.tokens == alone.tokens == spec.tokens and mentions == alone_mentions
-        assert out.finished
+        assert out.tokens == alone.tokens == spec.tokens == bspec.tokens
+        assert mentions == alone_mentions and out.finished
     model.lean_decoder = False  # Hugging Face's forward: the same tokens
     assert [o.tokens for _, o in model.decode_segments(segs)] == [o.tokens for _, o in batched]
 
