@@ -47,8 +47,9 @@ NOTES = ROOT / "benchmarks" / "README_coref.md"
 BUNDLE = ROOT / "spacy_kbnlp" / "assets" / "seq2seq_coref"
 TEST = ROOT / "corpus" / "coref" / "ontogum_test.spacy"
 # the status table's coreference rows: our best test run and the spacy-experimental peer
-STATUS_SYSTEM = "seq2seq_full_copy_aligned"
-STATUS_PEER = "spacy_experimental_coref_head_subtree"
+STATUS_SYSTEM = "seq2seq_bundled"         # the shipped model with the default decoding (speed)
+STATUS_TRAINED = "seq2seq_full_copy_aligned"  # the training run behind it
+STATUS_PEERS = ("spacy_experimental_coref", "spacy_experimental_coref_head_subtree")
 MASC = {"he", "him", "his", "himself"}
 FEM = {"she", "her", "hers", "herself"}
 
@@ -206,6 +207,50 @@ def cmd_speed(args) -> None:
         print(f"{len(doc)}-token document: {seconds:.1f} s", flush=True)
     save_result({"systems": entries, "speed": speed})
     print(json.dumps(speed, indent=1))
+
+
+def cmd_ablate(args) -> None:
+    """Merge rule x pronoun agreement on the same decoding (dev docs by default):
+    scores and what the clusters look like (how many, the largest, mean size), so that
+    a gain on one metric is seen against the others."""
+    import torch
+    from spacy.tokens import DocBin
+
+    from spacy_kbnlp.scorers.coref import doc_clusters, score_coref_clusters
+
+    torch.set_num_threads(args.threads)
+    nlp = load_pipeline(args.pipeline)
+    comp = nlp.get_pipe("seq2seq_coref")
+    c = comp.cfg
+    docs = list(DocBin().from_disk(args.data).get_docs(nlp.vocab))[: args.limit or None]
+    gold = [doc_clusters(d) for d in docs]
+    sizes = [len(cl) for g in gold for cl in g]
+    entries: Dict[str, Any] = {}
+    for merge in ("union", "agreement"):
+        for pron in (False, True):
+            comp.coref_model.pronoun_agreement = pron
+            start = time.perf_counter()
+            pred = comp.coref_model.predict_docs(
+                docs, stride=c["stride"], batch_segments=c["batch_segments"],
+                n_propose=c["speculative"], merge=merge)
+            seconds = time.perf_counter() - start
+            pred = [[cl for cl in p if len(cl) > 1] for p in pred]
+            m = score_coref_clusters(zip(gold, pred))
+            ps = [len(cl) for p in pred for cl in p]
+            name = f"{args.name}_{merge}_{'pronouns' if pron else 'no_pronouns'}"
+            entries[name] = dict(
+                summary(dict(m, docs_per_s=len(docs) / seconds,
+                             words_per_s=sum(len(d) for d in docs) / seconds, docs=len(docs),
+                             seconds=seconds)),
+                merge=merge, pronoun_agreement=pron, decoding=decoding_name(c),
+                clusters=len(ps), max_cluster=max(ps, default=0),
+                mean_cluster=sum(ps) / max(1, len(ps)), gold_clusters=len(sizes),
+                gold_max_cluster=max(sizes, default=0), gold_mean_cluster=sum(sizes) / max(1, len(sizes)),
+                subset=f"{'first ' + str(args.limit) if args.limit else 'all'} docs of {Path(args.data).name}",
+                pipeline=str(args.pipeline))
+            print(name, {k: round(v, 4) if isinstance(v, float) else v
+                         for k, v in entries[name].items()}, flush=True)
+    save_result({"ablation": entries})
 
 
 def cmd_eval(args) -> None:
@@ -454,18 +499,34 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
     decoding of the same model."""
     rows = []
     systems = res.get("systems", {})
-    ours, peer = systems.get(STATUS_SYSTEM), systems.get(STATUS_PEER)
+    ours = systems.get(STATUS_SYSTEM)
+    peer_name = next((p for p in STATUS_PEERS if p in systems), None)
+    peer = systems.get(peer_name) if peer_name else None
     machine = res.get("machine", "?").split(" (")[0]
     if ours and peer:
-        trained = res.get("training", {}).get(STATUS_SYSTEM, {}).get("minutes")
-        rows.append({"component": "`seq2seq_coref`" + (f" (trained {trained:.0f} min on 1 core)" if trained else ""),
-                     "task": f"coreference, {res['dataset'].split(' (')[0]} ({ours['n_docs']} docs): CoNLL F1",
-                     "ours": _pct(ours["conll_f1"]),
-                     "alternative": f"spacy-experimental coref: {_pct(peer['conll_f1'])}",
+        trained = res.get("training", {}).get(STATUS_TRAINED, {}).get("minutes")
+        what = ("span resolver trained" if peer_name == "spacy_experimental_coref"
+                else "heads widened to subtrees")
+        rows.append({"component": "`seq2seq_coref`, bundled model" + (
+                         f" (trained {trained:.0f} min on 1 core)" if trained else ""),
+                     "task": f"coreference, {res['dataset'].split(' (')[0]} ({ours['n_docs']} docs): "
+                             "CoNLL F1 / LEA",
+                     "ours": f"{_pct(ours['conll_f1'])} / {_pct(ours['lea'])}",
+                     "alternative": f"spacy-experimental coref ({what}): {_pct(peer['conll_f1'])} / "
+                                    f"{_pct(peer['lea'])}",
                      "speed": f"{ours['words_per_s'] / peer['words_per_s']:.2f}x words/s "
                               f"({ours['words_per_s']:.0f} vs {peer['words_per_s']:.0f})",
                      "measured": f"{ours.get('date', '?')}, {machine}"})
-    compact = res.get("compact", {}).get(STATUS_SYSTEM)
+    speed = res.get("speed")
+    if speed and speed.get("system") == STATUS_SYSTEM:
+        rows.append({"component": "`seq2seq_coref` default decoding",
+                     "task": f"same model and docs as the decoding of 2026-11-26 ({speed['before']})",
+                     "ours": f"{speed['after_docs_per_s']:.3f} docs/s; 10k-token doc "
+                             f"{speed['doc_10k_tokens_s']:.0f} s",
+                     "alternative": f"{speed['before_docs_per_s']:.3f} docs/s",
+                     "speed": f"{speed['ratio']:.2f}x docs/s",
+                     "measured": f"{speed.get('date', '?')}, {machine}"})
+    compact = res.get("compact", {}).get(STATUS_TRAINED)
     rank = json.loads((BUNDLE / "compact.json").read_text(encoding="utf-8"))["rank"]
     if compact and f"rank {rank}" in compact["rows"] and "full" in compact["rows"]:
         small, full = compact["rows"][f"rank {rank}"], compact["rows"]["full"]
@@ -475,7 +536,16 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
                      "alternative": f"the full model ({full['mib']:.0f} MiB): {_pct(full['dev_conll_f1'])}",
                      "speed": "", "measured": f"{compact.get('date', '?')}, {machine}"})
     spec = res.get("speculative")
-    if spec and spec.get("system") == STATUS_SYSTEM:
+    greedy = (speed or {}).get("vs_plain_greedy") if (speed or {}).get("system") == STATUS_SYSTEM else None
+    if greedy:
+        rows.append({"component": "`seq2seq_coref` default decoding (batched copy-speculative)",
+                     "task": f"first {greedy['docs']} docs: output identical to plain greedy decoding: "
+                             + ("yes" if greedy["identical"] else "no"),
+                     "ours": f"{greedy['default_docs_per_s']:.3f} docs/s",
+                     "alternative": f"plain greedy, one segment at a time: {greedy['greedy_docs_per_s']:.3f} docs/s",
+                     "speed": f"{greedy['speedup']:.2f}x docs/s",
+                     "measured": f"{speed.get('date', '?')}, {machine}"})
+    elif spec and spec.get("system") == STATUS_TRAINED:
         rows.append({"component": "`seq2seq_coref` copy-speculative decoding",
                      "task": "same model and docs: output identical to greedy decoding: "
                              + ("yes" if spec["identical"] else "no"),
@@ -519,6 +589,28 @@ def cmd_table(args) -> None:
         for name, e in res["dev"].items():
             lines.append(f"| {name} | {e.get('decoding', '-')} | {e['n_docs']} | {_pct(e['conll_f1'])} "
                          f"| {_pct(e['lea'])} | {_pct(e['mention_f'])} | {e['docs_per_s']:.3f} | {_load(e)} |")
+    if res.get("ablation"):
+        lines += ["", "Merge rule x pronoun agreement, same model and decoding (`ablate`):", "",
+                  "| run | docs | MUC | B³ | CEAFe | CoNLL F1 | LEA | mention F | clusters | largest | "
+                  "mean size | gold clusters / largest / mean |", "|---" * 12 + "|"]
+        for name, e in res["ablation"].items():
+            scores = " | ".join(_pct(e[k]) for k in ("muc", "b3", "ceafe", "conll_f1", "lea", "mention_f"))
+            lines.append(f"| {name} | {e['subset']} | {scores} | {e['clusters']} | {e['max_cluster']} "
+                         f"| {e['mean_cluster']:.1f} | {e['gold_clusters']} / {e['gold_max_cluster']} / "
+                         f"{e['gold_mean_cluster']:.1f} |")
+    speed = res.get("speed")
+    if speed:
+        lines += ["", f"Speed ({speed['system']}, {speed.get('date', '?')}, {speed.get('threads', 1)} thread): "
+                  f"{speed['before']}: {speed['before_docs_per_s']:.3f} docs/s; {speed['after']}: "
+                  f"{speed['after_docs_per_s']:.3f} docs/s ({speed['ratio']:.2f}x); a "
+                  f"{speed.get('doc_tokens', 10000)}-token document ({speed.get('doc_segments', '?')} segments): "
+                  f"{speed['doc_10k_tokens_s']:.1f} s."]
+        g = speed.get("vs_plain_greedy")
+        if g:
+            lines[-1] += (f" Against plain greedy decoding (one segment at a time, first {g['docs']} docs, "
+                          f"{g['segments_compared']} segments): identical output {g['identical']}, "
+                          f"{g['speedup']:.2f}x docs/s, decoder forward passes "
+                          f"{g['forward_passes']['greedy']:.0f} -> {g['forward_passes']['default']:.0f}.")
     spec = res.get("speculative")
     if spec:
         lines += ["", f"Copy-speculative vs plain greedy ({spec['system']}, {spec['segments_compared']} "
@@ -600,10 +692,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     sp.add_argument("--threads", type=int, default=1)
     sp.add_argument("--greedy-docs", type=int, default=6,
                     help="also compare with plain greedy decoding on the first N docs (0: skip)")
+    ab = sub.add_parser("ablate", help="merge rule x pronoun agreement, with cluster sizes (dev docs)")
+    ab.add_argument("pipeline", help="a saved pipeline, or 'bundled'")
+    ab.add_argument("--name", required=True)
+    ab.add_argument("--data", default=str(ROOT / "corpus" / "coref" / "ontogum_dev.spacy"))
+    ab.add_argument("--limit", type=int, default=0)
+    ab.add_argument("--threads", type=int, default=1)
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,
-     "compact": cmd_compact, "speed": cmd_speed, "table": cmd_table}[args.cmd](args)
+     "compact": cmd_compact, "speed": cmd_speed, "ablate": cmd_ablate,
+     "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -144,11 +144,7 @@ class BertDecoderStepper:
             raise ValueError(f"BertDecoderStepper: {t0 + m} decoder positions exceed the model's "
                              f"{self.max_length}")
         with torch.inference_mode():
-            emb = self.emb
-            x = (self.input_embedder(ids) if self.input_embedder is not None
-                 else emb.word_embeddings(ids))
-            x = x + emb.token_type_embeddings.weight[0] + emb.position_embeddings.weight[t0:t0 + m]
-            x = emb.LayerNorm(x)
+            x = self._embed(ids, slice(t0, t0 + m))
             causal = None
             if m > 1:
                 q_pos = torch.arange(t0, t0 + m, device=x.device)[:, None]
@@ -175,19 +171,21 @@ class BertDecoderStepper:
             raise ValueError(f"BertDecoderStepper: {end} decoder positions exceed the "
                              f"{self.slots} it holds (propose fewer tokens)")
         with torch.inference_mode():
-            emb = self.emb
-            x = (self.input_embedder(ids) if self.input_embedder is not None
-                 else emb.word_embeddings(ids))
             # padding past the model's positions: any position (its output is not read)
-            x = (x + emb.token_type_embeddings.weight[0]
-                 + emb.position_embeddings.weight[pos.clamp(max=self.n_positions - 1)])
-            x = emb.LayerNorm(x)
+            x = self._embed(ids, pos.clamp(max=self.n_positions - 1))
             # query i of row r sees the row's positions up to its own
             mask = (torch.arange(end, device=ids.device)[None, None, :] <= pos[:, :, None])[:, None]
             rows = torch.arange(b, device=ids.device)[:, None].expand(b, m)
             logits = self._layers(x, (rows, pos), end, mask)
         self.length = end
         return logits
+
+    def _embed(self, ids: Any, positions: Any) -> Any:
+        """Input embeddings of ``ids`` at ``positions`` (a slice or a (batch, len) index)."""
+        emb = self.emb
+        x = self.input_embedder(ids) if self.input_embedder is not None else emb.word_embeddings(ids)
+        x = x + emb.token_type_embeddings.weight[0] + emb.position_embeddings.weight[positions]
+        return emb.LayerNorm(x)
 
     def _layers(self, x: Any, where: Any, end: int, self_mask: Any) -> Any:
         """The decoder layers and output head over input embeddings ``x`` (batch, m,

@@ -11,9 +11,8 @@ machine) and gets, for free:
   would have produced is kept, plus the token greedy picks at the first mismatch.
   The output is the output of :func:`greedy_decode`;
 * :func:`batched_greedy_decode`: greedy decoding of many sequences in one batch
-  (each row its own grammar; the same output as decoding them one by one), and
-  :func:`batched_speculative_decode`, its copy-speculative form (rows of different
-  lengths: a stepper with ``step_ragged``);
+  (each row its own grammar; the same output as decoding them one by one), plain or
+  copy-speculative (rows of different lengths: a stepper with ``step_ragged``);
 * :func:`beam_decode`: constrained beam search with length normalisation;
 * :class:`ConstrainedLogitsProcessor`: the same constraints for Hugging Face
   ``model.generate`` (greedy, beam, sampling).
@@ -488,58 +487,18 @@ def speculative_decode(stepper: Any, state: ConstraintState, prompt: Sequence[in
 
 
 def batched_greedy_decode(stepper: Any, states: Sequence[ConstraintState], prompt: Sequence[int],
-                          max_new_tokens: int) -> List[DecodeOutput]:
+                          max_new_tokens: int, n_propose: int = 0) -> List[DecodeOutput]:
     """Constrained greedy decoding of several sequences at once (row ``i`` of the
-    stepper's batch is constrained by ``states[i]``): one forward pass per step
-    over every unfinished row, finished rows dropped from the batch
-    (``stepper.reorder``). Row ``i``'s output is :func:`greedy_decode`'s for that
-    row alone; only the arithmetic is shared, which many small rows do much
-    faster than one after the other. ``n_forward`` of each output counts the
-    batched passes it took part in."""
-    import torch
+    stepper's batch is constrained by ``states[i]``): one forward pass per step over
+    every unfinished row, finished rows dropped from the batch (``stepper.reorder``).
+    Row ``i``'s output is :func:`greedy_decode`'s for that row alone; only the
+    arithmetic is shared, which many small rows do much faster than one after the
+    other. ``n_forward`` of each output counts the batched passes it took part in.
 
-    stepper.reset()
-    states = list(states)
-    n = len(states)
-    outs: List[List[int]] = [[] for _ in range(n)]
-    scores: List[List[float]] = [[] for _ in range(n)]
-    masses: List[List[float]] = [[] for _ in range(n)]
-    passes = [0] * n
-    active = [i for i in range(n) if not states[i].finished and max_new_tokens > 0]
-    if len(active) < n:
-        stepper.reorder(active)
-    pending = torch.tensor([list(prompt)] * len(active), dtype=torch.long)
-    while active:
-        rows = stepper.step(pending)[:, -1].float().cpu().numpy()
-        keep: List[int] = []
-        fed: List[int] = []
-        for j, i in enumerate(active):
-            tok, score, mass = choose_with_mass(rows[j], states[i], stepper.col_of)
-            outs[i].append(tok)
-            scores[i].append(score)
-            masses[i].append(mass)
-            passes[i] += 1
-            states[i] = states[i].advance(tok)
-            if not states[i].finished and len(outs[i]) < max_new_tokens:
-                keep.append(j)
-                fed.append(tok)
-        if len(keep) < len(active):
-            if keep:
-                stepper.reorder(keep)
-            active = [active[j] for j in keep]
-        pending = torch.tensor(fed, dtype=torch.long).unsqueeze(1)
-    return [DecodeOutput(outs[i], float(sum(scores[i])), passes[i], finished=states[i].finished,
-                         token_scores=scores[i], allowed_mass=masses[i]) for i in range(n)]
-
-
-def batched_speculative_decode(stepper: Any, states: Sequence[ConstraintState],
-                               prompt: Sequence[int], max_new_tokens: int,
-                               n_propose: int = 8) -> List[DecodeOutput]:
-    """Copy-speculative greedy decoding of several sequences in one batch: each pass
-    feeds every unfinished row its pending token plus its own proposal (rows padded
-    to the longest), and each row keeps what :func:`speculative_decode` would keep,
-    so row ``i``'s output is greedy decoding of that row alone. Rows then differ in
-    length: the stepper must offer ``step_ragged(ids, lengths)`` and
+    ``n_propose`` > 0: copy-speculative in the batch: each pass feeds every row its
+    pending token plus its own proposal (rows padded to the longest) and each row
+    keeps what :func:`speculative_decode` would keep (the same output). Rows then
+    differ in length: the stepper must offer ``step_ragged(ids, lengths)`` and
     ``crop_rows(lengths)`` (``core.bert_decoder.BertDecoderStepper``)."""
     import torch
 
@@ -565,7 +524,11 @@ def batched_speculative_decode(stepper: Any, states: Sequence[ConstraintState],
         fed = [pending[i] + p for i, p in zip(active, props)]
         m = max(len(f) for f in fed)
         ids = torch.tensor([f + [f[-1]] * (m - len(f)) for f in fed], dtype=torch.long)
-        logits = stepper.step_ragged(ids, [cached[i] for i in active]).float().cpu().numpy()
+        if n_propose > 0:
+            logits = stepper.step_ragged(ids, [cached[i] for i in active])
+        else:  # every row as long as the others: a plain step
+            logits = stepper.step(ids)
+        logits = logits.float().cpu().numpy()
         keep: List[int] = []
         for j, (i, prop) in enumerate(zip(active, props)):
             passes[i] += 1
@@ -591,7 +554,8 @@ def batched_speculative_decode(stepper: Any, states: Sequence[ConstraintState],
             pending[i] = [outs[i][-1]]
             if not states[i].finished and len(outs[i]) < max_new_tokens:
                 keep.append(j)
-        stepper.crop_rows([cached[i] for i in active])
+        if n_propose > 0:
+            stepper.crop_rows([cached[i] for i in active])
         if len(keep) < len(active):
             if keep:
                 stepper.reorder(keep)

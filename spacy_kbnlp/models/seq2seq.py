@@ -380,12 +380,11 @@ class Seq2SeqCorefModel:
                         mention_bias: float = 0.0) -> List[Tuple[List[Mention], Any]]:
         """:meth:`decode_segment` with greedy decoding for several segments in one
         batch: the same mentions, far fewer forward passes for a long document.
-        ``n_propose`` > 0: copy-speculative in the batch (``batched_speculative_decode``,
-        where the stepper has ``step_ragged``), else ``batched_greedy_decode``."""
+        ``n_propose`` > 0: copy-speculative in the batch where the stepper has
+        ``step_ragged`` (``batched_greedy_decode``), else plain greedy."""
         import torch
 
-        from ..core.decoding import (BiasedStepper, batched_greedy_decode,
-                                     batched_speculative_decode)
+        from ..core.decoding import BiasedStepper, batched_greedy_decode
 
         if len(segments) == 1:
             return [self.decode_segment(segments[0], n_propose=n_propose,
@@ -409,12 +408,9 @@ class Seq2SeqCorefModel:
             stepper = BiasedStepper(stepper, {self.vocab.m_open: mention_bias})
         limit = min(g.max_length for g in grammars)
         initial = [g.initial() for g in grammars]
-        if n_propose > 0 and hasattr(stepper, "crop_rows") and hasattr(
-                getattr(stepper, "inner", stepper), "step_ragged"):
-            outs = batched_speculative_decode(stepper, initial, [self.decoder_start], limit,
-                                              n_propose=n_propose)
-        else:
-            outs = batched_greedy_decode(stepper, initial, [self.decoder_start], limit)
+        ragged = hasattr(getattr(stepper, "inner", stepper), "step_ragged")
+        outs = batched_greedy_decode(stepper, initial, [self.decoder_start], limit,
+                                     n_propose=n_propose if ragged else 0)
         return [(g.parse(o.tokens)[0], o) for g, o in zip(grammars, outs)]
 
     def n_segments(self, doc: Any, stride: int) -> int:

@@ -379,6 +379,42 @@ def test_100k_token_doc_bounded_memory(tiny_dir):
         assert all(0 <= s.start < s.end <= len(doc) for s in cl)
 
 
+@pytest.mark.slow
+def test_10k_token_document_with_the_bundled_model(shared_data, capsys):
+    """A 10,000-token document (GUM documents one after another) with the bundled
+    model and the default decoding: warns with the expected time, shows progress to
+    the last segment, and gives valid clusters well within the benchmark's bound
+    (60 s on the 2-core CPU, benchmarks/README_coref.md; 3 minutes here, for slower
+    machines)."""
+    import time
+
+    from spacy_kbnlp.readers.conll2012 import read_conll2012
+
+    nlp = English()
+    words = []
+    for path in sorted((shared_data / "coref" / "gum" / "ontogum" / "conll").glob("GUM_*.conll")):
+        for doc in read_conll2012(path, nlp):
+            words.extend(t.text for t in doc)
+        if len(words) >= 10_000:
+            break
+    doc = Doc(nlp.vocab, words=words[:10_000])
+    nlp.add_pipe("seq2seq_coref", config={"model": {"@misc": "spacy_kbnlp.BundledCorefModel.v1"},
+                                          "aligned_input": True, "warn_tokens": 5000,
+                                          "progress": True})
+    nlp.initialize()
+    comp = nlp.get_pipe("seq2seq_coref")
+    n = comp.coref_model.n_segments(doc, comp.cfg["stride"])
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match=rf"KBW255.*10000 tokens is {n} segments"):
+        doc = nlp(doc)
+    seconds = time.perf_counter() - start
+    assert n > 70 and f"{n}/{n}" in capsys.readouterr().err
+    assert len(doc._.coref_clusters) > 50
+    for cl in doc._.coref_clusters:
+        assert len(cl) >= 2 and all(0 <= s.start < s.end <= len(doc) for s in cl)
+    assert seconds < 180
+
+
 def test_load_config_overrides_and_model_architecture(trained, tmp_path):
     """Settings come from nlp.config (``spacy.load(path, config=...)`` overrides
     them; the saved ``cfg`` holds derived state and the settings the model was
