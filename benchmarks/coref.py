@@ -33,6 +33,7 @@ import os
 import platform
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -207,6 +208,75 @@ def cmd_speed(args) -> None:
         print(f"{len(doc)}-token document: {seconds:.1f} s", flush=True)
     save_result({"systems": entries, "speed": speed})
     print(json.dumps(speed, indent=1))
+
+
+class _Timer:
+    """Seconds spent in wrapped callables (not re-entrant: wrap callables that do not
+    call each other)."""
+
+    def __init__(self):
+        self.seconds: Dict[str, float] = {}
+
+    def wrap(self, owner: Any, attr: str, label: str) -> None:
+        inner = getattr(owner, attr)
+
+        def timed(*a, **kw):
+            start = time.perf_counter()
+            try:
+                return inner(*a, **kw)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+
+        setattr(owner, attr, timed)
+
+
+def cmd_profile(args) -> None:
+    """Where the time goes, today's decoding vs the default, on the first docs: the
+    encoder, the decoder's forward passes, and the rest (constrained-decoding
+    bookkeeping, proposals, merging, Python), plus the work that the segment overlap
+    repeats (decoder tokens per document unit)."""
+    import torch
+    from spacy.tokens import DocBin
+
+    from spacy_kbnlp.core.bert_decoder import BertDecoderStepper
+    from spacy_kbnlp.core.decoding import HFSeq2SeqStepper
+
+    torch.set_num_threads(args.threads)
+    nlp = load_pipeline(args.pipeline)
+    comp = nlp.get_pipe("seq2seq_coref")
+    model = comp.coref_model
+    docs = [nlp.make_doc(d.text) for d in
+            list(DocBin().from_disk(args.data).get_docs(nlp.vocab))[: args.docs]]
+    units = sum(len(model.doc_units(d).ids) for d in docs)
+    timer = _Timer()
+    timer.wrap(model.model.get_encoder(), "forward", "encoder")
+    for cls in (HFSeq2SeqStepper, BertDecoderStepper):
+        timer.wrap(cls, "step", "decoder")
+    timer.wrap(BertDecoderStepper, "step_ragged", "decoder")
+    defaults = dict(comp.cfg)
+    out: Dict[str, Any] = {}
+    for label, cfg, lean in (("before", BEFORE, False), ("after", {}, True)):
+        comp.cfg.update(defaults)
+        comp.cfg.update(cfg)
+        model.lean_decoder = lean
+        model.pronoun_agreement = comp.cfg["pronoun_agreement"]
+        timer.seconds.clear()
+        stats: Dict[str, float] = defaultdict(float)
+        c = comp.cfg
+        start = time.perf_counter()
+        model.predict_docs(docs, stride=c["stride"], batch_segments=c["batch_segments"],
+                           n_propose=c["speculative"], merge=c["merge"], stats=stats)
+        total = time.perf_counter() - start
+        enc, dec = timer.seconds.get("encoder", 0.0), timer.seconds.get("decoder", 0.0)
+        out[label] = {"seconds": total, "encoder_s": enc, "decoder_forward_s": dec,
+                      "rest_s": total - enc - dec, "forward_passes": stats["forward"],
+                      "decoder_tokens": stats["tokens"], "segments": stats["segments"],
+                      "decoder_tokens_per_doc_unit": stats["tokens"] / max(1, units),
+                      "decoding": decoding_name(c), "decoder": "lean" if lean else "hf"}
+        print(label, json.dumps(out[label]), flush=True)
+    comp.cfg.update(defaults)
+    save_result({"profile": {args.name: dict(out, docs=len(docs), doc_units=units,
+                                             threads=args.threads)}})
 
 
 def cmd_ablate(args) -> None:
@@ -692,6 +762,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     sp.add_argument("--threads", type=int, default=1)
     sp.add_argument("--greedy-docs", type=int, default=6,
                     help="also compare with plain greedy decoding on the first N docs (0: skip)")
+    pr = sub.add_parser("profile", help="encoder / decoder / rest seconds, today's vs the default decoding")
+    pr.add_argument("pipeline", help="a saved pipeline, or 'bundled'")
+    pr.add_argument("--name", required=True)
+    pr.add_argument("--data", default=str(TEST))
+    pr.add_argument("--docs", type=int, default=4)
+    pr.add_argument("--threads", type=int, default=1)
     ab = sub.add_parser("ablate", help="merge rule x pronoun agreement, with cluster sizes (dev docs)")
     ab.add_argument("pipeline", help="a saved pipeline, or 'bundled'")
     ab.add_argument("--name", required=True)
@@ -701,7 +777,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,
-     "compact": cmd_compact, "speed": cmd_speed, "ablate": cmd_ablate,
+     "compact": cmd_compact, "speed": cmd_speed, "ablate": cmd_ablate, "profile": cmd_profile,
      "table": cmd_table}[args.cmd](args)
 
 

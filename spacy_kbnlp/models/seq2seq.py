@@ -351,44 +351,14 @@ class Seq2SeqCorefModel:
         return lean if lean is not None else HFSeq2SeqStepper(
             self.model, hidden, mask, columns=columns, input_embedder=embedder)
 
-    def decode_segment(self, ids: Sequence[int], *, method: str = "greedy", beam_size: int = 4,
-                       n_propose: int = 0, mention_bias: float = 0.0) -> Tuple[List[Mention], Any]:
-        """Mentions ``(start, end, cluster)`` of one segment (segment coordinates) and
-        the :class:`~spacy_kbnlp.core.decoding.DecodeOutput`. ``mention_bias`` is added
-        to the logit of ``<m>`` (> 0: open mentions more readily)."""
+    def _prepare(self, segments: Sequence[Sequence[int]], mention_bias: float
+                 ) -> Tuple[List[CorefGrammar], Any]:
+        """The decoding grammars of ``segments`` and a stepper over their encoder states
+        (one padded batch)."""
         import torch
 
-        from ..core.decoding import BiasedStepper, decode
+        from ..core.decoding import BiasedStepper
 
-        grammar = self.grammar(ids, decoding=True)
-        dev = next(self.model.parameters()).device
-        inp = torch.tensor([self.encoder_input(ids)], dtype=torch.long, device=dev)
-        mask = torch.ones_like(inp)
-        with torch.inference_mode():
-            hidden = self.model.get_encoder()(input_ids=inp, attention_mask=mask,
-                                              return_dict=True).last_hidden_state
-        embedder = PointerEmbedder(self, [grammar], hidden) if self.settings.aligned_input else None
-        stepper = self.stepper(hidden, mask, embedder)
-        if mention_bias:
-            stepper = BiasedStepper(stepper, {self.vocab.m_open: mention_bias})
-        out = decode(stepper, grammar.initial(), [self.decoder_start], grammar.max_length,
-                     method=method, beam_size=beam_size, n_propose=n_propose)
-        mentions, _ = grammar.parse(out.tokens)
-        return mentions, out
-
-    def decode_segments(self, segments: Sequence[Sequence[int]], *, n_propose: int = 0,
-                        mention_bias: float = 0.0) -> List[Tuple[List[Mention], Any]]:
-        """:meth:`decode_segment` with greedy decoding for several segments in one
-        batch: the same mentions, far fewer forward passes for a long document.
-        ``n_propose`` > 0: copy-speculative in the batch where the stepper has
-        ``step_ragged`` (``batched_greedy_decode``), else plain greedy."""
-        import torch
-
-        from ..core.decoding import BiasedStepper, batched_greedy_decode
-
-        if len(segments) == 1:
-            return [self.decode_segment(segments[0], n_propose=n_propose,
-                                        mention_bias=mention_bias)]
         grammars = [self.grammar(ids, decoding=True) for ids in segments]
         inputs = [self.encoder_input(ids) for ids in segments]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -406,6 +376,33 @@ class Seq2SeqCorefModel:
         stepper = self.stepper(hidden, mask, embedder)
         if mention_bias:
             stepper = BiasedStepper(stepper, {self.vocab.m_open: mention_bias})
+        return grammars, stepper
+
+    def decode_segment(self, ids: Sequence[int], *, method: str = "greedy", beam_size: int = 4,
+                       n_propose: int = 0, mention_bias: float = 0.0) -> Tuple[List[Mention], Any]:
+        """Mentions ``(start, end, cluster)`` of one segment (segment coordinates) and
+        the :class:`~spacy_kbnlp.core.decoding.DecodeOutput`. ``mention_bias`` is added
+        to the logit of ``<m>`` (> 0: open mentions more readily)."""
+        from ..core.decoding import decode
+
+        (grammar,), stepper = self._prepare([ids], mention_bias)
+        out = decode(stepper, grammar.initial(), [self.decoder_start], grammar.max_length,
+                     method=method, beam_size=beam_size, n_propose=n_propose)
+        mentions, _ = grammar.parse(out.tokens)
+        return mentions, out
+
+    def decode_segments(self, segments: Sequence[Sequence[int]], *, n_propose: int = 0,
+                        mention_bias: float = 0.0) -> List[Tuple[List[Mention], Any]]:
+        """:meth:`decode_segment` with greedy decoding for several segments in one
+        batch: the same mentions, far fewer forward passes for a long document.
+        ``n_propose`` > 0: copy-speculative in the batch where the stepper has
+        ``step_ragged`` (``batched_greedy_decode``), else plain greedy."""
+        from ..core.decoding import batched_greedy_decode
+
+        if len(segments) == 1:
+            return [self.decode_segment(segments[0], n_propose=n_propose,
+                                        mention_bias=mention_bias)]
+        grammars, stepper = self._prepare(segments, mention_bias)
         limit = min(g.max_length for g in grammars)
         initial = [g.initial() for g in grammars]
         ragged = hasattr(getattr(stepper, "inner", stepper), "step_ragged")
