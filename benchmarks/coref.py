@@ -710,6 +710,7 @@ def cmd_table(args) -> None:
         for name, t in res["training"].items():
             lines.append(f"| {name} | {t['steps']} | {t['minutes']:.0f} | {_pct(t['best_dev_score'])} "
                          f"({t['best_step']}) | {t.get('dev_metric', 'CoNLL F1')} | {t.get('note', '')} |")
+    write_block(NOTES, "coref", "\n".join(lines) + "\n", opening="begin")
     print("\n".join(lines))
 
 
