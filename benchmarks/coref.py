@@ -279,6 +279,37 @@ def cmd_profile(args) -> None:
                                              threads=args.threads)}})
 
 
+def cmd_demo(args) -> None:
+    """The demo's coreference (``python -m spacy_kbnlp demo``: the bundled model on the
+    demo text, scored against its hand-made clusters) with today's and the default
+    decoding."""
+    from spacy_kbnlp.cli.coref import load_compact_pipeline
+    from spacy_kbnlp.cli.demo import DEMO_TEXT, _demo_coref_gold, find_demo_assets
+    from spacy_kbnlp.scorers.coref import score_coref_docs
+
+    assets = find_demo_assets()
+    text = (assets / DEMO_TEXT).read_text(encoding="utf-8")
+    gold = _demo_coref_gold(assets)
+    nlp = load_compact_pipeline(None)
+    comp = nlp.get_pipe("seq2seq_coref")
+    defaults = dict(comp.cfg)
+    entry: Dict[str, Any] = {}
+    for label, cfg, lean in (("before", BEFORE, False), ("after", {}, True)):
+        comp.cfg.update(defaults)
+        comp.cfg.update(cfg)
+        comp.coref_model.lean_decoder = lean
+        doc = nlp(text)
+        m = score_coref_docs([(gold, doc)])
+        entry[label] = {"muc": m["coref_muc_f"], "b3": m["coref_b3_f"], "ceafe": m["coref_ceafe_f"],
+                        "conll_f1": m["coref_conll_f"], "lea": m["coref_lea_f"],
+                        "mention_f": m["coref_mention_f"], "clusters": len(doc._.coref_clusters),
+                        "decoding": decoding_name(comp.cfg), "merge": comp.cfg["merge"],
+                        "pronoun_agreement": comp.cfg["pronoun_agreement"]}
+        print(label, json.dumps(entry[label]), flush=True)
+    entry["gold_clusters"] = len(gold._.coref_clusters)
+    save_result({"demo": {args.name: entry}})
+
+
 def cmd_ablate(args) -> None:
     """Merge rule x pronoun agreement on the same decoding (dev docs by default):
     scores and what the clusters look like (how many, the largest, mean size), so that
@@ -668,6 +699,13 @@ def cmd_table(args) -> None:
             lines.append(f"| {name} | {e['subset']} | {scores} | {e['clusters']} | {e['max_cluster']} "
                          f"| {e['mean_cluster']:.1f} | {e['gold_clusters']} / {e['gold_max_cluster']} / "
                          f"{e['gold_mean_cluster']:.1f} |")
+    for name, d in res.get("demo", {}).items():
+        lines += ["", f"Demo text ({name}, {d.get('date', '?')}; hand-made gold, {d['gold_clusters']} clusters): "
+                  + "; ".join(f"{d[k]['decoding']}, {d[k]['merge']}"
+                              f"{', pronoun agreement' if d[k]['pronoun_agreement'] else ''}: CoNLL F1 "
+                              f"{_pct(d[k]['conll_f1'])}, LEA {_pct(d[k]['lea'])}, MUC {_pct(d[k]['muc'])}, "
+                              f"CEAFe {_pct(d[k]['ceafe'])}, {d[k]['clusters']} clusters"
+                              for k in ("before", "after")) + "."]
     speed = res.get("speed")
     if speed:
         lines += ["", f"Speed ({speed['system']}, {speed.get('date', '?')}, {speed.get('threads', 1)} thread): "
@@ -769,6 +807,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     pr.add_argument("--data", default=str(TEST))
     pr.add_argument("--docs", type=int, default=4)
     pr.add_argument("--threads", type=int, default=1)
+    dm = sub.add_parser("demo", help="the demo text's coreference, today's vs the default decoding")
+    dm.add_argument("--name", default="seq2seq_bundled")
     ab = sub.add_parser("ablate", help="merge rule x pronoun agreement, with cluster sizes (dev docs)")
     ab.add_argument("pipeline", help="a saved pipeline, or 'bundled'")
     ab.add_argument("--name", required=True)
@@ -779,6 +819,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,
      "compact": cmd_compact, "speed": cmd_speed, "ablate": cmd_ablate, "profile": cmd_profile,
+     "demo": cmd_demo,
      "table": cmd_table}[args.cmd](args)
 
 
