@@ -53,6 +53,7 @@ def test_table_renders_result_json(bench, tmp_path, monkeypatch, capsys):
     path = tmp_path / "coref.json"
     path.write_text(json.dumps(result))
     monkeypatch.setattr(bench, "RESULT", path)
+    monkeypatch.setattr(bench, "NOTES", tmp_path / "README_coref.md")  # not the real notes
     bench.main(["table"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == ("| ours | greedy | 2 (first 2 test docs) | 50.0 | 25.0 | 12.5 | 29.2 | 10.0 | 60.0 "
@@ -74,6 +75,7 @@ def test_table_renders_dev_and_compact_sections(bench, tmp_path, monkeypatch, ca
     path = tmp_path / "coref.json"
     path.write_text(json.dumps(result))
     monkeypatch.setattr(bench, "RESULT", path)
+    monkeypatch.setattr(bench, "NOTES", tmp_path / "README_coref.md")  # not the real notes
     bench.main(["table"])
     out = capsys.readouterr().out.splitlines()
     assert "| ours_beam4 | beam4 | 10 | 39.1 | 25.7 | 76.5 | 0.037 | 1.4 / 2.0 |" in out

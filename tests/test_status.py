@@ -43,9 +43,11 @@ def test_rows_come_from_each_results_file(status, tmp_path):
     assert status.rows(results) == []
     shutil.copy(REPO / "benchmarks" / "results" / "coref.json", results)
     got = status.rows(results)
-    assert [r["component"].split()[0] for r in got] == ["`seq2seq_coref`"] * 3
+    assert [r["component"].split()[0].rstrip(",") for r in got] == ["`seq2seq_coref`"] * 4
     coref = json.loads((results / "coref.json").read_text())
-    assert got[0]["ours"] == f"{100 * coref['systems']['seq2seq_full_copy_aligned']['conll_f1']:.1f}"
+    ours = coref["systems"]["seq2seq_bundled"]
+    assert got[0]["ours"] == f"{100 * ours['conll_f1']:.1f} / {100 * ours['lea']:.1f}"
+    assert got[1]["speed"] == f"{coref['speed']['ratio']:.2f}x docs/s"
     (results / "scale.json").write_text(json.dumps({
         "annotate": {"local_1": {"docs_per_s": 10.0}, "local_2": {"docs_per_s": 15.0},
                      "ray_1": {"docs_per_s": 9.0}, "ray_2": {"docs_per_s": 16.0},
@@ -56,4 +58,4 @@ def test_rows_come_from_each_results_file(status, tmp_path):
     assert scale["speed"] == "1.60x docs/s; 1 -> 2 Ray workers 1.78x"
     assert scale["measured"] == "2026-12-06, 2-core CPU"
     table = status.table(status.rows(results))
-    assert table.count("\n| ") == 1 + 4  # header + three coref rows + the scale row
+    assert table.count("\n| ") == 1 + 5  # header + four coref rows + the scale row
