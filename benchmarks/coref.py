@@ -18,7 +18,7 @@ Steps (each merges into the JSON)::
     python benchmarks/coref.py peer training/peer_pred/test.spacy training/peer_pred/timing.json
     python benchmarks/coref.py training training/coref_full_copy --name seq2seq_full_copy
     python benchmarks/coref.py training training/peer_cluster --name spacy_experimental_coref_clusterer \
-        --spacy-log training/peer_cluster.log --minutes 51
+        --spacy-log training/peer_cluster.log --minutes 55.3
     python benchmarks/coref.py table
 
 The peer's predictions come from ``benchmarks/peers/coref_predict.py`` (peer venv): the
@@ -515,6 +515,16 @@ def spacy_log_curve(text: str) -> List[List[float]]:
     return rows
 
 
+def spacy_log_last_step(text: str) -> Optional[int]:
+    """The last step that ``peer_step_clock.v1`` (benchmarks/peers/peer_functions.py) logged
+    in a ``spacy train`` console log: a run ended by its wall-clock bound trains on past
+    its last evaluation. None without clock lines."""
+    import re
+
+    steps = [int(m.group(1)) for m in re.finditer(r"^\[clock\] .*?step (\d+)", text, re.M)]
+    return max(steps) if steps else None
+
+
 def cmd_training(args) -> None:
     """Training time and steps from a run's train_log.jsonl and checkpoint, or, for a
     ``spacy train`` run (the peer), from its console log and the wall-clock ``--minutes``."""
@@ -522,9 +532,10 @@ def cmd_training(args) -> None:
     if args.spacy_log:
         if args.minutes is None:
             sys.exit("--spacy-log needs --minutes (spacy train logs no time)")
-        curve = spacy_log_curve(Path(args.spacy_log).read_text(encoding="utf-8"))
+        text = Path(args.spacy_log).read_text(encoding="utf-8")
+        curve = spacy_log_curve(text)
         best = max(curve, key=lambda r: (r[1], -r[0]))
-        entry = {"steps": curve[-1][0], "minutes": args.minutes, "best_dev_score": best[1],
+        entry = {"steps": max(curve[-1][0], spacy_log_last_step(text) or 0), "minutes": args.minutes, "best_dev_score": best[1],
                  "best_step": best[0], "dev_curve": curve,
                  "dev_metric": "SCORE column of spacy train (the component's own dev score)"}
     else:

@@ -90,6 +90,32 @@ def test_spacy_log_curve_reads_console_table(bench):
            "  1     200         888.19     1719.37     8.89     9.69     8.22    0.09\n"
            "warnings 2 3\n")
     assert bench.spacy_log_curve(log) == [[0, 0.0], [200, 0.09]]
+    assert bench.spacy_log_last_step(log) is None
+
+
+def test_spacy_log_last_step_reads_the_step_clock(bench):
+    log = ("[clock] step 130 epoch 0 51.2 min\n"
+           "  0     100        4491.66    23986.62     0.15     7.41     0.08    0.00\n"
+           "[clock] step 140 epoch 0 54.5 min\n"
+           "[clock] time bound of 55.0 min reached at step 141: stopping\n")
+    assert bench.spacy_log_curve(log) == [[100, 0.0]]
+    assert bench.spacy_log_last_step(log) == 141
+
+
+def test_peer_step_clock_logs_every_few_steps_and_stops_at_its_bound(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setenv("PEER_TORCH_THREADS", str(torch.get_num_threads()))
+    peer = load_benchmark("peers/peer_functions")
+    clock = peer.create_step_clock(every=10, max_minutes=0)
+    clock(None, {"step": 20, "epoch": 1})
+    clock(None, {"step": 21, "epoch": 1})
+    assert capsys.readouterr().err.splitlines() == ["[clock] step 20 epoch 1 0.0 min"]
+    bounded = peer.create_step_clock(every=10, max_minutes=1e-9)
+    with pytest.raises(SystemExit) as stop:  # spaCy's train() saves model-last on the way out
+        bounded(None, {"step": 7, "epoch": 0})
+    assert stop.value.code == 0
+    assert "reached at step 7" in capsys.readouterr().err
 
 
 def test_peer_head_expansion_takes_the_subtree(nlp):

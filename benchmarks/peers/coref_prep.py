@@ -4,7 +4,8 @@ Follows explosion/projects experimental/coref: mention clusters stay in
 doc.spans["coref_clusters_N"]; each cluster's syntactic heads (span.root under
 en_core_web_sm's parser) go to doc.spans["coref_head_clusters_N"] (clusters with
 one head are skipped, as there); the span-resolver data pairs every gold head with
-the smallest gold mention enclosing it (gold heads).
+the smallest gold mention enclosing it, in any cluster, one sample per head
+(prep_span_data.py there with ``--heads gold``).
 
 usage: coref_prep.py IN.spacy OUT_CLUSTER.spacy OUT_SPAN.spacy
 """
@@ -34,6 +35,7 @@ def main(inp, out_cluster, out_span):
                        spaces=[bool(t.whitespace_) for t in gold])
         h = 0
         mentions = [m for cl in clusters for m in cl]
+        seen = set()
         for cl in clusters:
             heads = sorted({doc[s:e].root.i for s, e in cl})
             if len(heads) < 2:
@@ -43,7 +45,10 @@ def main(inp, out_cluster, out_span):
             head_spans, targets = [], []
             for i in heads:
                 n_heads += 1
-                enclosing = [m for m in cl if m[0] <= i < m[1]] or [m for m in mentions if m[0] <= i < m[1]]
+                if i in seen:  # one sample per head word
+                    continue
+                seen.add(i)
+                enclosing = [m for m in mentions if m[0] <= i < m[1]]
                 if enclosing:
                     s, e = min(enclosing, key=lambda m: m[1] - m[0])
                     head_spans.append(span_doc[i:i + 1])
