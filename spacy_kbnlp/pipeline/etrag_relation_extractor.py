@@ -8,7 +8,10 @@ the component. The wrapper saves the torch weights as safetensors
 (``core.torch_io.save_state``); the instance bank and the backbone's config and
 tokenizer are written next to it, so ``from_disk`` needs no hub and no weights path.
 
-Instances are the unordered pairs of ``doc.ents`` (see ``retrieval.render``); the
+Instances are the unordered pairs of the entity spans (``doc.spans[spans_key]``, which
+may hold overlapping entities, else ``doc.ents``; training adds the gold relation
+arguments; see ``retrieval.render.entity_spans``): training and prediction pair the
+same spans. The
 predicted directed label becomes one record in ``doc._.rel_records`` (read through
 ``doc._.kb_rels`` / ``doc._.relations``) with its probability (softmax over the label
 log-likelihoods); ``no_relation`` and probabilities below ``threshold`` write
@@ -44,7 +47,7 @@ from thinc.util import to_numpy
 from ..core.device import current_device, place_thinc
 from ..core.integrity import check_manifest, write_manifest
 from ..errors import Errors
-from ..extensions import install_extensions
+from ..extensions import ENTITIES_KEY, install_extensions
 from ..models.etrag import attach_module, backbone_config, build_etrag_module, torch_module
 from ..retrieval.render import NO_RELATION, doc_key, pair_instances, relation_from_instance
 
@@ -70,39 +73,71 @@ SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
     requires=["doc.ents"],
     default_config={"model": DEFAULT_MODEL, "threshold": 0.0, "refresh_every": 200,
                     "batch_size": 16, "overwrite": True, "token_loss_weight": 0.5,
-                    "fresh_lr_scale": 10.0,
+                    "fresh_lr_scale": 10.0, "spans_key": ENTITIES_KEY,
                     "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
     default_score_weights=SCORE_WEIGHTS,
 )
 def make_etrag_relation_extractor(nlp: Language, name: str, model: Model, threshold: float,
                                   refresh_every: int, batch_size: int, overwrite: bool,
                                   token_loss_weight: float, fresh_lr_scale: float,
+                                  spans_key: Optional[str],
                                   scorer: Optional[Callable]) -> "EtragRelationExtractor":
     return EtragRelationExtractor(nlp.vocab, model, name, threshold=threshold,
                                   refresh_every=refresh_every, batch_size=batch_size,
                                   overwrite=overwrite, token_loss_weight=token_loss_weight,
-                                  fresh_lr_scale=fresh_lr_scale, scorer=scorer)
+                                  fresh_lr_scale=fresh_lr_scale, spans_key=spans_key,
+                                  scorer=scorer)
 
 
 @registry.augmenters("spacy_kbnlp.gold_entities_augmenter.v1")
-def create_gold_entities_augmenter() -> Callable[[Language, Example], Iterator[Example]]:
+def create_gold_entities_augmenter(spans_key: Optional[str] = ENTITIES_KEY
+                                   ) -> Callable[[Language, Example], Iterator[Example]]:
     """Copy the gold entities into the predicted Doc (given-entity relation
-    classification), e.g. ``augmenter`` of ``spacy.Corpus.v1`` for train and dev."""
-    return gold_entities_augmenter
+    classification), e.g. ``augmenter`` of ``spacy.Corpus.v1`` for train and dev:
+    ``doc.ents`` and the span group ``spans_key`` (every entity, overlapping ones
+    included), when the gold Doc has one."""
+    def augment(nlp: Language, example: Example) -> Iterator[Example]:
+        return gold_entities_augmenter(nlp, example, spans_key=spans_key)
+
+    return augment
 
 
-def gold_entities_augmenter(nlp: Language, example: Example) -> Iterator[Example]:
-    pred = example.predicted.copy()
-    spans = []
-    for ent in example.reference.ents:
-        span = pred.char_span(ent.start_char, ent.end_char, label=ent.label_,
-                              alignment_mode="expand")
-        if span is not None:
-            spans.append(span)
+def gold_entities_augmenter(nlp: Language, example: Example, *,
+                            spans_key: Optional[str] = ENTITIES_KEY) -> Iterator[Example]:
     from spacy.util import filter_spans
 
-    pred.ents = filter_spans(spans)
+    pred = example.predicted.copy()
+
+    def aligned(spans: Iterable) -> List:
+        out = []
+        for ent in spans:
+            span = pred.char_span(ent.start_char, ent.end_char, label=ent.label_,
+                                  alignment_mode="expand")
+            if span is not None:
+                out.append(span)
+        return out
+
+    pred.ents = filter_spans(aligned(example.reference.ents))
+    group = example.reference.spans.get(spans_key) if spans_key else None
+    if group:
+        pred.spans[spans_key] = aligned(group)
     yield Example(pred, example.reference)
+
+
+@registry.schedules("spacy_kbnlp.warmup_linear_ratio.v1")
+def warmup_linear_ratio(initial_rate: float, total_steps: int, warmup_ratio: float = 0.1):
+    """thinc's ``warmup_linear`` with the warmup given as a share of ``total_steps``
+    (``floor(warmup_ratio * total_steps)``, at least 1 step): the benchmark recipe of
+    ``benchmarks/re.py`` (10 % warmup, then linear decay to 0 at ``total_steps``) as
+    one schedule for ``configs/etrag.cfg``."""
+    from thinc.api import warmup_linear
+
+    if not (0 <= warmup_ratio < 1 and total_steps >= 1):
+        raise ValueError(Errors.KBE312.format(value=(warmup_ratio, total_steps),
+                                              setting="warmup_ratio, total_steps",
+                                              why="need 0 <= warmup_ratio < 1 and total_steps >= 1"))
+    warmup = max(1, int(total_steps * warmup_ratio + 1e-9))
+    return warmup_linear(initial_rate, warmup, total_steps)
 
 
 Instance = Dict[str, Any]
@@ -115,7 +150,8 @@ class EtragRelationExtractor(TrainablePipe):
 
     def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float,
                  refresh_every: int, batch_size: int, overwrite: bool,
-                 token_loss_weight: float, fresh_lr_scale: float, scorer: Optional[Callable]):
+                 token_loss_weight: float, fresh_lr_scale: float,
+                 spans_key: Optional[str] = ENTITIES_KEY, scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
                                ("fresh_lr_scale", fresh_lr_scale)):
@@ -132,7 +168,7 @@ class EtragRelationExtractor(TrainablePipe):
                                     "batch_size": int(batch_size), "overwrite": overwrite,
                                     "token_loss_weight": float(token_loss_weight),
                                     "fresh_lr_scale": float(fresh_lr_scale),
-                                    "format_version": 1}
+                                    "spans_key": spans_key, "format_version": 1}
         self._bank: List[Tuple[str, int, str]] = []  # (text, label row, doc key)
         self._stale = False
         self._n_updates = 0
@@ -152,9 +188,10 @@ class EtragRelationExtractor(TrainablePipe):
             place_thinc(self.model, module, current_device(self.model.attrs.get("device")))
 
     # --- instances
-    @staticmethod
-    def instances(doc: Doc, gold: bool) -> List[Instance]:
-        insts = pair_instances(doc, with_labels=gold)
+    def instances(self, doc: Doc, gold: bool) -> List[Instance]:
+        """The pair instances of ``doc`` (``gold``: with their labels, from the
+        reference Doc); both pair the spans of ``spans_key`` (else ``doc.ents``)."""
+        insts = pair_instances(doc, with_labels=gold, spans_key=self.cfg["spans_key"])
         key = doc_key(doc)
         for inst in insts:
             inst["key"] = key
