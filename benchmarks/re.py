@@ -235,6 +235,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "steps_cap": steps_cap, "epochs": epochs, "batch_docs": batch_docs,
             "lr": lr, "fresh_lr_scale": fresh_lr_scale, "token_loss_weight": token_loss_weight,
             "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
+            "label_scoring": pipe.module.label_scoring,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
             "losses": [round(float(x), 4) for x in losses],
@@ -264,7 +265,8 @@ def cmd_train(args) -> None:
                                 epochs=args.epochs or EPOCHS.get(fraction, 6), seed=seed,
                                 save_dir=save, threads=args.threads,
                                 token_loss_weight=args.token_loss_weight,
-                                fresh_lr_scale=args.fresh_lr_scale)
+                                fresh_lr_scale=args.fresh_lr_scale,
+                                model={"label_scoring": args.label_scoring})
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
 
@@ -380,6 +382,75 @@ def cmd_label_match(args) -> None:
         done.write_text(json.dumps(dict(out, date=time.strftime("%Y-%m-%d", time.gmtime())), indent=1))
 
 
+# 16 relation types (a Wikidata-like set): with both directions and no_relation, 33 labels
+STEP_COST_TYPES = ("country", "located in", "part of", "instance of", "member of", "employer",
+                   "founded by", "capital of", "headquarters location", "educated at",
+                   "place of birth", "spouse", "author", "genre", "owned by", "subsidiary")
+
+
+def cmd_step_cost(args) -> None:
+    """Seconds per training step (forward + backward + optimizer step of ``--batch-docs``
+    SemEval training sentences, one entity pair each) with 3 labels (one relation type:
+    both directions + no_relation) and with 33 (16 types), the same sentences relabelled,
+    in one process, interleaved, one torch thread; for ``label_scoring`` ``head`` (the
+    default: one decoder pass scores every label) and ``sequence`` (the decoder scores
+    each label's token sequence). Merged into re.json ``step_cost``."""
+    import statistics
+
+    import torch
+    from spacy.lang.en import English
+    from thinc.api import Adam
+
+    from spacy_kbnlp.core.torch_io import set_seed
+    from spacy_kbnlp.retrieval.render import directed
+
+    torch.set_num_threads(args.threads)
+    nlp = English()
+    docs = subset(load(dataset_spec("semeval"), "train", nlp), "0.1")[: args.batch_docs * 4]
+    egs = with_gold_entities(nlp, docs)
+
+    def labelled(n_types: int):
+        out, names = [], STEP_COST_TYPES[:n_types] if n_types > 1 else ("related to",)
+        for i, eg in enumerate(egs):
+            ref = eg.reference.copy()
+            ref._.rel_records = [dict(r, label=names[i % len(names)]) for r in eg.reference._.rel_records or ()]
+            out.append(type(eg)(eg.predicted, ref))
+        labels = sorted({directed(n, (0, 1), (2, 3)) for n in names} | {directed(n, (2, 3), (0, 1)) for n in names})
+        return out, labels + ["no_relation"]
+
+    pipes = {}
+    for scoring in args.scoring.split(","):
+        for n_types in (1, 16):
+            set_seed(0)
+            p = English()
+            pipe = p.add_pipe("etrag_relation_extractor", config={
+                "scorer": None, "model": {"n_neighbors": args.n_neighbors, "label_scoring": scoring}})
+            data, labels = labelled(n_types)
+            pipe.initialize(lambda: data, nlp=p, labels=labels)
+            pipes[(scoring, len(labels))] = (p, data, Adam(1e-5))
+    times: Dict[tuple, List[float]] = {k: [] for k in pipes}
+    for step in range(args.warmup + args.steps):
+        for key, (p, data, opt) in pipes.items():  # interleaved: the same load on every cell
+            batch = data[(step % 4) * args.batch_docs: (step % 4 + 1) * args.batch_docs]
+            t = time.perf_counter()
+            p.update(batch, sgd=opt, losses={})
+            if step >= args.warmup:
+                times[key].append(time.perf_counter() - t)
+    out: Dict[str, Any] = {}
+    for scoring in args.scoring.split(","):
+        cell = {f"labels_{n}_s": round(statistics.median(times[(scoring, n)]), 3) for n in (3, 33)}
+        cell["ratio_33_to_3"] = round(cell["labels_33_s"] / cell["labels_3_s"], 2)
+        out[scoring] = cell
+        print(scoring, cell, flush=True)
+    default = "head" if "head" in out else next(iter(out))
+    result = dict(out[default], label_scoring=default, by_scoring=out,
+                  instances_per_step=args.batch_docs, n_neighbors=args.n_neighbors,
+                  threads=args.threads, timed_steps=args.steps, statistic="median",
+                  machine="shared 2-core CPU (no GPU), other jobs running",
+                  date=time.strftime("%Y-%m-%d", time.gmtime()))
+    merge_json(RESULT, {"step_cost": result}, depth=1)
+
+
 def cmd_collect(args) -> None:
     """Score every saved run (``re_runs/<dataset>_<fraction>_<system>[_s<seed>].json``)
     against its dataset's test docs and merge ``benchmarks/results/re.json``: per cell
@@ -414,6 +485,7 @@ def cmd_collect(args) -> None:
         speed[path.stem] = {k: run[k] for k in ("train_s", "infer_s", "docs_per_s", "steps",
                                                 "train_docs", "train_instances", "lr",
                                                 "fresh_lr_scale", "token_loss_weight",
+                                                "label_scoring", "batch_docs",
                                                 "threads", "seed", "date") if k in run}
     for (dataset, fraction, system), by_seed in cells.items():
         scores = [by_seed[s] for s in sorted(by_seed)]
@@ -564,6 +636,7 @@ def main() -> None:
                    help="lr multiplier of the untrained parameters (cross-attention, label embeddings, value)")
     t.add_argument("--token-loss-weight", type=float, default=0.5,
                    help="weight of the token-level NLL next to the sequence-level cross-entropy")
+    t.add_argument("--label-scoring", default="head", choices=("head", "sequence"))
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--steps", type=int, default=0,
                    help="optimizer steps (0 = STEPS table); the run stops at min(epochs x batches, steps)")
@@ -587,11 +660,18 @@ def main() -> None:
     m.add_argument("--seed", type=int, default=0, help="seed of the store subset")
     m.add_argument("--ruie-encoder", default=str(ROOT / "training" / "ruie" / "encoder"))
     m.add_argument("--force", action="store_true")
+    c = sub.add_parser("step-cost")
+    c.add_argument("--scoring", default="head,sequence", help="label_scoring settings to time")
+    c.add_argument("--batch-docs", type=int, default=16)
+    c.add_argument("--n-neighbors", type=int, default=4)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--warmup", type=int, default=2)
+    c.add_argument("--steps", type=int, default=6)
     sub.add_parser("collect")
     sub.add_parser("table")
     args = ap.parse_args()
     {"train": cmd_train, "knn": cmd_knn, "ruie": cmd_ruie, "label-match": cmd_label_match,
-     "collect": cmd_collect, "table": cmd_table}[args.cmd](args)
+     "collect": cmd_collect, "table": cmd_table, "step-cost": cmd_step_cost}[args.cmd](args)
 
 
 if __name__ == "__main__":

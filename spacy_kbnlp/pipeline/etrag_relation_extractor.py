@@ -21,7 +21,8 @@ its own sentence (leave-one-out by ``doc_key``).
 
 Training loss (per instance, averaged): ``-log softmax(S)[gold] + token_loss_weight *
 (-S[gold] / n_tokens(gold))`` where ``S`` are the summed label log-likelihoods that
-prediction also ranks (``_Etrag.label_scores``): the sequence-level cross-entropy
+prediction also ranks (``_Etrag.label_scores``; with ``label_scoring = "head"``, the
+default, the log-probabilities of the labels from one decoder step, ``n_tokens`` = 1): the sequence-level cross-entropy
 pushes the other labels down (a token-level NLL alone learns the deterministic tokens
 of the verbalisations and leaves the decisive first token nearly untrained); the
 token term keeps "generate the label". No class reweighting (ETRAG uses the plain
@@ -62,6 +63,7 @@ prompt_length = 1
 decoder_layers = 2
 max_length = 128
 label_vocab_only = true
+label_scoring = "head"
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_ETRAG_MODEL)["model"]
 SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
@@ -310,7 +312,7 @@ class EtragRelationExtractor(TrainablePipe):
         gold = numpy.array(self._gold_rows(insts))
         n = len(insts)
         rows = numpy.arange(n)
-        n_tok = (self.module.label_ids != -100).sum(-1).cpu().numpy().astype("float32")[gold]
+        n_tok = self.module.label_lengths().cpu().numpy().astype("float32")[gold]
         s = self.model.ops.to_numpy(scores).astype("float32")
         z = s - s.max(1, keepdims=True)
         log_p = z - numpy.log(numpy.exp(z).sum(1, keepdims=True))
