@@ -235,7 +235,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "steps_cap": steps_cap, "epochs": epochs, "batch_docs": batch_docs,
             "lr": lr, "fresh_lr_scale": fresh_lr_scale, "token_loss_weight": token_loss_weight,
             "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
-            "label_scoring": pipe.module.label_scoring,
+            "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
             "losses": [round(float(x), 4) for x in losses],
@@ -266,6 +266,7 @@ def cmd_train(args) -> None:
                                 save_dir=save, threads=args.threads,
                                 token_loss_weight=args.token_loss_weight,
                                 fresh_lr_scale=args.fresh_lr_scale,
+                                component={"negative_ratio": args.negative_ratio},
                                 model={"label_scoring": args.label_scoring})
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
@@ -485,7 +486,7 @@ def cmd_collect(args) -> None:
         speed[path.stem] = {k: run[k] for k in ("train_s", "infer_s", "docs_per_s", "steps",
                                                 "train_docs", "train_instances", "lr",
                                                 "fresh_lr_scale", "token_loss_weight",
-                                                "label_scoring", "batch_docs",
+                                                "negative_ratio", "label_scoring", "batch_docs",
                                                 "threads", "seed", "date") if k in run}
     for (dataset, fraction, system), by_seed in cells.items():
         scores = [by_seed[s] for s in sorted(by_seed)]
@@ -636,6 +637,8 @@ def main() -> None:
                    help="lr multiplier of the untrained parameters (cross-attention, label embeddings, value)")
     t.add_argument("--token-loss-weight", type=float, default=0.5,
                    help="weight of the token-level NLL next to the sequence-level cross-entropy")
+    t.add_argument("--negative-ratio", type=float, default=0.0,
+                   help="no_relation instances per relation instance in a batch (0 = all)")
     t.add_argument("--label-scoring", default="head", choices=("head", "sequence"))
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--steps", type=int, default=0,

@@ -249,13 +249,6 @@ def _build_module_class():
             enc = self.seq2seq.get_encoder()(inputs_embeds=embeds, attention_mask=mask)
             return enc.last_hidden_state, mask
 
-        def label_lengths(self):
-            """Tokens per label score (L,): the verbalisation's tokens (``sequence``),
-            1 (``head``: one decision per label)."""
-            if self.label_scoring == "head":
-                return torch.ones(self.label_ids.shape[0], device=self.label_ids.device)
-            return (self.label_ids != -100).sum(-1).float()
-
         def head_scores(self, hidden, mask):
             """``label_scoring = "head"``: one decoder step (the start token) over the
             encoder states; the first state's output through the model's LM-head
@@ -287,14 +280,18 @@ def _build_module_class():
             """Summed token log-likelihood of each label (B, L) (or of ``label_rows``);
             with ``label_scoring = "head"`` the log-probability of each label from
             :meth:`head_scores`."""
-            from transformers.modeling_outputs import BaseModelOutput
-
             if self.label_scoring == "head":
                 scores = self.head_scores(hidden, mask)
                 if label_rows is not None:
                     idx = torch.as_tensor(list(label_rows), device=scores.device).unsqueeze(-1)
                     scores = scores.gather(-1, idx)
                 return scores, torch.ones_like(scores)
+            return self.sequence_scores(hidden, mask, label_rows)
+
+        def sequence_scores(self, hidden, mask, label_rows: Optional[Sequence[int]] = None):
+            """Summed token log-likelihood of each label's verbalisation (B, L), or of
+            ``label_rows`` (B, 1), and the token counts."""
+            from transformers.modeling_outputs import BaseModelOutput
 
             B = hidden.shape[0]
             L = self.label_ids.shape[0] if label_rows is None else 1
@@ -363,11 +360,19 @@ def _build_module_class():
                                   (n.startswith("seq2seq.decoder.cls.") and "decoder.weight" not in n)))]
 
         def forward(self, texts: Sequence[str], exclude: Sequence[Optional[str]],
-                    label_rows: Optional[Sequence[int]] = None):
+                    label_rows: Optional[Sequence[int]] = None,
+                    gold_rows: Optional[Sequence[int]] = None):
             """Summed log-likelihood of every label (B, L) (training and prediction),
-            or of ``label_rows`` (B, 1) (teacher forcing of given labels only)."""
+            or of ``label_rows`` (B, 1) (teacher forcing of given labels only). With
+            ``gold_rows`` and ``label_scoring = "head"`` (training): (B, L + 1), the
+            label scores and, last, the summed token log-likelihood of each instance's
+            gold verbalisation (teacher forcing, B decoder sequences: the generation
+            loss, at a cost that does not grow with the number of labels)."""
             hidden, mask = self.encode(texts, exclude)
             scores, _ = self.label_scores(hidden, mask, label_rows=label_rows)
+            if gold_rows is not None and self.label_scoring == "head":
+                gold, _ = self.sequence_scores(hidden, mask, list(gold_rows))
+                scores = torch.cat([scores, gold.to(scores.dtype)], -1)
             return scores
 
         def gold_loglik(self, texts, gold: Sequence[int], exclude, forced=None):
@@ -403,10 +408,13 @@ def build_etrag_module(attrs: Dict[str, Any], labels: Sequence[str], *,
 
 
 def _convert_inputs(model: Model, X: Tuple, is_train: bool):
-    """``(texts, exclude_keys)`` or ``(texts, exclude_keys, gold label rows)``."""
+    """``(texts, exclude_keys)``, ``(texts, exclude_keys, label rows)`` (score those
+    labels only) or ``(texts, exclude_keys, None, gold rows)`` (training with
+    ``label_scoring = "head"``: the gold verbalisations' log-likelihood as a last column)."""
     texts, exclude = X[0], X[1]
     rows = list(X[2]) if len(X) > 2 and X[2] is not None else None
-    return ArgsKwargs(args=(list(texts), list(exclude), rows), kwargs={}), lambda d: X
+    gold = list(X[3]) if len(X) > 3 and X[3] is not None else None
+    return ArgsKwargs(args=(list(texts), list(exclude), rows, gold), kwargs={}), lambda d: X
 
 
 def _etrag_forward(model: Model, X, is_train: bool):

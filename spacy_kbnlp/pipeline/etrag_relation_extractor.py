@@ -22,7 +22,9 @@ its own sentence (leave-one-out by ``doc_key``).
 Training loss (per instance, averaged): ``-log softmax(S)[gold] + token_loss_weight *
 (-S[gold] / n_tokens(gold))`` where ``S`` are the summed label log-likelihoods that
 prediction also ranks (``_Etrag.label_scores``; with ``label_scoring = "head"``, the
-default, the log-probabilities of the labels from one decoder step, ``n_tokens`` = 1): the sequence-level cross-entropy
+default, the log-probabilities of the labels from one decoder step, and the token term
+the gold verbalisation's log-likelihood under teacher forcing, one decoder sequence per
+instance whatever the number of labels): the sequence-level cross-entropy
 pushes the other labels down (a token-level NLL alone learns the deterministic tokens
 of the verbalisations and leaves the decisive first token nearly untrained); the
 token term keeps "generate the label". No class reweighting (ETRAG uses the plain
@@ -76,19 +78,20 @@ SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
     default_config={"model": DEFAULT_MODEL, "threshold": 0.0, "refresh_every": 200,
                     "batch_size": 16, "overwrite": True, "token_loss_weight": 0.5,
                     "fresh_lr_scale": 10.0, "spans_key": ENTITIES_KEY,
+                    "negative_ratio": 0.0,
                     "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
     default_score_weights=SCORE_WEIGHTS,
 )
 def make_etrag_relation_extractor(nlp: Language, name: str, model: Model, threshold: float,
                                   refresh_every: int, batch_size: int, overwrite: bool,
                                   token_loss_weight: float, fresh_lr_scale: float,
-                                  spans_key: Optional[str],
+                                  spans_key: Optional[str], negative_ratio: float,
                                   scorer: Optional[Callable]) -> "EtragRelationExtractor":
     return EtragRelationExtractor(nlp.vocab, model, name, threshold=threshold,
                                   refresh_every=refresh_every, batch_size=batch_size,
                                   overwrite=overwrite, token_loss_weight=token_loss_weight,
                                   fresh_lr_scale=fresh_lr_scale, spans_key=spans_key,
-                                  scorer=scorer)
+                                  negative_ratio=negative_ratio, scorer=scorer)
 
 
 @registry.augmenters("spacy_kbnlp.gold_entities_augmenter.v1")
@@ -153,10 +156,12 @@ class EtragRelationExtractor(TrainablePipe):
     def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float,
                  refresh_every: int, batch_size: int, overwrite: bool,
                  token_loss_weight: float, fresh_lr_scale: float,
-                 spans_key: Optional[str] = ENTITIES_KEY, scorer: Optional[Callable]):
+                 spans_key: Optional[str] = ENTITIES_KEY, negative_ratio: float = 0.0,
+                 scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
-                               ("fresh_lr_scale", fresh_lr_scale)):
+                               ("fresh_lr_scale", fresh_lr_scale),
+                               ("negative_ratio", negative_ratio)):
             if not value >= 0:
                 raise ValueError(Errors.KBE312.format(value=value, setting=setting,
                                                       why="must be >= 0"))
@@ -170,10 +175,12 @@ class EtragRelationExtractor(TrainablePipe):
                                     "batch_size": int(batch_size), "overwrite": overwrite,
                                     "token_loss_weight": float(token_loss_weight),
                                     "fresh_lr_scale": float(fresh_lr_scale),
-                                    "spans_key": spans_key, "format_version": 1}
+                                    "spans_key": spans_key,
+                                    "negative_ratio": float(negative_ratio), "format_version": 1}
         self._bank: List[Tuple[str, int, str]] = []  # (text, label row, doc key)
         self._stale = False
         self._n_updates = 0
+        self._neg_rng = numpy.random.default_rng(0)  # negative sampling (update)
 
     @property
     def labels(self) -> Tuple[str, ...]:
@@ -284,13 +291,16 @@ class EtragRelationExtractor(TrainablePipe):
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "EtragRelationExtractor.update")
-        insts = self._gold_instances(examples)
+        insts = self.sample_negatives(self._gold_instances(examples))
         if not insts:
             return losses
         if self._stale and self._n_updates % max(1, self.cfg["refresh_every"]) == 0:
             self.refresh_bank()
-        scores, backprop = self.model.begin_update(([i["text"] for i in insts],
-                                                    [i["key"] for i in insts]))
+        module = self.module
+        with_gold = module.label_scoring == "head" and self.cfg["token_loss_weight"] > 0
+        scores, backprop = self.model.begin_update((
+            [i["text"] for i in insts], [i["key"] for i in insts], None,
+            self._gold_rows(insts) if with_gold else None))
         loss, d_scores = self.get_loss(insts, scores)
         backprop(d_scores)
         if sgd is not None:
@@ -300,26 +310,51 @@ class EtragRelationExtractor(TrainablePipe):
         self._stale = True
         return losses
 
+    def sample_negatives(self, insts: List[Instance]) -> List[Instance]:
+        """Training instances of one update with at most ``negative_ratio`` x (number
+        of relation instances, at least 1) ``no_relation`` instances, drawn at random
+        (all of them when ``negative_ratio`` is 0): entity pairs without a relation
+        are most pairs of a sentence with several entities (CoNLL04: 79 %), and with
+        all of them in the loss the model learned ``no_relation`` for every pair."""
+        ratio = self.cfg["negative_ratio"]
+        if not ratio:
+            return insts
+        neg = [i for i, inst in enumerate(insts) if inst["label"] == NO_RELATION]
+        keep_n = int(round(ratio * max(1, len(insts) - len(neg))))
+        if len(neg) <= keep_n:
+            return insts
+        drop = set(self._neg_rng.choice(neg, size=len(neg) - keep_n, replace=False).tolist())
+        return [inst for i, inst in enumerate(insts) if i not in drop]
+
     def _gold_rows(self, insts: Sequence[Instance]) -> List[int]:
         index = {l: i for i, l in enumerate(self.labels)}
         return [index.get(i["label"], index[NO_RELATION]) for i in insts]
 
     def get_loss(self, insts: Sequence[Instance], scores) -> Tuple[float, Any]:
-        """Sequence-level cross-entropy of the gold label over the softmax of the
-        label scores plus ``token_loss_weight`` x the gold label's per-token NLL,
-        averaged over instances (see the module doc). ``scores``: every label's summed
-        log-likelihood ``(n, L)``; returns the loss and its gradient ``(n, L)``."""
+        """Cross-entropy of the gold label over the softmax of the label scores plus
+        ``token_loss_weight`` x the gold label's per-token NLL, averaged over
+        instances (see the module doc). ``scores``: every label's score ``(n, L)``
+        (``sequence``: the summed token log-likelihoods, the gold one among them) or
+        ``(n, L + 1)`` (``head``: the label log-probabilities and, last, the gold
+        verbalisation's summed token log-likelihood); returns the loss and its
+        gradient (same shape)."""
         gold = numpy.array(self._gold_rows(insts))
         n = len(insts)
         rows = numpy.arange(n)
-        n_tok = self.module.label_lengths().cpu().numpy().astype("float32")[gold]
+        n_labels = len(self.labels)
+        n_tok = (self.module.label_ids != -100).sum(-1).cpu().numpy().astype("float32")[gold]
         s = self.model.ops.to_numpy(scores).astype("float32")
-        z = s - s.max(1, keepdims=True)
+        z = s[:, :n_labels] - s[:, :n_labels].max(1, keepdims=True)
         log_p = z - numpy.log(numpy.exp(z).sum(1, keepdims=True))
         w = self.cfg["token_loss_weight"]
-        loss = float(-log_p[rows, gold].mean() + w * (-s[rows, gold] / n_tok).mean())
-        d = numpy.exp(log_p)
-        d[rows, gold] -= 1.0 + w / n_tok
+        tok_col = gold if s.shape[1] == n_labels else numpy.full(n, n_labels)
+        if s.shape[1] == n_labels and self.module.label_scoring == "head":
+            w = 0.0  # prediction-shaped scores: no gold verbalisation to score
+        loss = float(-log_p[rows, gold].mean() + w * (-s[rows, tok_col] / n_tok).mean())
+        d = numpy.zeros_like(s)
+        d[:, :n_labels] = numpy.exp(log_p)
+        d[rows, gold] -= 1.0
+        d[rows, tok_col] -= w / n_tok
         return loss, self.model.ops.xp.asarray((d / n).astype("float32"))
 
     def finish_update(self, sgd) -> None:

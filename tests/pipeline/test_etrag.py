@@ -262,16 +262,24 @@ def test_sequence_loss_gradient_and_fresh_lr_scale(tiny, scoring):
     pipe = nlp.get_pipe("etrag_relation_extractor")
     insts = pipe._gold_instances(egs)
     gold = torch.tensor(pipe._gold_rows(insts))
-    scores = torch.randn(len(insts), len(pipe.labels), requires_grad=True)
+    n, n_labels = len(insts), len(pipe.labels)
+    # head: the label log-probabilities and, last, the gold verbalisation's log-likelihood
+    width = n_labels + (scoring == "head")
+    scores = torch.randn(n, width, requires_grad=True)
     n_tok = (pipe.module.label_ids != -100).sum(-1).float()[gold]
-    if scoring == "head":
-        n_tok = torch.ones_like(n_tok)
-    want = (torch.nn.functional.cross_entropy(scores, gold)
-            - 0.7 * (scores[torch.arange(len(insts)), gold] / n_tok).mean())
+    tok = scores[:, n_labels] if scoring == "head" else scores[torch.arange(n), gold]
+    want = torch.nn.functional.cross_entropy(scores[:, :n_labels], gold) - 0.7 * (tok / n_tok).mean()
     want.backward()
     loss, d = pipe.get_loss(insts, scores.detach().numpy())
     assert loss == pytest.approx(float(want.detach()), rel=1e-5)
     numpy.testing.assert_allclose(d, scores.grad.numpy(), rtol=1e-4, atol=1e-7)
+    if scoring == "head":  # training runs the gold verbalisations: the (n, L + 1) output
+        out = pipe.module([i["text"] for i in insts], [i["key"] for i in insts], None, gold.tolist())
+        assert out.shape == (n, n_labels + 1)
+        want_tok, _ = pipe.module.sequence_scores(*pipe.module.encode([i["text"] for i in insts],
+                                                                      [i["key"] for i in insts]),
+                                                  gold.tolist())
+        torch.testing.assert_close(out[:, -1], want_tok[:, 0])
     fresh = set(pipe.module.fresh_parameters())
     head = {"label_head", "label_head_bias"} if scoring == "head" else set()
     assert fresh == {n for n, _ in pipe.module.named_parameters() if n.startswith(("label_emb.", "value."))} | head
@@ -317,3 +325,20 @@ def test_label_scoring_decoder_passes(tiny, scoring):
         assert shapes == [(3 * n_labels, module.label_ids.shape[1])]
         assert bool((scores.exp().sum(-1) <= 1 + 1e-5).all())
 
+
+def test_negative_sampling_keeps_every_relation(tiny):
+    """negative_ratio r keeps every relation instance of a batch and at most r x their
+    number (at least 1) of the no_relation ones; 0 keeps all (the setting is saved
+    nowhere but the config)."""
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("etrag_relation_extractor", config={
+        "model": {"backbone": tiny["t5"], "n_neighbors": 0}, "negative_ratio": 1.0})
+    insts = [{"text": f"t{i}", "label": "Kill(e1,e2)" if i in (2, 7) else NO_RELATION} for i in range(10)]
+    kept = pipe.sample_negatives(insts)
+    assert [i["text"] for i in kept if i["label"] != NO_RELATION] == ["t2", "t7"]
+    assert len(kept) == 4 and kept == [i for i in insts if i in kept]  # order kept
+    assert len(pipe.sample_negatives([i for i in insts if i["label"] == NO_RELATION])) == 1
+    pipe.cfg["negative_ratio"] = 0.0
+    assert pipe.sample_negatives(insts) == insts
+    with pytest.raises(ValueError, match="KBE312"):
+        spacy.blank("en").add_pipe("etrag_relation_extractor", config={"negative_ratio": -1.0})
