@@ -452,6 +452,74 @@ def cmd_step_cost(args) -> None:
     merge_json(RESULT, {"step_cost": result}, depth=1)
 
 
+def cmd_analyse(args) -> None:
+    """Why retrieval helps or hurts: for a saved ETRAG pipeline (``train --save``) and
+    its dataset's test instances, the soft neighbours' labels (the retrieval weights
+    summed over the ``n_neighbors`` slots, over each candidate's label), against the
+    gold and the predicted labels, and the size of the soft prompt next to the token
+    embeddings. Written to ``re_runs/analysis_<run>.json``."""
+    from collections import defaultdict
+
+    import numpy
+    import spacy
+    import torch
+
+    from spacy_kbnlp.retrieval.render import NO_RELATION
+
+    torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    name = run_name(spec["name"], args.fraction, "etrag", args.seed)
+    nlp = spacy.load(args.model or ROOT / "training" / "re_bench" / name)
+    pipe = nlp.get_pipe("etrag_relation_extractor")
+    module = pipe.module
+    module.eval()
+    labels = list(pipe.labels)
+    test = [eg.reference for eg in with_gold_entities(nlp, load(spec, "test", nlp))]
+    insts = [i for d in test for i in pipe.instances(d, gold=True)]
+    gold = pipe._gold_rows(insts)
+    mass = numpy.zeros((len(insts), len(labels)))
+    prompt_norm, token_norm, preds = [], [], []
+    with torch.no_grad():
+        for b in range(0, len(insts), 32):
+            chunk = insts[b: b + 32]
+            ids, mask = module.tokenize([i["text"] for i in chunk])
+            prompts, weights, cand = module.soft_prompts(ids, mask, [None] * len(chunk))
+            w = weights.sum(1)  # (B, C): weight of each candidate over the slots
+            cand_labels = module.bank_labels[cand]  # (B, C)
+            for r in range(len(chunk)):
+                numpy.add.at(mass[b + r], cand_labels[r].cpu().numpy(), w[r].cpu().numpy())
+            prompt_norm += prompts.norm(dim=-1).mean(-1).tolist()
+            tok = module.seq2seq.get_input_embeddings()(ids)
+            token_norm += ((tok.norm(dim=-1) * mask).sum(-1) / mask.sum(-1)).tolist()
+            preds += module([i["text"] for i in chunk], [None] * len(chunk)).argmax(-1).tolist()
+    mass /= mass.sum(1, keepdims=True)
+    top = mass.argmax(1)
+    gold_a, pred_a = numpy.array(gold), numpy.array(preds)
+    neg = labels.index(NO_RELATION)
+    by_label: Dict[str, Dict[str, Any]] = defaultdict(dict)
+    for j, lab in enumerate(labels):
+        by_label[lab] = {"gold": int((gold_a == j).sum()), "predicted": int((pred_a == j).sum()),
+                         "neighbour_top": int((top == j).sum()),
+                         "neighbour_mass": round(float(mass[:, j].mean()), 4)}
+    out = {"run": name, "instances": len(insts),
+           "neighbour_mass_on_gold": round(float(mass[numpy.arange(len(insts)), gold_a].mean()), 4),
+           "neighbour_top_is_gold": round(float((top == gold_a).mean()), 4),
+           "prediction_is_gold": round(float((pred_a == gold_a).mean()), 4),
+           "prediction_follows_neighbour_top": round(float((pred_a == top).mean()), 4),
+           "when_neighbour_top_wrong": {
+               "instances": int((top != gold_a).sum()),
+               "prediction_is_gold": round(float((pred_a == gold_a)[top != gold_a].mean()), 4),
+               "prediction_follows_neighbours": round(float((pred_a == top)[top != gold_a].mean()), 4)},
+           "no_relation_gold_share": round(float((gold_a == neg).mean()), 4),
+           "soft_prompt_norm": round(float(numpy.mean(prompt_norm)), 3),
+           "token_embedding_norm": round(float(numpy.mean(token_norm)), 3),
+           "by_label": dict(by_label)}
+    write(f"analysis_{name}", out)
+    print(json.dumps({k: v for k, v in out.items() if k != "by_label"}, indent=1))
+    for lab, row in sorted(by_label.items(), key=lambda kv: -kv[1]["gold"]):
+        print(f"  {lab:32s} {row}")
+
+
 def cmd_collect(args) -> None:
     """Score every saved run (``re_runs/<dataset>_<fraction>_<system>[_s<seed>].json``)
     against its dataset's test docs and merge ``benchmarks/results/re.json``: per cell
@@ -553,8 +621,8 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
         rows.append({"component": "`etrag_relation_extractor`",
                      "task": f"SemEval-2010 Task 8 ({NAMED['semeval']['test_limit']} test sentences), {share} of the "
                              f"training data, {ours.get('steps', '?')} steps: official score",
-                     "ours": f"{runs['etrag']['f1']:.1f}",
-                     "alternative": f"same backbone, no retrieval: {runs['baseline']['f1']:.1f}",
+                     "ours": _cell(runs, "etrag"),
+                     "alternative": f"same backbone, no retrieval: {_cell(runs, 'baseline')}",
                      "speed": speed,
                      "measured": f"{ours.get('date', '?')}, 2-core CPU, {ours.get('threads', 2)} thread"})
     return rows
@@ -663,6 +731,12 @@ def main() -> None:
     m.add_argument("--seed", type=int, default=0, help="seed of the store subset")
     m.add_argument("--ruie-encoder", default=str(ROOT / "training" / "ruie" / "encoder"))
     m.add_argument("--force", action="store_true")
+    a = sub.add_parser("analyse")
+    _dataset_args(a, "semeval")
+    a.add_argument("--fraction", default="0.1")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--model", default=None, help="pipeline folder (default: training/re_bench/<run>)")
     c = sub.add_parser("step-cost")
     c.add_argument("--scoring", default="head,sequence", help="label_scoring settings to time")
     c.add_argument("--batch-docs", type=int, default=16)
@@ -674,7 +748,8 @@ def main() -> None:
     sub.add_parser("table")
     args = ap.parse_args()
     {"train": cmd_train, "knn": cmd_knn, "ruie": cmd_ruie, "label-match": cmd_label_match,
-     "collect": cmd_collect, "table": cmd_table, "step-cost": cmd_step_cost}[args.cmd](args)
+     "collect": cmd_collect, "table": cmd_table, "step-cost": cmd_step_cost,
+     "analyse": cmd_analyse}[args.cmd](args)
 
 
 if __name__ == "__main__":

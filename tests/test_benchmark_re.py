@@ -69,3 +69,45 @@ def test_collect_means_over_seeds(bench, folder, nlp, tmp_path, monkeypatch):
     macro = bench.score_predictions(__import__("spacy_kbnlp.scorers.rel", fromlist=["rel"]), "macro", gold, half)
     # named_after: 1 of 2 (F1 2/3); capital_of: 2 of 3 (F1 0.8)
     assert macro == pytest.approx(100 * (2 / 3 + 0.8) / 2, abs=0.01)
+
+
+def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
+    """`analyse` on a saved ETRAG pipeline: per test instance the soft neighbours'
+    label mass (sums to 1), the gold / predicted / neighbour-top counts per label."""
+    import argparse
+    import random
+
+    import spacy
+    from spacy.training import Example
+    from thinc.api import Adam
+
+    from spacy_kbnlp.core.torch_io import set_seed
+
+    from .llm.tiny import build_tiny_models
+
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    tiny = build_tiny_models(tmp_path / "tiny")
+    set_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("etrag_relation_extractor", config={"model": {
+        "backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4}})
+    spec = bench.dataset_spec(str(folder))
+    egs = bench.with_gold_entities(nlp, bench.load(spec, "train", nlp))
+    nlp.initialize(lambda: egs)
+    opt = Adam(0.01)
+    for _ in range(5):
+        random.Random(0).shuffle(egs)
+        nlp.update(egs, sgd=opt)
+    nlp.to_disk(tmp_path / "model")
+    args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None,
+                              format="auto", scorer=None, test_limit=None, fraction="0.5", seed=0,
+                              threads=1, model=str(tmp_path / "model"))
+    bench.cmd_analyse(args)
+    out = json.loads((tmp_path / "runs" / "analysis_mydata_0.5_etrag.json").read_text())
+    assert out["instances"] == 7  # one pair per test sentence
+    rows = out["by_label"]
+    assert {k: v["gold"] for k, v in rows.items()} == {
+        "capital_of(e1,e2)": 2, "capital_of(e2,e1)": 1, "named_after(e1,e2)": 2, "no_relation": 2}
+    assert sum(v["predicted"] for v in rows.values()) == 7 == sum(v["neighbour_top"] for v in rows.values())
+    assert sum(v["neighbour_mass"] for v in rows.values()) == pytest.approx(1.0, abs=1e-3)
+    assert 0 <= out["neighbour_mass_on_gold"] <= 1 and out["soft_prompt_norm"] > 0
