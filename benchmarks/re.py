@@ -379,8 +379,8 @@ def cmd_label_match(args) -> None:
                       for d, h in zip(test, hits)]
             out[name][key] = round(float(numpy.mean([x for x in shares if x is not None])), 4)
         print(name, out[name], flush=True)
-        RUNS.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(dict(out, date=time.strftime("%Y-%m-%d", time.gmtime())), indent=1))
+        out["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+        write(done.stem, out)  # re_runs/label_match[_<dataset>_<fraction>].json
 
 
 # 16 relation types (a Wikidata-like set): with both directions and no_relation, 33 labels
@@ -653,9 +653,18 @@ def cmd_table(args) -> None:
         title = TITLES.get(dataset, f"{dataset}, relation F1 (x100; scorer as recorded in re_runs)")
         print(f"\n{title}\n\n| train fraction | baseline | ETRAG | kNN |\n|---|---|---|---|")
         fracs = sorted(res[dataset], key=float)
+        speed = res.get("speed", {})
         for frac in fracs:
             row = res[dataset][frac]
-            print(f"| {frac} | " + " | ".join(_cell(row, s) for s in SYSTEMS) + " |")
+            # † = a run of this code (head label scoring, negative sampling as recorded)
+            marks = {s: " †" if speed.get(run_name(dataset, frac, s), {}).get("label_scoring") == "head"
+                     else "" for s in SYSTEMS}
+            print(f"| {frac} | " + " | ".join(_cell(row, s) + marks[s] for s in SYSTEMS) + " |")
+        extra = sorted({s for frac in fracs for s in res[dataset][frac] if s not in SYSTEMS})
+        for frac in fracs:
+            for s in extra:
+                if s in res[dataset][frac]:
+                    print(f"\n{dataset} {frac} {s}: {_cell(res[dataset][frac], s)}")
     runs = [(k, v) for k, v in res.get("speed", {}).items() if isinstance(v, dict) and "steps" in v]
     if runs:
         print("\nTrained runs (train seconds include initialize and the final bank refresh)\n\n"
