@@ -36,9 +36,24 @@ RESULT = ROOT / "benchmarks" / "results" / "re.json"
 FRACTIONS = ("0.01", "0.05", "0.1", "1.0")
 EPOCHS = {"0.01": 30, "0.05": 10, "0.1": 6, "1.0": 1}
 STEPS = {"0.01": 30, "0.05": 45, "0.1": 60, "1.0": 100}
-# the test sets are cut to their first TEST_LIMIT documents (SemEval ids 8001-8300, the first
-# 100 CoNLL04 test sentences) to fit the CPU budget of a shared 2-core machine
-TEST_LIMIT = {"semeval": 300, "conll04": 100}
+SCORERS = ("micro", "macro", "semeval")
+SPLITS = ("train", "dev", "test")
+# the named datasets: paths under the shared data folder (data_dir()), the reader format,
+# the SemEval id split, the scorer, the docs per batch and the test cut (the test sets are
+# cut to their first test_limit documents, SemEval ids 8001-8300 and the first 100
+# CoNLL04 test sentences, to fit the CPU budget of a shared 2-core machine)
+NAMED: Dict[str, Dict[str, Any]] = {
+    "semeval": {"format": "semeval2010", "train": "re/semeval2010_task8/training/TRAIN_FILE.TXT",
+                "dev": "re/semeval2010_task8/training/TRAIN_FILE.TXT",
+                "test": "re/semeval2010_task8/testing_keys/TEST_FILE_FULL.TXT",
+                "id_mod": {"train": "10:!0", "dev": "10:0"}, "scorer": "semeval",
+                "batch_docs": 16, "test_limit": 300},
+    "conll04": {"format": "conll04", "train": "re/conll04/spert_format/conll04_train.json",
+                "dev": "re/conll04/spert_format/conll04_dev.json",
+                "test": "re/conll04/spert_format/conll04_test.json", "scorer": "micro",
+                "batch_docs": 4, "test_limit": 100},
+}
+TEST_LIMIT = {name: spec["test_limit"] for name, spec in NAMED.items()}
 
 
 def data_dir() -> Path:
@@ -47,29 +62,92 @@ def data_dir() -> Path:
     return Path(os.environ.get("KBNLP_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
-def load(dataset: str, split: str, nlp, full: bool = False):
-    """Gold Docs: SemEval train = ids not divisible by 10 (dev = the others), test =
-    TEST_FILE_FULL; CoNLL04 = the SpERT splits."""
-    from spacy_kbnlp.readers import read_docs
+def _shown(path: Path) -> str:
+    """A path as recorded in the run files: relative to the repository when it can be."""
+    import os
 
-    d = data_dir() / "re"
-    if dataset == "semeval":
-        if split == "test":
-            return list(read_docs(d / "semeval2010_task8/testing_keys/TEST_FILE_FULL.TXT", "semeval2010",
-                                  nlp, limit=0 if full else TEST_LIMIT["semeval"]))
-        docs = list(read_docs(d / "semeval2010_task8/training/TRAIN_FILE.TXT", "semeval2010", nlp))
-        keep = (lambda i: i % 10 != 0) if split == "train" else (lambda i: i % 10 == 0)
-        return [doc for doc in docs if keep(int(doc._.source["id"]))]
-    limit = TEST_LIMIT["conll04"] if split == "test" and not full else 0
-    return list(read_docs(d / f"conll04/spert_format/conll04_{split}.json", "conll04", nlp, limit=limit))
+    return os.path.relpath(path.resolve(), ROOT)
+
+
+def _split_file(folder: Path, split: str) -> Optional[Path]:
+    for pattern in (f"{split}.jsonl", f"{split}.spacy", f"*{split}*.jsonl", f"*{split}*.spacy"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def dataset_spec(dataset: str, *, train: Optional[str] = None, dev: Optional[str] = None,
+                 test: Optional[str] = None, name: Optional[str] = None, fmt: str = "auto",
+                 scorer: Optional[str] = None, test_limit: Optional[int] = None,
+                 batch_docs: Optional[int] = None) -> Dict[str, Any]:
+    """The dataset a command works on: a named shortcut (``semeval``, ``conll04``) or
+    any corpus by path, a folder with ``train``/``dev``/``test`` files (``train.jsonl``
+    or ``*train*.spacy`` ...) or explicit split paths. Paths are kept relative to the
+    repository (they are written into the run files, which ``collect`` reads back)."""
+    from spacy_kbnlp.errors import Errors
+
+    if dataset in NAMED and not (train or dev or test):
+        spec = dict(NAMED[dataset], name=name or dataset)
+        for split in SPLITS:
+            spec[split] = _shown(data_dir() / spec[split])
+    else:
+        folder = Path(dataset) if dataset else None
+        paths = {"train": train, "dev": dev, "test": test}
+        for split in SPLITS:
+            if paths[split] is None and folder is not None and folder.is_dir():
+                found = _split_file(folder, split)
+                paths[split] = str(found) if found else None
+        missing = [s for s in ("train", "test") if not paths[s] or not Path(paths[s]).exists()]
+        if missing:
+            raise SystemExit(Errors.KBE321.format(path=dataset or "(none)", missing=", ".join(missing)))
+        spec = {"name": name or (folder.name if folder is not None and folder.is_dir()
+                                 else Path(paths["train"]).parent.name),
+                "format": fmt, "scorer": "micro", "batch_docs": 16, "test_limit": 0}
+        for split in SPLITS:
+            spec[split] = _shown(Path(paths[split])) if paths[split] else None
+    if scorer:
+        spec["scorer"] = scorer
+    if test_limit is not None:
+        spec["test_limit"] = test_limit
+    if batch_docs:
+        spec["batch_docs"] = batch_docs
+    if spec["scorer"] not in SCORERS:
+        raise SystemExit(f"--scorer: one of {', '.join(SCORERS)}")
+    if "_" in spec["name"]:
+        raise SystemExit(f"dataset name {spec['name']!r}: no '_' (run files are named name_fraction_system)")
+    return spec
+
+
+def load(spec: Dict[str, Any], split: str, nlp, full: bool = False):
+    """Gold Docs of ``split`` (SemEval: train = ids not divisible by 10, dev = the
+    others, test = TEST_FILE_FULL; CoNLL04 = the SpERT splits; a path dataset: its
+    files); the test split cut to ``test_limit`` docs unless ``full``."""
+    from spacy_kbnlp.readers import read_docs
+    from spacy_kbnlp.readers.select import select_docs
+
+    path = spec.get(split)
+    if path is None:
+        return []
+    path = ROOT / path
+    fmt = spec["format"]
+    if fmt == "auto":
+        fmt = "jsonl" if path.suffix == ".jsonl" or (path.is_dir() and any(path.glob("*.jsonl"))) else "spacy"
+    limit = spec.get("test_limit", 0) if split == "test" and not full else 0
+    id_mod = spec.get("id_mod", {}).get(split)
+    docs = read_docs(path, fmt, nlp, limit=0 if id_mod else limit)
+    if id_mod:
+        docs = select_docs(docs, id_mod=id_mod)
+    return list(docs)
 
 
 def subset(docs: List, fraction: str, seed: int = 0) -> List:
-    """Deterministic nested subsets: the first round(f * n) docs of one shuffle."""
-    order = list(range(len(docs)))
-    random.Random(seed).shuffle(order)
-    n = max(1, round(float(fraction) * len(docs)))
-    return [docs[i] for i in sorted(order[:n])]
+    """Deterministic nested subsets: the first round(f * n) docs of one shuffle
+    (``spacy_kbnlp.readers.select.fraction_subset``, shared with the SubsetCorpus
+    reader of configs/etrag.cfg and ``build-demo-store --fraction``)."""
+    from spacy_kbnlp.readers.select import fraction_subset
+
+    return fraction_subset(docs, float(fraction), seed)
 
 
 def with_gold_entities(nlp, gold_docs):
@@ -86,33 +164,46 @@ def write(name: str, data: Dict[str, Any]) -> None:
     (RUNS / f"{name}.json").write_text(json.dumps(data, indent=1))
 
 
-def train_one(dataset: str, fraction: str, system: str, *, batch_docs: int, lr: float,
-              steps_cap: Optional[int], seed: int = 0, save_dir: Optional[Path] = None,
+def step_budget(n_docs: int, batch_docs: int, epochs: int, steps: int) -> int:
+    """The number of optimizer steps of a run: ``min(epochs x batches per epoch, steps)``
+    (``steps`` 0 = no cap); configs/etrag.cfg applies the same rule (``max_epochs`` and
+    ``max_steps``). The learning-rate schedule spans ``steps`` (10 % warmup, linear
+    decay), so a run stopped by the epoch cap ends before the rate reaches 0."""
+    by_epochs = epochs * ((n_docs + batch_docs - 1) // batch_docs)
+    return min(by_epochs, steps) if steps else by_epochs
+
+
+def run_name(dataset: str, fraction: str, system: str, seed: int = 0) -> str:
+    """``dataset_fraction_system`` (seed 0, the runs before seeds) or ``..._s<seed>``."""
+    return f"{dataset}_{fraction}_{system}" + (f"_s{seed}" if seed else "")
+
+
+def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: int, lr: float,
+              steps_cap: int, epochs: int, seed: int = 0, save_dir: Optional[Path] = None,
               n_neighbors: int = 4, threads: int = 1, token_loss_weight: float = 0.5,
-              fresh_lr_scale: float = 10.0) -> Dict[str, Any]:
+              fresh_lr_scale: float = 10.0, model: Optional[Dict[str, Any]] = None,
+              component: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     import torch
     from spacy.lang.en import English
-    from thinc.api import Adam, warmup_linear
+    from thinc.api import Adam
 
     from spacy_kbnlp.core.torch_io import set_seed
+    from spacy_kbnlp.pipeline.etrag_relation_extractor import warmup_linear_ratio
 
     set_seed(seed)
     torch.set_num_threads(threads)
     nlp = English()
-    train = subset(load(dataset, "train", nlp), fraction, seed)
-    test = load(dataset, "test", nlp)
+    train = subset(load(spec, "train", nlp), fraction, seed)
+    test = load(spec, "test", nlp)
     egs = with_gold_entities(nlp, train)
     k = n_neighbors if system == "etrag" else 0
-    pipe = nlp.add_pipe("etrag_relation_extractor", config={
-        "scorer": None, "model": {"n_neighbors": k}, "token_loss_weight": token_loss_weight,
-        "fresh_lr_scale": fresh_lr_scale})
+    pipe = nlp.add_pipe("etrag_relation_extractor", config=dict({
+        "scorer": None, "model": dict({"n_neighbors": k}, **(model or {})),
+        "token_loss_weight": token_loss_weight, "fresh_lr_scale": fresh_lr_scale}, **(component or {})))
     t0 = time.perf_counter()
     nlp.initialize(lambda: egs)
-    n_batches = (len(egs) + batch_docs - 1) // batch_docs
-    total = EPOCHS[fraction] * n_batches
-    if steps_cap:
-        total = min(total, steps_cap)
-    opt = Adam(warmup_linear(lr, max(1, total // 10), total))
+    total = step_budget(len(egs), batch_docs, epochs, steps_cap)
+    opt = Adam(warmup_linear_ratio(lr, steps_cap or total, 0.1))
     rng = random.Random(seed)
     step, losses = 0, []
     while step < total:
@@ -125,7 +216,7 @@ def train_one(dataset: str, fraction: str, system: str, *, batch_docs: int, lr: 
             losses.append(l[pipe.name])
             step += 1
             if step % 10 == 0:
-                print(f"  {dataset} {fraction} {system} step {step}/{total} loss "
+                print(f"  {spec['name']} {fraction} {system} s{seed} step {step}/{total} loss "
                       f"{sum(losses[-10:]) / len(losses[-10:]):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     pipe.refresh_bank()
     train_s = time.perf_counter() - t0
@@ -138,31 +229,47 @@ def train_one(dataset: str, fraction: str, system: str, *, batch_docs: int, lr: 
     if save_dir is not None:
         save_dir.parent.mkdir(parents=True, exist_ok=True)
         nlp.to_disk(save_dir)
-    return {"dataset": dataset, "fraction": fraction, "system": system, "train_docs": len(train),
-            "train_instances": len(pipe._bank), "steps": total, "batch_docs": batch_docs,
+    return {"dataset": spec["name"], "data": spec, "fraction": fraction, "system": system,
+            "seed": seed, "train_docs": len(train),
+            "train_instances": len(pipe._bank), "steps": total,
+            "steps_cap": steps_cap, "epochs": epochs, "batch_docs": batch_docs,
             "lr": lr, "fresh_lr_scale": fresh_lr_scale, "token_loss_weight": token_loss_weight,
             "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
+            "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
+            "losses": [round(float(x), 4) for x in losses],
             "predictions": preds}
 
 
+def spec_from_args(args) -> Dict[str, Any]:
+    return dataset_spec(args.dataset, train=args.train, dev=args.dev, test=args.test, name=args.name,
+                        fmt=args.format, scorer=args.scorer, test_limit=args.test_limit,
+                        batch_docs=getattr(args, "batch_docs", 0))
+
+
 def cmd_train(args) -> None:
+    spec = spec_from_args(args)
+    seeds = [int(x) for x in str(args.seeds).split(",")]
     for fraction in args.fractions.split(","):
         for system in args.systems.split(","):
-            name = f"{args.dataset}_{fraction}_{system}"
-            if (RUNS / f"{name}.json").exists() and not args.force:
-                print("skip", name)
-                continue
-            print("==", name, time.strftime("%H:%M:%S"), flush=True)
-            save = ROOT / "training" / "re_bench" / name if args.save else None
-            res = train_one(args.dataset, fraction, system, batch_docs=args.batch_docs
-                            or (4 if args.dataset == "conll04" else 16), lr=args.lr,
-                            steps_cap=args.steps or STEPS[fraction], save_dir=save,
-                            threads=args.threads, token_loss_weight=args.token_loss_weight,
-                            fresh_lr_scale=args.fresh_lr_scale)
-            write(name, res)
-            print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
+            for seed in seeds:
+                name = run_name(spec["name"], fraction, system, seed)
+                if (RUNS / f"{name}.json").exists() and not args.force:
+                    print("skip", name)
+                    continue
+                print("==", name, time.strftime("%H:%M:%S"), flush=True)
+                save = ROOT / "training" / "re_bench" / name if args.save else None
+                res = train_one(spec, fraction, system, batch_docs=spec["batch_docs"], lr=args.lr,
+                                steps_cap=args.steps or STEPS.get(fraction, 150),
+                                epochs=args.epochs or EPOCHS.get(fraction, 6), seed=seed,
+                                save_dir=save, threads=args.threads,
+                                token_loss_weight=args.token_loss_weight,
+                                fresh_lr_scale=args.fresh_lr_scale,
+                                component={"negative_ratio": args.negative_ratio},
+                                model={"label_scoring": args.label_scoring})
+                write(name, res)
+                print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
 
 
 def cmd_knn(args) -> None:
@@ -171,39 +278,41 @@ def cmd_knn(args) -> None:
     from spacy_kbnlp.encoders.hf import HFEncoder
     from spacy_kbnlp.retrieval.knn import KNNRelationClassifier
 
+    spec = spec_from_args(args)
     nlp = English()
-    full = load(args.dataset, "train", nlp)
-    test = load(args.dataset, "test", nlp)
+    full = load(spec, "train", nlp)
+    test = load(spec, "test", nlp)
     inputs = [eg.predicted for eg in with_gold_entities(nlp, test)]
     encoder = HFEncoder().load()
     for fraction in args.fractions.split(","):
-        name = f"{args.dataset}_{fraction}_knn"
+        name = run_name(spec["name"], fraction, "knn")
         t0 = time.perf_counter()
         knn = KNNRelationClassifier(encoder, k=args.k).fit(subset(full, fraction))
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         preds = [[dict(r) for r in recs] for recs in knn.predict_docs(inputs)]
         infer_s = time.perf_counter() - t1
-        write(name, {"dataset": args.dataset, "fraction": fraction, "system": "knn", "k": args.k,
-                     "train_s": round(train_s, 1), "infer_s": round(infer_s, 1),
+        write(name, {"dataset": spec["name"], "data": spec, "fraction": fraction, "system": "knn",
+                     "seed": 0, "k": args.k, "train_s": round(train_s, 1), "infer_s": round(infer_s, 1),
                      "docs_per_s": round(len(inputs) / infer_s, 2), "predictions": preds})
         print(name, round(train_s, 1), round(infer_s, 1))
 
 
 def cmd_ruie(args) -> None:
-    """Train the RUIE retriever on the SemEval 10 % subset with the preference of the
-    ETRAG model trained on that subset (``train --save``); queries = the first
-    ``--queries`` docs of the subset, the store = the whole subset."""
+    """Train the RUIE retriever on the ``--fraction`` subset with the preference of the
+    ETRAG model trained on that subset (``train --save``); queries = ``--queries`` docs
+    of the subset, the store = the whole subset."""
     import spacy
     import torch
 
     from spacy_kbnlp.retrieval.ruie import RelationModelPreference, train_ruie
     from spacy_kbnlp.retrieval.store import DemoStore
 
+    spec = spec_from_args(args)
     torch.set_num_threads(1)
     nlp = spacy.blank("en")
-    train = subset(load("semeval", "train", nlp), args.fraction)
-    etrag = spacy.load(ROOT / "training" / "re_bench" / f"semeval_{args.fraction}_etrag")
+    train = subset(load(spec, "train", nlp), args.fraction)
+    etrag = spacy.load(ROOT / "training" / "re_bench" / run_name(spec["name"], args.fraction, "etrag"))
     pref = RelationModelPreference(etrag.get_pipe("etrag_relation_extractor"))
     store = DemoStore.from_docs(train)
     rng = random.Random(0)
@@ -211,49 +320,213 @@ def cmd_ruie(args) -> None:
     meta = train_ruie(store, queries, pref, ROOT / "training" / "ruie", n_candidates=args.candidates,
                       reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=8,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
-    meta["preference_model"] = f"etrag_relation_extractor trained on SemEval {args.fraction} (benchmarks/re.py train --save)"
+    meta["preference_model"] = (f"etrag_relation_extractor trained on {spec['name']} {args.fraction} "
+                                "(benchmarks/re.py train --save)")
     write("ruie", meta)
     print(meta)
 
 
+def label_match_file(dataset: str, fraction: str) -> Path:
+    """``label_match.json`` (SemEval, the full training store: the file of the earlier
+    runs) or ``label_match_<dataset>_<fraction>.json``."""
+    if dataset == "semeval" and float(fraction) == 1.0:
+        return RUNS / "label_match.json"
+    return RUNS / f"label_match_{dataset}_{fraction}.json"
+
+
 def cmd_label_match(args) -> None:
-    """Share of the top-5 demonstrations (SemEval train store) carrying the query's
-    directed label, for SemEval test queries; plus the retrieval latency per doc."""
+    """Label match@5 of the demonstration retrievers: for every test query with a
+    relation, the share of its 5 retrieved demonstrations (the training subset of
+    ``--fraction`` as the store, the query's own sentence excluded) that carry one of
+    the query's labels, **directed** (``share``: ``Cause-Effect(e2,e1)`` only matches
+    the same direction, the direction read from the text order of the arguments) and
+    **undirected** (``share_undirected``: the relation type only); plus the retrieval
+    latency per query."""
     import numpy
     from spacy.lang.en import English
 
     from spacy_kbnlp.encoders.hf import HFEncoder
-    from spacy_kbnlp.retrieval.render import doc_key, doc_labels, label_match, render_input
+    from spacy_kbnlp.retrieval.render import doc_key, doc_labels, label_match, render_input, undirected
     from spacy_kbnlp.retrieval.store import DemoStore
 
+    def undirected_labels(labels):
+        return sorted({undirected(label)[0] for label in labels})
+
+    spec = spec_from_args(args)
     nlp = English()
-    train = load("semeval", "train", nlp)
-    test = load("semeval", "test", nlp, full=True)  # all 2,717 test sentences
+    train = subset(load(spec, "train", nlp), args.fraction, args.seed)
+    test = load(spec, "test", nlp, full=True)  # every test sentence (SemEval: all 2,717)
     queries = [render_input(d) for d in test]
     excl = [doc_key(d) for d in test]
-    done = RUNS / "label_match.json"
+    done = label_match_file(spec["name"], args.fraction)
     out = json.loads(done.read_text()) if done.exists() else {}
     retrievers = [("bm25", None), ("zero_shot_minilm", HFEncoder())]
-    ruie = ROOT / "training" / "ruie" / "encoder"
+    ruie = Path(args.ruie_encoder)
     if ruie.exists():
         retrievers.append(("ruie", HFEncoder(str(ruie))))
     for name, encoder in retrievers:
-        if name in out:
+        if "share_undirected" in out.get(name, {}) and not args.force:
             continue
         store = DemoStore.from_docs(train, encoder=encoder)
         t = time.perf_counter()
         hits = store.search(queries, 5, retriever="bm25" if encoder is None else "dense",
                             encoder=encoder, exclude_keys=excl)
         latency = (time.perf_counter() - t) / len(queries) * 1000
-        shares = [label_match(doc_labels(d), [store.records[r]["labels"] for r, _ in h])
-                  for d, h in zip(test, hits)]
-        out[name] = {"share": round(float(numpy.mean([s for s in shares if s is not None])), 4),
-                     "ms_per_doc": round(latency, 2)}
+        out[name] = {"ms_per_doc": round(latency, 2), "store_docs": len(train),
+                     "fraction": args.fraction, "seed": args.seed}
+        for key, view in (("share", lambda ls: ls), ("share_undirected", undirected_labels)):
+            shares = [label_match(view(doc_labels(d)), [view(store.records[r]["labels"]) for r, _ in h])
+                      for d, h in zip(test, hits)]
+            out[name][key] = round(float(numpy.mean([x for x in shares if x is not None])), 4)
         print(name, out[name], flush=True)
-        write("label_match", out)
+        out["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+        write(done.stem, out)  # re_runs/label_match[_<dataset>_<fraction>].json
+
+
+# 16 relation types (a Wikidata-like set): with both directions and no_relation, 33 labels
+STEP_COST_TYPES = ("country", "located in", "part of", "instance of", "member of", "employer",
+                   "founded by", "capital of", "headquarters location", "educated at",
+                   "place of birth", "spouse", "author", "genre", "owned by", "subsidiary")
+
+
+def cmd_step_cost(args) -> None:
+    """Seconds per training step (forward + backward + optimizer step of ``--batch-docs``
+    SemEval training sentences, one entity pair each) with 3 labels (one relation type:
+    both directions + no_relation) and with 33 (16 types), the same sentences relabelled,
+    in one process, interleaved, one torch thread; for ``label_scoring`` ``head`` (the
+    default: one decoder pass scores every label) and ``sequence`` (the decoder scores
+    each label's token sequence). Merged into re.json ``step_cost``."""
+    import statistics
+
+    import torch
+    from spacy.lang.en import English
+    from thinc.api import Adam
+
+    from spacy_kbnlp.core.torch_io import set_seed
+    from spacy_kbnlp.retrieval.render import directed
+
+    torch.set_num_threads(args.threads)
+    nlp = English()
+    docs = subset(load(dataset_spec("semeval"), "train", nlp), "0.1")[: args.batch_docs * 4]
+    egs = with_gold_entities(nlp, docs)
+
+    def labelled(n_types: int):
+        out, names = [], STEP_COST_TYPES[:n_types] if n_types > 1 else ("related to",)
+        for i, eg in enumerate(egs):
+            ref = eg.reference.copy()
+            ref._.rel_records = [dict(r, label=names[i % len(names)]) for r in eg.reference._.rel_records or ()]
+            out.append(type(eg)(eg.predicted, ref))
+        labels = sorted({directed(n, (0, 1), (2, 3)) for n in names} | {directed(n, (2, 3), (0, 1)) for n in names})
+        return out, labels + ["no_relation"]
+
+    pipes = {}
+    for scoring in args.scoring.split(","):
+        for n_types in (1, 16):
+            set_seed(0)
+            p = English()
+            pipe = p.add_pipe("etrag_relation_extractor", config={
+                "scorer": None, "model": {"n_neighbors": args.n_neighbors, "label_scoring": scoring}})
+            data, labels = labelled(n_types)
+            pipe.initialize(lambda: data, nlp=p, labels=labels)
+            pipes[(scoring, len(labels))] = (p, data, Adam(1e-5))
+    times: Dict[tuple, List[float]] = {k: [] for k in pipes}
+    for step in range(args.warmup + args.steps):
+        for key, (p, data, opt) in pipes.items():  # interleaved: the same load on every cell
+            batch = data[(step % 4) * args.batch_docs: (step % 4 + 1) * args.batch_docs]
+            t = time.perf_counter()
+            p.update(batch, sgd=opt, losses={})
+            if step >= args.warmup:
+                times[key].append(time.perf_counter() - t)
+    out: Dict[str, Any] = {}
+    for scoring in args.scoring.split(","):
+        cell = {f"labels_{n}_s": round(statistics.median(times[(scoring, n)]), 3) for n in (3, 33)}
+        cell["ratio_33_to_3"] = round(cell["labels_33_s"] / cell["labels_3_s"], 2)
+        out[scoring] = cell
+        print(scoring, cell, flush=True)
+    default = "head" if "head" in out else next(iter(out))
+    result = dict(out[default], label_scoring=default, by_scoring=out,
+                  instances_per_step=args.batch_docs, n_neighbors=args.n_neighbors,
+                  threads=args.threads, timed_steps=args.steps, statistic="median",
+                  machine="shared 2-core CPU (no GPU), other jobs running",
+                  date=time.strftime("%Y-%m-%d", time.gmtime()))
+    merge_json(RESULT, {"step_cost": result}, depth=1)
+
+
+def cmd_analyse(args) -> None:
+    """Why retrieval helps or hurts: for a saved ETRAG pipeline (``train --save``) and
+    its dataset's test instances, the soft neighbours' labels (the retrieval weights
+    summed over the ``n_neighbors`` slots, over each candidate's label), against the
+    gold and the predicted labels, and the size of the soft prompt next to the token
+    embeddings. Written to ``re_runs/analysis_<run>.json``."""
+    from collections import defaultdict
+
+    import numpy
+    import spacy
+    import torch
+
+    from spacy_kbnlp.retrieval.render import NO_RELATION
+
+    torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    name = run_name(spec["name"], args.fraction, "etrag", args.seed)
+    nlp = spacy.load(args.model or ROOT / "training" / "re_bench" / name)
+    pipe = nlp.get_pipe("etrag_relation_extractor")
+    module = pipe.module
+    module.eval()
+    labels = list(pipe.labels)
+    test = [eg.reference for eg in with_gold_entities(nlp, load(spec, "test", nlp))]
+    insts = [i for d in test for i in pipe.instances(d, gold=True)]
+    gold = pipe._gold_rows(insts)
+    mass = numpy.zeros((len(insts), len(labels)))
+    prompt_norm, token_norm, preds = [], [], []
+    with torch.no_grad():
+        for b in range(0, len(insts), 32):
+            chunk = insts[b: b + 32]
+            ids, mask = module.tokenize([i["text"] for i in chunk])
+            prompts, weights, cand = module.soft_prompts(ids, mask, [None] * len(chunk))
+            w = weights.sum(1)  # (B, C): weight of each candidate over the slots
+            cand_labels = module.bank_labels[cand]  # (B, C)
+            for r in range(len(chunk)):
+                numpy.add.at(mass[b + r], cand_labels[r].cpu().numpy(), w[r].cpu().numpy())
+            prompt_norm += prompts.norm(dim=-1).mean(-1).tolist()
+            tok = module.seq2seq.get_input_embeddings()(ids)
+            token_norm += ((tok.norm(dim=-1) * mask).sum(-1) / mask.sum(-1)).tolist()
+            preds += module([i["text"] for i in chunk], [None] * len(chunk)).argmax(-1).tolist()
+    mass /= mass.sum(1, keepdims=True)
+    top = mass.argmax(1)
+    gold_a, pred_a = numpy.array(gold), numpy.array(preds)
+    neg = labels.index(NO_RELATION)
+    by_label: Dict[str, Dict[str, Any]] = defaultdict(dict)
+    for j, lab in enumerate(labels):
+        by_label[lab] = {"gold": int((gold_a == j).sum()), "predicted": int((pred_a == j).sum()),
+                         "neighbour_top": int((top == j).sum()),
+                         "neighbour_mass": round(float(mass[:, j].mean()), 4)}
+    out = {"run": name, "instances": len(insts),
+           "neighbour_mass_on_gold": round(float(mass[numpy.arange(len(insts)), gold_a].mean()), 4),
+           "neighbour_top_is_gold": round(float((top == gold_a).mean()), 4),
+           "prediction_is_gold": round(float((pred_a == gold_a).mean()), 4),
+           "prediction_follows_neighbour_top": round(float((pred_a == top).mean()), 4),
+           "when_neighbour_top_wrong": {
+               "instances": int((top != gold_a).sum()),
+               "prediction_is_gold": round(float((pred_a == gold_a)[top != gold_a].mean()), 4),
+               "prediction_follows_neighbours": round(float((pred_a == top)[top != gold_a].mean()), 4)},
+           "no_relation_gold_share": round(float((gold_a == neg).mean()), 4),
+           "soft_prompt_norm": round(float(numpy.mean(prompt_norm)), 3),
+           "token_embedding_norm": round(float(numpy.mean(token_norm)), 3),
+           "by_label": dict(by_label)}
+    write(f"analysis_{name}", out)
+    print(json.dumps({k: v for k, v in out.items() if k != "by_label"}, indent=1))
+    for lab, row in sorted(by_label.items(), key=lambda kv: -kv[1]["gold"]):
+        print(f"  {lab:32s} {row}")
 
 
 def cmd_collect(args) -> None:
+    """Score every saved run (``re_runs/<dataset>_<fraction>_<system>[_s<seed>].json``)
+    against its dataset's test docs and merge ``benchmarks/results/re.json``: per cell
+    ``f1`` = the mean over the seeds, ``f1_seeds`` = the scores by seed (in seed order),
+    ``f1_std`` = their standard deviation (population; 0 for one seed)."""
+    import statistics
+
     from spacy.lang.en import English
 
     from spacy_kbnlp.scorers import rel as rel_scorer
@@ -261,25 +534,48 @@ def cmd_collect(args) -> None:
     nlp = English()
     result: Dict[str, Any] = {}
     speed: Dict[str, Any] = {}
-    for dataset in ("semeval", "conll04"):
-        gold = load(dataset, "test", nlp)
-        for path in sorted(RUNS.glob(f"{dataset}_*.json")):
-            run = json.loads(path.read_text())
-            if len(run["predictions"]) < len(gold):
-                print("skip (fewer test docs than TEST_LIMIT):", path.name)
-                continue
-            # every run predicted the test docs in file order: score the first TEST_LIMIT
-            f1 = score_predictions(rel_scorer, dataset, gold, run["predictions"][:len(gold)])
-            result.setdefault(dataset, {}).setdefault(run["fraction"], {})[run["system"]] = {"f1": f1}
-            speed[path.stem] = {k: run[k] for k in ("train_s", "infer_s", "docs_per_s", "steps",
-                                                    "train_docs", "train_instances", "lr",
-                                                    "fresh_lr_scale", "token_loss_weight",
-                                                    "threads", "date") if k in run}
-    lm = RUNS / "label_match.json"
+    cells: Dict[tuple, Dict[int, float]] = {}
+    gold_cache: Dict[str, List] = {}
+    for path in sorted(RUNS.glob("*.json")):
+        run = json.loads(path.read_text())
+        if "predictions" not in run or "dataset" not in run:
+            continue
+        dataset = run["dataset"]
+        spec = run.get("data") or dataset_spec(dataset)
+        if dataset not in gold_cache:
+            gold_cache[dataset] = load(dict(spec, name=dataset), "test", nlp)
+        gold = gold_cache[dataset]
+        if len(run["predictions"]) < len(gold):
+            print("skip (fewer test docs than the test cut):", path.name)
+            continue
+        # every run predicted the test docs in file order: score the first test_limit
+        f1 = score_predictions(rel_scorer, spec["scorer"], gold, run["predictions"][:len(gold)])
+        cells.setdefault((dataset, run["fraction"], run["system"]), {})[int(run.get("seed", 0))] = f1
+        speed[path.stem] = {k: run[k] for k in ("train_s", "infer_s", "docs_per_s", "steps",
+                                                "train_docs", "train_instances", "lr",
+                                                "fresh_lr_scale", "token_loss_weight",
+                                                "negative_ratio", "label_scoring", "batch_docs",
+                                                "threads", "seed", "date") if k in run}
+    for (dataset, fraction, system), by_seed in cells.items():
+        scores = [by_seed[s] for s in sorted(by_seed)]
+        result.setdefault(dataset, {}).setdefault(fraction, {})[system] = {
+            "f1": round(statistics.mean(scores), 2), "f1_seeds": scores,
+            "seeds": sorted(by_seed), "f1_std": round(statistics.pstdev(scores), 2)}
+    lm = label_match_file("semeval", "1.0")
     if lm.exists():
-        data = json.loads(lm.read_text())
+        data = {k: v for k, v in json.loads(lm.read_text()).items() if isinstance(v, dict)}
+        # label_match_at_5: directed (the direction counts), as in the earlier runs
         result["label_match_at_5"] = {k: v["share"] for k, v in data.items()}
+        undirected = {k: v["share_undirected"] for k, v in data.items() if "share_undirected" in v}
+        if undirected:  # the same store, a demonstration counts with the relation type alone
+            result["label_match_at_5_undirected"] = undirected
         speed["retrieval_ms_per_doc"] = {k: v["ms_per_doc"] for k, v in data.items()}
+    for path in sorted(RUNS.glob("label_match_*_*.json")):
+        data = {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, dict)}
+        store = path.stem[len("label_match_"):]
+        result.setdefault("label_match_at_5_by_store", {})[store] = {
+            "directed": {k: v["share"] for k, v in data.items()},
+            "undirected": {k: v.get("share_undirected") for k, v in data.items()}}
     ruie = RUNS / "ruie.json"
     if ruie.exists():
         speed["ruie"] = json.loads(ruie.read_text())
@@ -291,16 +587,22 @@ def cmd_collect(args) -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "speed"}, indent=1))
 
 
-def score_predictions(rel_scorer, dataset: str, gold: List, predictions: List[List[Dict]]) -> float:
-    """SemEval: the official score (macro-F1 over the 9 relations, direction
-    counted, Other excluded); CoNLL04: given-entity relation micro-F1. Both x100."""
+def score_predictions(rel_scorer, scorer: str, gold: List, predictions: List[List[Dict]]) -> float:
+    """``semeval``: the official SemEval-2010 Task 8 score (macro-F1 over the 9
+    relations, direction counted, Other excluded); ``micro``: given-entity relation
+    micro-F1; ``macro``: the mean per-label F1 over the gold relation labels. All x100.
+    (The scorer names of the earlier runs, ``semeval`` and ``conll04``, still work.)"""
     pairs = []
     for doc, recs in zip(gold, predictions):
         pred = doc.copy()
         pred._.rel_records = [dict(r) for r in recs]
         pairs.append((doc, pred))
-    if dataset == "semeval":
+    if scorer == "semeval":
         return round(100 * rel_scorer.score_relation_docs(pairs, semeval=True)["rel_semeval_f"], 2)
+    if scorer == "macro":
+        per = rel_scorer.score_relation_docs(pairs, per_label=True)["rel_per_label"]
+        gold_labels = [lab for lab, c in per.items() if c["tp"] + c["fn"] > 0]
+        return round(100 * sum(per[lab]["f"] for lab in gold_labels) / max(1, len(gold_labels)), 2)
     return round(100 * rel_scorer.score_relation_docs(pairs)["rel_micro_f"], 2)
 
 
@@ -317,27 +619,52 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
         speed = (f"{ours['docs_per_s'] / alt['docs_per_s']:.2f}x docs/s ({ours['docs_per_s']:.1f} vs "
                  f"{alt['docs_per_s']:.1f})" if "docs_per_s" in ours and "docs_per_s" in alt else "")
         rows.append({"component": "`etrag_relation_extractor`",
-                     "task": f"SemEval-2010 Task 8 ({TEST_LIMIT['semeval']} test sentences), {share} of the "
+                     "task": f"SemEval-2010 Task 8 ({NAMED['semeval']['test_limit']} test sentences), {share} of the "
                              f"training data, {ours.get('steps', '?')} steps: official score",
-                     "ours": f"{runs['etrag']['f1']:.1f}",
-                     "alternative": f"same backbone, no retrieval: {runs['baseline']['f1']:.1f}",
+                     "ours": _cell(runs, "etrag"),
+                     "alternative": f"same backbone, no retrieval: {_cell(runs, 'baseline')}",
                      "speed": speed,
                      "measured": f"{ours.get('date', '?')}, 2-core CPU, {ours.get('threads', 2)} thread"})
     return rows
 
 
+TITLES = {"semeval": "SemEval-2010 Task 8, official score (macro-F1 x100)",
+          "conll04": "CoNLL04, given gold entities, relation micro-F1 (x100)"}
+SYSTEMS = ("baseline", "etrag", "knn")
+
+
+def _cell(row: Dict[str, Any], system: str) -> str:
+    if system not in row:
+        return "not run"
+    cell = row[system]
+    seeds = cell.get("f1_seeds") or [cell["f1"]]
+    if len(seeds) > 1:
+        return f"{cell['f1']:.1f} ± {cell.get('f1_std', 0):.1f} ({len(seeds)} seeds)"
+    return f"{cell['f1']:.1f}"
+
+
 def cmd_table(args) -> None:
-    """Print the Markdown tables of benchmarks/results/re.json."""
+    """Print the Markdown tables of benchmarks/results/re.json (every dataset in it;
+    a cell: mean ± standard deviation over the seeds)."""
     res = json.loads(RESULT.read_text())
-    for dataset, title in (("semeval", "SemEval-2010 Task 8, official score (macro-F1 x100)"),
-                           ("conll04", "CoNLL04, given gold entities, relation micro-F1 (x100)")):
-        if dataset not in res:
-            continue
+    skip = {"speed", "label_match_at_5", "label_match_at_5_undirected", "label_match_at_5_by_store",
+            "step_cost"}
+    for dataset in [d for d in res if d not in skip and isinstance(res[d], dict)]:
+        title = TITLES.get(dataset, f"{dataset}, relation F1 (x100; scorer as recorded in re_runs)")
         print(f"\n{title}\n\n| train fraction | baseline | ETRAG | kNN |\n|---|---|---|---|")
-        for frac in FRACTIONS:
-            row = res[dataset].get(frac, {})
-            cells = [f"{row[s]['f1']:.1f}" if s in row else "not run" for s in ("baseline", "etrag", "knn")]
-            print(f"| {frac} | " + " | ".join(cells) + " |")
+        fracs = sorted(res[dataset], key=float)
+        speed = res.get("speed", {})
+        for frac in fracs:
+            row = res[dataset][frac]
+            # † = a run of this code (head label scoring, negative sampling as recorded)
+            marks = {s: " †" if speed.get(run_name(dataset, frac, s), {}).get("label_scoring") == "head"
+                     else "" for s in SYSTEMS}
+            print(f"| {frac} | " + " | ".join(_cell(row, s) + marks[s] for s in SYSTEMS) + " |")
+        extra = sorted({s for frac in fracs for s in res[dataset][frac] if s not in SYSTEMS})
+        for frac in fracs:
+            for s in extra:
+                if s in res[dataset][frac]:
+                    print(f"\n{dataset} {frac} {s}: {_cell(res[dataset][frac], s)}")
     runs = [(k, v) for k, v in res.get("speed", {}).items() if isinstance(v, dict) and "steps" in v]
     if runs:
         print("\nTrained runs (train seconds include initialize and the final bank refresh)\n\n"
@@ -348,44 +675,90 @@ def cmd_table(args) -> None:
             print(f"| {k} | {v.get('train_docs', '?')} | {v['steps']} | {lr} | {v.get('threads', 2)} | "
                   f"{v['train_s']:.0f} | {v['docs_per_s']:.1f} |")
     if "label_match_at_5" in res:
-        print("\nLabel match@5 (SemEval test queries, full training store)\n\n| retriever | share |\n|---|---|")
+        und = res.get("label_match_at_5_undirected", {})
+        print("\nLabel match@5 (SemEval test queries, full training store; directed = the same "
+              "relation and direction, undirected = the same relation type)\n\n"
+              "| retriever | directed | undirected |\n|---|---|---|")
         for k, v in res["label_match_at_5"].items():
-            print(f"| {k} | {v:.3f} |")
+            u = f"{und[k]:.3f}" if k in und else "not run"
+            print(f"| {k} | {v:.3f} | {u} |")
+    if "step_cost" in res:
+        print("\nSeconds per training step (16 instances)\n")
+        print(json.dumps(res["step_cost"], indent=1))
+
+
+def _dataset_args(p, default: Optional[str] = None) -> None:
+    p.add_argument("--dataset", default=default, required=default is None,
+                   help="semeval, conll04 or a folder with train/dev/test files (.jsonl or .spacy)")
+    p.add_argument("--train", default=None, help="training file/folder (instead of a dataset folder)")
+    p.add_argument("--dev", default=None)
+    p.add_argument("--test", default=None)
+    p.add_argument("--name", default=None, help="dataset name in the run files (default: folder name)")
+    p.add_argument("--format", default="auto", help="reader format of a path dataset (auto: by suffix)")
+    p.add_argument("--scorer", default=None, choices=SCORERS,
+                   help="semeval (official), micro or macro relation F1 (default: semeval for SemEval, else micro)")
+    p.add_argument("--test-limit", type=int, default=None, help="cut the test set (0 = all)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--dataset", choices=("semeval", "conll04"), required=True)
+    _dataset_args(t)
     t.add_argument("--fractions", default="0.1,0.01,0.05,1.0")
     t.add_argument("--systems", default="baseline,etrag")
-    t.add_argument("--batch-docs", type=int, default=0)
+    t.add_argument("--seeds", default="0", help="comma-separated seeds: subset, initialisation, order")
+    t.add_argument("--batch-docs", type=int, default=0, help="docs per batch (0 = the dataset's: 16, CoNLL04 4)")
     t.add_argument("--lr", type=float, default=1e-4, help="learning rate of the pretrained weights")
     t.add_argument("--fresh-lr-scale", type=float, default=10.0,
                    help="lr multiplier of the untrained parameters (cross-attention, label embeddings, value)")
     t.add_argument("--token-loss-weight", type=float, default=0.5,
                    help="weight of the token-level NLL next to the sequence-level cross-entropy")
+    t.add_argument("--negative-ratio", type=float, default=0.0,
+                   help="no_relation instances per relation instance in a batch (0 = all)")
+    t.add_argument("--label-scoring", default="head", choices=("head", "sequence"))
     t.add_argument("--threads", type=int, default=1, help="torch threads")
-    t.add_argument("--steps", type=int, default=0, help="cap on optimizer steps (0 = STEPS table)")
+    t.add_argument("--steps", type=int, default=0,
+                   help="optimizer steps (0 = STEPS table); the run stops at min(epochs x batches, steps)")
+    t.add_argument("--epochs", type=int, default=0, help="epoch cap (0 = EPOCHS table, e.g. 6 at 10 %%)")
     t.add_argument("--save", action="store_true", help="keep the pipelines under training/re_bench")
     t.add_argument("--force", action="store_true")
     k = sub.add_parser("knn")
-    k.add_argument("--dataset", choices=("semeval", "conll04"), required=True)
+    _dataset_args(k)
     k.add_argument("--fractions", default="0.01,0.05,0.1,1.0")
     k.add_argument("--k", type=int, default=5)
     r = sub.add_parser("ruie")
+    _dataset_args(r, "semeval")
     r.add_argument("--fraction", default="0.1")
     r.add_argument("--queries", type=int, default=300)
     r.add_argument("--candidates", type=int, default=12)
     r.add_argument("--reward-steps", type=int, default=100)
     r.add_argument("--bi-steps", type=int, default=150)
-    sub.add_parser("label-match")
+    m = sub.add_parser("label-match")
+    _dataset_args(m, "semeval")
+    m.add_argument("--fraction", default="1.0", help="share of the training docs in the store")
+    m.add_argument("--seed", type=int, default=0, help="seed of the store subset")
+    m.add_argument("--ruie-encoder", default=str(ROOT / "training" / "ruie" / "encoder"))
+    m.add_argument("--force", action="store_true")
+    a = sub.add_parser("analyse")
+    _dataset_args(a, "semeval")
+    a.add_argument("--fraction", default="0.1")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--model", default=None, help="pipeline folder (default: training/re_bench/<run>)")
+    c = sub.add_parser("step-cost")
+    c.add_argument("--scoring", default="head,sequence", help="label_scoring settings to time")
+    c.add_argument("--batch-docs", type=int, default=16)
+    c.add_argument("--n-neighbors", type=int, default=4)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--warmup", type=int, default=2)
+    c.add_argument("--steps", type=int, default=6)
     sub.add_parser("collect")
     sub.add_parser("table")
     args = ap.parse_args()
     {"train": cmd_train, "knn": cmd_knn, "ruie": cmd_ruie, "label-match": cmd_label_match,
-     "collect": cmd_collect, "table": cmd_table}[args.cmd](args)
+     "collect": cmd_collect, "table": cmd_table, "step-cost": cmd_step_cost,
+     "analyse": cmd_analyse}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -308,6 +308,11 @@ class Errors(metaclass=ErrorsWithCodes):
               "at least two entities in doc.ents. Check the corpus.")
     KBE315 = ("Preference signal '{value}' is unknown. Choose one of: {options}.")
     KBE316 = ("Need at least {need} {what} to train, got {n}.")
+    KBE320 = ("Invalid training fraction {value!r}: give a number in (0, 1] (the share of the "
+              "documents kept, a nested seeded subset).")
+    KBE321 = ("No relation dataset at {path}: give a folder with train/dev/test files "
+              "(train.jsonl, dev.jsonl, test.jsonl or .spacy) or explicit --train/--dev/--test "
+              "paths; missing: {missing}.")
     # --- generative entity linking (KBE350-KBE399)
     KBE350 = ("Component '{name}' is not initialized: call nlp.initialize() (it loads the model "
               "and the KB names) or load a trained pipeline with spacy.load().")

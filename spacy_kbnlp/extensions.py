@@ -13,6 +13,9 @@ from spacy.tokens import Doc, Span
 from .errors import Errors
 
 DEFAULT_CLUSTER_PREFIX = "coref_clusters"
+#: span group of every relation-extraction entity, overlapping ones included (the JSONL
+#: reader sets it; ``doc.ents`` can only hold non-overlapping spans)
+ENTITIES_KEY = "entities"
 
 
 def matches_coref_prefix(prefix: str, key: str) -> bool:

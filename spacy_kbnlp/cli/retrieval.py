@@ -19,13 +19,19 @@ def _read(path: Path, fmt: str, lang: str, limit: int = 0):
 def build_demo_store(input_path: Path, output_path: Path, *, fmt: str = "spacy", task: str = "re",
                      input_format: str = "marked", encoder: Optional[str] = None, dense: bool = True,
                      preset: str = "flat", lang: str = "en", limit: int = 0,
+                     fraction: float = 1.0, seed: int = 0,
                      show_progress: bool = True) -> Dict[str, Any]:
     """Build a ``DemoStore`` from annotated docs (a ``.spacy`` file or any reader
-    format, e.g. the project JSONL) and write it to ``output_path``."""
+    format, e.g. the project JSONL) and write it to ``output_path``; ``fraction`` /
+    ``seed``: the nested seeded subset of the docs that training with the same values
+    uses (``readers.select.fraction_subset``)."""
     from ..encoders.hf import HFEncoder
+    from ..readers.select import fraction_subset
     from ..retrieval.store import DemoStore
 
+    fraction_subset([], fraction)  # a bad fraction fails before the docs are read
     _, docs = _read(input_path, fmt, lang, limit)
+    docs = fraction_subset(docs, fraction, seed)
     enc = HFEncoder(encoder) if dense else None
     store = DemoStore.from_docs(docs, task=task, input_format=input_format, encoder=enc,
                                 preset=preset, show_progress=show_progress)
@@ -46,12 +52,15 @@ def build_demo_store_cli(
     preset: str = Opt("flat", "--preset", help="FAISS preset of the dense index"),
     lang: str = Opt("en", "--lang", help="Language of the blank pipeline used to read"),
     limit: int = Opt(0, "--limit", help="Read at most this many docs (0 = all)"),
+    fraction: float = Opt(1.0, "--fraction", help="Keep this share of the docs: the nested seeded subset training uses (configs/etrag.cfg vars.fraction, benchmarks/re.py)"),
+    seed: int = Opt(0, "--seed", help="Seed of the --fraction subset"),
 ):
     # fmt: on
     """Build a demonstration store (texts, targets, BM25, FAISS index) for demo_retriever."""
     try:
         info = build_demo_store(input_path, output_path, fmt=fmt, task=task, input_format=input_format,
-                                encoder=encoder, dense=not no_dense, preset=preset, lang=lang, limit=limit)
+                                encoder=encoder, dense=not no_dense, preset=preset, lang=lang, limit=limit,
+                                fraction=fraction, seed=seed)
     except (ValueError, FileNotFoundError) as err:
         msg.fail(str(err), exits=1)
     msg.good(f"Wrote {info['count']} demonstrations to {output_path}"

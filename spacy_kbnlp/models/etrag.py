@@ -29,6 +29,18 @@ For a batch of relation instances (sentences with ``[E1 ..]``/``[E2 ..]`` marks)
    (MiniLM, 30,522 tokens: forward + backward of 16 SemEval instances x 19 labels took
    3.2 s with the full vocabulary and 1.1 s with the 25 label tokens, one CPU thread).
 
+**Label scoring** (``label_scoring``). ``sequence`` (above; the architecture's default,
+so saved pipelines keep it) decodes every label's verbalisation for every instance: B x L
+decoder sequences, a training step costs about 3x more with 33 labels than with 3
+(``benchmarks/re.py step-cost``). ``head`` (the component's and ``configs/etrag.cfg``'s
+default) runs the decoder one step (the start token, cross-attending the encoder states
+with the soft prompts) and scores all labels at once from that first state: the model's
+own LM-head transform, then one output row per label (``label_head``, warm-started as the
+mean output embedding of the label's tokens, a fresh parameter), log-softmax over the
+labels. One pass whatever the number of labels; the label set is the same closed set as
+with ``label_vocab_only`` (only the labels can be predicted), and each label counts as one
+token in the component's token term.
+
 ``n_neighbors=0`` gives the no-retrieval baseline with the same backbone.
 
 Backbone: any Hugging Face seq2seq model directory (T5, BART, ...), or an encoder
@@ -45,6 +57,9 @@ from ..core.torch_io import get_device, load_state, save_state
 from ..encoders.hf import resolve_model_path
 from ..errors import Errors
 from ..retrieval.render import NO_RELATION, undirected
+
+
+LABEL_SCORING = ("sequence", "head")
 
 
 def verbalize(label: str) -> str:
@@ -99,7 +114,8 @@ def _build_module_class():
     class _Etrag(nn.Module):
         def __init__(self, seq2seq, tokenizer, labels: Sequence[str], *, n_neighbors: int = 4,
                      n_candidates: int = 32, temperature: float = 0.1, prompt_length: int = 1,
-                     max_length: int = 128, label_vocab_only: bool = True):
+                     max_length: int = 128, label_vocab_only: bool = True,
+                     label_scoring: str = "sequence"):
             super().__init__()
             self.seq2seq = seq2seq
             self.tokenizer = tokenizer
@@ -135,6 +151,20 @@ def _build_module_class():
             with torch.no_grad():  # warm start: mean word embedding of the verbalisation
                 for i, s in enumerate(seqs):
                     self.label_emb.weight[i] = emb.weight[torch.tensor(s[:-1] or s)].mean(0)
+            self.label_scoring = str(label_scoring)
+            if self.label_scoring == "head":
+                # one output row per label over the decoder's first state, warm-started
+                # as the mean output embedding (and bias) of the label's tokens
+                out_emb = seq2seq.get_output_embeddings()
+                table = out_emb.weight if out_emb is not None else emb.weight
+                bias = getattr(out_emb, "bias", None) if out_emb is not None else None
+                rows = [torch.tensor(s[:-1] or s) for s in seqs]
+                with torch.no_grad():
+                    self.label_head = nn.Parameter(torch.stack([table[r].mean(0) for r in rows]).clone())
+                    self.label_head_bias = nn.Parameter(
+                        torch.stack([bias[r].mean() for r in rows]).clone() if bias is not None
+                        else torch.zeros(len(rows)))
+                self._head_swap = out_emb is not None and not hasattr(seq2seq, "final_logits_bias")
             self.value = nn.Linear(2 * d, self.prompt_length * d)
             # instance bank (no gradient); set with set_bank()
             self.register_buffer("bank_keys", torch.zeros((0, d)), persistent=False)
@@ -219,8 +249,48 @@ def _build_module_class():
             enc = self.seq2seq.get_encoder()(inputs_embeds=embeds, attention_mask=mask)
             return enc.last_hidden_state, mask
 
+        def head_scores(self, hidden, mask):
+            """``label_scoring = "head"``: one decoder step (the start token) over the
+            encoder states; the first state's output through the model's LM-head
+            transform and one row per label (``label_head``), log-softmax over the
+            labels (B, L). One pass whatever the number of labels."""
+            from transformers.modeling_outputs import BaseModelOutput
+
+            B = hidden.shape[0]
+            dec_in = self.decoder_inputs(torch.full((B, 1), -100, dtype=torch.long, device=hidden.device))
+            head = self.seq2seq.get_output_embeddings() if self._head_swap else None
+            if head is not None:
+                head.forward = lambda x: torch.nn.functional.linear(x, self.label_head, self.label_head_bias)
+            try:
+                out = self.seq2seq(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                                   attention_mask=mask, decoder_input_ids=dec_in,
+                                   decoder_attention_mask=torch.ones_like(dec_in),
+                                   output_hidden_states=head is None)
+            finally:
+                if head is not None:
+                    del head.forward
+            if head is not None:
+                logits = out.logits[:, 0].float()
+            else:
+                state = out.decoder_hidden_states[-1][:, 0].float()
+                logits = state @ self.label_head.T + self.label_head_bias
+            return torch.log_softmax(logits, -1)
+
         def label_scores(self, hidden, mask, label_rows: Optional[Sequence[int]] = None):
-            """Summed token log-likelihood of each label (B, L) (or of ``label_rows``)."""
+            """Summed token log-likelihood of each label (B, L) (or of ``label_rows``);
+            with ``label_scoring = "head"`` the log-probability of each label from
+            :meth:`head_scores`."""
+            if self.label_scoring == "head":
+                scores = self.head_scores(hidden, mask)
+                if label_rows is not None:
+                    idx = torch.as_tensor(list(label_rows), device=scores.device).unsqueeze(-1)
+                    scores = scores.gather(-1, idx)
+                return scores, torch.ones_like(scores)
+            return self.sequence_scores(hidden, mask, label_rows)
+
+        def sequence_scores(self, hidden, mask, label_rows: Optional[Sequence[int]] = None):
+            """Summed token log-likelihood of each label's verbalisation (B, L), or of
+            ``label_rows`` (B, 1), and the token counts."""
             from transformers.modeling_outputs import BaseModelOutput
 
             B = hidden.shape[0]
@@ -285,16 +355,24 @@ def _build_module_class():
             cross-attention and LM-head transform (the encoder checkpoint has none)."""
             warm = self.seq2seq.config.model_type == "encoder-decoder"
             return [n for n, _ in self.named_parameters()
-                    if n.startswith(("label_emb.", "value."))
+                    if n.startswith(("label_emb.", "value.", "label_head"))
                     or (warm and (".crossattention." in n or
                                   (n.startswith("seq2seq.decoder.cls.") and "decoder.weight" not in n)))]
 
         def forward(self, texts: Sequence[str], exclude: Sequence[Optional[str]],
-                    label_rows: Optional[Sequence[int]] = None):
+                    label_rows: Optional[Sequence[int]] = None,
+                    gold_rows: Optional[Sequence[int]] = None):
             """Summed log-likelihood of every label (B, L) (training and prediction),
-            or of ``label_rows`` (B, 1) (teacher forcing of given labels only)."""
+            or of ``label_rows`` (B, 1) (teacher forcing of given labels only). With
+            ``gold_rows`` and ``label_scoring = "head"`` (training): (B, L + 1), the
+            label scores and, last, the summed token log-likelihood of each instance's
+            gold verbalisation (teacher forcing, B decoder sequences: the generation
+            loss, at a cost that does not grow with the number of labels)."""
             hidden, mask = self.encode(texts, exclude)
             scores, _ = self.label_scores(hidden, mask, label_rows=label_rows)
+            if gold_rows is not None and self.label_scoring == "head":
+                gold, _ = self.sequence_scores(hidden, mask, list(gold_rows))
+                scores = torch.cat([scores, gold.to(scores.dtype)], -1)
             return scores
 
         def gold_loglik(self, texts, gold: Sequence[int], exclude, forced=None):
@@ -324,15 +402,19 @@ def build_etrag_module(attrs: Dict[str, Any], labels: Sequence[str], *,
     module = cls(seq2seq, tokenizer, labels, n_neighbors=attrs["n_neighbors"],
                  n_candidates=attrs["n_candidates"], temperature=attrs["temperature"],
                  prompt_length=attrs["prompt_length"], max_length=attrs["max_length"],
-                 label_vocab_only=attrs.get("label_vocab_only", True))
+                 label_vocab_only=attrs.get("label_vocab_only", True),
+                 label_scoring=attrs.get("label_scoring", "sequence"))
     return module.to(get_device(attrs.get("device")))
 
 
 def _convert_inputs(model: Model, X: Tuple, is_train: bool):
-    """``(texts, exclude_keys)`` or ``(texts, exclude_keys, gold label rows)``."""
+    """``(texts, exclude_keys)``, ``(texts, exclude_keys, label rows)`` (score those
+    labels only) or ``(texts, exclude_keys, None, gold rows)`` (training with
+    ``label_scoring = "head"``: the gold verbalisations' log-likelihood as a last column)."""
     texts, exclude = X[0], X[1]
     rows = list(X[2]) if len(X) > 2 and X[2] is not None else None
-    return ArgsKwargs(args=(list(texts), list(exclude), rows), kwargs={}), lambda d: X
+    gold = list(X[3]) if len(X) > 3 and X[3] is not None else None
+    return ArgsKwargs(args=(list(texts), list(exclude), rows, gold), kwargs={}), lambda d: X
 
 
 def _etrag_forward(model: Model, X, is_train: bool):
@@ -373,17 +455,20 @@ def build_etrag_model(
     max_length: int = 128,
     device: Optional[str] = None,
     label_vocab_only: bool = True,
+    label_scoring: str = "sequence",
 ) -> Model:
     """ETRAG relation classifier (see module doc). Input: ``(texts, exclude_keys)``
     (plus gold label rows in training); output: ``(n_instances, n_labels)`` summed
     label log-likelihoods (``(n_instances, 1)``: of the given labels). The torch module
     is built in ``initialize`` (labels from the component), weights from ``backbone``
     (None = bundled MiniLM warm start). ``label_vocab_only``: the decoder's softmax
-    over the label tokens only (see the module doc)."""
+    over the label tokens only; ``label_scoring``: ``sequence`` (each label's tokens) or
+    ``head`` (one decoder step scores every label; see the module doc)."""
     for name, value, ok in (("n_neighbors", n_neighbors, n_neighbors >= 0),
                             ("n_candidates", n_candidates, n_candidates >= max(1, n_neighbors)),
                             ("temperature", temperature, temperature > 0),
-                            ("prompt_length", prompt_length, prompt_length >= 1)):
+                            ("prompt_length", prompt_length, prompt_length >= 1),
+                            ("label_scoring", label_scoring, label_scoring in LABEL_SCORING)):
         if not ok:
             raise ValueError(Errors.KBE312.format(value=value, setting=name,
                                                   why="out of range (see spacy_kbnlp.ETRAG.v1)"))
@@ -391,4 +476,4 @@ def build_etrag_model(
         "backbone": backbone, "n_neighbors": n_neighbors, "n_candidates": n_candidates,
         "temperature": temperature, "prompt_length": prompt_length,
         "decoder_layers": decoder_layers, "max_length": max_length, "device": device,
-        "label_vocab_only": label_vocab_only, "labels": None})
+        "label_vocab_only": label_vocab_only, "label_scoring": label_scoring, "labels": None})

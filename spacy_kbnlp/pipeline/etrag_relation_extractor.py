@@ -8,7 +8,10 @@ the component. The wrapper saves the torch weights as safetensors
 (``core.torch_io.save_state``); the instance bank and the backbone's config and
 tokenizer are written next to it, so ``from_disk`` needs no hub and no weights path.
 
-Instances are the unordered pairs of ``doc.ents`` (see ``retrieval.render``); the
+Instances are the unordered pairs of the entity spans (``doc.spans[spans_key]``, which
+may hold overlapping entities, else ``doc.ents``; training adds the gold relation
+arguments; see ``retrieval.render.entity_spans``): training and prediction pair the
+same spans. The
 predicted directed label becomes one record in ``doc._.rel_records`` (read through
 ``doc._.kb_rels`` / ``doc._.relations``) with its probability (softmax over the label
 log-likelihoods); ``no_relation`` and probabilities below ``threshold`` write
@@ -18,7 +21,10 @@ its own sentence (leave-one-out by ``doc_key``).
 
 Training loss (per instance, averaged): ``-log softmax(S)[gold] + token_loss_weight *
 (-S[gold] / n_tokens(gold))`` where ``S`` are the summed label log-likelihoods that
-prediction also ranks (``_Etrag.label_scores``): the sequence-level cross-entropy
+prediction also ranks (``_Etrag.label_scores``; with ``label_scoring = "head"``, the
+default, the log-probabilities of the labels from one decoder step, and the token term
+the gold verbalisation's log-likelihood under teacher forcing, one decoder sequence per
+instance whatever the number of labels): the sequence-level cross-entropy
 pushes the other labels down (a token-level NLL alone learns the deterministic tokens
 of the verbalisations and leaves the decisive first token nearly untrained); the
 token term keeps "generate the label". No class reweighting (ETRAG uses the plain
@@ -44,7 +50,7 @@ from thinc.util import to_numpy
 from ..core.device import current_device, place_thinc
 from ..core.integrity import check_manifest, write_manifest
 from ..errors import Errors
-from ..extensions import install_extensions
+from ..extensions import ENTITIES_KEY, install_extensions
 from ..models.etrag import attach_module, backbone_config, build_etrag_module, torch_module
 from ..retrieval.render import NO_RELATION, doc_key, pair_instances, relation_from_instance
 
@@ -59,6 +65,7 @@ prompt_length = 1
 decoder_layers = 2
 max_length = 128
 label_vocab_only = true
+label_scoring = "sequence"
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_ETRAG_MODEL)["model"]
 SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
@@ -70,39 +77,72 @@ SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
     requires=["doc.ents"],
     default_config={"model": DEFAULT_MODEL, "threshold": 0.0, "refresh_every": 200,
                     "batch_size": 16, "overwrite": True, "token_loss_weight": 0.5,
-                    "fresh_lr_scale": 10.0,
+                    "fresh_lr_scale": 10.0, "spans_key": ENTITIES_KEY,
+                    "negative_ratio": 0.0,
                     "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
     default_score_weights=SCORE_WEIGHTS,
 )
 def make_etrag_relation_extractor(nlp: Language, name: str, model: Model, threshold: float,
                                   refresh_every: int, batch_size: int, overwrite: bool,
                                   token_loss_weight: float, fresh_lr_scale: float,
+                                  spans_key: Optional[str], negative_ratio: float,
                                   scorer: Optional[Callable]) -> "EtragRelationExtractor":
     return EtragRelationExtractor(nlp.vocab, model, name, threshold=threshold,
                                   refresh_every=refresh_every, batch_size=batch_size,
                                   overwrite=overwrite, token_loss_weight=token_loss_weight,
-                                  fresh_lr_scale=fresh_lr_scale, scorer=scorer)
+                                  fresh_lr_scale=fresh_lr_scale, spans_key=spans_key,
+                                  negative_ratio=negative_ratio, scorer=scorer)
 
 
 @registry.augmenters("spacy_kbnlp.gold_entities_augmenter.v1")
-def create_gold_entities_augmenter() -> Callable[[Language, Example], Iterator[Example]]:
+def create_gold_entities_augmenter(spans_key: Optional[str] = ENTITIES_KEY
+                                   ) -> Callable[[Language, Example], Iterator[Example]]:
     """Copy the gold entities into the predicted Doc (given-entity relation
-    classification), e.g. ``augmenter`` of ``spacy.Corpus.v1`` for train and dev."""
-    return gold_entities_augmenter
+    classification), e.g. ``augmenter`` of ``spacy.Corpus.v1`` for train and dev:
+    ``doc.ents`` and the span group ``spans_key`` (every entity, overlapping ones
+    included), when the gold Doc has one."""
+    def augment(nlp: Language, example: Example) -> Iterator[Example]:
+        return gold_entities_augmenter(nlp, example, spans_key=spans_key)
+
+    return augment
 
 
-def gold_entities_augmenter(nlp: Language, example: Example) -> Iterator[Example]:
-    pred = example.predicted.copy()
-    spans = []
-    for ent in example.reference.ents:
-        span = pred.char_span(ent.start_char, ent.end_char, label=ent.label_,
-                              alignment_mode="expand")
-        if span is not None:
-            spans.append(span)
+def gold_entities_augmenter(nlp: Language, example: Example, *,
+                            spans_key: Optional[str] = ENTITIES_KEY) -> Iterator[Example]:
     from spacy.util import filter_spans
 
-    pred.ents = filter_spans(spans)
+    pred = example.predicted.copy()
+
+    def aligned(spans: Iterable) -> List:
+        out = []
+        for ent in spans:
+            span = pred.char_span(ent.start_char, ent.end_char, label=ent.label_,
+                                  alignment_mode="expand")
+            if span is not None:
+                out.append(span)
+        return out
+
+    pred.ents = filter_spans(aligned(example.reference.ents))
+    group = example.reference.spans.get(spans_key) if spans_key else None
+    if group:
+        pred.spans[spans_key] = aligned(group)
     yield Example(pred, example.reference)
+
+
+@registry.schedules("spacy_kbnlp.warmup_linear_ratio.v1")
+def warmup_linear_ratio(initial_rate: float, total_steps: int, warmup_ratio: float = 0.1):
+    """thinc's ``warmup_linear`` with the warmup given as a share of ``total_steps``
+    (``floor(warmup_ratio * total_steps)``, at least 1 step): the benchmark recipe of
+    ``benchmarks/re.py`` (10 % warmup, then linear decay to 0 at ``total_steps``) as
+    one schedule for ``configs/etrag.cfg``."""
+    from thinc.api import warmup_linear
+
+    if not (0 <= warmup_ratio < 1 and total_steps >= 1):
+        raise ValueError(Errors.KBE312.format(value=(warmup_ratio, total_steps),
+                                              setting="warmup_ratio, total_steps",
+                                              why="need 0 <= warmup_ratio < 1 and total_steps >= 1"))
+    warmup = max(1, int(total_steps * warmup_ratio + 1e-9))
+    return warmup_linear(initial_rate, warmup, total_steps)
 
 
 Instance = Dict[str, Any]
@@ -115,10 +155,13 @@ class EtragRelationExtractor(TrainablePipe):
 
     def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float,
                  refresh_every: int, batch_size: int, overwrite: bool,
-                 token_loss_weight: float, fresh_lr_scale: float, scorer: Optional[Callable]):
+                 token_loss_weight: float, fresh_lr_scale: float,
+                 spans_key: Optional[str] = ENTITIES_KEY, negative_ratio: float = 0.0,
+                 scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
-                               ("fresh_lr_scale", fresh_lr_scale)):
+                               ("fresh_lr_scale", fresh_lr_scale),
+                               ("negative_ratio", negative_ratio)):
             if not value >= 0:
                 raise ValueError(Errors.KBE312.format(value=value, setting=setting,
                                                       why="must be >= 0"))
@@ -132,10 +175,12 @@ class EtragRelationExtractor(TrainablePipe):
                                     "batch_size": int(batch_size), "overwrite": overwrite,
                                     "token_loss_weight": float(token_loss_weight),
                                     "fresh_lr_scale": float(fresh_lr_scale),
-                                    "format_version": 1}
+                                    "spans_key": spans_key,
+                                    "negative_ratio": float(negative_ratio), "format_version": 1}
         self._bank: List[Tuple[str, int, str]] = []  # (text, label row, doc key)
         self._stale = False
         self._n_updates = 0
+        self._neg_rng = numpy.random.default_rng(0)  # negative sampling (update)
 
     @property
     def labels(self) -> Tuple[str, ...]:
@@ -152,9 +197,10 @@ class EtragRelationExtractor(TrainablePipe):
             place_thinc(self.model, module, current_device(self.model.attrs.get("device")))
 
     # --- instances
-    @staticmethod
-    def instances(doc: Doc, gold: bool) -> List[Instance]:
-        insts = pair_instances(doc, with_labels=gold)
+    def instances(self, doc: Doc, gold: bool) -> List[Instance]:
+        """The pair instances of ``doc`` (``gold``: with their labels, from the
+        reference Doc); both pair the spans of ``spans_key`` (else ``doc.ents``)."""
+        insts = pair_instances(doc, with_labels=gold, spans_key=self.cfg["spans_key"])
         key = doc_key(doc)
         for inst in insts:
             inst["key"] = key
@@ -245,13 +291,16 @@ class EtragRelationExtractor(TrainablePipe):
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "EtragRelationExtractor.update")
-        insts = self._gold_instances(examples)
+        insts = self.sample_negatives(self._gold_instances(examples))
         if not insts:
             return losses
         if self._stale and self._n_updates % max(1, self.cfg["refresh_every"]) == 0:
             self.refresh_bank()
-        scores, backprop = self.model.begin_update(([i["text"] for i in insts],
-                                                    [i["key"] for i in insts]))
+        module = self.module
+        with_gold = module.label_scoring == "head" and self.cfg["token_loss_weight"] > 0
+        scores, backprop = self.model.begin_update((
+            [i["text"] for i in insts], [i["key"] for i in insts], None,
+            self._gold_rows(insts) if with_gold else None))
         loss, d_scores = self.get_loss(insts, scores)
         backprop(d_scores)
         if sgd is not None:
@@ -261,26 +310,51 @@ class EtragRelationExtractor(TrainablePipe):
         self._stale = True
         return losses
 
+    def sample_negatives(self, insts: List[Instance]) -> List[Instance]:
+        """Training instances of one update with at most ``negative_ratio`` x (number
+        of relation instances, at least 1) ``no_relation`` instances, drawn at random
+        (all of them when ``negative_ratio`` is 0): entity pairs without a relation
+        are most pairs of a sentence with several entities (CoNLL04: 79 %), and with
+        all of them in the loss the model learned ``no_relation`` for every pair."""
+        ratio = self.cfg["negative_ratio"]
+        if not ratio:
+            return insts
+        neg = [i for i, inst in enumerate(insts) if inst["label"] == NO_RELATION]
+        keep_n = int(round(ratio * max(1, len(insts) - len(neg))))
+        if len(neg) <= keep_n:
+            return insts
+        drop = set(self._neg_rng.choice(neg, size=len(neg) - keep_n, replace=False).tolist())
+        return [inst for i, inst in enumerate(insts) if i not in drop]
+
     def _gold_rows(self, insts: Sequence[Instance]) -> List[int]:
         index = {l: i for i, l in enumerate(self.labels)}
         return [index.get(i["label"], index[NO_RELATION]) for i in insts]
 
     def get_loss(self, insts: Sequence[Instance], scores) -> Tuple[float, Any]:
-        """Sequence-level cross-entropy of the gold label over the softmax of the
-        label scores plus ``token_loss_weight`` x the gold label's per-token NLL,
-        averaged over instances (see the module doc). ``scores``: every label's summed
-        log-likelihood ``(n, L)``; returns the loss and its gradient ``(n, L)``."""
+        """Cross-entropy of the gold label over the softmax of the label scores plus
+        ``token_loss_weight`` x the gold label's per-token NLL, averaged over
+        instances (see the module doc). ``scores``: every label's score ``(n, L)``
+        (``sequence``: the summed token log-likelihoods, the gold one among them) or
+        ``(n, L + 1)`` (``head``: the label log-probabilities and, last, the gold
+        verbalisation's summed token log-likelihood); returns the loss and its
+        gradient (same shape)."""
         gold = numpy.array(self._gold_rows(insts))
         n = len(insts)
         rows = numpy.arange(n)
+        n_labels = len(self.labels)
         n_tok = (self.module.label_ids != -100).sum(-1).cpu().numpy().astype("float32")[gold]
         s = self.model.ops.to_numpy(scores).astype("float32")
-        z = s - s.max(1, keepdims=True)
+        z = s[:, :n_labels] - s[:, :n_labels].max(1, keepdims=True)
         log_p = z - numpy.log(numpy.exp(z).sum(1, keepdims=True))
         w = self.cfg["token_loss_weight"]
-        loss = float(-log_p[rows, gold].mean() + w * (-s[rows, gold] / n_tok).mean())
-        d = numpy.exp(log_p)
-        d[rows, gold] -= 1.0 + w / n_tok
+        tok_col = gold if s.shape[1] == n_labels else numpy.full(n, n_labels)
+        if s.shape[1] == n_labels and self.module.label_scoring == "head":
+            w = 0.0  # prediction-shaped scores: no gold verbalisation to score
+        loss = float(-log_p[rows, gold].mean() + w * (-s[rows, tok_col] / n_tok).mean())
+        d = numpy.zeros_like(s)
+        d[:, :n_labels] = numpy.exp(log_p)
+        d[rows, gold] -= 1.0
+        d[rows, tok_col] -= w / n_tok
         return loss, self.model.ops.xp.asarray((d / n).astype("float32"))
 
     def finish_update(self, sgd) -> None:

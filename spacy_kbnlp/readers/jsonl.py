@@ -26,7 +26,7 @@ from spacy.training import Example
 from spacy.util import registry
 
 from ..errors import Errors
-from ..extensions import add_relation, get_coref_clusters, install_extensions, set_coref_clusters
+from ..extensions import ENTITIES_KEY, add_relation, get_coref_clusters, install_extensions, set_coref_clusters
 from .elevant import _check_pair, build_el_doc, json_lines
 from .spans import (DEFAULT_POLICY, AlignmentStats, GoldCorpus, align_char_span,
                     check_token_span, counted, doc_from_tokens, set_ents,
@@ -158,7 +158,11 @@ def _read_re(doc, obj, chars, loc, policy, stats) -> None:
         head, tail = ents[idx["head"]], ents[idx["tail"]]
         if head is not None and tail is not None:
             add_relation(doc, head, tail, str(label), float(r.get("score", 1.0)))
-    set_ents(doc, [e for e in ents if e is not None], stats)
+    spans = [e for e in ents if e is not None]
+    set_ents(doc, spans, stats)
+    # every entity, overlapping ones included (doc.ents keeps the non-overlapping ones):
+    # relation instances pair the spans of this group (retrieval.render.entity_spans)
+    doc.spans[ENTITIES_KEY] = sorted(spans, key=lambda e: (e.start, e.end))
 
 
 def read_jsonl(
@@ -252,7 +256,7 @@ def doc_to_record(doc: Doc, task: str, *, offsets: str = "char",
         rec["clusters"] = [[list(_offsets(s, chars)) for s in cluster]
                            for cluster in get_coref_clusters(doc)]
     else:
-        ents = list(doc.ents)
+        ents = list(doc.spans[ENTITIES_KEY]) if doc.spans.get(ENTITIES_KEY) else list(doc.ents)
         index = {(e.start, e.end): i for i, e in enumerate(ents)}
         extra = []
         for r in doc._.rel_records or ():

@@ -12,8 +12,9 @@ use all three:
 A document's id is ``doc._.source["id"]`` as the readers set it (file stem for
 CoNLL/GUM, the record id elsewhere), compared as a string.
 """
+import random
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Set, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Set, Tuple, TypeVar, Union
 
 from spacy.tokens import Doc
 
@@ -87,3 +88,26 @@ def select_docs(
             if (number % mod[0] == mod[1]) != mod[2]:
                 continue
         yield doc
+
+
+T = TypeVar("T")
+
+
+def fraction_subset(docs: Iterable[T], fraction: float, seed: int = 0) -> List[T]:
+    """The first ``round(fraction * n)`` (at least 1) items of one ``seed``-ed shuffle,
+    in their original order: the subsets of one seed are nested (the 1 % subset is in
+    the 5 % one), so that training, the demonstration store and the benchmarks see the
+    same documents for the same ``fraction`` and ``seed``."""
+    docs = list(docs)
+    try:
+        share = float(fraction)
+    except (TypeError, ValueError):
+        raise ValueError(Errors.KBE320.format(value=fraction)) from None
+    if not 0 < share <= 1:
+        raise ValueError(Errors.KBE320.format(value=fraction))
+    if share == 1 or not docs:
+        return docs
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    n = max(1, round(share * len(docs)))
+    return [docs[i] for i in sorted(order[:n])]

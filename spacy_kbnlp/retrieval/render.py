@@ -17,7 +17,8 @@ earlier one are not marked (they cannot be bracketed) and are counted by the cal
 are explicit keywords for the reward model's cross-encoder.
 
 **Relation instances** (``pair_instances``): one instance per unordered pair of
-entities (A before B in the text), labelled with a *directed* label: ``Label(e1,e2)``
+entities (A before B in the text; the entities are ``doc.spans["entities"]``, which may
+hold overlapping ones, else ``doc.ents``, see ``entity_spans``), labelled with a *directed* label: ``Label(e1,e2)``
 when the gold relation goes from A to B, ``Label(e2,e1)`` when it goes from B to A,
 and ``no_relation`` when the pair has none. ``instance_text`` marks A as
 ``[E1 type: ...]`` and B as ``[E2 type: ...]``.
@@ -26,6 +27,8 @@ import hashlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from spacy.tokens import Doc, Span
+
+from ..extensions import ENTITIES_KEY
 
 NO_RELATION = "no_relation"
 TASKS = ("re", "ner")
@@ -43,11 +46,16 @@ def doc_key(doc: Doc) -> str:
     return hashlib.sha1(norm.encode("utf8")).hexdigest()[:16]
 
 
-def entity_spans(doc: Doc) -> List[Span]:
-    """``doc.ents`` plus relation arguments that are not in ``doc.ents`` (e.g. spans
-    that overlap another entity), sorted by position, without duplicates."""
-    spans = {(e.start, e.end): e for e in doc.ents}
-    for rec in doc._.rel_records or ():
+def entity_spans(doc: Doc, spans_key: Optional[str] = ENTITIES_KEY, *,
+                 with_relations: bool = True) -> List[Span]:
+    """The spans that relation instances pair, sorted by position, without duplicates:
+    the span group ``doc.spans[spans_key]`` when the doc has a non-empty one (it may
+    hold overlapping entities), else ``doc.ents``; with ``with_relations`` also the
+    relation arguments that are in neither (gold docs). Training and prediction pair
+    the same spans."""
+    group = doc.spans.get(spans_key) if spans_key else None
+    spans = {(e.start, e.end): e for e in (group if group else doc.ents)}
+    for rec in (doc._.rel_records or ()) if with_relations else ():
         for key in ("head", "tail"):
             s, e = int(rec[key][0]), int(rec[key][1])
             if (s, e) not in spans and 0 <= s < e <= len(doc):
@@ -142,12 +150,14 @@ def instance_text(doc: Doc, a: Span, b: Span) -> str:
     return _mark(doc, [(a, f"E1 {_label(a)}"), (b, f"E2 {_label(b)}")])
 
 
-def pair_instances(doc: Doc, *, with_labels: bool = True) -> List[Dict[str, Any]]:
-    """One record per unordered entity pair: ``{"a": [s, e], "b": [s, e], "text",
-    "label"}`` (``label`` only with ``with_labels``; see module doc). Pairs of
-    identical spans are skipped; overlapping pairs are kept (marked as far as
-    possible)."""
-    ents = entity_spans(doc) if with_labels else sorted(doc.ents, key=lambda e: (e.start, e.end))
+def pair_instances(doc: Doc, *, with_labels: bool = True,
+                   spans_key: Optional[str] = ENTITIES_KEY) -> List[Dict[str, Any]]:
+    """One record per unordered pair of :func:`entity_spans` (``doc.spans[spans_key]``,
+    else ``doc.ents``; with ``with_labels`` plus the gold relation arguments):
+    ``{"a": [s, e], "b": [s, e], "text", "label"}`` (``label`` only with
+    ``with_labels``; see module doc). Pairs of identical spans are skipped;
+    overlapping pairs are kept (marked as far as possible)."""
+    ents = entity_spans(doc, spans_key, with_relations=with_labels)
     gold: Dict[Tuple[Tuple[int, int], Tuple[int, int]], str] = {}
     if with_labels:
         for rec in doc._.rel_records or ():

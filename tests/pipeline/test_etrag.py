@@ -245,31 +245,44 @@ def test_minilm_baseline_learns_the_decision():
     assert predicted == [["Live_In"], ["Live_In"], ["Work_For"], ["Work_For"], [], []]
 
 
-def test_sequence_loss_gradient_and_fresh_lr_scale(tiny):
+@pytest.mark.parametrize("scoring", ["sequence", "head"])
+def test_sequence_loss_gradient_and_fresh_lr_scale(tiny, scoring):
     """get_loss = cross-entropy over the label scores + weighted gold token NLL, with
-    the gradient autograd gives; fresh_lr_scale 0 freezes exactly the fresh parameters."""
+    the gradient autograd gives; fresh_lr_scale 0 freezes exactly the fresh parameters.
+    (``head``: one decision per label, the token term is the gold log-probability.)"""
     import numpy
     import torch
 
     nlp = spacy.blank("en")
     nlp.add_pipe("etrag_relation_extractor", config={
-        "model": {"backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4},
+        "model": {"backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4, "label_scoring": scoring},
         "token_loss_weight": 0.7, "fresh_lr_scale": 0.0})
     egs = _examples(nlp)
     nlp.initialize(lambda: egs)
     pipe = nlp.get_pipe("etrag_relation_extractor")
     insts = pipe._gold_instances(egs)
     gold = torch.tensor(pipe._gold_rows(insts))
-    scores = torch.randn(len(insts), len(pipe.labels), requires_grad=True)
+    n, n_labels = len(insts), len(pipe.labels)
+    # head: the label log-probabilities and, last, the gold verbalisation's log-likelihood
+    width = n_labels + (scoring == "head")
+    scores = torch.randn(n, width, requires_grad=True)
     n_tok = (pipe.module.label_ids != -100).sum(-1).float()[gold]
-    want = (torch.nn.functional.cross_entropy(scores, gold)
-            - 0.7 * (scores[torch.arange(len(insts)), gold] / n_tok).mean())
+    tok = scores[:, n_labels] if scoring == "head" else scores[torch.arange(n), gold]
+    want = torch.nn.functional.cross_entropy(scores[:, :n_labels], gold) - 0.7 * (tok / n_tok).mean()
     want.backward()
     loss, d = pipe.get_loss(insts, scores.detach().numpy())
     assert loss == pytest.approx(float(want.detach()), rel=1e-5)
     numpy.testing.assert_allclose(d, scores.grad.numpy(), rtol=1e-4, atol=1e-7)
+    if scoring == "head":  # training runs the gold verbalisations: the (n, L + 1) output
+        out = pipe.module([i["text"] for i in insts], [i["key"] for i in insts], None, gold.tolist())
+        assert out.shape == (n, n_labels + 1)
+        want_tok, _ = pipe.module.sequence_scores(*pipe.module.encode([i["text"] for i in insts],
+                                                                      [i["key"] for i in insts]),
+                                                  gold.tolist())
+        torch.testing.assert_close(out[:, -1], want_tok[:, 0])
     fresh = set(pipe.module.fresh_parameters())
-    assert fresh == {n for n, _ in pipe.module.named_parameters() if n.startswith(("label_emb.", "value."))}
+    head = {"label_head", "label_head_bias"} if scoring == "head" else set()
+    assert fresh == {n for n, _ in pipe.module.named_parameters() if n.startswith(("label_emb.", "value."))} | head
     before = {n: p.detach().clone() for n, p in pipe.module.named_parameters()}
     nlp.update(egs, sgd=Adam(0.01), losses={})
     after = dict(pipe.module.named_parameters())
@@ -277,3 +290,55 @@ def test_sequence_loss_gradient_and_fresh_lr_scale(tiny):
     assert any(not torch.equal(before[n], after[n]) for n in before if n not in fresh)
     with pytest.raises(ValueError, match="KBE312"):
         spacy.blank("en").add_pipe("etrag_relation_extractor", config={"token_loss_weight": -1.0})
+
+
+@pytest.mark.parametrize("scoring", ["sequence", "head"])
+def test_label_scoring_decoder_passes(tiny, scoring):
+    """``head`` scores every label with one decoder step per instance (B x 1 decoder
+    tokens whatever the number of labels); ``sequence`` decodes each label's tokens for
+    every instance (B x L sequences). Both give (B, L) log-likelihoods whose
+    probabilities sum to at most 1 per instance (head: exactly 1)."""
+    import torch
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("etrag_relation_extractor", config={
+        "model": {"backbone": tiny["t5"], "n_neighbors": 0, "label_scoring": scoring}})
+    egs = _examples(nlp)
+    nlp.initialize(lambda: egs)
+    pipe = nlp.get_pipe("etrag_relation_extractor")
+    module = pipe.module
+    shapes = []
+    hook = module.seq2seq.get_decoder().register_forward_pre_hook(
+        lambda mod, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    texts = [i["text"] for i in pipe._gold_instances(egs)][:3]
+    try:
+        with torch.no_grad():
+            scores = module(texts, [None] * 3)
+    finally:
+        hook.remove()
+    n_labels = len(pipe.labels)
+    assert scores.shape == (3, n_labels)
+    if scoring == "head":
+        assert shapes == [(3, 1)]
+        assert torch.allclose(scores.exp().sum(-1), torch.ones(3))
+    else:
+        assert shapes == [(3 * n_labels, module.label_ids.shape[1])]
+        assert bool((scores.exp().sum(-1) <= 1 + 1e-5).all())
+
+
+def test_negative_sampling_keeps_every_relation(tiny):
+    """negative_ratio r keeps every relation instance of a batch and at most r x their
+    number (at least 1) of the no_relation ones; 0 keeps all (the setting is saved
+    nowhere but the config)."""
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("etrag_relation_extractor", config={
+        "model": {"backbone": tiny["t5"], "n_neighbors": 0}, "negative_ratio": 1.0})
+    insts = [{"text": f"t{i}", "label": "Kill(e1,e2)" if i in (2, 7) else NO_RELATION} for i in range(10)]
+    kept = pipe.sample_negatives(insts)
+    assert [i["text"] for i in kept if i["label"] != NO_RELATION] == ["t2", "t7"]
+    assert len(kept) == 4 and kept == [i for i in insts if i in kept]  # order kept
+    assert len(pipe.sample_negatives([i for i in insts if i["label"] == NO_RELATION])) == 1
+    pipe.cfg["negative_ratio"] = 0.0
+    assert pipe.sample_negatives(insts) == insts
+    with pytest.raises(ValueError, match="KBE312"):
+        spacy.blank("en").add_pipe("etrag_relation_extractor", config={"negative_ratio": -1.0})

@@ -1,0 +1,113 @@
+"""benchmarks/re.py on any dataset by path: the dataset spec, the step budget, the
+scorers, and `collect` (mean over seeds, the seeds' list) on run files of a JSONL set."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import load_benchmark
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "re" / "new_labels.jsonl"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("re")
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    data = tmp_path / "mydata"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        shutil.copy(FIXTURE, data / f"{split}.jsonl")
+    return data
+
+
+def test_dataset_by_folder_and_paths(bench, folder, nlp):
+    spec = bench.dataset_spec(str(folder))
+    assert spec["name"] == "mydata" and spec["scorer"] == "micro" and spec["test_limit"] == 0
+    assert spec["train"].endswith("mydata/train.jsonl") and not Path(spec["train"]).is_absolute()
+    docs = bench.load(spec, "train", nlp)
+    assert [d.text for d in docs][:2] == ["Bank of Rome opened .", "Bank of Bonn opened ."]
+    assert len(docs[0].spans["entities"]) == 2  # overlapping entities kept
+    explicit = bench.dataset_spec("", train=str(folder / "train.jsonl"), test=str(folder / "test.jsonl"),
+                                  name="mine", scorer="macro", test_limit=3)
+    assert explicit["name"] == "mine" and explicit["dev"] is None and explicit["scorer"] == "macro"
+    assert len(bench.load(explicit, "test", nlp)) == 3 and bench.load(explicit, "dev", nlp) == []
+    with pytest.raises(SystemExit, match="KBE321"):
+        bench.dataset_spec(str(folder / "nothing"))
+    named = bench.dataset_spec("conll04")
+    assert named["format"] == "conll04" and named["batch_docs"] == 4 and named["test_limit"] == 100
+
+
+def test_step_budget(bench):
+    # min(epochs x batches per epoch, steps): 720 docs / 16 = 45 batches x 6 epochs = 270
+    assert bench.step_budget(720, 16, 6, 150) == 150
+    assert bench.step_budget(72, 16, 6, 150) == 30
+    assert bench.step_budget(72, 16, 6, 0) == 30
+
+
+def test_collect_means_over_seeds(bench, folder, nlp, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(bench, "RUNS", runs)
+    monkeypatch.setattr(bench, "RESULT", tmp_path / "re.json")
+    spec = bench.dataset_spec(str(folder))
+    gold = bench.load(spec, "test", nlp)
+    perfect = [list(d._.rel_records or []) for d in gold]
+    half = [recs if i % 2 == 0 else [] for i, recs in enumerate(perfect)]
+    for seed, preds in ((0, perfect), (1, half)):
+        bench.write(bench.run_name("mydata", "0.5", "etrag", seed),
+                    {"dataset": "mydata", "data": spec, "fraction": "0.5", "system": "etrag",
+                     "seed": seed, "predictions": preds})
+    assert sorted(p.name for p in runs.iterdir()) == ["mydata_0.5_etrag.json", "mydata_0.5_etrag_s1.json"]
+    bench.cmd_collect(None)
+    cell = json.loads((tmp_path / "re.json").read_text())["mydata"]["0.5"]["etrag"]
+    # 5 gold relations; seed 1 finds those of docs 0, 2, 4: P 1, R 3/5, F1 75
+    assert cell == {"f1": 87.5, "f1_seeds": [100.0, 75.0], "seeds": [0, 1], "f1_std": 12.5}
+    macro = bench.score_predictions(__import__("spacy_kbnlp.scorers.rel", fromlist=["rel"]), "macro", gold, half)
+    # named_after: 1 of 2 (F1 2/3); capital_of: 2 of 3 (F1 0.8)
+    assert macro == pytest.approx(100 * (2 / 3 + 0.8) / 2, abs=0.01)
+
+
+def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
+    """`analyse` on a saved ETRAG pipeline: per test instance the soft neighbours'
+    label mass (sums to 1), the gold / predicted / neighbour-top counts per label."""
+    import argparse
+    import random
+
+    import spacy
+    from spacy.training import Example
+    from thinc.api import Adam
+
+    from spacy_kbnlp.core.torch_io import set_seed
+
+    from .llm.tiny import build_tiny_models
+
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    tiny = build_tiny_models(tmp_path / "tiny")
+    set_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("etrag_relation_extractor", config={"model": {
+        "backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4}})
+    spec = bench.dataset_spec(str(folder))
+    egs = bench.with_gold_entities(nlp, bench.load(spec, "train", nlp))
+    nlp.initialize(lambda: egs)
+    opt = Adam(0.01)
+    for _ in range(5):
+        random.Random(0).shuffle(egs)
+        nlp.update(egs, sgd=opt)
+    nlp.to_disk(tmp_path / "model")
+    args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None,
+                              format="auto", scorer=None, test_limit=None, fraction="0.5", seed=0,
+                              threads=1, model=str(tmp_path / "model"))
+    bench.cmd_analyse(args)
+    out = json.loads((tmp_path / "runs" / "analysis_mydata_0.5_etrag.json").read_text())
+    assert out["instances"] == 7  # one pair per test sentence
+    rows = out["by_label"]
+    assert {k: v["gold"] for k, v in rows.items()} == {
+        "capital_of(e1,e2)": 2, "capital_of(e2,e1)": 1, "named_after(e1,e2)": 2, "no_relation": 2}
+    assert sum(v["predicted"] for v in rows.values()) == 7 == sum(v["neighbour_top"] for v in rows.values())
+    assert sum(v["neighbour_mass"] for v in rows.values()) == pytest.approx(1.0, abs=1e-3)
+    assert 0 <= out["neighbour_mass_on_gold"] <= 1 and out["soft_prompt_norm"] > 0
