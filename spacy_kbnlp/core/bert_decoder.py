@@ -90,8 +90,6 @@ class BertDecoderStepper:
 
         self.length = 0
         self.rows = int(self._base_hidden.shape[0])
-        self.keys: List[Any] = []
-        self.values: List[Any] = []
         self.cross: List[Any] = []
         h = self._base_hidden
         with torch.inference_mode():
@@ -99,20 +97,21 @@ class BertDecoderStepper:
                 att = layer.crossattention.self
                 self.cross.append((self._heads(att.key(h)).contiguous(),
                                    self._heads(att.value(h)).contiguous()))
-        self.cross_mask = self._mask(self._base_mask)
-        self.keys = [None] * len(self.layers)
-        self.values = [None] * len(self.layers)
+        self.cross_mask = self._mask(self._base_mask, h.dtype)
+        self.keys: List[Any] = [None] * len(self.layers)    # allocated by the first step
+        self.values: List[Any] = [None] * len(self.layers)
         if self.input_embedder is not None:
             self.input_embedder.reset()
 
     @staticmethod
-    def _mask(mask: Any) -> Any:
-        """Additive cross-attention mask (batch, 1, 1, source), None without padding."""
+    def _mask(mask: Any, dtype: Any) -> Any:
+        """Additive cross-attention mask (batch, 1, 1, source) in the states' ``dtype``,
+        None without padding."""
         import torch
 
         if mask is None or bool(mask.all()):
             return None
-        return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
             mask == 0, float("-inf"))[:, None, None, :]
 
     def _heads(self, x: Any) -> Any:
@@ -131,7 +130,6 @@ class BertDecoderStepper:
     def step(self, ids: Any) -> Any:
         """Logits ``(batch, len, columns)`` for decoder input ``ids`` (batch, len)."""
         import torch
-        import torch.nn.functional as F
 
         if not torch.is_tensor(ids):
             ids = torch.tensor([list(ids)], dtype=torch.long)
