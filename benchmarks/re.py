@@ -254,7 +254,9 @@ def cmd_train(args) -> None:
     for fraction in args.fractions.split(","):
         for system in args.systems.split(","):
             for seed in seeds:
-                name = run_name(spec["name"], fraction, system, seed)
+                # a run with other settings gets its own cell (--tag), never an earlier run's file
+                tagged = f"{system}_{args.tag}" if args.tag else system
+                name = run_name(spec["name"], fraction, tagged, seed)
                 if (RUNS / f"{name}.json").exists() and not args.force:
                     print("skip", name)
                     continue
@@ -268,6 +270,7 @@ def cmd_train(args) -> None:
                                 fresh_lr_scale=args.fresh_lr_scale,
                                 component={"negative_ratio": args.negative_ratio},
                                 model={"label_scoring": args.label_scoring})
+                res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
 
@@ -569,7 +572,10 @@ def cmd_collect(args) -> None:
         undirected = {k: v["share_undirected"] for k, v in data.items() if "share_undirected" in v}
         if undirected:  # the same store, a demonstration counts with the relation type alone
             result["label_match_at_5_undirected"] = undirected
-        speed["retrieval_ms_per_doc"] = {k: v["ms_per_doc"] for k, v in data.items()}
+        # timings are dated: a later label-match run adds its own key, the earlier one stays
+        date = json.loads(lm.read_text()).get("date")
+        key = "retrieval_ms_per_doc" + (f"_{date.replace('-', '_')}" if date else "")
+        speed[key] = {k: v["ms_per_doc"] for k, v in data.items()}
     for path in sorted(RUNS.glob("label_match_*_*.json")):
         data = {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, dict)}
         store = path.stem[len("label_match_"):]
@@ -723,6 +729,8 @@ def main() -> None:
     t.add_argument("--epochs", type=int, default=0, help="epoch cap (0 = EPOCHS table, e.g. 6 at 10 %%)")
     t.add_argument("--save", action="store_true", help="keep the pipelines under training/re_bench")
     t.add_argument("--force", action="store_true")
+    t.add_argument("--tag", default="",
+                   help="suffix of the system name for runs with other settings (cell SYSTEM_TAG)")
     k = sub.add_parser("knn")
     _dataset_args(k)
     k.add_argument("--fractions", default="0.01,0.05,0.1,1.0")

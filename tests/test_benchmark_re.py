@@ -111,3 +111,35 @@ def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
     assert sum(v["predicted"] for v in rows.values()) == 7 == sum(v["neighbour_top"] for v in rows.values())
     assert sum(v["neighbour_mass"] for v in rows.values()) == pytest.approx(1.0, abs=1e-3)
     assert 0 <= out["neighbour_mass_on_gold"] <= 1 and out["soft_prompt_norm"] > 0
+
+
+def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_path, monkeypatch):
+    """A run with other settings (`train --tag`) writes its own cell, not the earlier
+    run's file; a later label-match run adds dated timings next to the earlier ones."""
+    import argparse
+
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(bench, "RUNS", runs)
+    monkeypatch.setattr(bench, "RESULT", tmp_path / "re.json")
+    monkeypatch.setattr(bench, "train_one", lambda spec, fraction, system, **kw: {
+        "dataset": spec["name"], "fraction": fraction, "system": system, "train_s": 1.0,
+        "docs_per_s": 1.0, "kw": sorted(kw)})
+    parser_args = dict(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
+                       scorer=None, test_limit=None, fractions="0.5", systems="baseline", seeds="0",
+                       force=False, save=False, lr=1e-4, steps=5, epochs=1, threads=1,
+                       token_loss_weight=0.5, fresh_lr_scale=10.0, negative_ratio=1.0,
+                       label_scoring="head", batch_docs=None)
+    bench.write("mydata_0.5_baseline", {"system": "baseline", "earlier": True})
+    bench.cmd_train(argparse.Namespace(**parser_args, tag="neg1"))
+    earlier = json.loads((runs / "mydata_0.5_baseline.json").read_text())
+    assert earlier["system"] == "baseline" and earlier["earlier"] is True
+    assert json.loads((runs / "mydata_0.5_baseline_neg1.json").read_text())["system"] == "baseline_neg1"
+    bench.merge_json(tmp_path / "re.json", {"speed": {"retrieval_ms_per_doc": {"bm25": 3.0}}}, depth=3)
+    (runs / "label_match.json").write_text(json.dumps(
+        {"bm25": {"share": 0.3, "ms_per_doc": 0.8}, "date": "2026-12-06"}))
+    for p in runs.glob("mydata_*"):
+        p.unlink()
+    bench.cmd_collect(None)
+    speed = json.loads((tmp_path / "re.json").read_text())["speed"]
+    assert speed["retrieval_ms_per_doc"] == {"bm25": 3.0}
+    assert speed["retrieval_ms_per_doc_2026_12_06"] == {"bm25": 0.8}
