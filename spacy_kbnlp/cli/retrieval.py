@@ -26,10 +26,10 @@ def build_demo_store(input_path: Path, output_path: Path, *, fmt: str = "spacy",
     ``seed``: the nested seeded subset of the docs that training with the same values
     uses (``readers.select.fraction_subset``)."""
     from ..encoders.hf import HFEncoder
-    from ..readers.select import fraction_subset
+    from ..readers.select import check_fraction, fraction_subset
     from ..retrieval.store import DemoStore
 
-    fraction_subset([], fraction)  # a bad fraction fails before the docs are read
+    check_fraction(fraction)  # a bad fraction fails before the docs are read
     _, docs = _read(input_path, fmt, lang, limit)
     docs = fraction_subset(docs, fraction, seed)
     enc = HFEncoder(encoder) if dense else None

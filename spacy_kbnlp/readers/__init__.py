@@ -19,7 +19,7 @@ from .conll2012 import read_conll2012
 from .elevant import read_elevant
 from .gum_tsv import read_gum_tsv
 from .jsonl import read_jsonl, write_jsonl
-from .select import fraction_subset
+from .select import check_fraction, fraction_subset
 from .semeval2010 import read_semeval2010
 from .spans import POLICIES, AlignmentStats, list_files, make_example
 
@@ -68,7 +68,7 @@ def create_subset_corpus(
     (:func:`.select.fraction_subset`, the subset ``benchmarks/re.py`` and
     ``build-demo-store --fraction`` use), each passed through ``augmenter`` (as in
     ``spacy.Corpus.v1``)."""
-    fraction_subset([], fraction)  # the fraction is checked when the config is loaded
+    check_fraction(fraction)  # a bad fraction fails when the config is loaded
 
     fmt = format if format != "auto" else ("jsonl" if str(path).endswith(".jsonl") else "spacy")
 
@@ -83,8 +83,8 @@ def create_subset_corpus(
     return corpus
 
 
-__all__ = ["AlignmentStats", "FORMATS", "POLICIES", "create_subset_corpus", "fraction_subset", "read_docs", "read_docbin", "read_conll04",
-           "read_conll2012", "read_elevant", "read_gum_tsv", "read_jsonl", "read_semeval2010",
+__all__ = ["AlignmentStats", "FORMATS", "POLICIES", "create_subset_corpus", "fraction_subset",
+           "read_docs", "read_docbin", "read_conll04", "read_conll2012", "read_elevant", "read_gum_tsv", "read_jsonl", "read_semeval2010",
            "write_jsonl"]
 
 

@@ -14,7 +14,7 @@ CoNLL/GUM, the record id elsewhere), compared as a string.
 """
 import random
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Set, Tuple, TypeVar, Union
+from typing import Any, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar, Union
 
 from spacy.tokens import Doc
 
@@ -93,18 +93,24 @@ def select_docs(
 T = TypeVar("T")
 
 
-def fraction_subset(docs: Iterable[T], fraction: float, seed: int = 0) -> List[T]:
-    """The first ``round(fraction * n)`` (at least 1) items of one ``seed``-ed shuffle,
-    in their original order: the subsets of one seed are nested (the 1 % subset is in
-    the 5 % one), so that training, the demonstration store and the benchmarks see the
-    same documents for the same ``fraction`` and ``seed``."""
-    docs = list(docs)
+def check_fraction(fraction: Any) -> float:
+    """``fraction`` as a float in (0, 1], else KBE320."""
     try:
         share = float(fraction)
     except (TypeError, ValueError):
         raise ValueError(Errors.KBE320.format(value=fraction)) from None
     if not 0 < share <= 1:
         raise ValueError(Errors.KBE320.format(value=fraction))
+    return share
+
+
+def fraction_subset(docs: Iterable[T], fraction: float, seed: int = 0) -> List[T]:
+    """The first ``round(fraction * n)`` (at least 1) items of one ``seed``-ed shuffle,
+    in their original order: the subsets of one seed are nested (the 1 % subset is in
+    the 5 % one), so that training, the demonstration store and the benchmarks see the
+    same documents for the same ``fraction`` and ``seed``."""
+    docs = list(docs)
+    share = check_fraction(fraction)
     if share == 1 or not docs:
         return docs
     order = list(range(len(docs)))
