@@ -48,7 +48,7 @@ NOTES = ROOT / "benchmarks" / "README_coref.md"
 BUNDLE = ROOT / "spacy_kbnlp" / "assets" / "seq2seq_coref"
 TEST = ROOT / "corpus" / "coref" / "ontogum_test.spacy"
 # the status table's coreference rows: our best test run and the spacy-experimental peer
-STATUS_SYSTEM = "seq2seq_bundled"         # the shipped model with the default decoding (speed)
+STATUS_SYSTEM = "seq2seq_bundled_names"   # the shipped model with the default decoding (speed)
 STATUS_TRAINED = "seq2seq_full_copy_aligned"  # the training run behind it
 STATUS_PEERS = ("spacy_experimental_coref", "spacy_experimental_coref_head_subtree")
 MASC = {"he", "him", "his", "himself"}
@@ -126,7 +126,7 @@ def load_pipeline(path: str):
 # the decoding of 2026-11-26 (issue 15's "today"): Hugging Face's forward pass, one segment at
 # a time with 8 copy-speculative tokens, segments every 128 units, clusters joined by union
 BEFORE = {"batch_segments": 1, "speculative": 8, "stride": 128, "merge": "union",
-          "pronoun_agreement": False}
+          "pronoun_agreement": False, "name_match": False}
 
 
 def decoding_name(c: Dict[str, Any]) -> str:
@@ -161,7 +161,7 @@ def cmd_speed(args) -> None:
                      forward_passes=m["forward_passes"], segments=m["segments"],
                      decoding=decoding_name(c), decoder="lean" if lean else "hf",
                      merge=c["merge"], pronoun_agreement=c["pronoun_agreement"],
-                     segment_length=c["segment_length"], stride=c["stride"],
+                     name_match=c["name_match"], segment_length=c["segment_length"], stride=c["stride"],
                      pipeline=str(args.pipeline), threads=args.threads)
         entries[args.name + ("_before" if label == "before" else "")] = entry
         print(label, json.dumps(entry, indent=1), flush=True)
@@ -172,7 +172,8 @@ def cmd_speed(args) -> None:
              "ratio": runs["after"]["docs_per_s"] / runs["before"]["docs_per_s"],
              "before": entries[args.name + "_before"]["decoding"] + ", hf decoder, stride 128, union",
              "after": entries[args.name]["decoding"] + f", lean decoder, stride {comp.cfg['stride']}, "
-                      f"{comp.cfg['merge']}", "threads": args.threads}
+                      f"{comp.cfg['merge']}" + (", name match" if comp.cfg["name_match"] else ""),
+             "threads": args.threads}
     if args.greedy_docs:
         # plain greedy decoding (one segment at a time, no proposals) against the default
         # decoding on the first docs: same tokens in every segment?
@@ -206,7 +207,12 @@ def cmd_speed(args) -> None:
         speed.update(doc_10k_tokens_s=seconds, doc_tokens=len(doc),
                      doc_segments=int(comp.stats.get("segments", 0)))
         print(f"{len(doc)}-token document: {seconds:.1f} s", flush=True)
-    save_result({"systems": entries, "speed": speed})
+    # ``speed`` is the latest system's; every system's speed run stays in ``speed_runs``
+    runs = {args.name: speed}
+    old = load_result().get("speed") or {}
+    if old.get("system") and old["system"] not in load_result().get("speed_runs", {}):
+        runs[old["system"]] = old
+    save_result({"systems": entries, "speed": speed, "speed_runs": runs})
     print(json.dumps(speed, indent=1))
 
 
@@ -265,7 +271,8 @@ def cmd_profile(args) -> None:
         c = comp.cfg
         start = time.perf_counter()
         model.predict_docs(docs, stride=c["stride"], batch_segments=c["batch_segments"],
-                           n_propose=c["speculative"], merge=c["merge"], stats=stats)
+                           n_propose=c["speculative"], merge=c["merge"],
+                           name_match=c["name_match"], stats=stats)
         total = time.perf_counter() - start
         enc, dec = timer.seconds.get("encoder", 0.0), timer.seconds.get("decoder", 0.0)
         out[label] = {"seconds": total, "encoder_s": enc, "decoder_forward_s": dec,
@@ -304,16 +311,25 @@ def cmd_demo(args) -> None:
                         "conll_f1": m["coref_conll_f"], "lea": m["coref_lea_f"],
                         "mention_f": m["coref_mention_f"], "clusters": len(doc._.coref_clusters),
                         "decoding": decoding_name(comp.cfg), "merge": comp.cfg["merge"],
+                        "name_match": comp.cfg["name_match"],
                         "pronoun_agreement": comp.cfg["pronoun_agreement"]}
         print(label, json.dumps(entry[label]), flush=True)
     entry["gold_clusters"] = len(gold._.coref_clusters)
     save_result({"demo": {args.name: entry}})
 
 
+# merge rule, pronoun agreement, name match: the ablation's variants by name
+ABLATIONS = {"union_no_pronouns": ("union", False, False), "union_pronouns": ("union", True, False),
+             "agreement_no_pronouns": ("agreement", False, False),
+             "agreement_pronouns": ("agreement", True, False),
+             "agreement_pronouns_names": ("agreement", True, True)}
+
+
 def cmd_ablate(args) -> None:
-    """Merge rule x pronoun agreement on the same decoding (dev docs by default):
-    scores and what the clusters look like (how many, the largest, mean size), so that
-    a gain on one metric is seen against the others."""
+    """Merge rule x pronoun agreement x name match on the same decoding (dev docs by
+    default; ``--variants``: names of :data:`ABLATIONS`): scores and what the clusters
+    look like (how many, the largest, mean size), so that a gain on one metric is
+    seen against the others."""
     import torch
     from spacy.tokens import DocBin
 
@@ -326,31 +342,36 @@ def cmd_ablate(args) -> None:
     docs = list(DocBin().from_disk(args.data).get_docs(nlp.vocab))[: args.limit or None]
     gold = [doc_clusters(d) for d in docs]
     sizes = [len(cl) for g in gold for cl in g]
+    stride = args.stride or c["stride"]
     entries: Dict[str, Any] = {}
-    for merge in ("union", "agreement"):
-        for pron in (False, True):
-            comp.coref_model.pronoun_agreement = pron
-            start = time.perf_counter()
-            pred = comp.coref_model.predict_docs(
-                docs, stride=c["stride"], batch_segments=c["batch_segments"],
-                n_propose=c["speculative"], merge=merge)
-            seconds = time.perf_counter() - start
-            pred = [[cl for cl in p if len(cl) > 1] for p in pred]
-            m = score_coref_clusters(zip(gold, pred))
-            ps = [len(cl) for p in pred for cl in p]
-            name = f"{args.name}_{merge}_{'pronouns' if pron else 'no_pronouns'}"
-            entries[name] = dict(
-                summary(dict(m, docs_per_s=len(docs) / seconds,
-                             words_per_s=sum(len(d) for d in docs) / seconds, docs=len(docs),
-                             seconds=seconds)),
-                merge=merge, pronoun_agreement=pron, decoding=decoding_name(c),
-                clusters=len(ps), max_cluster=max(ps, default=0),
-                mean_cluster=sum(ps) / max(1, len(ps)), gold_clusters=len(sizes),
-                gold_max_cluster=max(sizes, default=0), gold_mean_cluster=sum(sizes) / max(1, len(sizes)),
-                subset=f"{'first ' + str(args.limit) if args.limit else 'all'} docs of {Path(args.data).name}",
-                pipeline=str(args.pipeline))
-            print(name, {k: round(v, 4) if isinstance(v, float) else v
-                         for k, v in entries[name].items()}, flush=True)
+    for variant in args.variants.split(","):
+        if variant not in ABLATIONS:
+            raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(ABLATIONS)}")
+        merge, pron, names = ABLATIONS[variant]
+        comp.coref_model.pronoun_agreement = pron
+        start = time.perf_counter()
+        pred = comp.coref_model.predict_docs(
+            docs, stride=stride, batch_segments=c["batch_segments"],
+            n_propose=c["speculative"], merge=merge, name_match=names)
+        seconds = time.perf_counter() - start
+        pred = [[cl for cl in p if len(cl) > 1] for p in pred]
+        m = score_coref_clusters(zip(gold, pred))
+        ps = [len(cl) for p in pred for cl in p]
+        # the default stride: the names of the first runs; another: its own key
+        name = f"{args.name}_{variant}" + (f"_stride{stride}" if stride != c["stride"] else "")
+        entries[name] = dict(
+            summary(dict(m, docs_per_s=len(docs) / seconds,
+                         words_per_s=sum(len(d) for d in docs) / seconds, docs=len(docs),
+                         seconds=seconds)),
+            merge=merge, pronoun_agreement=pron, name_match=names, decoding=decoding_name(c),
+            stride=stride, segment_length=c["segment_length"],
+            clusters=len(ps), max_cluster=max(ps, default=0),
+            mean_cluster=sum(ps) / max(1, len(ps)), gold_clusters=len(sizes),
+            gold_max_cluster=max(sizes, default=0), gold_mean_cluster=sum(sizes) / max(1, len(sizes)),
+            subset=f"{'first ' + str(args.limit) if args.limit else 'all'} docs of {Path(args.data).name}",
+            pipeline=str(args.pipeline))
+        print(name, {k: round(v, 4) if isinstance(v, float) else v
+                     for k, v in entries[name].items()}, flush=True)
     save_result({"ablation": entries})
 
 
@@ -702,18 +723,21 @@ def cmd_table(args) -> None:
             lines.append(f"| {name} | {e.get('decoding', '-')} | {e['n_docs']} | {_pct(e['conll_f1'])} "
                          f"| {_pct(e['lea'])} | {_pct(e['mention_f'])} | {e['docs_per_s']:.3f} | {_load(e)} |")
     if res.get("ablation"):
-        lines += ["", "Merge rule x pronoun agreement, same model and decoding (`ablate`):", "",
-                  "| run | docs | MUC | B³ | CEAFe | CoNLL F1 | LEA | mention F | clusters | largest | "
-                  "mean size | gold clusters / largest / mean |", "|---" * 12 + "|"]
+        lines += ["", "Merge rule x pronoun agreement x name match, same model and decoding (`ablate`; "
+                  "runs without `names` in their name had no name match):", "",
+                  "| run | docs | stride | MUC | B³ | CEAFe | CoNLL F1 | LEA | mention F | docs/s | clusters | "
+                  "largest | mean size | gold clusters / largest / mean |", "|---" * 14 + "|"]
         for name, e in res["ablation"].items():
             scores = " | ".join(_pct(e[k]) for k in ("muc", "b3", "ceafe", "conll_f1", "lea", "mention_f"))
-            lines.append(f"| {name} | {e['subset']} | {scores} | {e['clusters']} | {e['max_cluster']} "
+            lines.append(f"| {name} | {e['subset']} | {e.get('stride', 128)} | {scores} | {e['docs_per_s']:.3f} "
+                         f"| {e['clusters']} | {e['max_cluster']} "
                          f"| {e['mean_cluster']:.1f} | {e['gold_clusters']} / {e['gold_max_cluster']} / "
                          f"{e['gold_mean_cluster']:.1f} |")
     for name, d in res.get("demo", {}).items():
         lines += ["", f"Demo text ({name}, {d.get('date', '?')}; hand-made gold, {d['gold_clusters']} clusters): "
                   + "; ".join(f"{d[k]['decoding']}, {d[k]['merge']}"
-                              f"{', pronoun agreement' if d[k]['pronoun_agreement'] else ''}: CoNLL F1 "
+                              f"{', pronoun agreement' if d[k]['pronoun_agreement'] else ''}"
+                              f"{', name match' if d[k].get('name_match') else ''}: CoNLL F1 "
                               f"{_pct(d[k]['conll_f1'])}, LEA {_pct(d[k]['lea'])}, MUC {_pct(d[k]['muc'])}, "
                               f"CEAFe {_pct(d[k]['ceafe'])}, {d[k]['clusters']} clusters"
                               for k in ("before", "after")) + "."]
@@ -820,12 +844,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     pr.add_argument("--threads", type=int, default=1)
     dm = sub.add_parser("demo", help="the demo text's coreference, today's vs the default decoding")
     dm.add_argument("--name", default="seq2seq_bundled")
-    ab = sub.add_parser("ablate", help="merge rule x pronoun agreement, with cluster sizes (dev docs)")
+    ab = sub.add_parser("ablate", help="merge rule x pronoun agreement x name match, with cluster sizes (dev docs)")
     ab.add_argument("pipeline", help="a saved pipeline, or 'bundled'")
     ab.add_argument("--name", required=True)
     ab.add_argument("--data", default=str(ROOT / "corpus" / "coref" / "ontogum_dev.spacy"))
     ab.add_argument("--limit", type=int, default=0)
     ab.add_argument("--threads", type=int, default=1)
+    ab.add_argument("--stride", type=int, default=0, help="segment stride (0: the component's)")
+    ab.add_argument("--variants", default=",".join(ABLATIONS),
+                    help="comma-separated names: " + ", ".join(ABLATIONS))
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,

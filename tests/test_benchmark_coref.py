@@ -147,3 +147,24 @@ def test_bundle_rank_is_stated_from_compact_json(bench):
     assert any(f"rank-{compact['rank']} difference" in r["component"] for r in rows)
     project = yaml.safe_load((repo / "benchmarks" / "project.yml").read_text())
     assert project["vars"]["coref_bundle_rank"] == compact["rank"]
+
+
+def test_table_renders_ablation_rows_with_their_stride(bench, tmp_path, monkeypatch, capsys):
+    """Ablation rows show the stride they ran with (128 for the runs before the
+    column) and their speed next to the scores."""
+    base = {"muc": 0.5702, "b3": 0.4239, "ceafe": 0.3448, "conll_f1": 0.4463, "lea": 0.3491,
+            "mention_f": 0.7412, "docs_per_s": 0.3234, "clusters": 602, "max_cluster": 123,
+            "mean_cluster": 5.59, "gold_clusters": 857, "gold_max_cluster": 75, "gold_mean_cluster": 4.46,
+            "subset": "all docs of dev"}
+    result = {"systems": {}, "ablation": {"ours_agreement_pronouns_names": base,
+                                          "ours_agreement_pronouns_names_stride192": dict(base, stride=192)}}
+    path = tmp_path / "coref.json"
+    path.write_text(json.dumps(result))
+    monkeypatch.setattr(bench, "RESULT", path)
+    monkeypatch.setattr(bench, "NOTES", tmp_path / "README_coref.md")
+    bench.main(["table"])
+    out = capsys.readouterr().out.splitlines()
+    scores = "57.0 | 42.4 | 34.5 | 44.6 | 34.9 | 74.1 | 0.323 | 602 | 123 | 5.6 | 857 / 75 / 4.5 |"
+    assert f"| ours_agreement_pronouns_names | all docs of dev | 128 | {scores}" in out
+    assert f"| ours_agreement_pronouns_names_stride192 | all docs of dev | 192 | {scores}" in out
+    assert bench.ABLATIONS["agreement_pronouns_names"] == ("agreement", True, True)

@@ -607,6 +607,48 @@ def limit_clusters(mentions: Sequence[Mention], max_clusters: int) -> Tuple[List
 
 MERGES = ("agreement", "union")
 
+# English words that never make a mention a name for :func:`name_match_merge`
+# (a capitalized pronoun or determiner starts a sentence; it names nobody)
+NAME_STOPWORDS = frozenset(" ".join(PRONOUN_CLASSES.values()).split()) | frozenset(
+    "this that these those who whom whose which what there here one ones the a an".split())
+
+
+def name_match_merge(clusters: Sequence[Sequence[Tuple[int, int]]], words: Sequence[str]
+                     ) -> List[List[Tuple[int, int]]]:
+    """Join clusters (singletons included) that hold a mention with the same text
+    (case-insensitive) when that text has a capitalized word that is not a
+    pronoun or determiner (:data:`NAME_STOPWORDS`): a name repeated anywhere in a
+    document, as the exact string-match sieve of rule-based coreference does. The
+    decoder sees one segment at a time, so the same name in segments that do not
+    overlap is otherwise never linked."""
+    parent = list(range(len(clusters)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first: Dict[str, int] = {}
+    for ci, cluster in enumerate(clusters):
+        for start, end in cluster:
+            toks = words[start:end]
+            if not any(w[:1].isupper() and w.lower() not in NAME_STOPWORDS for w in toks):
+                continue
+            key = " ".join(w.lower() for w in toks)
+            if key not in first:
+                first[key] = ci
+            else:
+                a, b = find(first[key]), find(ci)
+                if a != b:
+                    parent[b] = a
+    groups: Dict[int, set] = defaultdict(set)
+    for ci, cluster in enumerate(clusters):
+        groups[find(ci)].update(tuple(m) for m in cluster)
+    out = [sorted(g) for g in groups.values() if g]
+    out.sort()
+    return out
+
 
 def merge_segment_clusters(segments: Iterable[List[List[Tuple[int, int]]]],
                            windows: Optional[Sequence[Tuple[int, int]]] = None, *,

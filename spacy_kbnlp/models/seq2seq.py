@@ -14,7 +14,8 @@ from ..errors import Errors
 from ..errors import Warnings
 from .coref_grammar import (  # noqa: F401  (some re-exported)
     CorefGrammar, CorefState, Mention, Vocab, add_markup_tokens, build_vocab, check_spec,
-    group_clusters, limit_clusters, linearize, merge_segment_clusters, pronoun_units)
+    group_clusters, limit_clusters, linearize, merge_segment_clusters, name_match_merge,
+    pronoun_units)
 from .hf_loading import (_quiet_transformers, ensure_word_tokenizer, load_seq2seq,
                          resize_embeddings, warm_start_encoder_decoder)
 from .seq2seq_compact import COMPACT_SPEC
@@ -420,7 +421,7 @@ class Seq2SeqCorefModel:
 
     def predict_docs(self, docs: Sequence[Any], *, stride: int, method: str = "greedy",
                      beam_size: int = 4, n_propose: int = 0, mention_bias: float = 0.0,
-                     batch_segments: int = 1, merge: str = "union",
+                     batch_segments: int = 1, merge: str = "union", name_match: bool = False,
                      stats: Optional[Dict[str, Any]] = None,
                      record: Optional[List[List[int]]] = None,
                      progress: Optional[Callable[[int, int], None]] = None
@@ -430,7 +431,8 @@ class Seq2SeqCorefModel:
         all ``docs`` are decoded ``batch_segments`` at a time (greedy decoding in one
         batch; 1: one by one, with ``n_propose`` copy-speculative tokens or ``method``
         beam), so memory stays bounded by one batch; a doc's segment clusters are then
-        merged (``merge``: ``agreement`` or ``union``, see ``merge_segment_clusters``).
+        merged (``merge``: ``agreement`` or ``union``, see ``merge_segment_clusters``),
+        and with ``name_match`` clusters sharing a name are joined (``name_match_merge``).
         ``record`` receives each segment's decoded tokens in document order (to
         compare decoding modes); ``progress(done, total)`` is called after each batch."""
         stats = stats if stats is not None else defaultdict(int)
@@ -476,8 +478,11 @@ class Seq2SeqCorefModel:
             stats["forward"] += max(out.n_forward for _, out in decoded)
             if progress is not None:
                 progress(min(first + batch, len(jobs)), len(jobs))
-        return [merge_segment_clusters(segments, wins, merge=merge)
-                for segments, wins in zip(per_segment, windows)]
+        out = [merge_segment_clusters(segments, wins, merge=merge)
+               for segments, wins in zip(per_segment, windows)]
+        if name_match:
+            out = [name_match_merge(clusters, [t.text for t in doc]) for doc, clusters in zip(docs, out)]
+        return out
 
 
 class PointerEmbedder:

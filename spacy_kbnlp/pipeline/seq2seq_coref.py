@@ -58,6 +58,7 @@ Clusters = List[List[Tuple[int, int]]]
         "batch_segments": 32,
         "merge": "agreement",
         "pronoun_agreement": True,
+        "name_match": True,
         "mention_bias": 0.0,
         "keep_singletons": False,
         "span_cluster_prefix": DEFAULT_CLUSTER_PREFIX,
@@ -88,6 +89,7 @@ def make_seq2seq_coref(
     batch_segments: int,
     merge: str,
     pronoun_agreement: bool,
+    name_match: bool,
     mention_bias: float,
     keep_singletons: bool,
     span_cluster_prefix: str,
@@ -114,7 +116,9 @@ def make_seq2seq_coref(
     where both segments agree, each mention kept from the segment where it is most
     central) or ``union`` (any shared mention links; over-merges). ``pronoun_agreement``
     (English): a one-word pronoun may not join a cluster holding a pronoun of another
-    person/number/gender (I/you/he/she/it/we/they). ``mention_bias`` is added to the
+    person/number/gender (I/you/he/she/it/we/they). ``name_match``: clusters that hold
+    the same name (a mention's text with a capitalized word that is not a pronoun or
+    determiner) anywhere in the doc are joined, which segments cannot see. ``mention_bias`` is added to the
     logit of ``<m>`` when decoding (0: the model as trained; > 0 makes an undertrained
     model open mentions more readily; tune it on dev). ``progress`` shows segments
     done / total on stderr; documents over ``warn_tokens`` tokens get a warning
@@ -126,7 +130,7 @@ def make_seq2seq_coref(
         stride=stride, train_stride=train_stride, max_target_length=max_target_length,
         max_clusters=max_clusters, decoding=decoding, beam_size=beam_size,
         speculative=speculative, batch_segments=batch_segments, merge=merge,
-        pronoun_agreement=pronoun_agreement, mention_bias=mention_bias,
+        pronoun_agreement=pronoun_agreement, name_match=name_match, mention_bias=mention_bias,
         keep_singletons=keep_singletons, span_cluster_prefix=span_cluster_prefix,
         progress=progress, warn_tokens=warn_tokens, device=device, scorer=scorer)
 
@@ -161,6 +165,7 @@ class Seq2SeqCoref(KBPipe):
                  train_stride: int, max_target_length: int, max_clusters: int, decoding: str,
                  beam_size: int, speculative: int, batch_segments: int, merge: str,
                  pronoun_agreement: bool, mention_bias: float, keep_singletons: bool,
+                 name_match: bool,
                  span_cluster_prefix: str, progress: bool, warn_tokens: int,
                  device: Optional[str], scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
@@ -175,7 +180,7 @@ class Seq2SeqCoref(KBPipe):
             "max_target_length": max_target_length, "max_clusters": max_clusters,
             "decoding": decoding, "beam_size": beam_size, "speculative": speculative,
             "batch_segments": batch_segments, "merge": merge,
-            "pronoun_agreement": bool(pronoun_agreement),
+            "pronoun_agreement": bool(pronoun_agreement), "name_match": name_match,
             "mention_bias": float(mention_bias), "keep_singletons": keep_singletons,
             "span_cluster_prefix": span_cluster_prefix, "progress": bool(progress),
             "warn_tokens": warn_tokens, "device": device, "format_version": FORMAT_VERSION,
@@ -245,7 +250,7 @@ class Seq2SeqCoref(KBPipe):
                                      beam_size=c["beam_size"], n_propose=n_propose,
                                      mention_bias=c.get("mention_bias", 0.0),
                                      batch_segments=c["batch_segments"], merge=c["merge"],
-                                     stats=self.stats, record=self.record, progress=progress)
+                                     name_match=c["name_match"], stats=self.stats, record=self.record, progress=progress)
         finally:
             progress.close()
         if not c["keep_singletons"]:

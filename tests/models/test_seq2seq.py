@@ -8,7 +8,7 @@ from spacy.lang.en import English
 from spacy_kbnlp.models.seq2seq import (CorefGrammar, ModelSettings, Seq2SeqCorefModel, Vocab,
                                         add_markup_tokens, build_vocab, check_spec, doc_mentions,
                                         group_clusters, linearize, merge_segment_clusters,
-                                        pronoun_units, segment_examples, segment_units,
+                                        name_match_merge, pronoun_units, segment_examples, segment_units,
                                         source_units)
 from spacy_kbnlp.readers.conll2012 import read_conll2012
 from spacy_kbnlp.readers.select import read_split_names
@@ -177,6 +177,27 @@ def test_agreement_merge_links_only_agreeing_clusters():
         merge_segment_clusters([left, right], merge="agreement")
     with pytest.raises(ValueError, match="Unknown merge"):
         merge_segment_clusters([left, right], windows, merge="max")
+
+
+def test_name_match_merge_joins_clusters_sharing_a_name():
+    """Segments far apart each found "Anna Smith" (and the right one "the city"): the
+    clusters holding the same name join, singletons included; a capitalized pronoun
+    or determiner starting a sentence ("She", "The city") is no name, and a
+    lowercase common noun phrase is not matched."""
+    words = ("Anna Smith came . She left . the city grew . Later Anna Smith returned to "
+             "the city . The city slept . She smiled .").split()
+    assert words[12:14] == ["Anna", "Smith"] and words[19:21] == ["The", "city"]
+    clusters = [[(0, 2), (4, 5)],            # Anna Smith ... She
+                [(12, 14)],                   # Anna Smith (a singleton, another segment)
+                [(7, 9)], [(16, 18)],         # the city / the city: lowercase, no name
+                [(19, 21)], [(23, 24)]]       # The city / She: no name
+    assert name_match_merge(clusters, words) == [
+        [(0, 2), (4, 5), (12, 14)], [(7, 9)], [(16, 18)], [(19, 21)], [(23, 24)]]
+    # two sentence-initial pronouns never join; case does not matter for names
+    words2 = "She ran . She sat . ANNA met Anna .".split()
+    assert name_match_merge([[(0, 1)], [(3, 4)], [(6, 7)], [(8, 9)]], words2) == [
+        [(0, 1)], [(3, 4)], [(6, 7), (8, 9)]]
+    assert name_match_merge([], []) == []
 
 
 def test_pronoun_agreement_constrains_cluster_numbers():

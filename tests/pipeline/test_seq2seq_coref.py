@@ -88,6 +88,9 @@ def test_bad_settings_are_clear_errors(nlp):
         nlp.add_pipe("seq2seq_coref", name="c3", config={"merge": "max"})
     with pytest.raises(ValueError, match="KBE259.*batch_segments"):
         nlp.add_pipe("seq2seq_coref", name="c4", config={"batch_segments": 0})
+    with pytest.raises(ValueError, match="name_match"):  # spaCy's config check
+        nlp.add_pipe("seq2seq_coref", name="c5", config={"name_match": "yes"})
+    assert nlp.add_pipe("seq2seq_coref", name="c6").cfg["name_match"] is True
 
 
 def test_uninitialized_raises(nlp):
