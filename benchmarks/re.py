@@ -10,6 +10,7 @@ saved predictions with ``spacy_kbnlp.scorers.rel`` and writes ``benchmarks/resul
     python benchmarks/re.py knn --dataset semeval
     python benchmarks/re.py knn --dataset conll04
     python benchmarks/re.py ruie                   # RUIE retriever, ETRAG preference (needs semeval_0.1_etrag --save)
+    python benchmarks/re.py ruie --preference label   # RUIE retriever on the gold labels of the training queries
     python benchmarks/re.py label-match            # bm25, zero-shot MiniLM (+ ruie if trained)
     python benchmarks/re.py collect
 
@@ -301,31 +302,50 @@ def cmd_knn(args) -> None:
         print(name, round(train_s, 1), round(infer_s, 1))
 
 
+def ruie_name(preference: str) -> str:
+    """The retriever's name in the results and its folder under ``training/``:
+    ``ruie`` (the ETRAG-model preference, the earlier runs), ``ruie_label``,
+    ``ruie_mixed``."""
+    return "ruie" if preference == "model" else f"ruie_{preference}"
+
+
 def cmd_ruie(args) -> None:
-    """Train the RUIE retriever on the ``--fraction`` subset with the preference of the
-    ETRAG model trained on that subset (``train --save``); queries = ``--queries`` docs
-    of the subset, the store = the whole subset."""
+    """Train the RUIE retriever on the ``--fraction`` subset (queries = ``--queries``
+    docs of that training subset, never test docs; the store = the whole subset) with
+    the preference ``--preference``: ``model`` (the ETRAG model trained on that subset,
+    ``train --save``), ``label`` (the gold labels of the training queries) or
+    ``mixed`` (label + ``--weight`` x the standardised model preference). Writes
+    ``training/<ruie_name>/encoder`` and ``re_runs/<ruie_name>.json``."""
     import spacy
     import torch
 
-    from spacy_kbnlp.retrieval.ruie import RelationModelPreference, train_ruie
+    from spacy_kbnlp.cli.retrieval import etrag_preference
+    from spacy_kbnlp.retrieval.ruie import LabelPreference, MixedPreference, train_ruie
     from spacy_kbnlp.retrieval.store import DemoStore
 
     spec = spec_from_args(args)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     nlp = spacy.blank("en")
     train = subset(load(spec, "train", nlp), args.fraction)
-    etrag = spacy.load(ROOT / "training" / "re_bench" / run_name(spec["name"], args.fraction, "etrag"))
-    pref = RelationModelPreference(etrag.get_pipe("etrag_relation_extractor"))
+    model = args.model or ROOT / "training" / "re_bench" / run_name(spec["name"], args.fraction, "etrag",
+                                                                     args.model_seed)
+    pref = LabelPreference() if args.preference == "label" else etrag_preference(model)
+    if args.preference == "mixed":
+        pref = MixedPreference(pref, weight=args.weight)
     store = DemoStore.from_docs(train)
     rng = random.Random(0)
-    queries = rng.sample(train, min(args.queries, len(train)))
-    meta = train_ruie(store, queries, pref, ROOT / "training" / "ruie", n_candidates=args.candidates,
+    queries = rng.sample(train, min(args.queries or len(train), len(train)))
+    name = ruie_name(args.preference)
+    meta = train_ruie(store, queries, pref, ROOT / "training" / name, n_candidates=args.candidates,
                       reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=8,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
-    meta["preference_model"] = (f"etrag_relation_extractor trained on {spec['name']} {args.fraction} "
-                                "(benchmarks/re.py train --save)")
-    write("ruie", meta)
+    meta.update(store_docs=len(train), fraction=args.fraction, dataset=spec["name"])
+    if args.preference != "label":
+        meta["preference_model"] = (f"etrag_relation_extractor trained on {spec['name']} {args.fraction} "
+                                    f"(benchmarks/re.py train --save, seed {args.model_seed})")
+    if args.preference == "mixed":
+        meta["weight"] = args.weight
+    write(name, meta)
     print(meta)
 
 
@@ -367,6 +387,10 @@ def cmd_label_match(args) -> None:
     ruie = Path(args.ruie_encoder)
     if ruie.exists():
         retrievers.append(("ruie", HFEncoder(str(ruie))))
+    for pref in ("label", "mixed"):  # the retrievers trained with the task signal (re.py ruie)
+        trained = ROOT / "training" / ruie_name(pref) / "encoder"
+        if trained.exists():
+            retrievers.append((ruie_name(pref), HFEncoder(str(trained))))
     for name, encoder in retrievers:
         if "share_undirected" in out.get(name, {}) and not args.force:
             continue
@@ -582,9 +606,8 @@ def cmd_collect(args) -> None:
         result.setdefault("label_match_at_5_by_store", {})[store] = {
             "directed": {k: v["share"] for k, v in data.items()},
             "undirected": {k: v.get("share_undirected") for k, v in data.items()}}
-    ruie = RUNS / "ruie.json"
-    if ruie.exists():
-        speed["ruie"] = json.loads(ruie.read_text())
+    for ruie in sorted(RUNS.glob("ruie*.json")):  # ruie (model preference), ruie_label, ruie_mixed
+        speed[ruie.stem] = json.loads(ruie.read_text())
     speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
                         "re_runs/<run>.json (absent = 2, the runs before the sequence-level loss)")
     result["speed"] = speed
@@ -738,10 +761,18 @@ def main() -> None:
     r = sub.add_parser("ruie")
     _dataset_args(r, "semeval")
     r.add_argument("--fraction", default="0.1")
-    r.add_argument("--queries", type=int, default=300)
+    r.add_argument("--queries", type=int, default=300, help="training docs used as queries (0 = all)")
     r.add_argument("--candidates", type=int, default=12)
-    r.add_argument("--reward-steps", type=int, default=100)
+    r.add_argument("--reward-steps", type=int, default=100, help="0 = no reward model, no KL term")
     r.add_argument("--bi-steps", type=int, default=150)
+    r.add_argument("--preference", default="model", choices=("model", "label", "mixed"),
+                   help="model: the saved ETRAG model's log-likelihood (retriever 'ruie'); label: the "
+                        "gold labels of the training queries ('ruie_label'); mixed: label + --weight x "
+                        "the standardised model preference ('ruie_mixed')")
+    r.add_argument("--weight", type=float, default=0.1, help="mixed: weight of the model preference")
+    r.add_argument("--model", default=None, help="ETRAG pipeline (default: training/re_bench/<run>)")
+    r.add_argument("--model-seed", type=int, default=0, help="seed of the saved ETRAG run (model, mixed)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads")
     m = sub.add_parser("label-match")
     _dataset_args(m, "semeval")
     m.add_argument("--fraction", default="1.0", help="share of the training docs in the store")

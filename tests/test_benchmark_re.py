@@ -143,3 +143,36 @@ def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_p
     speed = json.loads((tmp_path / "re.json").read_text())["speed"]
     assert speed["retrieval_ms_per_doc"] == {"bm25": 3.0}
     assert speed["retrieval_ms_per_doc_2026_12_06"] == {"bm25": 0.8}
+
+
+def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_path, monkeypatch):
+    """`re.py ruie --preference label`: the label preference, queries and store from the
+    training subset only (the test docs never), its own retriever name (`ruie_label`)."""
+    import argparse
+
+    from spacy_kbnlp.retrieval import ruie as ruie_module
+    from spacy_kbnlp.retrieval.render import doc_key
+
+    calls = {}
+
+    def fake_train(store, queries, pref, output, **kw):
+        calls.update(store=store, queries=queries, pref=pref, output=output, kw=kw)
+        return {"preference": pref.name}
+
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(ruie_module, "train_ruie", fake_train)
+    args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
+                              scorer=None, test_limit=None, fraction="0.5", queries=0, candidates=6,
+                              reward_steps=0, bi_steps=3, preference="label", weight=0.1, model=None,
+                              model_seed=0, threads=1)
+    bench.cmd_ruie(args)
+    nlp = __import__("spacy").blank("en")
+    spec = bench.dataset_spec(str(folder))
+    train_keys = {doc_key(d) for d in bench.subset(bench.load(spec, "train", nlp), "0.5")}
+    assert isinstance(calls["pref"], ruie_module.LabelPreference)
+    assert {doc_key(d) for d in calls["queries"]} == train_keys  # --queries 0: the whole subset
+    assert {r["key"] for r in calls["store"].records} == train_keys
+    assert calls["output"] == bench.ROOT / "training" / "ruie_label" and calls["kw"]["reward_steps"] == 0
+    run = json.loads((tmp_path / "runs" / "ruie_label.json").read_text())
+    assert run["preference"] == "label" and run["store_docs"] == len(train_keys) and "preference_model" not in run
+    assert bench.ruie_name("model") == "ruie" and bench.ruie_name("mixed") == "ruie_mixed"
