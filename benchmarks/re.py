@@ -249,6 +249,12 @@ def spec_from_args(args) -> Dict[str, Any]:
                         batch_docs=getattr(args, "batch_docs", 0))
 
 
+def _given(**settings: Any) -> Dict[str, Any]:
+    """The settings given on the command line; the others keep the component's
+    defaults (its ``default_config``, the one source of the recipe)."""
+    return {k: v for k, v in settings.items() if v is not None}
+
+
 def cmd_train(args) -> None:
     spec = spec_from_args(args)
     seeds = [int(x) for x in str(args.seeds).split(",")]
@@ -269,8 +275,8 @@ def cmd_train(args) -> None:
                                 save_dir=save, threads=args.threads,
                                 token_loss_weight=args.token_loss_weight,
                                 fresh_lr_scale=args.fresh_lr_scale,
-                                component={"negative_ratio": args.negative_ratio},
-                                model={"label_scoring": args.label_scoring})
+                                component=_given(negative_ratio=args.negative_ratio),
+                                model=_given(label_scoring=args.label_scoring))
                 res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
@@ -743,9 +749,11 @@ def main() -> None:
                    help="lr multiplier of the untrained parameters (cross-attention, label embeddings, value)")
     t.add_argument("--token-loss-weight", type=float, default=0.5,
                    help="weight of the token-level NLL next to the sequence-level cross-entropy")
-    t.add_argument("--negative-ratio", type=float, default=0.0,
-                   help="no_relation instances per relation instance in a batch (0 = all)")
-    t.add_argument("--label-scoring", default="head", choices=("head", "sequence"))
+    t.add_argument("--negative-ratio", type=float, default=None,
+                   help="no_relation instances per relation instance in a batch (0 = all; default: the "
+                        "component's, 1)")
+    t.add_argument("--label-scoring", default=None, choices=("head", "sequence"),
+                   help="default: the component's (sequence)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--steps", type=int, default=0,
                    help="optimizer steps (0 = STEPS table); the run stops at min(epochs x batches, steps)")

@@ -176,3 +176,26 @@ def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_pat
     run = json.loads((tmp_path / "runs" / "ruie_label.json").read_text())
     assert run["preference"] == "label" and run["store_docs"] == len(train_keys) and "preference_model" not in run
     assert bench.ruie_name("model") == "ruie" and bench.ruie_name("mixed") == "ruie_mixed"
+
+
+def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeypatch):
+    """`re.py train` without --label-scoring / --negative-ratio passes nothing, so the
+    component's defaults apply (sequence scoring, negative_ratio 1); given ones pass."""
+    import argparse
+
+    import spacy
+
+    seen = []
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench, "train_one", lambda spec, fraction, system, **kw: seen.append(kw) or {
+        "train_s": 1.0, "docs_per_s": 1.0})
+    args = dict(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto", scorer=None,
+                test_limit=None, fractions="0.5", systems="baseline", seeds="0", force=True, save=False,
+                lr=1e-4, steps=5, epochs=1, threads=1, token_loss_weight=0.5, fresh_lr_scale=10.0,
+                batch_docs=None, tag="")
+    bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None))
+    bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head"))
+    assert seen[0]["component"] == {} and seen[0]["model"] == {}
+    assert seen[1]["component"] == {"negative_ratio": 0.0} and seen[1]["model"] == {"label_scoring": "head"}
+    pipe = spacy.blank("en").add_pipe("etrag_relation_extractor")
+    assert pipe.cfg["negative_ratio"] == 1.0 and pipe.model.attrs["label_scoring"] == "sequence"

@@ -342,3 +342,21 @@ def test_negative_sampling_keeps_every_relation(tiny):
     assert pipe.sample_negatives(insts) == insts
     with pytest.raises(ValueError, match="KBE312"):
         spacy.blank("en").add_pipe("etrag_relation_extractor", config={"negative_ratio": -1.0})
+
+
+def test_default_negative_ratio_caps_no_relation_only_where_they_dominate(tiny):
+    """The default (1, also in configs/etrag.cfg) keeps a SemEval-like batch (one related
+    pair per sentence) as it is and caps a CoNLL04-like one at 1:1."""
+    from thinc.api import Config
+
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("etrag_relation_extractor", config={"model": {"backbone": tiny["t5"], "n_neighbors": 0}})
+    assert pipe.cfg["negative_ratio"] == 1.0
+    semeval_like = [{"text": f"s{i}", "label": "Other" if i % 3 else "Cause-Effect(e1,e2)"} for i in range(16)]
+    assert pipe.sample_negatives(semeval_like) == semeval_like
+    conll_like = [{"text": f"c{i}", "label": "Kill(e1,e2)" if i < 3 else NO_RELATION} for i in range(12)]
+    kept = pipe.sample_negatives(conll_like)
+    assert kept[:3] == conll_like[:3] and len(kept) == 6
+    cfg = Config().from_disk(Path(__file__).resolve().parents[2] / "configs" / "etrag.cfg", interpolate=False)
+    assert cfg["components"]["etrag_relation_extractor"]["negative_ratio"] == 1.0
+    assert cfg["components"]["etrag_relation_extractor"]["model"]["label_scoring"] == "sequence"
