@@ -343,7 +343,7 @@ def cmd_ruie(args) -> None:
     queries = rng.sample(train, min(args.queries or len(train), len(train)))
     name = ruie_name(args.preference)
     meta = train_ruie(store, queries, pref, ROOT / "training" / name, n_candidates=args.candidates,
-                      reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=8,
+                      reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=8, lr=args.lr,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
     meta.update(store_docs=len(train), fraction=args.fraction, dataset=spec["name"])
     if args.preference != "label":
@@ -778,6 +778,7 @@ def main() -> None:
                         "gold labels of the training queries ('ruie_label'); mixed: label + --weight x "
                         "the standardised model preference ('ruie_mixed')")
     r.add_argument("--weight", type=float, default=0.1, help="mixed: weight of the model preference")
+    r.add_argument("--lr", type=float, default=2e-5, help="learning rate of the reward model and the bi-encoder")
     r.add_argument("--model", default=None, help="ETRAG pipeline (default: training/re_bench/<run>)")
     r.add_argument("--model-seed", type=int, default=0, help="seed of the saved ETRAG run (model, mixed)")
     r.add_argument("--threads", type=int, default=1, help="torch threads")
