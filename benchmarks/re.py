@@ -237,6 +237,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "lr": lr, "fresh_lr_scale": fresh_lr_scale, "token_loss_weight": token_loss_weight,
             "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
             "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
+            "neighbour_label_noise": pipe.module.neighbour_label_noise,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
             "losses": [round(float(x), 4) for x in losses],
@@ -276,7 +277,8 @@ def cmd_train(args) -> None:
                                 token_loss_weight=args.token_loss_weight,
                                 fresh_lr_scale=args.fresh_lr_scale,
                                 component=_given(negative_ratio=args.negative_ratio),
-                                model=_given(label_scoring=args.label_scoring))
+                                model=_given(label_scoring=args.label_scoring,
+                                             neighbour_label_noise=args.neighbour_label_noise))
                 res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
@@ -490,7 +492,10 @@ def cmd_analyse(args) -> None:
     its dataset's test instances, the soft neighbours' labels (the retrieval weights
     summed over the ``n_neighbors`` slots, over each candidate's label), against the
     gold and the predicted labels, and the size of the soft prompt next to the token
-    embeddings. Written to ``re_runs/analysis_<run>.json``."""
+    embeddings. ``--split train``: the same on the run's training instances, each
+    retrieving without its own sentence (leave-one-out, as in training), to compare how
+    reliable the neighbours are in training and on unseen text. Written to
+    ``re_runs/analysis_<run>[_train].json``."""
     from collections import defaultdict
 
     import numpy
@@ -507,7 +512,10 @@ def cmd_analyse(args) -> None:
     module = pipe.module
     module.eval()
     labels = list(pipe.labels)
-    test = [eg.reference for eg in with_gold_entities(nlp, load(spec, "test", nlp))]
+    docs = load(spec, args.split, nlp)
+    if args.split == "train":
+        docs = subset(docs, args.fraction, args.seed)
+    test = [eg.reference for eg in with_gold_entities(nlp, docs)]
     insts = [i for d in test for i in pipe.instances(d, gold=True)]
     gold = pipe._gold_rows(insts)
     mass = numpy.zeros((len(insts), len(labels)))
@@ -516,7 +524,8 @@ def cmd_analyse(args) -> None:
         for b in range(0, len(insts), 32):
             chunk = insts[b: b + 32]
             ids, mask = module.tokenize([i["text"] for i in chunk])
-            prompts, weights, cand = module.soft_prompts(ids, mask, [None] * len(chunk))
+            keys = [i["key"] for i in chunk]  # a sentence never retrieves itself (test: not in the bank)
+            prompts, weights, cand = module.soft_prompts(ids, mask, keys)
             w = weights.sum(1)  # (B, C): weight of each candidate over the slots
             cand_labels = module.bank_labels[cand]  # (B, C)
             for r in range(len(chunk)):
@@ -524,7 +533,7 @@ def cmd_analyse(args) -> None:
             prompt_norm += prompts.norm(dim=-1).mean(-1).tolist()
             tok = module.seq2seq.get_input_embeddings()(ids)
             token_norm += ((tok.norm(dim=-1) * mask).sum(-1) / mask.sum(-1)).tolist()
-            preds += module([i["text"] for i in chunk], [None] * len(chunk)).argmax(-1).tolist()
+            preds += module([i["text"] for i in chunk], keys).argmax(-1).tolist()
     mass /= mass.sum(1, keepdims=True)
     top = mass.argmax(1)
     gold_a, pred_a = numpy.array(gold), numpy.array(preds)
@@ -534,7 +543,7 @@ def cmd_analyse(args) -> None:
         by_label[lab] = {"gold": int((gold_a == j).sum()), "predicted": int((pred_a == j).sum()),
                          "neighbour_top": int((top == j).sum()),
                          "neighbour_mass": round(float(mass[:, j].mean()), 4)}
-    out = {"run": name, "instances": len(insts),
+    out = {"run": name, "split": args.split, "instances": len(insts),
            "neighbour_mass_on_gold": round(float(mass[numpy.arange(len(insts)), gold_a].mean()), 4),
            "neighbour_top_is_gold": round(float((top == gold_a).mean()), 4),
            "prediction_is_gold": round(float((pred_a == gold_a).mean()), 4),
@@ -547,7 +556,7 @@ def cmd_analyse(args) -> None:
            "soft_prompt_norm": round(float(numpy.mean(prompt_norm)), 3),
            "token_embedding_norm": round(float(numpy.mean(token_norm)), 3),
            "by_label": dict(by_label)}
-    write(f"analysis_{name}", out)
+    write(f"analysis_{name}" + ("_train" if args.split == "train" else ""), out)
     print(json.dumps({k: v for k, v in out.items() if k != "by_label"}, indent=1))
     for lab, row in sorted(by_label.items(), key=lambda kv: -kv[1]["gold"]):
         print(f"  {lab:32s} {row}")
@@ -588,6 +597,7 @@ def cmd_collect(args) -> None:
                                                 "train_docs", "train_instances", "lr",
                                                 "fresh_lr_scale", "token_loss_weight",
                                                 "negative_ratio", "label_scoring", "batch_docs",
+                                                "neighbour_label_noise",
                                                 "threads", "seed", "date") if k in run}
     for (dataset, fraction, system), by_seed in cells.items():
         scores = [by_seed[s] for s in sorted(by_seed)]
@@ -754,6 +764,9 @@ def main() -> None:
                         "component's, 1)")
     t.add_argument("--label-scoring", default=None, choices=("head", "sequence"),
                    help="default: the component's (sequence)")
+    t.add_argument("--neighbour-label-noise", type=float, default=None,
+                   help="share of retrieved neighbours whose label is replaced in training (default: "
+                        "the architecture's, 0)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--steps", type=int, default=0,
                    help="optimizer steps (0 = STEPS table); the run stops at min(epochs x batches, steps)")
@@ -794,6 +807,8 @@ def main() -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--model", default=None, help="pipeline folder (default: training/re_bench/<run>)")
+    a.add_argument("--split", default="test", choices=("test", "train"),
+                   help="train: the run's training instances, leave-one-out retrieval")
     c = sub.add_parser("step-cost")
     c.add_argument("--scoring", default="head,sequence", help="label_scoring settings to time")
     c.add_argument("--batch-docs", type=int, default=16)

@@ -101,7 +101,7 @@ def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
     nlp.to_disk(tmp_path / "model")
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None,
                               format="auto", scorer=None, test_limit=None, fraction="0.5", seed=0,
-                              threads=1, model=str(tmp_path / "model"))
+                              threads=1, model=str(tmp_path / "model"), split="test")
     bench.cmd_analyse(args)
     out = json.loads((tmp_path / "runs" / "analysis_mydata_0.5_etrag.json").read_text())
     assert out["instances"] == 7  # one pair per test sentence
@@ -111,6 +111,14 @@ def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
     assert sum(v["predicted"] for v in rows.values()) == 7 == sum(v["neighbour_top"] for v in rows.values())
     assert sum(v["neighbour_mass"] for v in rows.values()) == pytest.approx(1.0, abs=1e-3)
     assert 0 <= out["neighbour_mass_on_gold"] <= 1 and out["soft_prompt_norm"] > 0
+    # --split train: the training subset's instances, each without its own sentence
+    args.split = "train"
+    bench.cmd_analyse(args)
+    train = json.loads((tmp_path / "runs" / "analysis_mydata_0.5_etrag_train.json").read_text())
+    n_train = sum(len(pipe_insts) for pipe_insts in (
+        nlp.get_pipe("etrag_relation_extractor").instances(d, gold=True)
+        for d in bench.subset(bench.load(spec, "train", nlp), "0.5")))
+    assert train["split"] == "train" and train["instances"] == n_train > 0
 
 
 def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_path, monkeypatch):
@@ -128,7 +136,7 @@ def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_p
                        scorer=None, test_limit=None, fractions="0.5", systems="baseline", seeds="0",
                        force=False, save=False, lr=1e-4, steps=5, epochs=1, threads=1,
                        token_loss_weight=0.5, fresh_lr_scale=10.0, negative_ratio=1.0,
-                       label_scoring="head", batch_docs=None)
+                       label_scoring="head", batch_docs=None, neighbour_label_noise=None)
     bench.write("mydata_0.5_baseline", {"system": "baseline", "earlier": True})
     bench.cmd_train(argparse.Namespace(**parser_args, tag="neg1"))
     earlier = json.loads((runs / "mydata_0.5_baseline.json").read_text())
@@ -194,9 +202,12 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
                 test_limit=None, fractions="0.5", systems="baseline", seeds="0", force=True, save=False,
                 lr=1e-4, steps=5, epochs=1, threads=1, token_loss_weight=0.5, fresh_lr_scale=10.0,
                 batch_docs=None, tag="")
-    bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None))
-    bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head"))
+    bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None,
+                                       neighbour_label_noise=None))
+    bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head",
+                                       neighbour_label_noise=0.5))
     assert seen[0]["component"] == {} and seen[0]["model"] == {}
-    assert seen[1]["component"] == {"negative_ratio": 0.0} and seen[1]["model"] == {"label_scoring": "head"}
+    assert seen[1]["component"] == {"negative_ratio": 0.0}
+    assert seen[1]["model"] == {"label_scoring": "head", "neighbour_label_noise": 0.5}
     pipe = spacy.blank("en").add_pipe("etrag_relation_extractor")
     assert pipe.cfg["negative_ratio"] == 1.0 and pipe.model.attrs["label_scoring"] == "sequence"
