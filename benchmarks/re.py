@@ -727,6 +727,12 @@ def cmd_table(args) -> None:
         for k, v in res["label_match_at_5"].items():
             u = f"{und[k]:.3f}" if k in und else "not run"
             print(f"| {k} | {v:.3f} | {u} |")
+    for store, by in res.get("label_match_at_5_by_store", {}).items():
+        print(f"\nLabel match@5, store {store} (test queries; directed / undirected)\n\n"
+              "| retriever | directed | undirected |\n|---|---|---|")
+        for k, v in by.get("directed", {}).items():
+            u = by.get("undirected", {}).get(k)
+            print(f"| {k} | {v:.3f} | {'not run' if u is None else f'{u:.3f}'} |")
     if "step_cost" in res:
         print("\nSeconds per training step (16 instances)\n")
         print(json.dumps(res["step_cost"], indent=1))
