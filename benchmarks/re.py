@@ -310,11 +310,11 @@ def cmd_knn(args) -> None:
         print(name, round(train_s, 1), round(infer_s, 1))
 
 
-def ruie_name(preference: str) -> str:
+def ruie_name(preference: str, tag: str = "") -> str:
     """The retriever's name in the results and its folder under ``training/``:
     ``ruie`` (the ETRAG-model preference, the earlier runs), ``ruie_label``,
-    ``ruie_mixed``."""
-    return "ruie" if preference == "model" else f"ruie_{preference}"
+    ``ruie_mixed``; ``_<tag>`` added for runs with other settings."""
+    return ("ruie" if preference == "model" else f"ruie_{preference}") + (f"_{tag}" if tag else "")
 
 
 def cmd_ruie(args) -> None:
@@ -343,9 +343,10 @@ def cmd_ruie(args) -> None:
     store = DemoStore.from_docs(train)
     rng = random.Random(0)
     queries = rng.sample(train, min(args.queries or len(train), len(train)))
-    name = ruie_name(args.preference)
+    name = ruie_name(args.preference, args.tag)
     meta = train_ruie(store, queries, pref, ROOT / "training" / name, n_candidates=args.candidates,
-                      reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=8, lr=args.lr,
+                      reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=args.batch_size,
+                      lr=args.lr,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
     meta.update(store_docs=len(train), fraction=args.fraction, dataset=spec["name"])
     if args.preference != "label":
@@ -395,10 +396,9 @@ def cmd_label_match(args) -> None:
     ruie = Path(args.ruie_encoder)
     if ruie.exists():
         retrievers.append(("ruie", HFEncoder(str(ruie))))
-    for pref in ("label", "mixed"):  # the retrievers trained with the task signal (re.py ruie)
-        trained = ROOT / "training" / ruie_name(pref) / "encoder"
-        if trained.exists():
-            retrievers.append((ruie_name(pref), HFEncoder(str(trained))))
+    # the retrievers trained with the task signal (re.py ruie --preference label|mixed [--tag])
+    for trained in sorted((ROOT / "training").glob("ruie_*/encoder")):
+        retrievers.append((trained.parent.name, HFEncoder(str(trained))))
     for name, encoder in retrievers:
         if "share_undirected" in out.get(name, {}) and not args.force:
             continue
@@ -792,12 +792,14 @@ def main() -> None:
     r.add_argument("--candidates", type=int, default=12)
     r.add_argument("--reward-steps", type=int, default=100, help="0 = no reward model, no KL term")
     r.add_argument("--bi-steps", type=int, default=150)
+    r.add_argument("--batch-size", type=int, default=8, help="queries per step")
     r.add_argument("--preference", default="model", choices=("model", "label", "mixed"),
                    help="model: the saved ETRAG model's log-likelihood (retriever 'ruie'); label: the "
                         "gold labels of the training queries ('ruie_label'); mixed: label + --weight x "
                         "the standardised model preference ('ruie_mixed')")
     r.add_argument("--weight", type=float, default=0.1, help="mixed: weight of the model preference")
     r.add_argument("--lr", type=float, default=2e-5, help="learning rate of the reward model and the bi-encoder")
+    r.add_argument("--tag", default="", help="suffix of the retriever name for runs with other settings")
     r.add_argument("--model", default=None, help="ETRAG pipeline (default: training/re_bench/<run>)")
     r.add_argument("--model-seed", type=int, default=0, help="seed of the saved ETRAG run (model, mixed)")
     r.add_argument("--threads", type=int, default=1, help="torch threads")

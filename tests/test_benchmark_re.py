@@ -171,7 +171,8 @@ def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_pat
     monkeypatch.setattr(ruie_module, "train_ruie", fake_train)
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
                               scorer=None, test_limit=None, fraction="0.5", queries=0, candidates=6,
-                              reward_steps=0, bi_steps=3, preference="label", weight=0.1, model=None, lr=5e-5,
+                              reward_steps=0, bi_steps=3, preference="label", weight=0.1, model=None, lr=5e-5, tag="",
+                              batch_size=8,
                               model_seed=0, threads=1)
     bench.cmd_ruie(args)
     nlp = __import__("spacy").blank("en")
@@ -185,6 +186,7 @@ def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_pat
     run = json.loads((tmp_path / "runs" / "ruie_label.json").read_text())
     assert run["preference"] == "label" and run["store_docs"] == len(train_keys) and "preference_model" not in run
     assert bench.ruie_name("model") == "ruie" and bench.ruie_name("mixed") == "ruie_mixed"
+    assert bench.ruie_name("label", "s300") == "ruie_label_s300"
 
 
 def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeypatch):
