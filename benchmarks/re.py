@@ -10,6 +10,7 @@ saved predictions with ``spacy_kbnlp.scorers.rel`` and writes ``benchmarks/resul
     python benchmarks/re.py knn --dataset semeval
     python benchmarks/re.py knn --dataset conll04
     python benchmarks/re.py ruie                   # RUIE retriever, ETRAG preference (needs semeval_0.1_etrag --save)
+    python benchmarks/re.py ruie --preference label   # RUIE retriever on the gold labels of the training queries
     python benchmarks/re.py label-match            # bm25, zero-shot MiniLM (+ ruie if trained)
     python benchmarks/re.py collect
 
@@ -236,6 +237,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "lr": lr, "fresh_lr_scale": fresh_lr_scale, "token_loss_weight": token_loss_weight,
             "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
             "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
+            "neighbour_label_noise": pipe.module.neighbour_label_noise,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
             "losses": [round(float(x), 4) for x in losses],
@@ -246,6 +248,12 @@ def spec_from_args(args) -> Dict[str, Any]:
     return dataset_spec(args.dataset, train=args.train, dev=args.dev, test=args.test, name=args.name,
                         fmt=args.format, scorer=args.scorer, test_limit=args.test_limit,
                         batch_docs=getattr(args, "batch_docs", 0))
+
+
+def _given(**settings: Any) -> Dict[str, Any]:
+    """The settings given on the command line; the others keep the component's
+    defaults (its ``default_config``, the one source of the recipe)."""
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def cmd_train(args) -> None:
@@ -268,8 +276,9 @@ def cmd_train(args) -> None:
                                 save_dir=save, threads=args.threads,
                                 token_loss_weight=args.token_loss_weight,
                                 fresh_lr_scale=args.fresh_lr_scale,
-                                component={"negative_ratio": args.negative_ratio},
-                                model={"label_scoring": args.label_scoring})
+                                component=_given(negative_ratio=args.negative_ratio),
+                                model=_given(label_scoring=args.label_scoring,
+                                             neighbour_label_noise=args.neighbour_label_noise))
                 res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
@@ -301,31 +310,51 @@ def cmd_knn(args) -> None:
         print(name, round(train_s, 1), round(infer_s, 1))
 
 
+def ruie_name(preference: str, tag: str = "") -> str:
+    """The retriever's name in the results and its folder under ``training/``:
+    ``ruie`` (the ETRAG-model preference, the earlier runs), ``ruie_label``,
+    ``ruie_mixed``; ``_<tag>`` added for runs with other settings."""
+    return ("ruie" if preference == "model" else f"ruie_{preference}") + (f"_{tag}" if tag else "")
+
+
 def cmd_ruie(args) -> None:
-    """Train the RUIE retriever on the ``--fraction`` subset with the preference of the
-    ETRAG model trained on that subset (``train --save``); queries = ``--queries`` docs
-    of the subset, the store = the whole subset."""
+    """Train the RUIE retriever on the ``--fraction`` subset (queries = ``--queries``
+    docs of that training subset, never test docs; the store = the whole subset) with
+    the preference ``--preference``: ``model`` (the ETRAG model trained on that subset,
+    ``train --save``), ``label`` (the gold labels of the training queries) or
+    ``mixed`` (label + ``--weight`` x the standardised model preference). Writes
+    ``training/<ruie_name>/encoder`` and ``re_runs/<ruie_name>.json``."""
     import spacy
     import torch
 
-    from spacy_kbnlp.retrieval.ruie import RelationModelPreference, train_ruie
+    from spacy_kbnlp.cli.retrieval import etrag_preference
+    from spacy_kbnlp.retrieval.ruie import LabelPreference, MixedPreference, train_ruie
     from spacy_kbnlp.retrieval.store import DemoStore
 
     spec = spec_from_args(args)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     nlp = spacy.blank("en")
     train = subset(load(spec, "train", nlp), args.fraction)
-    etrag = spacy.load(ROOT / "training" / "re_bench" / run_name(spec["name"], args.fraction, "etrag"))
-    pref = RelationModelPreference(etrag.get_pipe("etrag_relation_extractor"))
+    model = args.model or ROOT / "training" / "re_bench" / run_name(spec["name"], args.fraction, "etrag",
+                                                                     args.model_seed)
+    pref = LabelPreference() if args.preference == "label" else etrag_preference(model)
+    if args.preference == "mixed":
+        pref = MixedPreference(pref, weight=args.weight)
     store = DemoStore.from_docs(train)
     rng = random.Random(0)
-    queries = rng.sample(train, min(args.queries, len(train)))
-    meta = train_ruie(store, queries, pref, ROOT / "training" / "ruie", n_candidates=args.candidates,
-                      reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=8,
+    queries = rng.sample(train, min(args.queries or len(train), len(train)))
+    name = ruie_name(args.preference, args.tag)
+    meta = train_ruie(store, queries, pref, ROOT / "training" / name, n_candidates=args.candidates,
+                      reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=args.batch_size,
+                      lr=args.lr,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
-    meta["preference_model"] = (f"etrag_relation_extractor trained on {spec['name']} {args.fraction} "
-                                "(benchmarks/re.py train --save)")
-    write("ruie", meta)
+    meta.update(store_docs=len(train), fraction=args.fraction, dataset=spec["name"])
+    if args.preference != "label":
+        meta["preference_model"] = (f"etrag_relation_extractor trained on {spec['name']} {args.fraction} "
+                                    f"(benchmarks/re.py train --save, seed {args.model_seed})")
+    if args.preference == "mixed":
+        meta["weight"] = args.weight
+    write(name, meta)
     print(meta)
 
 
@@ -367,6 +396,9 @@ def cmd_label_match(args) -> None:
     ruie = Path(args.ruie_encoder)
     if ruie.exists():
         retrievers.append(("ruie", HFEncoder(str(ruie))))
+    # the retrievers trained with the task signal (re.py ruie --preference label|mixed [--tag])
+    for trained in sorted((ROOT / "training").glob("ruie_*/encoder")):
+        retrievers.append((trained.parent.name, HFEncoder(str(trained))))
     for name, encoder in retrievers:
         if "share_undirected" in out.get(name, {}) and not args.force:
             continue
@@ -460,7 +492,10 @@ def cmd_analyse(args) -> None:
     its dataset's test instances, the soft neighbours' labels (the retrieval weights
     summed over the ``n_neighbors`` slots, over each candidate's label), against the
     gold and the predicted labels, and the size of the soft prompt next to the token
-    embeddings. Written to ``re_runs/analysis_<run>.json``."""
+    embeddings. ``--split train``: the same on the run's training instances, each
+    retrieving without its own sentence (leave-one-out, as in training), to compare how
+    reliable the neighbours are in training and on unseen text. Written to
+    ``re_runs/analysis_<run>[_train].json``."""
     from collections import defaultdict
 
     import numpy
@@ -477,7 +512,10 @@ def cmd_analyse(args) -> None:
     module = pipe.module
     module.eval()
     labels = list(pipe.labels)
-    test = [eg.reference for eg in with_gold_entities(nlp, load(spec, "test", nlp))]
+    docs = load(spec, args.split, nlp)
+    if args.split == "train":
+        docs = subset(docs, args.fraction, args.seed)
+    test = [eg.reference for eg in with_gold_entities(nlp, docs)]
     insts = [i for d in test for i in pipe.instances(d, gold=True)]
     gold = pipe._gold_rows(insts)
     mass = numpy.zeros((len(insts), len(labels)))
@@ -486,7 +524,8 @@ def cmd_analyse(args) -> None:
         for b in range(0, len(insts), 32):
             chunk = insts[b: b + 32]
             ids, mask = module.tokenize([i["text"] for i in chunk])
-            prompts, weights, cand = module.soft_prompts(ids, mask, [None] * len(chunk))
+            keys = [i["key"] for i in chunk]  # a sentence never retrieves itself (test: not in the bank)
+            prompts, weights, cand = module.soft_prompts(ids, mask, keys)
             w = weights.sum(1)  # (B, C): weight of each candidate over the slots
             cand_labels = module.bank_labels[cand]  # (B, C)
             for r in range(len(chunk)):
@@ -494,7 +533,7 @@ def cmd_analyse(args) -> None:
             prompt_norm += prompts.norm(dim=-1).mean(-1).tolist()
             tok = module.seq2seq.get_input_embeddings()(ids)
             token_norm += ((tok.norm(dim=-1) * mask).sum(-1) / mask.sum(-1)).tolist()
-            preds += module([i["text"] for i in chunk], [None] * len(chunk)).argmax(-1).tolist()
+            preds += module([i["text"] for i in chunk], keys).argmax(-1).tolist()
     mass /= mass.sum(1, keepdims=True)
     top = mass.argmax(1)
     gold_a, pred_a = numpy.array(gold), numpy.array(preds)
@@ -504,7 +543,7 @@ def cmd_analyse(args) -> None:
         by_label[lab] = {"gold": int((gold_a == j).sum()), "predicted": int((pred_a == j).sum()),
                          "neighbour_top": int((top == j).sum()),
                          "neighbour_mass": round(float(mass[:, j].mean()), 4)}
-    out = {"run": name, "instances": len(insts),
+    out = {"run": name, "split": args.split, "instances": len(insts),
            "neighbour_mass_on_gold": round(float(mass[numpy.arange(len(insts)), gold_a].mean()), 4),
            "neighbour_top_is_gold": round(float((top == gold_a).mean()), 4),
            "prediction_is_gold": round(float((pred_a == gold_a).mean()), 4),
@@ -517,7 +556,7 @@ def cmd_analyse(args) -> None:
            "soft_prompt_norm": round(float(numpy.mean(prompt_norm)), 3),
            "token_embedding_norm": round(float(numpy.mean(token_norm)), 3),
            "by_label": dict(by_label)}
-    write(f"analysis_{name}", out)
+    write(f"analysis_{name}" + ("_train" if args.split == "train" else ""), out)
     print(json.dumps({k: v for k, v in out.items() if k != "by_label"}, indent=1))
     for lab, row in sorted(by_label.items(), key=lambda kv: -kv[1]["gold"]):
         print(f"  {lab:32s} {row}")
@@ -558,6 +597,7 @@ def cmd_collect(args) -> None:
                                                 "train_docs", "train_instances", "lr",
                                                 "fresh_lr_scale", "token_loss_weight",
                                                 "negative_ratio", "label_scoring", "batch_docs",
+                                                "neighbour_label_noise",
                                                 "threads", "seed", "date") if k in run}
     for (dataset, fraction, system), by_seed in cells.items():
         scores = [by_seed[s] for s in sorted(by_seed)]
@@ -582,9 +622,8 @@ def cmd_collect(args) -> None:
         result.setdefault("label_match_at_5_by_store", {})[store] = {
             "directed": {k: v["share"] for k, v in data.items()},
             "undirected": {k: v.get("share_undirected") for k, v in data.items()}}
-    ruie = RUNS / "ruie.json"
-    if ruie.exists():
-        speed["ruie"] = json.loads(ruie.read_text())
+    for ruie in sorted(RUNS.glob("ruie*.json")):  # ruie (model preference), ruie_label, ruie_mixed
+        speed[ruie.stem] = json.loads(ruie.read_text())
     speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
                         "re_runs/<run>.json (absent = 2, the runs before the sequence-level loss)")
     result["speed"] = speed
@@ -688,6 +727,12 @@ def cmd_table(args) -> None:
         for k, v in res["label_match_at_5"].items():
             u = f"{und[k]:.3f}" if k in und else "not run"
             print(f"| {k} | {v:.3f} | {u} |")
+    for store, by in res.get("label_match_at_5_by_store", {}).items():
+        print(f"\nLabel match@5, store {store} (test queries; directed / undirected)\n\n"
+              "| retriever | directed | undirected |\n|---|---|---|")
+        for k, v in by.get("directed", {}).items():
+            u = by.get("undirected", {}).get(k)
+            print(f"| {k} | {v:.3f} | {'not run' if u is None else f'{u:.3f}'} |")
     if "step_cost" in res:
         print("\nSeconds per training step (16 instances)\n")
         print(json.dumps(res["step_cost"], indent=1))
@@ -720,9 +765,14 @@ def main() -> None:
                    help="lr multiplier of the untrained parameters (cross-attention, label embeddings, value)")
     t.add_argument("--token-loss-weight", type=float, default=0.5,
                    help="weight of the token-level NLL next to the sequence-level cross-entropy")
-    t.add_argument("--negative-ratio", type=float, default=0.0,
-                   help="no_relation instances per relation instance in a batch (0 = all)")
-    t.add_argument("--label-scoring", default="head", choices=("head", "sequence"))
+    t.add_argument("--negative-ratio", type=float, default=None,
+                   help="no_relation instances per relation instance in a batch (0 = all; default: the "
+                        "component's, 1)")
+    t.add_argument("--label-scoring", default=None, choices=("head", "sequence"),
+                   help="default: the component's (sequence)")
+    t.add_argument("--neighbour-label-noise", type=float, default=None,
+                   help="share of retrieved neighbours whose label is replaced in training (default: "
+                        "the architecture's, 0)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--steps", type=int, default=0,
                    help="optimizer steps (0 = STEPS table); the run stops at min(epochs x batches, steps)")
@@ -738,10 +788,21 @@ def main() -> None:
     r = sub.add_parser("ruie")
     _dataset_args(r, "semeval")
     r.add_argument("--fraction", default="0.1")
-    r.add_argument("--queries", type=int, default=300)
+    r.add_argument("--queries", type=int, default=300, help="training docs used as queries (0 = all)")
     r.add_argument("--candidates", type=int, default=12)
-    r.add_argument("--reward-steps", type=int, default=100)
+    r.add_argument("--reward-steps", type=int, default=100, help="0 = no reward model, no KL term")
     r.add_argument("--bi-steps", type=int, default=150)
+    r.add_argument("--batch-size", type=int, default=8, help="queries per step")
+    r.add_argument("--preference", default="model", choices=("model", "label", "mixed"),
+                   help="model: the saved ETRAG model's log-likelihood (retriever 'ruie'); label: the "
+                        "gold labels of the training queries ('ruie_label'); mixed: label + --weight x "
+                        "the standardised model preference ('ruie_mixed')")
+    r.add_argument("--weight", type=float, default=0.1, help="mixed: weight of the model preference")
+    r.add_argument("--lr", type=float, default=2e-5, help="learning rate of the reward model and the bi-encoder")
+    r.add_argument("--tag", default="", help="suffix of the retriever name for runs with other settings")
+    r.add_argument("--model", default=None, help="ETRAG pipeline (default: training/re_bench/<run>)")
+    r.add_argument("--model-seed", type=int, default=0, help="seed of the saved ETRAG run (model, mixed)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads")
     m = sub.add_parser("label-match")
     _dataset_args(m, "semeval")
     m.add_argument("--fraction", default="1.0", help="share of the training docs in the store")
@@ -754,6 +815,8 @@ def main() -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--model", default=None, help="pipeline folder (default: training/re_bench/<run>)")
+    a.add_argument("--split", default="test", choices=("test", "train"),
+                   help="train: the run's training instances, leave-one-out retrieval")
     c = sub.add_parser("step-cost")
     c.add_argument("--scoring", default="head,sequence", help="label_scoring settings to time")
     c.add_argument("--batch-docs", type=int, default=16)

@@ -313,6 +313,9 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE321 = ("No relation dataset at {path}: give a folder with train/dev/test files "
               "(train.jsonl, dev.jsonl, test.jsonl or .spacy) or explicit --train/--dev/--test "
               "paths; missing: {missing}.")
+    KBE322 = ("RUIE: none of the {n} queries has a candidate that the '{preference}' preference "
+              "ranks above its negatives, so there is nothing to learn. Use more candidates "
+              "(--candidates) or a larger demonstration store.")
     # --- generative entity linking (KBE350-KBE399)
     KBE350 = ("Component '{name}' is not initialized: call nlp.initialize() (it loads the model "
               "and the KB names) or load a trained pipeline with spacy.load().")

@@ -101,7 +101,7 @@ def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
     nlp.to_disk(tmp_path / "model")
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None,
                               format="auto", scorer=None, test_limit=None, fraction="0.5", seed=0,
-                              threads=1, model=str(tmp_path / "model"))
+                              threads=1, model=str(tmp_path / "model"), split="test")
     bench.cmd_analyse(args)
     out = json.loads((tmp_path / "runs" / "analysis_mydata_0.5_etrag.json").read_text())
     assert out["instances"] == 7  # one pair per test sentence
@@ -111,6 +111,14 @@ def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
     assert sum(v["predicted"] for v in rows.values()) == 7 == sum(v["neighbour_top"] for v in rows.values())
     assert sum(v["neighbour_mass"] for v in rows.values()) == pytest.approx(1.0, abs=1e-3)
     assert 0 <= out["neighbour_mass_on_gold"] <= 1 and out["soft_prompt_norm"] > 0
+    # --split train: the training subset's instances, each without its own sentence
+    args.split = "train"
+    bench.cmd_analyse(args)
+    train = json.loads((tmp_path / "runs" / "analysis_mydata_0.5_etrag_train.json").read_text())
+    n_train = sum(len(pipe_insts) for pipe_insts in (
+        nlp.get_pipe("etrag_relation_extractor").instances(d, gold=True)
+        for d in bench.subset(bench.load(spec, "train", nlp), "0.5")))
+    assert train["split"] == "train" and train["instances"] == n_train > 0
 
 
 def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_path, monkeypatch):
@@ -128,7 +136,7 @@ def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_p
                        scorer=None, test_limit=None, fractions="0.5", systems="baseline", seeds="0",
                        force=False, save=False, lr=1e-4, steps=5, epochs=1, threads=1,
                        token_loss_weight=0.5, fresh_lr_scale=10.0, negative_ratio=1.0,
-                       label_scoring="head", batch_docs=None)
+                       label_scoring="head", batch_docs=None, neighbour_label_noise=None)
     bench.write("mydata_0.5_baseline", {"system": "baseline", "earlier": True})
     bench.cmd_train(argparse.Namespace(**parser_args, tag="neg1"))
     earlier = json.loads((runs / "mydata_0.5_baseline.json").read_text())
@@ -143,3 +151,65 @@ def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_p
     speed = json.loads((tmp_path / "re.json").read_text())["speed"]
     assert speed["retrieval_ms_per_doc"] == {"bm25": 3.0}
     assert speed["retrieval_ms_per_doc_2026_12_06"] == {"bm25": 0.8}
+
+
+def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_path, monkeypatch):
+    """`re.py ruie --preference label`: the label preference, queries and store from the
+    training subset only (the test docs never), its own retriever name (`ruie_label`)."""
+    import argparse
+
+    from spacy_kbnlp.retrieval import ruie as ruie_module
+    from spacy_kbnlp.retrieval.render import doc_key
+
+    calls = {}
+
+    def fake_train(store, queries, pref, output, **kw):
+        calls.update(store=store, queries=queries, pref=pref, output=output, kw=kw)
+        return {"preference": pref.name}
+
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(ruie_module, "train_ruie", fake_train)
+    args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
+                              scorer=None, test_limit=None, fraction="0.5", queries=0, candidates=6,
+                              reward_steps=0, bi_steps=3, preference="label", weight=0.1, model=None, lr=5e-5, tag="",
+                              batch_size=8,
+                              model_seed=0, threads=1)
+    bench.cmd_ruie(args)
+    nlp = __import__("spacy").blank("en")
+    spec = bench.dataset_spec(str(folder))
+    train_keys = {doc_key(d) for d in bench.subset(bench.load(spec, "train", nlp), "0.5")}
+    assert isinstance(calls["pref"], ruie_module.LabelPreference)
+    assert {doc_key(d) for d in calls["queries"]} == train_keys  # --queries 0: the whole subset
+    assert {r["key"] for r in calls["store"].records} == train_keys
+    assert calls["output"] == bench.ROOT / "training" / "ruie_label"
+    assert calls["kw"]["reward_steps"] == 0 and calls["kw"]["lr"] == 5e-5
+    run = json.loads((tmp_path / "runs" / "ruie_label.json").read_text())
+    assert run["preference"] == "label" and run["store_docs"] == len(train_keys) and "preference_model" not in run
+    assert bench.ruie_name("model") == "ruie" and bench.ruie_name("mixed") == "ruie_mixed"
+    assert bench.ruie_name("label", "s300") == "ruie_label_s300"
+
+
+def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeypatch):
+    """`re.py train` without --label-scoring / --negative-ratio passes nothing, so the
+    component's defaults apply (sequence scoring, negative_ratio 1); given ones pass."""
+    import argparse
+
+    import spacy
+
+    seen = []
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench, "train_one", lambda spec, fraction, system, **kw: seen.append(kw) or {
+        "train_s": 1.0, "docs_per_s": 1.0})
+    args = dict(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto", scorer=None,
+                test_limit=None, fractions="0.5", systems="baseline", seeds="0", force=True, save=False,
+                lr=1e-4, steps=5, epochs=1, threads=1, token_loss_weight=0.5, fresh_lr_scale=10.0,
+                batch_docs=None, tag="")
+    bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None,
+                                       neighbour_label_noise=None))
+    bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head",
+                                       neighbour_label_noise=0.5))
+    assert seen[0]["component"] == {} and seen[0]["model"] == {}
+    assert seen[1]["component"] == {"negative_ratio": 0.0}
+    assert seen[1]["model"] == {"label_scoring": "head", "neighbour_label_noise": 0.5}
+    pipe = spacy.blank("en").add_pipe("etrag_relation_extractor")
+    assert pipe.cfg["negative_ratio"] == 1.0 and pipe.model.attrs["label_scoring"] == "sequence"

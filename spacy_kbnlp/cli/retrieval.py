@@ -1,6 +1,6 @@
 """``python -m spacy_kbnlp build-demo-store`` and ``train-ruie``."""
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from wasabi import msg
 
@@ -69,33 +69,49 @@ def build_demo_store_cli(
 
 def train_ruie_cmd(train_path: Path, output_path: Path, *, fmt: str = "spacy",
                    preference: str = "etrag", model: Optional[str] = None, lang: str = "en",
-                   limit: int = 0, **kwargs: Any) -> Dict[str, Any]:
+                   limit: int = 0, weight: float = 0.1, **kwargs: Any) -> Dict[str, Any]:
     """Train the RUIE retriever on annotated docs; ``preference`` is ``llm`` (``model``
-    = a local HF causal/seq2seq directory) or ``etrag`` (``model`` = a pipeline
-    directory holding a trained ``etrag_relation_extractor``)."""
-    import spacy
-
+    = a local HF causal/seq2seq directory), ``etrag`` (``model`` = a pipeline
+    directory holding a trained ``etrag_relation_extractor``), ``label`` (the gold
+    labels of the training docs; no model) or ``mixed`` (``label`` + ``weight`` x the
+    standardised ``etrag`` preference)."""
     from ..errors import Errors
-    from ..llm.backends import HFLocalBackend
-    from ..retrieval.ruie import PREFERENCES, LLMPreference, RelationModelPreference, train_ruie
+    from ..retrieval.ruie import PREFERENCES, LabelPreference, MixedPreference, train_ruie
     from ..retrieval.store import DemoStore
 
     if preference not in PREFERENCES:
         raise ValueError(Errors.KBE315.format(value=preference, options=", ".join(PREFERENCES)))
-    if model is None:
+    if model is None and preference != "label":
         raise ValueError(Errors.KBE312.format(value=None, setting="--model",
                                               why="give the LLM directory or the ETRAG pipeline"))
     _, docs = _read(train_path, fmt, lang)
     store = DemoStore.from_docs(docs)
     queries = docs[:limit] if limit else docs
-    if preference == "llm":
+    if preference == "label":
+        pref: Any = LabelPreference()
+    elif preference == "llm":
+        from ..llm.backends import HFLocalBackend
+        from ..retrieval.ruie import LLMPreference
+
         labels = sorted({r["label"] for d in docs for r in d._.rel_records or ()})
         pref = LLMPreference(HFLocalBackend(model), labels)
     else:
-        nlp = spacy.load(model)
-        pipe = next(p for _, p in nlp.pipeline if p.__class__.__name__ == "EtragRelationExtractor")
-        pref = RelationModelPreference(pipe)
+        pref = etrag_preference(model)
+        if preference == "mixed":
+            pref = MixedPreference(pref, weight=weight)
     return train_ruie(store, queries, pref, output_path, **kwargs)
+
+
+def etrag_preference(model: Union[str, Path]):
+    """``RelationModelPreference`` of the ``etrag_relation_extractor`` in the
+    pipeline directory ``model``."""
+    import spacy
+
+    from ..retrieval.ruie import RelationModelPreference
+
+    nlp = spacy.load(model)
+    pipe = next(p for _, p in nlp.pipeline if p.__class__.__name__ == "EtragRelationExtractor")
+    return RelationModelPreference(pipe)
 
 
 # fmt: off
@@ -104,11 +120,12 @@ def train_ruie_cli(
     train_path: Path = Arg(..., help="Annotated training docs (the demonstration pool and the queries)", exists=True),
     output_path: Path = Arg(..., help="Output folder: encoder/ (bi-encoder) and ruie_meta.json"),
     fmt: str = Opt("spacy", "--format", "-f", help="Reader format of TRAIN_PATH"),
-    preference: str = Opt("etrag", "--preference", "-p", help="llm (RUIE's LLM log-likelihood) or etrag (our relation model)"),
-    model: Optional[str] = Opt(None, "--model", "-m", help="LLM directory (llm) or pipeline with a trained etrag_relation_extractor (etrag)"),
+    preference: str = Opt("etrag", "--preference", "-p", help="llm (RUIE's LLM log-likelihood), etrag (our relation model), label (the gold labels of the training docs) or mixed (label + weight x etrag)"),
+    model: Optional[str] = Opt(None, "--model", "-m", help="LLM directory (llm) or pipeline with a trained etrag_relation_extractor (etrag, mixed)"),
+    weight: float = Opt(0.1, "--weight", help="mixed: weight of the standardised model preference next to the label preference"),
     limit: int = Opt(0, "--limit", help="Use the first N docs as queries (0 = all)"),
     n_candidates: int = Opt(16, "--candidates", help="BM25 candidates per query"),
-    reward_steps: int = Opt(200, "--reward-steps", help="Reward-model optimizer steps"),
+    reward_steps: int = Opt(200, "--reward-steps", help="Reward-model optimizer steps (0 = no reward model, no KL term)"),
     bi_steps: int = Opt(200, "--bi-steps", help="Bi-encoder optimizer steps"),
     batch_size: int = Opt(8, "--batch-size", help="Queries per step"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, -1 for CPU"),
@@ -118,7 +135,7 @@ def train_ruie_cli(
     setup_gpu(gpu_id)
     try:
         meta = train_ruie_cmd(train_path, output_path, fmt=fmt, preference=preference, model=model,
-                              limit=limit, n_candidates=n_candidates, reward_steps=reward_steps,
+                              limit=limit, weight=weight, n_candidates=n_candidates, reward_steps=reward_steps,
                               bi_steps=bi_steps, batch_size=batch_size, show_progress=True,
                               log=msg.text)
     except (ValueError, FileNotFoundError, ImportError) as err:

@@ -78,7 +78,7 @@ SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
     default_config={"model": DEFAULT_MODEL, "threshold": 0.0, "refresh_every": 200,
                     "batch_size": 16, "overwrite": True, "token_loss_weight": 0.5,
                     "fresh_lr_scale": 10.0, "spans_key": ENTITIES_KEY,
-                    "negative_ratio": 0.0,
+                    "negative_ratio": 1.0,
                     "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
     default_score_weights=SCORE_WEIGHTS,
 )
@@ -156,7 +156,7 @@ class EtragRelationExtractor(TrainablePipe):
     def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float,
                  refresh_every: int, batch_size: int, overwrite: bool,
                  token_loss_weight: float, fresh_lr_scale: float,
-                 spans_key: Optional[str] = ENTITIES_KEY, negative_ratio: float = 0.0,
+                 spans_key: Optional[str] = ENTITIES_KEY, negative_ratio: float = 1.0,
                  scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
@@ -315,7 +315,9 @@ class EtragRelationExtractor(TrainablePipe):
         of relation instances, at least 1) ``no_relation`` instances, drawn at random
         (all of them when ``negative_ratio`` is 0): entity pairs without a relation
         are most pairs of a sentence with several entities (CoNLL04: 79 %), and with
-        all of them in the loss the model learned ``no_relation`` for every pair."""
+        all of them in the loss the model learned ``no_relation`` for every pair. The
+        default, 1, changes nothing where no batch has more ``no_relation`` than
+        relation instances (SemEval: one related pair per sentence)."""
         ratio = self.cfg["negative_ratio"]
         if not ratio:
             return insts

@@ -14,11 +14,22 @@ contrastive loss plus KL distillation from the reward model.
      instances of ``d`` (``RelationModelPreference``): the average token
      log-likelihood of each gold (directed) label of ``x``'s entity pairs given
      ``d`` and ``x``, averaged over the pairs. Used where no LLM weights exist.
+   * ``"label"``: the task signal itself, from the gold labels of the training
+     queries (``LabelPreference``): 1 when ``d`` carries one of ``x``'s directed
+     labels, 0.5 when only the relation type agrees (other direction), 0 otherwise.
+     Needs no model; the queries must be training docs (never test docs).
+   * ``"mixed"``: the label preference plus ``weight`` x the model preference
+     standardised over each query's candidates (``MixedPreference``), so the model
+     orders the demonstrations within a label tier.
    Each run records which signal it used (``ruie_meta.json``).
 3. **Reward model**: a cross-encoder (encoder + linear head on the first token) over
    ``(x's marked input, keyword_text(d))``: the annotated spans *and labels* of ``d``
    are marked keywords. Trained with InfoNCE: the most preferred candidate against
-   the ``n_negatives`` least preferred ones.
+   the ``n_negatives`` least preferred ones (among equally preferred candidates, the
+   higher BM25 ones: the harder negatives). Queries whose candidates are all equally
+   preferred teach nothing and are left out (``informative_queries`` in the meta).
+   ``reward_steps = 0``: no reward model, and the bi-encoder learns from the
+   preference's positive and negatives alone (no KL term).
 4. **Bi-encoder** (warm start: the bundled MiniLM): ``q = enc(x input)``,
    ``k = enc(d input)``, similarity / ``temperature``; loss = InfoNCE(most preferred
    vs. least preferred candidates + in-batch negatives) + ``kl_weight`` *
@@ -39,10 +50,11 @@ from spacy.tokens import Doc
 
 from ..core.torch_io import get_device, set_seed
 from ..errors import Errors
-from .render import doc_key, keyword_text, pair_instances, render_input, render_target
+from .render import (NONE_TARGET, doc_key, doc_labels, keyword_text, pair_instances, render_input,
+                     render_target, undirected)
 from .store import DemoStore
 
-PREFERENCES = ("llm", "etrag")
+PREFERENCES = ("llm", "etrag", "label", "mixed")
 
 
 def mine_candidates(store: DemoStore, docs: Sequence[Doc], n_candidates: int) -> List[List[int]]:
@@ -111,6 +123,60 @@ class RelationModelPreference:
         for j, i in enumerate(usable):
             out[i] = float(ll[j * n:(j + 1) * n].mean())
         return out
+
+
+class LabelPreference:
+    """The task signal from the gold labels of a training query (see module doc):
+    1.0 for a demonstration that carries one of the query's directed labels, 0.5 for
+    one whose relation type agrees in the other direction only, 0.0 otherwise. A
+    query without relations agrees with a demonstration without relations."""
+
+    name = "label"
+
+    def __init__(self, task: str = "re"):
+        self.task = task
+        self.in_batch = self  # cheap and exact: train_ruie masks in-batch false negatives
+
+    @staticmethod
+    def _types(labels) -> set:
+        return {undirected(label)[0] for label in labels}
+
+    def __call__(self, query: Doc, demos: Sequence[Dict[str, Any]]) -> List[float]:
+        want = set(doc_labels(query, self.task)) or {NONE_TARGET}
+        want_types = self._types(want)
+        out = []
+        for demo in demos:
+            have = set(demo.get("labels") or ()) or {NONE_TARGET}
+            out.append(1.0 if want & have else 0.5 if want_types & self._types(have) else 0.0)
+        return out
+
+
+class MixedPreference:
+    """``label + weight x z(model)``: the label preference plus the model preference
+    (e.g. ``RelationModelPreference``) standardised over the query's candidates
+    (mean 0, standard deviation 1 over the finite values; a demonstration the model
+    cannot score gets the lowest standardised value)."""
+
+    name = "mixed"
+
+    def __init__(self, model: Callable, weight: float = 0.1, label: Optional[Callable] = None):
+        if not weight >= 0:
+            raise ValueError(Errors.KBE312.format(value=weight, setting="weight", why="must be >= 0"))
+        self.model = model
+        self.label = label or LabelPreference()
+        self.in_batch = self.label
+        self.weight = float(weight)
+
+    def __call__(self, query: Doc, demos: Sequence[Dict[str, Any]]) -> List[float]:
+        base = self.label(query, demos)
+        raw = numpy.asarray(self.model(query, demos), dtype="float64")
+        finite = numpy.isfinite(raw)
+        z = numpy.zeros(len(raw))
+        if finite.any():
+            vals = raw[finite]
+            z[finite] = (vals - vals.mean()) / (vals.std() or 1.0)
+            z[~finite] = z[finite].min() - 1.0
+        return [float(b + self.weight * v) for b, v in zip(base, z)]
 
 
 def score_candidates(preference: Callable, store: DemoStore, docs: Sequence[Doc],
@@ -217,8 +283,11 @@ def _finite_mean(values: Sequence[float]) -> Optional[float]:
 
 
 def _split(prefs: Sequence[float], n_neg: int) -> Tuple[int, List[int]]:
+    """The most preferred candidate and the ``n_neg`` least preferred ones; ties go
+    to the earlier (higher BM25) candidate on both sides: the best-ranked positive
+    and the hardest negatives."""
     order = sorted(range(len(prefs)), key=lambda i: -prefs[i])
-    return order[0], order[::-1][:n_neg]
+    return order[0], sorted(range(len(prefs)), key=lambda i: prefs[i])[:n_neg]
 
 
 def train_ruie(
@@ -265,13 +334,18 @@ def train_ruie(
     for i, (rows, pr) in enumerate(zip(cands, prefs)):
         pos, negs = _split(pr, n_negatives)
         sel = [pos] + negs
+        if not pr[pos] > max(pr[j] for j in negs):
+            continue  # every candidate equally preferred: no signal
         groups.append((i, [rows[j] for j in sel], [pr[j] for j in sel], rows, pr))
+    if not groups:
+        raise ValueError(Errors.KBE322.format(n=len(docs), preference=getattr(preference, "name", preference)))
+    # a cheap exact signal (the label preference) also spots in-batch false negatives
+    in_batch = getattr(preference, "in_batch", None)
     def batch(items: List[int]) -> List[Tuple]:
         return [groups[i] for i in items]
 
-    # reward model: InfoNCE, positive first
-    reward = RewardModel(encoder, device=device)
-    reward_module = torch.nn.ModuleDict({"encoder": reward.encoder, "head": reward.head})
+    # reward model: InfoNCE, positive first (reward_steps 0: none, no KL term)
+    reward = RewardModel(encoder, device=device) if reward_steps else None
 
     def reward_loss(items: List[int]):
         b = batch(items)
@@ -281,11 +355,13 @@ def train_ruie(
         return torch.nn.functional.cross_entropy(s, torch.zeros(len(b), dtype=torch.long, device=s.device))
 
     t1 = time.perf_counter()
-    reward_losses = _optimise(reward_module, len(groups), reward_loss, output / "reward_model",
-                              steps=reward_steps, lr=lr, warmup=warmup, batch_size=batch_size,
-                              seed=seed, device=device, show_progress=show_progress, log=log,
-                              what="reward")
-    reward.train(False)
+    reward_losses: List[Optional[float]] = [None]
+    if reward is not None:
+        reward_losses = _optimise(torch.nn.ModuleDict({"encoder": reward.encoder, "head": reward.head}),
+                                  len(groups), reward_loss, output / "reward_model", steps=reward_steps,
+                                  lr=lr, warmup=warmup, batch_size=batch_size, seed=seed, device=device,
+                                  show_progress=show_progress, log=log, what="reward")
+        reward.train(False)
     t_reward = time.perf_counter() - t1
 
     # bi-encoder: contrastive (+ in-batch negatives) + KL from the reward model
@@ -298,7 +374,15 @@ def train_ruie(
         d = bi.embed([store.records[r]["input"] for g in b for r in g[1]])   # (B*n, d)
         sims = q @ d.T / temperature                                           # (B, B*n)
         target = torch.arange(len(b), device=sims.device) * n                  # own positive
+        if in_batch is not None:  # other queries' demonstrations as good as the own positive
+            demos = [store.records[r] for g in b for r in g[1]]
+            for i, g in enumerate(b):
+                agree = numpy.asarray(in_batch(docs[g[0]], demos)) >= g[2][0]
+                agree[i * n:(i + 1) * n] = False
+                sims[i, torch.as_tensor(agree, device=sims.device)] = float("-inf")
         own = torch.stack([sims[i, i * n:(i + 1) * n] for i in range(len(b))])  # (B, n)
+        if reward is None:
+            return torch.nn.functional.cross_entropy(sims, target)
         with torch.no_grad():
             qs = [q_texts[g[0]] for g in b for _ in g[1]]
             ds = [keyword_text(store.records[r]["input"], store.records[r]["target"]) for g in b for r in g[1]]
@@ -314,6 +398,7 @@ def train_ruie(
     t_bi = time.perf_counter() - t2
     bi.save(output / "encoder")
     meta = {"preference": getattr(preference, "name", str(preference)), "queries": len(docs),
+            "informative_queries": len(groups), "in_batch_masking": in_batch is not None,
             "n_candidates": n_candidates, "n_negatives": n_negatives, "batch_size": batch_size,
             "reward_steps": reward_steps, "bi_steps": bi_steps, "lr": lr, "temperature": temperature,
             "kl_weight": kl_weight, "preference_s": round(t_pref, 1), "reward_s": round(t_reward, 1),

@@ -342,3 +342,54 @@ def test_negative_sampling_keeps_every_relation(tiny):
     assert pipe.sample_negatives(insts) == insts
     with pytest.raises(ValueError, match="KBE312"):
         spacy.blank("en").add_pipe("etrag_relation_extractor", config={"negative_ratio": -1.0})
+
+
+def test_default_negative_ratio_caps_no_relation_only_where_they_dominate(tiny):
+    """The default (1, also in configs/etrag.cfg) keeps a SemEval-like batch (one related
+    pair per sentence) as it is and caps a CoNLL04-like one at 1:1."""
+    from thinc.api import Config
+
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("etrag_relation_extractor", config={"model": {"backbone": tiny["t5"], "n_neighbors": 0}})
+    assert pipe.cfg["negative_ratio"] == 1.0
+    semeval_like = [{"text": f"s{i}", "label": "Other" if i % 3 else "Cause-Effect(e1,e2)"} for i in range(16)]
+    assert pipe.sample_negatives(semeval_like) == semeval_like
+    conll_like = [{"text": f"c{i}", "label": "Kill(e1,e2)" if i < 3 else NO_RELATION} for i in range(12)]
+    kept = pipe.sample_negatives(conll_like)
+    assert kept[:3] == conll_like[:3] and len(kept) == 6
+    cfg = Config().from_disk(Path(__file__).resolve().parents[2] / "configs" / "etrag.cfg", interpolate=False)
+    assert cfg["components"]["etrag_relation_extractor"]["negative_ratio"] == 1.0
+    assert cfg["components"]["etrag_relation_extractor"]["model"]["label_scoring"] == "sequence"
+
+
+def test_neighbour_label_noise_only_in_training(tiny):
+    """neighbour_label_noise replaces candidate labels in training (by bank labels, so
+    the label prior is kept) and never at prediction; 0 keeps them; the setting travels
+    with the pipeline's config."""
+    import torch
+
+    with pytest.raises(ValueError, match="KBE312"):
+        _nlp(tiny["t5"], neighbour_label_noise=1.5)
+    nlp = _nlp(tiny["t5"], neighbour_label_noise=1.0, n_candidates=8)
+    _train(nlp, steps=1)
+    module = nlp.get_pipe("etrag_relation_extractor").module
+    assert module.neighbour_label_noise == 1.0
+    bank = module.bank_labels
+    cand = torch.arange(len(bank)).repeat(64, 1)  # every bank row, 64 times
+    module.eval()
+    assert torch.equal(module.neighbour_labels(cand), module.bank_labels[cand])
+    module.train()
+    torch.manual_seed(0)
+    noisy = module.neighbour_labels(cand)
+    changed = float((noisy != module.bank_labels[cand]).float().mean())
+    assert set(noisy.unique().tolist()) <= set(module.bank_labels.tolist())
+    # a random bank row's label differs from the candidate's with probability
+    # 1 - sum_l p_l^2 (p_l: the share of label l in the bank; 12 pairs of the 8 sentences)
+    shares = torch.bincount(bank).float() / len(bank)
+    assert len(bank) == 12 and changed == pytest.approx(1 - float((shares ** 2).sum()), abs=0.04)
+    module.neighbour_label_noise = 0.0
+    assert torch.equal(module.neighbour_labels(cand), module.bank_labels[cand])
+    with make_tempdir() as d:
+        nlp.to_disk(d)
+        loaded = spacy.load(d)
+    assert loaded.get_pipe("etrag_relation_extractor").module.neighbour_label_noise == 1.0

@@ -23,6 +23,9 @@ def test_build_demo_store_cli(nlp, tmp_path):
     ruie = runner.invoke(app, ["train-ruie", str(tmp_path / "train.spacy"), str(tmp_path / "r"),
                                "--preference", "gpt"])
     assert ruie.exit_code == 1 and "KBE315" in ruie.output
+    mixed = runner.invoke(app, ["train-ruie", str(tmp_path / "train.spacy"), str(tmp_path / "r"),
+                                "--preference", "mixed"])  # mixed needs the ETRAG pipeline
+    assert mixed.exit_code == 1 and "KBE312" in mixed.output and "--model" in mixed.output
 
 
 def test_build_demo_store_fraction_is_the_training_subset(nlp, tmp_path):

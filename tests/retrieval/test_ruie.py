@@ -88,3 +88,84 @@ def test_etrag_preference_forces_demonstration_prompts(tiny):
         baseline = _nlp(tiny["t5"], n_neighbors=0)
         _train(baseline, steps=1)
         RelationModelPreference(baseline.get_pipe("etrag_relation_extractor"))
+
+
+# the same person and place with two relations: the zero-shot encoder finds the same
+# person's other sentence first, the label preference teaches it the relation
+BORN_DIED = [(f"{name} was {verb} in {city} .", [(0, len(name), "Peop"),
+                                                  (len(f"{name} was {verb} in "), len(f"{name} was {verb} in {city}"), "Loc")],
+              [(0, 1, label)])
+             for name, city in (("Alan Turing", "London"), ("Marie Curie", "Paris"), ("Niels Bohr", "Copenhagen"),
+                                ("Grace Hopper", "New York"))
+             for verb, label in (("born", "Born_In"), ("buried", "Buried_In"))]
+
+
+def _label_match_at_1(docs, encoder):
+    from spacy_kbnlp.retrieval.render import doc_labels, label_match, render_input
+
+    store = DemoStore.from_docs(docs, encoder=encoder)
+    hits = store.search([render_input(d) for d in docs], 1, retriever="dense", encoder=encoder,
+                        exclude_keys=[doc_key(d) for d in docs])
+    return sum(label_match(doc_labels(d), [store.records[r]["labels"] for r, _ in h])
+               for d, h in zip(docs, hits)) / len(docs)
+
+
+def test_label_preference_orders_agreement(nlp):
+    from spacy_kbnlp.retrieval.ruie import LabelPreference
+
+    from .util import make_doc
+
+    docs = re_docs(nlp)  # docs[0]: Live_In(e1,e2)
+    store = DemoStore.from_docs(docs + [
+        make_doc(nlp, "In London lived Alan Turing .", [(3, 9, "Loc"), (16, 27, "Peop")], [(1, 0, "Live_In")]),
+        make_doc(nlp, "Nothing happened .", [], [])])
+    live_rev, empty = store.records[-2], store.records[-1]
+    assert live_rev["labels"] == ["Live_In(e2,e1)"]
+    pref = LabelPreference()
+    # same label and direction > same relation, other direction > another relation
+    assert pref(docs[0], [store.records[1], live_rev, store.records[3], empty]) == [1.0, 0.5, 0.0, 0.0]
+    # a query without relations agrees with a demonstration without relations
+    assert pref(make_doc(nlp, "Rain fell .", [], []), [empty, store.records[1]]) == [1.0, 0.0]
+
+
+def test_mixed_preference_orders_within_a_label_tier(nlp):
+    from spacy_kbnlp.retrieval.ruie import MixedPreference
+
+    docs = re_docs(nlp)
+    store = DemoStore.from_docs(docs)
+    demos = [store.records[1], store.records[2], store.records[3]]  # Live_In, Live_In, Work_For
+    model = lambda query, ds: [-2.0, -1.0, float("-inf")]  # noqa: E731  (prefers demo 2; demo 3 unscored)
+    got = MixedPreference(model, weight=0.1)(docs[0], demos)
+    assert got[1] > got[0] > got[2]
+    assert got[0] == pytest.approx(1.0 - 0.1) and got[1] == pytest.approx(1.1) and got[2] == pytest.approx(-0.2)
+    assert MixedPreference(model, weight=0.0)(docs[0], demos) == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="KBE312"):
+        MixedPreference(model, weight=-1)
+
+
+def test_label_preference_training_raises_label_match(nlp, tmp_path):
+    from spacy_kbnlp.retrieval.ruie import LabelPreference
+
+    from .util import make_doc
+
+    docs = [make_doc(nlp, *rec) for rec in BORN_DIED]
+    before = _label_match_at_1(docs, HFEncoder().load())
+    meta = train_ruie(DemoStore.from_docs(docs), docs, LabelPreference(), tmp_path / "ruie", n_candidates=7,
+                      n_negatives=3, batch_size=4, reward_steps=0, bi_steps=6, lr=1e-4, log=lambda m: None)
+    after = _label_match_at_1(docs, HFEncoder(str(tmp_path / "ruie" / "encoder")).load())
+    assert meta["preference"] == "label" and meta["informative_queries"] == len(docs)
+    assert meta["in_batch_masking"] and meta["reward_final_loss"] is None
+    assert meta["positive_pref_mean"] == 1.0 and meta["negative_pref_mean"] == 0.0
+    assert before <= 0.25 and after >= before + 0.5, (before, after)
+
+
+def test_train_ruie_needs_an_informative_query(nlp, tmp_path):
+    from spacy_kbnlp.retrieval.ruie import LabelPreference
+
+    from .util import make_doc
+
+    same = [make_doc(nlp, f"{n} lived in Rome .", [(0, len(n), "Peop"), (len(n) + 10, len(n) + 14, "Loc")],
+                     [(0, 1, "Live_In")]) for n in ("Ann", "Bob", "Cid", "Dan")]
+    with pytest.raises(ValueError, match="KBE322"):
+        train_ruie(DemoStore.from_docs(same), same, LabelPreference(), tmp_path / "x", n_candidates=3,
+                   n_negatives=2, reward_steps=0, bi_steps=1)
