@@ -209,8 +209,9 @@ def cmd_speed(args) -> None:
         print(f"{len(doc)}-token document: {seconds:.1f} s", flush=True)
     # ``speed`` is the latest system's; every system's speed run stays in ``speed_runs``
     runs = {args.name: speed}
-    old = load_result().get("speed") or {}
-    if old.get("system") and old["system"] not in load_result().get("speed_runs", {}):
+    done = load_result()
+    old = done.get("speed") or {}
+    if old.get("system") and old["system"] not in done.get("speed_runs", {}):
         runs[old["system"]] = old
     save_result({"systems": entries, "speed": speed, "speed_runs": runs})
     print(json.dumps(speed, indent=1))

@@ -481,7 +481,8 @@ class Seq2SeqCorefModel:
         out = [merge_segment_clusters(segments, wins, merge=merge)
                for segments, wins in zip(per_segment, windows)]
         if name_match:
-            out = [name_match_merge(clusters, [t.text for t in doc]) for doc, clusters in zip(docs, out)]
+            out = [name_match_merge(clusters, [t.text for t in doc])
+                   for doc, clusters in zip(docs, out)]
         return out
 
 

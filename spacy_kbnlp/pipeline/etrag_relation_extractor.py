@@ -156,8 +156,7 @@ class EtragRelationExtractor(TrainablePipe):
     def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float,
                  refresh_every: int, batch_size: int, overwrite: bool,
                  token_loss_weight: float, fresh_lr_scale: float,
-                 spans_key: Optional[str] = ENTITIES_KEY, negative_ratio: float = 1.0,
-                 scorer: Optional[Callable]):
+                 spans_key: Optional[str], negative_ratio: float, scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
                                ("fresh_lr_scale", fresh_lr_scale),

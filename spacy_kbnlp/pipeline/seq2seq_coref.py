@@ -118,8 +118,8 @@ def make_seq2seq_coref(
     (English): a one-word pronoun may not join a cluster holding a pronoun of another
     person/number/gender (I/you/he/she/it/we/they). ``name_match``: clusters that hold
     the same name (a mention's text with a capitalized word that is not a pronoun or
-    determiner) anywhere in the doc are joined, which segments cannot see. ``mention_bias`` is added to the
-    logit of ``<m>`` when decoding (0: the model as trained; > 0 makes an undertrained
+    determiner) anywhere in the doc are joined, which segments cannot see.
+    ``mention_bias`` is added to the logit of ``<m>`` when decoding (0: the model as trained; > 0 makes an undertrained
     model open mentions more readily; tune it on dev). ``progress`` shows segments
     done / total on stderr; documents over ``warn_tokens`` tokens get a warning
     (KBW255) with the expected time (0: never)."""
@@ -164,9 +164,8 @@ class Seq2SeqCoref(KBPipe):
                  action: str, aligned_input: bool, segment_length: int, stride: int,
                  train_stride: int, max_target_length: int, max_clusters: int, decoding: str,
                  beam_size: int, speculative: int, batch_segments: int, merge: str,
-                 pronoun_agreement: bool, mention_bias: float, keep_singletons: bool,
-                 name_match: bool,
-                 span_cluster_prefix: str, progress: bool, warn_tokens: int,
+                 pronoun_agreement: bool, name_match: bool, mention_bias: float,
+                 keep_singletons: bool, span_cluster_prefix: str, progress: bool, warn_tokens: int,
                  device: Optional[str], scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         install_extensions()
@@ -250,7 +249,8 @@ class Seq2SeqCoref(KBPipe):
                                      beam_size=c["beam_size"], n_propose=n_propose,
                                      mention_bias=c.get("mention_bias", 0.0),
                                      batch_segments=c["batch_segments"], merge=c["merge"],
-                                     name_match=c["name_match"], stats=self.stats, record=self.record, progress=progress)
+                                     name_match=c["name_match"], stats=self.stats, record=self.record,
+                                     progress=progress)
         finally:
             progress.close()
         if not c["keep_singletons"]:

@@ -286,8 +286,8 @@ def _split(prefs: Sequence[float], n_neg: int) -> Tuple[int, List[int]]:
     """The most preferred candidate and the ``n_neg`` least preferred ones; ties go
     to the earlier (higher BM25) candidate on both sides: the best-ranked positive
     and the hardest negatives."""
-    order = sorted(range(len(prefs)), key=lambda i: -prefs[i])
-    return order[0], sorted(range(len(prefs)), key=lambda i: prefs[i])[:n_neg]
+    rows = range(len(prefs))
+    return max(rows, key=prefs.__getitem__), sorted(rows, key=prefs.__getitem__)[:n_neg]
 
 
 def train_ruie(
