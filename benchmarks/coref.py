@@ -126,7 +126,7 @@ def load_pipeline(path: str):
 # the decoding of 2026-11-26 (issue 15's "today"): Hugging Face's forward pass, one segment at
 # a time with 8 copy-speculative tokens, segments every 128 units, clusters joined by union
 BEFORE = {"batch_segments": 1, "speculative": 8, "stride": 128, "merge": "union",
-          "pronoun_agreement": False, "name_match": False}
+          "pronoun_agreement": False, "name_match": False, "relink": False}
 
 
 def decoding_name(c: Dict[str, Any]) -> str:
@@ -319,11 +319,13 @@ def cmd_demo(args) -> None:
     save_result({"demo": {args.name: entry}})
 
 
-# merge rule, pronoun agreement, name match: the ablation's variants by name
-ABLATIONS = {"union_no_pronouns": ("union", False, False), "union_pronouns": ("union", True, False),
-             "agreement_no_pronouns": ("agreement", False, False),
-             "agreement_pronouns": ("agreement", True, False),
-             "agreement_pronouns_names": ("agreement", True, True)}
+# merge rule, pronoun agreement, name match, pair linker: the ablation's variants by name
+ABLATIONS = {"union_no_pronouns": ("union", False, False, False),
+             "union_pronouns": ("union", True, False, False),
+             "agreement_no_pronouns": ("agreement", False, False, False),
+             "agreement_pronouns": ("agreement", True, False, False),
+             "agreement_pronouns_names": ("agreement", True, True, False),
+             "agreement_pronouns_names_relink": ("agreement", True, True, True)}
 
 
 def cmd_ablate(args) -> None:
@@ -348,12 +350,13 @@ def cmd_ablate(args) -> None:
     for variant in args.variants.split(","):
         if variant not in ABLATIONS:
             raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(ABLATIONS)}")
-        merge, pron, names = ABLATIONS[variant]
+        merge, pron, names, relink = ABLATIONS[variant]
         comp.coref_model.pronoun_agreement = pron
         start = time.perf_counter()
         pred = comp.coref_model.predict_docs(
             docs, stride=stride, batch_segments=c["batch_segments"],
-            n_propose=c["speculative"], merge=merge, name_match=names)
+            n_propose=c["speculative"], merge=merge, name_match=names,
+            linker=comp.pair_linker() if relink else None, link_threshold=c["link_threshold"])
         seconds = time.perf_counter() - start
         pred = [[cl for cl in p if len(cl) > 1] for p in pred]
         m = score_coref_clusters(zip(gold, pred))
@@ -364,7 +367,8 @@ def cmd_ablate(args) -> None:
             summary(dict(m, docs_per_s=len(docs) / seconds,
                          words_per_s=sum(len(d) for d in docs) / seconds, docs=len(docs),
                          seconds=seconds)),
-            merge=merge, pronoun_agreement=pron, name_match=names, decoding=decoding_name(c),
+            merge=merge, pronoun_agreement=pron, name_match=names, relink=relink,
+            link_threshold=c["link_threshold"] if relink else None, decoding=decoding_name(c),
             stride=stride, segment_length=c["segment_length"],
             clusters=len(ps), max_cluster=max(ps, default=0),
             mean_cluster=sum(ps) / max(1, len(ps)), gold_clusters=len(sizes),
@@ -374,6 +378,26 @@ def cmd_ablate(args) -> None:
         print(name, {k: round(v, 4) if isinstance(v, float) else v
                      for k, v in entries[name].items()}, flush=True)
     save_result({"ablation": entries})
+
+
+def cmd_fit_linker(args) -> None:
+    """Fit the pair linker of ``relink`` on a model's dev output (``python -m
+    spacy_kbnlp coref fit-linker``; the bundled linker: the bundled model on OntoGUM
+    dev, written to the package's assets) and record the cross-validation curve."""
+    import torch
+
+    from spacy_kbnlp.cli.coref import fit_linker
+
+    torch.set_num_threads(args.threads)
+    nlp = load_pipeline(args.pipeline)
+    start = time.perf_counter()
+    res = fit_linker(nlp, args.data, args.output, limit=args.limit)
+    out = Path(args.output).resolve()
+    where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out.name
+    entry = dict(res, seconds=time.perf_counter() - start, threads=args.threads,
+                 pipeline=str(args.pipeline), data=Path(args.data).name, output=str(where))
+    print(json.dumps({k: v for k, v in entry.items() if k != "curve"}), flush=True)
+    save_result({"linker": {args.name: entry}})
 
 
 def cmd_eval(args) -> None:
@@ -854,11 +878,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     ab.add_argument("--stride", type=int, default=0, help="segment stride (0: the component's)")
     ab.add_argument("--variants", default=",".join(ABLATIONS),
                     help="comma-separated names: " + ", ".join(ABLATIONS))
+    fl = sub.add_parser("fit-linker", help="fit relink's pair linker on dev output (cross-validated threshold)")
+    fl.add_argument("pipeline", help="a saved pipeline, or 'bundled'")
+    fl.add_argument("--name", required=True)
+    fl.add_argument("--data", default=str(ROOT / "corpus" / "coref" / "ontogum_dev.spacy"))
+    fl.add_argument("--output", default=str(ROOT / "spacy_kbnlp" / "assets" / "seq2seq_coref_linker"))
+    fl.add_argument("--limit", type=int, default=0)
+    fl.add_argument("--threads", type=int, default=1)
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)
     {"eval": cmd_eval, "gap": cmd_gap, "peer": cmd_peer, "training": cmd_training,
      "compact": cmd_compact, "speed": cmd_speed, "ablate": cmd_ablate, "profile": cmd_profile,
-     "demo": cmd_demo,
+     "demo": cmd_demo, "fit-linker": cmd_fit_linker,
      "table": cmd_table}[args.cmd](args)
 
 

@@ -285,6 +285,7 @@ class Errors(metaclass=ErrorsWithCodes):
               "warm start drawn with seed {seed} by {rel:.0%} of their norm: it was not trained "
               "from that draw. Give the seed it was trained with ([system] seed of its config).")
     KBE265 = ("Cannot calibrate seq2seq_coref's mention_bias: {what}.")
+    KBE266 = ("seq2seq_coref's pair linker: {what}.")
     # --- retrieval / LLM / relation extraction (KBE300-KBE349)
     KBE300 = ("Unknown retriever '{value}'. Choose one of: {options}.")
     KBE301 = ("Unknown demonstration task '{value}'. Choose one of: {options}.")

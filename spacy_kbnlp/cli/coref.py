@@ -11,6 +11,10 @@ Training is the generic command (``python -m spacy_kbnlp train configs/coref.cfg
   ``<m>``) with the best CoNLL F1 on held-out gold docs and write it into the
   pipeline. A model may open too few mentions (high precision, low recall) or
   too many; the bias trades one for the other without retraining.
+* ``fit-linker``: fit the mention-pair linker of ``relink`` (``models.coref_linker``)
+  on a model's output for held-out gold docs, the threshold chosen by 2-fold
+  cross-validation over the docs; writes the linker folder (load it with
+  ``initialize(linker_path=...)``).
 """
 import json
 from pathlib import Path
@@ -30,6 +34,7 @@ PathLike = Union[str, Path]
 NAME = "seq2seq_coref"
 COMPONENT_FILE = "component.json"
 DEFAULT_BIASES = (-1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+DEFAULT_THRESHOLDS = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 
 
 def export_compact(pipeline: PathLike, output: PathLike, *, rank: int = 16,
@@ -172,3 +177,103 @@ def calibrate_cli(
     msg.good(f"mention_bias {res['mention_bias']:g}: dev CoNLL F1 {100 * res['dev_conll_f']:.1f} "
              f"on {res['docs']} docs" + (f" (was {100 * prev:.1f} at {res['previous_mention_bias']:g})"
                                          if prev is not None else "") + f"; saved to {output}")
+
+
+class _Collect:
+    """Stands in for the pair linker in ``predict``: keeps what it would read."""
+
+    def __init__(self):
+        self.docs: List[Any] = []
+
+    def link(self, segments, clusters, words, threshold):
+        self.docs.append((segments, clusters, list(words)))
+        return clusters
+
+
+def fit_linker(pipeline: Union[PathLike, Any], dev: PathLike, output: PathLike, *,
+               thresholds: Sequence[float] = DEFAULT_THRESHOLDS, l2: float = 1.0, limit: int = 0,
+               name: str = NAME) -> Dict[str, Any]:
+    """Decode the gold docs of ``dev`` once with the pipeline's settings, fit the
+    pair linker on the output and the gold clusters, choose ``link_threshold`` by
+    2-fold cross-validation over the docs (even/odd; the best CoNLL F1, the smaller
+    threshold among ties), refit on all docs and write the linker to ``output``
+    with ``linker_fit.json`` (the curve). ``pipeline``: a path or a ``Language``."""
+    import srsly
+
+    from ..models.coref_linker import fit_pair_linker
+    from ..scorers.coref import doc_clusters, score_coref_clusters
+    from .evaluate import input_doc, load_pipeline, read_task_docs
+
+    if not thresholds or any(not 0.0 <= t <= 1.0 for t in thresholds):
+        raise ValueError(Errors.KBE266.format(what=f"thresholds must lie in [0, 1], got {list(thresholds)}"))
+    nlp = load_pipeline(pipeline) if isinstance(pipeline, (str, Path)) else pipeline
+    comp = nlp.get_pipe(name)
+    gold = read_task_docs(dev, "spacy", nlp, "coref", limit=limit)
+    if len(gold) < 2:
+        raise ValueError(Errors.KBE266.format(what=f"need at least 2 gold docs in {dev}, got {len(gold)}"))
+    collect = _Collect()
+    saved = (comp.linker, comp.cfg["relink"])
+    comp.linker, comp.cfg["relink"] = collect, True
+    try:
+        comp.predict([input_doc(nlp, doc, False) for doc in gold])
+    finally:
+        comp.linker, comp.cfg["relink"] = saved
+    data = [(segs, merged, words, doc_clusters(g))
+            for (segs, merged, words), g in zip(collect.docs, gold)]
+    keys = [d[3] for d in data]
+
+    def score(preds) -> Dict[str, float]:
+        return score_coref_clusters(zip(keys, [[c for c in p if len(c) > 1] for p in preds]))
+
+    folds = [list(range(0, len(data), 2)), list(range(1, len(data), 2))]
+    preds: Dict[float, List[Any]] = {t: [None] * len(data) for t in thresholds}
+    for k in (0, 1):
+        linker = fit_pair_linker([data[i] for i in folds[1 - k]], l2=l2)
+        for i in folds[k]:
+            for t in thresholds:
+                preds[t][i] = linker.link(*data[i][:3], t)
+    curve = []
+    for t in sorted(set(thresholds)):
+        m = score(preds[t])
+        curve.append({"threshold": t, "conll_f": m["coref_conll_f"], "lea_f": m["coref_lea_f"],
+                      "muc_f": m["coref_muc_f"], "b3_f": m["coref_b3_f"], "ceafe_f": m["coref_ceafe_f"]})
+    unlinked = score([d[1] for d in data])
+    best = max(curve, key=lambda c: (c["conll_f"], -c["threshold"]))
+    linker = fit_pair_linker(data, l2=l2, trained_on=f"{Path(dev).name} ({len(data)} docs)")
+    out = Path(output)
+    linker.to_disk(out)
+    result = {"link_threshold": best["threshold"], "cv_conll_f": best["conll_f"],
+              "cv_lea_f": best["lea_f"], "without_linker_conll_f": unlinked["coref_conll_f"],
+              "without_linker_lea_f": unlinked["coref_lea_f"], "docs": len(data), "l2": l2,
+              "curve": curve}
+    srsly.write_json(out / "linker_fit.json", result)
+    return result
+
+
+@coref_app.command("fit-linker")
+def fit_linker_cli(
+    # fmt: off
+    pipeline: Path = Arg(..., help="A pipeline with seq2seq_coref", exists=True),
+    dev: Path = Arg(..., help="Held-out gold docs (.spacy with coreference spans)", exists=True),
+    output: Path = Arg(..., help="Output folder for the linker"),
+    thresholds: str = Opt(",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS), "--thresholds", help="Comma-separated link thresholds to cross-validate"),
+    l2: float = Opt(1.0, "--l2", help="L2 penalty of the logistic weights", min=0.0),
+    limit: int = Opt(0, "--limit", help="Use the first N dev docs (0: all)", min=0),
+    name: str = Opt(NAME, "--component", "-c", help="Name of the seq2seq_coref component"),
+    # fmt: on
+):
+    """Fit seq2seq_coref's mention-pair linker (relink) on held-out gold docs and
+    choose its link_threshold by 2-fold cross-validation."""
+    try:
+        values = [float(t) for t in thresholds.split(",") if t.strip()]
+    except ValueError:
+        msg.fail(f"--thresholds must be comma-separated numbers, got '{thresholds}'", exits=1)
+    try:
+        res = fit_linker(pipeline, dev, output, thresholds=values, l2=l2, limit=limit, name=name)
+    except ValueError as err:
+        msg.fail(str(err), exits=1)
+    msg.good(f"link_threshold {res['link_threshold']:g}: cross-validated CoNLL F1 "
+             f"{100 * res['cv_conll_f']:.1f} (without the linker {100 * res['without_linker_conll_f']:.1f}) "
+             f"on {res['docs']} docs; saved to {output}. Use it with "
+             f"[initialize.components.{name}] linker_path and link_threshold "
+             f"{res['link_threshold']:g}.")

@@ -7,6 +7,8 @@ functions give the references as config values:
 
 * ``{"@misc": "spacy_kbnlp.BundledCorefModel.v1"}``: the ``model`` setting of
   ``seq2seq_coref`` for the bundled compact coreference model;
+* ``seq2seq_coref_linker``: the pair linker fitted on the bundled coreference model's
+  output (``models.coref_linker``), used by ``seq2seq_coref`` with ``relink``;
 * ``{"@architectures": "spacy_kbnlp.BundledEntQAReader.v1"}`` (``models.reader``):
   the ``reader`` of ``entqa_linker`` that starts from the bundled reader.
 """
@@ -19,7 +21,7 @@ from ..errors import Errors
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PREFIX = "spacy_kbnlp:"
-BUNDLED = ("entqa_reader", "entqa_scorer", "seq2seq_coref")
+BUNDLED = ("entqa_reader", "entqa_scorer", "seq2seq_coref", "seq2seq_coref_linker")
 
 
 def bundled_ref(name: str) -> str:

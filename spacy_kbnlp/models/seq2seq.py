@@ -16,6 +16,7 @@ from .coref_grammar import (  # noqa: F401  (some re-exported)
     CorefGrammar, CorefState, Mention, Vocab, add_markup_tokens, build_vocab, check_spec,
     group_clusters, limit_clusters, linearize, merge_segment_clusters, name_match_merge,
     pronoun_units)
+from .coref_linker import PairLinker
 from .hf_loading import (_quiet_transformers, ensure_word_tokenizer, load_seq2seq,
                          resize_embeddings, warm_start_encoder_decoder)
 from .seq2seq_compact import COMPACT_SPEC
@@ -422,6 +423,7 @@ class Seq2SeqCorefModel:
     def predict_docs(self, docs: Sequence[Any], *, stride: int, method: str = "greedy",
                      beam_size: int = 4, n_propose: int = 0, mention_bias: float = 0.0,
                      batch_segments: int = 1, merge: str = "union", name_match: bool = False,
+                     linker: Optional[PairLinker] = None, link_threshold: float = 0.25,
                      stats: Optional[Dict[str, Any]] = None,
                      record: Optional[List[List[int]]] = None,
                      progress: Optional[Callable[[int, int], None]] = None
@@ -433,6 +435,9 @@ class Seq2SeqCorefModel:
         beam), so memory stays bounded by one batch; a doc's segment clusters are then
         merged (``merge``: ``agreement`` or ``union``, see ``merge_segment_clusters``),
         and with ``name_match`` clusters sharing a name are joined (``name_match_merge``).
+        With a ``linker`` (``coref_linker.PairLinker``) the mentions are then re-clustered
+        from the segments' and the merged clusters (best-first over ``link_threshold``;
+        its singletons included).
         ``record`` receives each segment's decoded tokens in document order (to
         compare decoding modes); ``progress(done, total)`` is called after each batch."""
         stats = stats if stats is not None else defaultdict(int)
@@ -483,6 +488,9 @@ class Seq2SeqCorefModel:
         if name_match:
             out = [name_match_merge(clusters, [t.text for t in doc])
                    for doc, clusters in zip(docs, out)]
+        if linker is not None:
+            out = [linker.link(segments, clusters, [t.text for t in doc], link_threshold)
+                   for doc, segments, clusters in zip(docs, per_segment, out)]
         return out
 
 

@@ -22,7 +22,9 @@ from spacy.vocab import Vocab
 
 from ..errors import Errors, Warnings
 from ..extensions import DEFAULT_CLUSTER_PREFIX, install_extensions, set_coref_clusters
+from ..core.bundled import bundled_ref, is_bundled_ref, resolve_bundled
 from ..models.coref_grammar import MERGES
+from ..models.coref_linker import SPEC_FILE, PairLinker
 from ..models.seq2seq import ModelSettings, Seq2SeqCorefModel, check_spec
 from .base import KBPipe
 
@@ -59,6 +61,8 @@ Clusters = List[List[Tuple[int, int]]]
         "merge": "agreement",
         "pronoun_agreement": True,
         "name_match": True,
+        "relink": True,
+        "link_threshold": 0.25,
         "mention_bias": 0.0,
         "keep_singletons": False,
         "span_cluster_prefix": DEFAULT_CLUSTER_PREFIX,
@@ -90,6 +94,8 @@ def make_seq2seq_coref(
     merge: str,
     pronoun_agreement: bool,
     name_match: bool,
+    relink: bool,
+    link_threshold: float,
     mention_bias: float,
     keep_singletons: bool,
     span_cluster_prefix: str,
@@ -119,6 +125,14 @@ def make_seq2seq_coref(
     person/number/gender (I/you/he/she/it/we/they). ``name_match``: clusters that hold
     the same name (a mention's text with a capitalized word that is not a pronoun or
     determiner) anywhere in the doc are joined, which segments cannot see.
+    ``relink``: the generated mentions are re-clustered by a mention-pair linker
+    (``models.coref_linker``: each mention links to its most probable antecedent when
+    that probability is over ``link_threshold``) from what the segments and the merge
+    said, string match, pronoun agreement and distance. The linker is fitted to a
+    model's output (``python -m spacy_kbnlp coref fit-linker``) and given by
+    ``initialize(linker_path=...)`` or saved with the pipeline; the bundled model
+    comes with its own (fitted on its output on OntoGUM dev). A model without a
+    linker keeps its generated clusters.
     ``mention_bias`` is added to the logit of ``<m>`` when decoding (0: the model as trained; > 0 makes an undertrained
     model open mentions more readily; tune it on dev). ``progress`` shows segments
     done / total on stderr; documents over ``warn_tokens`` tokens get a warning
@@ -130,7 +144,8 @@ def make_seq2seq_coref(
         stride=stride, train_stride=train_stride, max_target_length=max_target_length,
         max_clusters=max_clusters, decoding=decoding, beam_size=beam_size,
         speculative=speculative, batch_segments=batch_segments, merge=merge,
-        pronoun_agreement=pronoun_agreement, name_match=name_match, mention_bias=mention_bias,
+        pronoun_agreement=pronoun_agreement, name_match=name_match, relink=relink,
+        link_threshold=link_threshold, mention_bias=mention_bias,
         keep_singletons=keep_singletons, span_cluster_prefix=span_cluster_prefix,
         progress=progress, warn_tokens=warn_tokens, device=device, scorer=scorer)
 
@@ -153,6 +168,8 @@ class Seq2SeqCoref(KBPipe):
                 ("speculative", isinstance(c["speculative"], int) and c["speculative"] >= 0),
                 ("batch_segments", isinstance(c["batch_segments"], int) and c["batch_segments"] >= 1),
                 ("merge", c["merge"] in MERGES),
+                ("link_threshold", isinstance(c["link_threshold"], (int, float))
+                 and 0.0 <= c["link_threshold"] <= 1.0),
                 ("warn_tokens", isinstance(c["warn_tokens"], int) and c["warn_tokens"] >= 0),
                 ("max_clusters", isinstance(c["max_clusters"], int) and c["max_clusters"] >= 1)):
             if not ok:
@@ -164,7 +181,8 @@ class Seq2SeqCoref(KBPipe):
                  action: str, aligned_input: bool, segment_length: int, stride: int,
                  train_stride: int, max_target_length: int, max_clusters: int, decoding: str,
                  beam_size: int, speculative: int, batch_segments: int, merge: str,
-                 pronoun_agreement: bool, name_match: bool, mention_bias: float,
+                 pronoun_agreement: bool, name_match: bool, relink: bool, link_threshold: float,
+                 mention_bias: float,
                  keep_singletons: bool, span_cluster_prefix: str, progress: bool, warn_tokens: int,
                  device: Optional[str], scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
@@ -180,12 +198,14 @@ class Seq2SeqCoref(KBPipe):
             "decoding": decoding, "beam_size": beam_size, "speculative": speculative,
             "batch_segments": batch_segments, "merge": merge,
             "pronoun_agreement": bool(pronoun_agreement), "name_match": name_match,
+            "relink": bool(relink), "link_threshold": link_threshold,
             "mention_bias": float(mention_bias), "keep_singletons": keep_singletons,
             "span_cluster_prefix": span_cluster_prefix, "progress": bool(progress),
             "warn_tokens": warn_tokens, "device": device, "format_version": FORMAT_VERSION,
         }
         self.check_settings()
         self.coref_model: Optional[Seq2SeqCorefModel] = None
+        self.linker: Optional[PairLinker] = None
         self.stats: Dict[str, float] = defaultdict(float)
         # set to a list to collect every segment's decoded tokens (benchmarks)
         self.record: Optional[List[List[int]]] = None
@@ -218,15 +238,28 @@ class Seq2SeqCoref(KBPipe):
         return self.coref_model
 
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
-                   nlp: Optional[Language] = None, model_path: Optional[str] = None) -> None:
+                   nlp: Optional[Language] = None, model_path: Optional[str] = None,
+                   linker_path: Optional[str] = None) -> None:
         """Load the seq2seq model (``model_path`` overrides the ``model`` setting), or
-        warm-start the default encoder-decoder."""
+        warm-start the default encoder-decoder; ``linker_path``: a pair linker folder
+        (``PairLinker.to_disk``) for ``relink`` instead of the bundled one."""
         if get_examples is not None:
             validate_get_examples(get_examples, "Seq2SeqCoref.initialize")
         path = model_path if model_path else self.cfg["model"]
         self.coref_model = Seq2SeqCorefModel.load(
             path, self.settings, warm_start=self.cfg["warm_start"], device=self.cfg["device"],
             decoder_layers=self.cfg["decoder_layers"])
+        self.linker = PairLinker.from_disk(linker_path) if linker_path else None
+
+    def pair_linker(self) -> Optional[PairLinker]:
+        """The linker ``relink`` uses: the one given to ``initialize`` or saved with the
+        pipeline; for the bundled model, the bundled one. None when ``relink`` is off
+        or the model has no linker (fit one with ``coref fit-linker``)."""
+        if not self.cfg["relink"]:
+            return None
+        if self.linker is None and is_bundled_ref(self.cfg["model"]):
+            self.linker = PairLinker.from_disk(resolve_bundled(bundled_ref("seq2seq_coref_linker")))
+        return self.linker
 
     # --- prediction
     def predict(self, docs: Iterable[Doc]) -> List[Clusters]:
@@ -249,7 +282,9 @@ class Seq2SeqCoref(KBPipe):
                                      beam_size=c["beam_size"], n_propose=n_propose,
                                      mention_bias=c.get("mention_bias", 0.0),
                                      batch_segments=c["batch_segments"], merge=c["merge"],
-                                     name_match=c["name_match"], stats=self.stats, record=self.record,
+                                     name_match=c["name_match"], linker=self.pair_linker(),
+                                     link_threshold=c["link_threshold"], stats=self.stats,
+                                     record=self.record,
                                      progress=progress)
         finally:
             progress.close()
@@ -328,10 +363,20 @@ class Seq2SeqCoref(KBPipe):
         self._require_model()
 
     def serializers(self) -> Dict[str, Callable[[Path], None]]:
-        return {"model": lambda p: self.coref_model.save(p)}
+        return {"model": lambda p: self.coref_model.save(p), "linker": self._save_linker}
 
     def deserializers(self) -> Dict[str, Callable[[Path], None]]:
-        return {"model": self._load_model}
+        return {"model": self._load_model, "linker": self._load_linker}
+
+    def _save_linker(self, p: Path) -> None:
+        linker = self.pair_linker() or self.linker
+        if linker is not None:
+            linker.to_disk(p)
+
+    def _load_linker(self, p: Path) -> None:
+        """A pipeline saved before the linker existed has none: ``relink`` then uses
+        the bundled one."""
+        self.linker = PairLinker.from_disk(p) if (p / SPEC_FILE).exists() else None
 
     def _load_model(self, p: Path) -> None:
         if not Seq2SeqCorefModel.is_saved_model(p):

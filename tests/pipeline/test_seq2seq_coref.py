@@ -270,6 +270,35 @@ def test_calibrate_mention_bias(trained, tmp_path):
         calibrate(tmp_path / "pipeline", tmp_path / "empty.spacy", tmp_path / "out3")
 
 
+def test_fit_linker(trained, tmp_path):
+    """``coref fit-linker`` decodes the dev docs once, cross-validates the threshold over
+    even/odd docs and writes a linker that ``initialize(linker_path=...)`` loads; too
+    few docs or bad thresholds are coded errors (KBE266)."""
+    from spacy_kbnlp.cli.coref import DEFAULT_THRESHOLDS, fit_linker
+    from spacy_kbnlp.models.coref_linker import PairLinker
+
+    ref = _example(trained).reference
+    DocBin(docs=[ref] * 4, store_user_data=True).to_disk(tmp_path / "dev.spacy")
+    res = fit_linker(trained, tmp_path / "dev.spacy", tmp_path / "linker")
+    assert res["docs"] == 4 and [c["threshold"] for c in res["curve"]] == sorted(DEFAULT_THRESHOLDS)
+    assert res["without_linker_conll_f"] == pytest.approx(1.0)  # the overfit model's own clusters
+    assert res["cv_conll_f"] == pytest.approx(1.0) and res["link_threshold"] == min(DEFAULT_THRESHOLDS)
+    assert trained.get_pipe("seq2seq_coref").linker is None  # the pipeline is left as it was
+    linker = PairLinker.from_disk(tmp_path / "linker")
+    assert linker.trained_on == "dev.spacy (4 docs)"
+    comp = trained.get_pipe("seq2seq_coref")
+    try:
+        comp.linker = linker
+        assert clusters(trained(" ".join(WORDS))) == GOLD
+    finally:
+        comp.linker = None
+    with pytest.raises(ValueError, match="KBE266.*thresholds"):
+        fit_linker(trained, tmp_path / "dev.spacy", tmp_path / "l2", thresholds=[1.5])
+    DocBin(docs=[ref], store_user_data=True).to_disk(tmp_path / "one.spacy")
+    with pytest.raises(ValueError, match="KBE266.*at least 2"):
+        fit_linker(trained, tmp_path / "one.spacy", tmp_path / "l3")
+
+
 def test_update_steps_own_optimizer(tiny_dir):
     import torch
 
@@ -439,3 +468,46 @@ def test_load_config_overrides_and_model_architecture(trained, tmp_path):
     for setting, value in (("representation", "integer_free"), ("max_clusters", 7)):
         with pytest.raises(ValueError, match=f"KBE161.*{setting}"):
             spacy.load(tmp_path, config={"components": {"seq2seq_coref": {setting: value}}})
+
+
+def test_relink_settings_and_the_bundled_models_linker():
+    nlp = English()
+    with pytest.raises(ValueError, match="KBE259.*link_threshold"):
+        nlp.add_pipe("seq2seq_coref", name="c1", config={"link_threshold": 1.5})
+    comp = nlp.add_pipe("seq2seq_coref", name="c2", config={
+        "model": {"@misc": "spacy_kbnlp.BundledCorefModel.v1"}})
+    assert comp.cfg["relink"] is True and comp.cfg["link_threshold"] == 0.25
+    assert comp.pair_linker() is not None  # the bundled model comes with its linker
+    comp.cfg["relink"] = False
+    assert comp.pair_linker() is None
+
+
+def test_relink_with_a_fitted_linker_and_round_trip(trained, tiny_dir, tmp_path):
+    import numpy
+
+    from spacy_kbnlp.models.coref_linker import FEATURES, PairLinker
+
+    text = " ".join(WORDS)
+    comp = trained.get_pipe("seq2seq_coref")
+    assert comp.pair_linker() is None and clusters(trained(text)) == GOLD  # no linker: as generated
+    never = numpy.zeros(len(FEATURES))
+    never[FEATURES.index("bias")] = -10.0
+    follow = never.copy()  # link where the decoder's segment put the pair together
+    follow[FEATURES.index("co_clustered")] = 20.0
+    try:
+        comp.linker = PairLinker(never)
+        assert clusters(trained(text)) == []  # every link refused: only singletons, dropped
+        comp.linker = PairLinker(follow)
+        assert clusters(trained(text)) == GOLD
+        PairLinker(never).to_disk(tmp_path / "never")
+        trained.to_disk(tmp_path / "nlp")
+        loaded = spacy.load(tmp_path / "nlp")
+        assert numpy.array_equal(loaded.get_pipe("seq2seq_coref").linker.weights, comp.linker.weights)
+        assert clusters(loaded(text)) == GOLD
+    finally:
+        comp.linker = None
+    nlp = _make(tiny_dir)
+    nlp.config["initialize"]["components"]["seq2seq_coref"] = {"linker_path": str(tmp_path / "never")}
+    nlp.initialize()
+    assert nlp.get_pipe("seq2seq_coref").linker.weights[0] == -10.0
+    assert clusters(nlp(text)) == []

@@ -1,0 +1,133 @@
+"""The mention-pair linker of seq2seq_coref's ``relink`` (models.coref_linker)."""
+import math
+from pathlib import Path
+
+import numpy
+import pytest
+
+from spacy_kbnlp.core.bundled import bundled_ref, resolve_bundled
+from spacy_kbnlp.models.coref_linker import (FEATURES, SPEC_FILE, WEIGHTS_FILE, PairLinker,
+                                             best_first, fit_pair_linker, mention_kind,
+                                             pair_features, pair_labels)
+
+WORDS = "Mary met John . She smiled at him and he left the house . Mary waved .".split()
+MARY, JOHN, SHE, HIM, HE, HOUSE, MARY2 = (0, 1), (2, 3), (4, 5), (7, 8), (9, 10), (11, 13), (14, 15)
+
+
+def col(name):
+    return FEATURES.index(name)
+
+
+def test_mention_kind():
+    assert [mention_kind(w.split()) for w in ("he", "It", "This", "Mary Shelley", "the house",
+                                               "The house")] == ["3m", "3n", "dem", "name", "np", "np"]
+
+
+def test_pair_features_exact():
+    # one segment: the decoder put Mary+She and John+him+he together; the house alone
+    segments = [[[MARY, SHE], [JOHN, HIM, HE], [HOUSE]]]
+    merged = [[MARY, SHE, MARY2], [JOHN, HIM, HE], [HOUSE]]
+    mentions, pairs, X = pair_features(segments, merged, WORDS, max_distance=400)
+    assert mentions == [MARY, JOHN, SHE, HIM, HE, HOUSE, MARY2]
+    assert X.shape == (len(pairs), len(FEATURES)) and len(pairs) == 21  # every earlier mention
+    row = X[pairs.index((0, 2))]  # Mary <- She
+    assert row[col("co_cluster_rate")] == 1.0 and row[col("seen_together")] == 1.0
+    assert row[col("merged_together")] == 1.0 and row[col("same_text")] == 0.0
+    assert row[col("pronoun_after_noun")] == 1.0 and row[col("mention_3f")] == 1.0
+    assert row[col("antecedent_name")] == 1.0
+    assert math.isclose(row[col("log_distance")], math.log1p(4), rel_tol=1e-6)
+    assert math.isclose(row[col("log_sentence_ends")], math.log1p(1), rel_tol=1e-6)
+    row = X[pairs.index((3, 4))]  # him <- he: same segment cluster, same pronoun class
+    assert row[col("same_pronoun_class")] == 1.0 and row[col("same_sentence")] == 1.0
+    row = X[pairs.index((2, 4))]  # She <- he: seen together, never clustered, classes conflict
+    assert row[col("co_cluster_rate")] == 0.0 and row[col("seen_together")] == 1.0
+    assert row[col("pronoun_class_conflict")] == 1.0
+    row = X[pairs.index((0, 6))]  # Mary <- Mary (2nd): only the merge (a name match) joined them
+    assert row[col("seen_together")] == 0.0 and row[col("merged_together")] == 1.0
+    assert row[col("same_text")] == 1.0 and row[col("shared_name_word")] == 1.0
+    assert pair_labels(mentions, [(0, 2), (0, 1), (1, 3)], [[MARY, SHE], [JOHN, HIM]]).tolist() == [1, 0, 1]
+
+
+def test_candidates_far_back_only_through_the_merge_or_a_name():
+    words = ["Ann", "met", "Bob"] + ["x"] * 50 + ["Ann", "and", "it"]
+    ann, bob, ann2, it = (0, 1), (2, 3), (53, 54), (55, 56)
+    mentions, pairs, _ = pair_features([[[ann], [bob]], [[ann2], [it]]], [[ann], [bob], [ann2], [it]],
+                                       words, max_distance=10)
+    # Bob is too far from the second Ann and from "it"; the first Ann shares a name with the second
+    assert sorted(pairs) == [(0, 1), (0, 2), (2, 3)]
+    assert mentions == [ann, bob, ann2, it]
+    mentions, pairs, _ = pair_features([[[ann], [bob]], [[ann2], [it]]], [[ann, ann2], [bob, it]],
+                                       words, max_distance=10, max_far=0)
+    assert sorted(pairs) == [(0, 1), (2, 3)]
+
+
+def test_best_first_clusters():
+    mentions = [(0, 1), (2, 3), (4, 5), (6, 7)]
+    pairs = [(0, 1), (0, 2), (1, 2), (0, 3), (2, 3)]
+    probs = [0.2, 0.7, 0.6, 0.3, 0.3]
+    # 2 -> 0 (0.7 beats 0.6); 3: 0.3 is not over the threshold 0.3; 1 alone
+    assert best_first(mentions, pairs, probs, 0.3) == [[(0, 1), (4, 5)], [(2, 3)], [(6, 7)]]
+    assert best_first(mentions, pairs, probs, 0.25) == [[(0, 1), (4, 5), (6, 7)], [(2, 3)]]
+    assert best_first(mentions, [], [], 0.5) == [[m] for m in mentions]
+
+
+def test_best_first_keeps_entities_consistent():
+    mentions = [MARY, JOHN, SHE, HIM, HE, MARY2]
+    pairs = [(0, 2), (1, 2), (2, 3), (1, 3), (3, 4), (2, 4), (0, 5), (1, 5)]
+    probs = [0.6, 0.4, 0.3, 0.2, 0.9, 0.95, 0.5, 0.7]
+    # without words: him -> She (0.3) chains Mary, She, him, he; Mary (2nd) -> John (0.7)
+    assert best_first(mentions, pairs, probs, 0.1) == [[MARY, SHE, HIM, HE], [JOHN, MARY2]]
+    # with words: him may not join {Mary, She} (her class is not his): it takes John;
+    # he may not join She's cluster: him's; the second Mary may not join John's: Mary's
+    assert best_first(mentions, pairs, probs, 0.1, WORDS) == [[MARY, SHE, MARY2], [JOHN, HIM, HE]]
+
+
+def _doc(decoder_right: bool):
+    """A doc whose decoder clusters are right (or swap he/she), with its gold."""
+    gold = [[MARY, SHE, MARY2], [JOHN, HIM, HE]]
+    seg = [[MARY, SHE], [JOHN, HIM, HE]] if decoder_right else [[MARY, HE], [JOHN, HIM, SHE]]
+    merged = [[MARY, SHE, MARY2], [JOHN, HIM, HE]] if decoder_right else [[MARY, HE, MARY2], [JOHN, HIM, SHE]]
+    return [seg], merged, WORDS, gold
+
+
+def test_fit_link_and_round_trip(tmp_path):
+    docs = [_doc(True)] * 3 + [_doc(False)]
+    linker = fit_pair_linker(docs, l2=0.1, trained_on="four toy docs")
+    segs, merged, words, gold = _doc(True)
+    assert [c for c in linker.link(segs, merged, words, 0.5) if len(c) > 1] == gold
+    linker.to_disk(tmp_path / "linker")
+    again = PairLinker.from_disk(tmp_path / "linker")
+    assert again.trained_on == "four toy docs" and again.max_distance == linker.max_distance
+    _, _, X = pair_features(segs, merged, words)
+    assert numpy.array_equal(again.probabilities(X), linker.probabilities(X))
+    data = bytearray((tmp_path / "linker" / WEIGHTS_FILE).read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "linker" / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="KBE159"):
+        PairLinker.from_disk(tmp_path / "linker")
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    segs, merged, words, _ = _doc(True)
+    with pytest.raises(ValueError, match="KBE266.*need both"):
+        fit_pair_linker([(segs, merged, words, [])])
+    with pytest.raises(ValueError, match="KBE266.*weights for"):
+        PairLinker([0.0, 1.0])
+    with pytest.raises(ValueError, match="KBE266.*no linker.json"):
+        PairLinker.from_disk(tmp_path)
+
+
+def test_bundled_linker_loads_checked():
+    path = resolve_bundled(bundled_ref("seq2seq_coref_linker"))
+    assert sorted(p.name for p in Path(path).iterdir() if p.name != "linker_fit.json") == sorted(
+        [SPEC_FILE, WEIGHTS_FILE])
+    linker = PairLinker.from_disk(path)  # sha256 of the weights checked against linker.json
+    assert linker.weights.shape == (len(FEATURES),)
+    # what the bundled linker learned, on a toy doc: a pronoun the decoder put with the
+    # previous one of its class links; a repeated name links; a pronoun of another class does not
+    segments = [[[MARY, SHE], [JOHN, HIM, HE], [HOUSE]]]
+    merged = [[MARY, SHE, MARY2], [JOHN, HIM, HE], [HOUSE]]
+    mentions, pairs, X = pair_features(segments, merged, WORDS)
+    prob = dict(zip([(mentions[i], mentions[j]) for i, j in pairs], linker.probabilities(X)))
+    assert prob[(HIM, HE)] > 0.5 and prob[(MARY, MARY2)] > 0.5
+    assert prob[(SHE, HE)] < 0.1 and prob[(MARY, JOHN)] < 0.1
