@@ -48,7 +48,7 @@ NOTES = ROOT / "benchmarks" / "README_coref.md"
 BUNDLE = ROOT / "spacy_kbnlp" / "assets" / "seq2seq_coref"
 TEST = ROOT / "corpus" / "coref" / "ontogum_test.spacy"
 # the status table's coreference rows: our best test run and the spacy-experimental peer
-STATUS_SYSTEM = "seq2seq_bundled_names"   # the shipped model with the default decoding (speed)
+STATUS_SYSTEM = "seq2seq_bundled_relink"   # the shipped model with the default decoding (speed)
 STATUS_TRAINED = "seq2seq_full_copy_aligned"  # the training run behind it
 STATUS_PEERS = ("spacy_experimental_coref", "spacy_experimental_coref_head_subtree")
 MASC = {"he", "him", "his", "himself"}
@@ -161,7 +161,9 @@ def cmd_speed(args) -> None:
                      forward_passes=m["forward_passes"], segments=m["segments"],
                      decoding=decoding_name(c), decoder="lean" if lean else "hf",
                      merge=c["merge"], pronoun_agreement=c["pronoun_agreement"],
-                     name_match=c["name_match"], segment_length=c["segment_length"], stride=c["stride"],
+                     name_match=c["name_match"], relink=c["relink"],
+                     link_threshold=c["link_threshold"] if c["relink"] else None,
+                     segment_length=c["segment_length"], stride=c["stride"],
                      pipeline=str(args.pipeline), threads=args.threads)
         entries[args.name + ("_before" if label == "before" else "")] = entry
         print(label, json.dumps(entry, indent=1), flush=True)
@@ -172,7 +174,8 @@ def cmd_speed(args) -> None:
              "ratio": runs["after"]["docs_per_s"] / runs["before"]["docs_per_s"],
              "before": entries[args.name + "_before"]["decoding"] + ", hf decoder, stride 128, union",
              "after": entries[args.name]["decoding"] + f", lean decoder, stride {comp.cfg['stride']}, "
-                      f"{comp.cfg['merge']}" + (", name match" if comp.cfg["name_match"] else ""),
+                      f"{comp.cfg['merge']}" + (", name match" if comp.cfg["name_match"] else "")
+                      + (", relink" if comp.cfg["relink"] else ""),
              "threads": args.threads}
     if args.greedy_docs:
         # plain greedy decoding (one segment at a time, no proposals) against the default
