@@ -30,7 +30,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy
 
@@ -76,13 +76,15 @@ def _describe(words: Sequence[str]) -> Tuple[str, str, str, frozenset, frozenset
     return " ".join(low), low[-1] if low else "", mention_kind(words), content, names
 
 
-def pair_features(segments: Sequence[Sequence[Sequence[Span]]], clusters: Sequence[Sequence[Span]],
-                  words: Sequence[str], *, max_distance: int = 400, max_far: int = 50
-                  ) -> Tuple[List[Span], List[Tuple[int, int]], numpy.ndarray]:
-    """``(mentions in document order, candidate pairs (antecedent index, mention
-    index), features (pairs, len(FEATURES)))`` for one document: ``segments`` are the
-    decoder's clusters per segment, ``clusters`` the merged ones, all in the
-    document's token coordinates; ``words`` the document's token texts."""
+def pair_blocks(segments: Sequence[Sequence[Sequence[Span]]], clusters: Sequence[Sequence[Span]],
+                words: Sequence[str], *, max_distance: int = 400, max_far: int = 50
+                ) -> Tuple[List[Span], Iterator[Tuple[int, List[int], numpy.ndarray]]]:
+    """``(mentions in document order, blocks)`` for one document: ``segments`` are
+    the decoder's clusters per segment, ``clusters`` the merged ones, all in the
+    document's token coordinates; ``words`` the document's token texts. Each block
+    is ``(mention index j, its candidate antecedents' indices, their features
+    (candidates, len(FEATURES)))``, one mention at a time, so that a long document
+    never holds every pair's features at once."""
     seen: Counter = Counter()
     together: Counter = Counter()
     mentions_set = set()
@@ -100,36 +102,56 @@ def pair_features(segments: Sequence[Sequence[Sequence[Span]]], clusters: Sequen
     mentions = sorted(mentions_set)
     info = [_describe(words[s:e]) for s, e in mentions]
     ends = numpy.cumsum([1 if w in (".", "!", "?") else 0 for w in words] + [0])
-    pairs: List[Tuple[int, int]] = []
-    rows: List[List[float]] = []
-    for j, mj in enumerate(mentions):
-        tj, hj, kj, cj, nj = info[j]
-        far = 0
-        for i in range(j - 1, -1, -1):
-            mi = mentions[i]
-            if mi[1] > mj[0]:  # nested or overlapping: never one entity
-                continue
-            ti, hi, ki, ci, ni = info[i]
-            dist = mj[0] - mi[0]
-            if dist > max_distance:
-                if far >= max_far or not (merged.get(mi, -1) == merged.get(mj, -2) or (ni & nj)):
+
+    def blocks() -> Iterator[Tuple[int, List[int], numpy.ndarray]]:
+        for j, mj in enumerate(mentions):
+            tj, hj, kj, cj, nj = info[j]
+            far = 0
+            antecedents: List[int] = []
+            rows: List[List[float]] = []
+            for i in range(j - 1, -1, -1):
+                mi = mentions[i]
+                if mi[1] > mj[0]:  # nested or overlapping: never one entity
                     continue
-                far += 1
-            n_seen, n_tog = seen.get((mi, mj), 0), together.get((mi, mj), 0)
-            sents = int(ends[mj[0]] - ends[mi[1]])
-            pi, pj = ki in PRONOUN_CLASSES, kj in PRONOUN_CLASSES
-            row = [1.0, n_tog / n_seen if n_seen else 0.0, float(n_seen > 0), float(n_tog > 0),
-                   math.log1p(n_tog), float(merged.get(mi, -1) == merged.get(mj, -2)),
-                   float(ti == tj), float(hi == hj), float(bool(ci & cj)), float(bool(ni & nj)),
-                   math.log1p(dist), math.log1p(sents), float(sents == 0),
-                   float(pi and pj and ki == kj), float(pi and pj and ki != kj),
-                   float(pj and ki in ("name", "np")), float(pi and kj in ("name", "np")),
-                   float(ki == kj == "name"), float(ki == kj == "np"),
-                   math.log1p(mi[1] - mi[0]), math.log1p(mj[1] - mj[0])]
-            row += [float(kj == k) for k in KINDS] + [float(ki == k) for k in KINDS]
-            pairs.append((i, j))
-            rows.append(row)
-    X = numpy.asarray(rows, dtype=numpy.float32).reshape(len(rows), len(FEATURES))
+                ti, hi, ki, ci, ni = info[i]
+                dist = mj[0] - mi[0]
+                if dist > max_distance:
+                    if far >= max_far or not (merged.get(mi, -1) == merged.get(mj, -2) or (ni & nj)):
+                        continue
+                    far += 1
+                n_seen, n_tog = seen.get((mi, mj), 0), together.get((mi, mj), 0)
+                sents = int(ends[mj[0]] - ends[mi[1]])
+                pi, pj = ki in PRONOUN_CLASSES, kj in PRONOUN_CLASSES
+                row = [1.0, n_tog / n_seen if n_seen else 0.0, float(n_seen > 0), float(n_tog > 0),
+                       math.log1p(n_tog), float(merged.get(mi, -1) == merged.get(mj, -2)),
+                       float(ti == tj), float(hi == hj), float(bool(ci & cj)), float(bool(ni & nj)),
+                       math.log1p(dist), math.log1p(sents), float(sents == 0),
+                       float(pi and pj and ki == kj), float(pi and pj and ki != kj),
+                       float(pj and ki in ("name", "np")), float(pi and kj in ("name", "np")),
+                       float(ki == kj == "name"), float(ki == kj == "np"),
+                       math.log1p(mi[1] - mi[0]), math.log1p(mj[1] - mj[0])]
+                row += [float(kj == k) for k in KINDS] + [float(ki == k) for k in KINDS]
+                antecedents.append(i)
+                rows.append(row)
+            if rows:
+                yield j, antecedents, numpy.asarray(rows, dtype=numpy.float32)
+
+    return mentions, blocks()
+
+
+def pair_features(segments: Sequence[Sequence[Sequence[Span]]], clusters: Sequence[Sequence[Span]],
+                  words: Sequence[str], *, max_distance: int = 400, max_far: int = 50
+                  ) -> Tuple[List[Span], List[Tuple[int, int]], numpy.ndarray]:
+    """``(mentions, candidate pairs (antecedent index, mention index), features
+    (pairs, len(FEATURES)))``: :func:`pair_blocks` all at once (for fitting)."""
+    mentions, blocks = pair_blocks(segments, clusters, words, max_distance=max_distance,
+                                   max_far=max_far)
+    pairs: List[Tuple[int, int]] = []
+    parts: List[numpy.ndarray] = []
+    for j, antecedents, X in blocks:
+        pairs.extend((i, j) for i in antecedents)
+        parts.append(X)
+    X = numpy.concatenate(parts) if parts else numpy.zeros((0, len(FEATURES)), dtype=numpy.float32)
     return mentions, pairs, X
 
 
@@ -213,10 +235,16 @@ class PairLinker:
     def link(self, segments: Sequence[Sequence[Sequence[Span]]], clusters: Sequence[Sequence[Span]],
              words: Sequence[str], threshold: float) -> List[List[Span]]:
         """One document's clusters re-decided from its segments' and merged clusters."""
-        mentions, pairs, X = pair_features(segments, clusters, words,
-                                           max_distance=self.max_distance, max_far=self.max_far)
-        return best_first(mentions, pairs, self.probabilities(X) if len(pairs) else [], threshold,
-                          words)
+        mentions, blocks = pair_blocks(segments, clusters, words, max_distance=self.max_distance,
+                                       max_far=self.max_far)
+        pairs: List[Tuple[int, int]] = []
+        probs: List[float] = []
+        for j, antecedents, X in blocks:  # keep only the links over the threshold
+            for i, p in zip(antecedents, self.probabilities(X)):
+                if p > threshold:
+                    pairs.append((i, j))
+                    probs.append(float(p))
+        return best_first(mentions, pairs, probs, threshold, words)
 
     # --- serialization: safetensors + a JSON spec with its sha256
     def to_disk(self, path: Union[str, Path]) -> None:

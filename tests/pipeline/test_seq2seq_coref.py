@@ -445,6 +445,12 @@ def test_10k_token_document_with_the_bundled_model(shared_data, capsys):
     for cl in doc._.coref_clusters:
         assert len(cl) >= 2 and all(0 <= s.start < s.end <= len(doc) for s in cl)
     assert seconds < 180
+    # the bundled model's pair linker ran: no entity holds pronouns of two classes
+    from spacy_kbnlp.models.coref_linker import PRONOUNS
+
+    assert comp.pair_linker() is not None
+    for cl in doc._.coref_clusters:
+        assert len({PRONOUNS[s.text.lower()] for s in cl if len(s) == 1 and s.text.lower() in PRONOUNS}) <= 1
 
 
 def test_load_config_overrides_and_model_architecture(trained, tmp_path):
