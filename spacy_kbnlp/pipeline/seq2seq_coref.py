@@ -20,9 +20,9 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 
+from ..core.bundled import bundled_ref, is_bundled_ref, resolve_bundled
 from ..errors import Errors, Warnings
 from ..extensions import DEFAULT_CLUSTER_PREFIX, install_extensions, set_coref_clusters
-from ..core.bundled import bundled_ref, is_bundled_ref, resolve_bundled
 from ..models.coref_grammar import MERGES
 from ..models.coref_linker import SPEC_FILE, PairLinker
 from ..models.seq2seq import ModelSettings, Seq2SeqCorefModel, check_spec
