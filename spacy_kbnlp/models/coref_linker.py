@@ -28,6 +28,7 @@ model on OntoGUM dev); they are stored as safetensors with their sha256.
 """
 import json
 import math
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -103,22 +104,44 @@ def pair_blocks(segments: Sequence[Sequence[Sequence[Span]]], clusters: Sequence
     info = [_describe(words[s:e]) for s, e in mentions]
     ends = numpy.cumsum([1 if w in (".", "!", "?") else 0 for w in words] + [0])
 
+    starts = [m[0] for m in mentions]
+    # far candidates come only through the merged clusters or a shared name word
+    by_key: Dict[Tuple[str, object], List[int]] = defaultdict(list)
+    for k, m in enumerate(mentions):
+        if m in merged:
+            by_key[("cluster", merged[m])].append(k)
+        for w in info[k][4]:
+            by_key[("name", w)].append(k)
+
+    def far_candidates(j: int, before: int) -> List[int]:
+        """The ``max_far`` nearest mentions before index ``before`` that share the
+        merged cluster or a name word with mention ``j``."""
+        keys = ([("cluster", merged[mentions[j]])] if mentions[j] in merged else []) + [
+            ("name", w) for w in info[j][4]]
+        found = set()
+        for key in keys:
+            rows = by_key[key]
+            found.update(rows[max(0, bisect_left(rows, before) - max_far):bisect_left(rows, before)])
+        return sorted(found, reverse=True)
+
     def blocks() -> Iterator[Tuple[int, List[int], numpy.ndarray]]:
         for j, mj in enumerate(mentions):
             tj, hj, kj, cj, nj = info[j]
-            far = 0
+            near_from = bisect_left(starts, mj[0] - max_distance)  # first mention within reach
+            far = far_candidates(j, near_from) if max_far > 0 else []
             antecedents: List[int] = []
             rows: List[List[float]] = []
-            for i in range(j - 1, -1, -1):
+            n_far = 0
+            for i in list(range(j - 1, near_from - 1, -1)) + far:
                 mi = mentions[i]
                 if mi[1] > mj[0]:  # nested or overlapping: never one entity
                     continue
+                if i < near_from:
+                    if n_far >= max_far:
+                        break
+                    n_far += 1
                 ti, hi, ki, ci, ni = info[i]
                 dist = mj[0] - mi[0]
-                if dist > max_distance:
-                    if far >= max_far or not (merged.get(mi, -1) == merged.get(mj, -2) or (ni & nj)):
-                        continue
-                    far += 1
                 n_seen, n_tog = seen.get((mi, mj), 0), together.get((mi, mj), 0)
                 sents = int(ends[mj[0]] - ends[mi[1]])
                 pi, pj = ki in PRONOUN_CLASSES, kj in PRONOUN_CLASSES

@@ -1,5 +1,6 @@
 """The mention-pair linker of seq2seq_coref's ``relink`` (models.coref_linker)."""
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy
@@ -131,3 +132,17 @@ def test_bundled_linker_loads_checked():
     prob = dict(zip([(mentions[i], mentions[j]) for i, j in pairs], linker.probabilities(X)))
     assert prob[(HIM, HE)] > 0.5 and prob[(MARY, MARY2)] > 0.5
     assert prob[(SHE, HE)] < 0.1 and prob[(MARY, JOHN)] < 0.1
+
+
+def test_candidates_per_mention_are_bounded_on_a_long_document():
+    """The same name every 100 tokens, 500 times (one merged cluster): each mention
+    gets its 4 neighbours within max_distance and the 50 nearest farther ones."""
+    words = (["Ann"] + ["x"] * 99) * 500
+    ments = [(k * 100, k * 100 + 1) for k in range(500)]
+    mentions, pairs, X = pair_features([[ments[k:k + 3]] for k in range(0, 500, 3)], [ments], words,
+                                       max_distance=400, max_far=50)
+    per = Counter(j for _, j in pairs)
+    assert mentions == ments and per[499] == 54 and per[10] == 10 and per[54] == 54
+    assert len(pairs) == sum(min(j, 54) for j in range(500)) and X.shape == (len(pairs), len(FEATURES))
+    assert all(mentions[j][0] - mentions[i][0] <= 400 for i, j in pairs if j - i <= 4)
+    assert {j - i for i, j in pairs if j == 499} == set(range(1, 55))  # the nearest 54 of them
