@@ -167,4 +167,6 @@ def test_table_renders_ablation_rows_with_their_stride(bench, tmp_path, monkeypa
     scores = "57.0 | 42.4 | 34.5 | 44.6 | 34.9 | 74.1 | 0.323 | 602 | 123 | 5.6 | 857 / 75 / 4.5 |"
     assert f"| ours_agreement_pronouns_names | all docs of dev | 128 | {scores}" in out
     assert f"| ours_agreement_pronouns_names_stride192 | all docs of dev | 192 | {scores}" in out
-    assert bench.ABLATIONS["agreement_pronouns_names"] == ("agreement", True, True)
+    # (merge, pronoun agreement, name match, pair linker)
+    assert bench.ABLATIONS["agreement_pronouns_names"] == ("agreement", True, True, False)
+    assert bench.ABLATIONS["agreement_pronouns_names_relink"] == ("agreement", True, True, True)
