@@ -238,6 +238,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
             "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
             "neighbour_label_noise": pipe.module.neighbour_label_noise,
+            "retrieval_dropout": pipe.module.retrieval_dropout,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
             "losses": [round(float(x), 4) for x in losses],
@@ -278,7 +279,8 @@ def cmd_train(args) -> None:
                                 fresh_lr_scale=args.fresh_lr_scale,
                                 component=_given(negative_ratio=args.negative_ratio),
                                 model=_given(label_scoring=args.label_scoring,
-                                             neighbour_label_noise=args.neighbour_label_noise))
+                                             neighbour_label_noise=args.neighbour_label_noise,
+                                             retrieval_dropout=args.retrieval_dropout))
                 res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
@@ -597,7 +599,8 @@ def cmd_collect(args) -> None:
                                                 "train_docs", "train_instances", "lr",
                                                 "fresh_lr_scale", "token_loss_weight",
                                                 "negative_ratio", "label_scoring", "batch_docs",
-                                                "neighbour_label_noise",
+                                                "neighbour_label_noise", "retrieval_dropout",
+                                                "retrieval_mix",
                                                 "threads", "seed", "date") if k in run}
     for (dataset, fraction, system), by_seed in cells.items():
         scores = [by_seed[s] for s in sorted(by_seed)]
@@ -773,6 +776,9 @@ def main() -> None:
     t.add_argument("--neighbour-label-noise", type=float, default=None,
                    help="share of retrieved neighbours whose label is replaced in training (default: "
                         "the architecture's, 0)")
+    t.add_argument("--retrieval-dropout", type=float, default=None,
+                   help="probability that a training instance's soft prompts are hidden (default: the "
+                        "architecture's, 0)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--steps", type=int, default=0,
                    help="optimizer steps (0 = STEPS table); the run stops at min(epochs x batches, steps)")
