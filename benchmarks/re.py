@@ -12,6 +12,7 @@ saved predictions with ``spacy_kbnlp.scorers.rel`` and writes ``benchmarks/resul
     python benchmarks/re.py ruie                   # RUIE retriever, ETRAG preference (needs semeval_0.1_etrag --save)
     python benchmarks/re.py ruie --preference label   # RUIE retriever on the gold labels of the training queries
     python benchmarks/re.py label-match            # bm25, zero-shot MiniLM (+ ruie if trained)
+    python benchmarks/re.py gate --system etrag_rd05   # retrieval_mix chosen on dev (needs train --save)
     python benchmarks/re.py collect
 
 Training budget (2-core CPU): ``--steps`` caps the optimizer steps per run
@@ -564,6 +565,80 @@ def cmd_analyse(args) -> None:
         print(f"  {lab:32s} {row}")
 
 
+def mix_name(system: str, mix: float) -> str:
+    """The cell of a saved run's test predictions at ``retrieval_mix = mix``:
+    ``<system>_mix025`` for 0.25."""
+    return f"{system}_mix{int(round(mix * 100)):03d}"
+
+
+def cmd_gate(args) -> None:
+    """The trust gate's ``retrieval_mix`` chosen on the dev split: for every seed's saved
+    pipeline of ``--system`` (``train --save``), the label scores with and without the
+    neighbours (``score_instances``, ``no_prompts``) of the dev and the test instances,
+    once; for each lambda of ``--lambdas`` the mixed predictions
+    (``etrag_relation_extractor.mix_scores``, what ``retrieval_mix`` predicts) and their
+    F1. The lambda with the best mean dev F1 over the seeds is chosen (the test split
+    never chooses); test predictions are written as the run files of the cells
+    ``<system>_mix<lambda>`` (every lambda) and ``<system>_gate`` (the chosen one), the
+    dev and test F1 by lambda to ``re_runs/gate_<dataset>_<fraction>_<system>.json``."""
+    import statistics
+
+    import spacy
+    import torch
+
+    from spacy_kbnlp.pipeline.etrag_relation_extractor import mix_scores
+    from spacy_kbnlp.scorers import rel as rel_scorer
+
+    torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    lambdas = [float(x) for x in args.lambdas.split(",")]
+    seeds = [int(x) for x in str(args.seeds).split(",")]
+    f1: Dict[str, Dict[str, Dict[int, float]]] = {"dev": {}, "test": {}}
+    test_preds: Dict[int, Dict[float, List]] = {}
+    runs: Dict[int, Dict[str, Any]] = {}
+    for seed in seeds:
+        name = run_name(spec["name"], args.fraction, args.system, seed)
+        nlp = spacy.load(ROOT / "training" / "re_bench" / name)
+        pipe = nlp.get_pipe("etrag_relation_extractor")
+        runs[seed] = json.loads((RUNS / f"{name}.json").read_text())
+        for split in ("dev", "test"):
+            gold = load(spec, split, nlp)
+            docs = [eg.predicted for eg in with_gold_entities(nlp, gold)]
+            per_doc = [pipe.instances(d, gold=False) for d in docs]
+            flat = [i for insts in per_doc for i in insts]
+            t = time.perf_counter()
+            with_n, without = pipe.score_instances(flat), pipe.score_instances(flat, no_prompts=True)
+            print(f"  {name} {split}: {len(docs)} docs, two passes {time.perf_counter() - t:.0f} s", flush=True)
+            for lam in lambdas:
+                scores, preds, pos = mix_scores(with_n, without, lam), [], 0
+                for doc, insts in zip(docs, per_doc):
+                    pipe.set_annotations([doc], [(insts, scores[pos: pos + len(insts)])])
+                    preds.append(list(doc._.rel_records or []))
+                    pos += len(insts)
+                f1[split].setdefault(str(lam), {})[seed] = score_predictions(rel_scorer, spec["scorer"], gold, preds)
+                if split == "test":
+                    test_preds.setdefault(seed, {})[lam] = preds
+            print(f"  {name} {split} F1 by lambda: " +
+                  ", ".join(f"{lam:g}: {f1[split][str(lam)][seed]}" for lam in lambdas), flush=True)
+    dev_mean = {lam: statistics.mean(f1["dev"][str(lam)].values()) for lam in lambdas}
+    chosen = max(lambdas, key=lambda lam: (dev_mean[lam], -lam))  # ties: less mixing
+    for seed in seeds:
+        for lam, cell in [(lam, mix_name(args.system, lam)) for lam in lambdas] + [(chosen, f"{args.system}_gate")]:
+            run = {k: v for k, v in runs[seed].items() if k not in ("predictions", "losses", "date")}
+            run.update(system=cell, retrieval_mix=lam, trained_as=args.system,
+                       predictions=test_preds[seed][lam])
+            write(run_name(spec["name"], args.fraction, cell, seed), run)
+    summary = {"dataset": spec["name"], "fraction": args.fraction, "system": args.system, "seeds": seeds,
+               "lambdas": lambdas, "chosen_on": "dev", "retrieval_mix": chosen,
+               "dev_split": spec.get("dev"), "dev_id_mod": spec.get("id_mod", {}).get("dev"),
+               "dev_f1_by_lambda": {k: [v[s] for s in seeds] for k, v in f1["dev"].items()},
+               "dev_f1_mean_by_lambda": {str(k): round(v, 2) for k, v in dev_mean.items()},
+               "test_f1_by_lambda": {k: [v[s] for s in seeds] for k, v in f1["test"].items()},
+               "test_f1_mean_by_lambda": {k: round(statistics.mean(v.values()), 2) for k, v in f1["test"].items()}}
+    write(f"gate_{spec['name']}_{args.fraction}_{args.system}", summary)
+    print(json.dumps(summary, indent=1))
+
+
 def cmd_collect(args) -> None:
     """Score every saved run (``re_runs/<dataset>_<fraction>_<system>[_s<seed>].json``)
     against its dataset's test docs and merge ``benchmarks/results/re.json``: per cell
@@ -625,6 +700,12 @@ def cmd_collect(args) -> None:
         result.setdefault("label_match_at_5_by_store", {})[store] = {
             "directed": {k: v["share"] for k, v in data.items()},
             "undirected": {k: v.get("share_undirected") for k, v in data.items()}}
+    for gate in sorted(RUNS.glob("gate_*.json")):  # re.py gate: lambda chosen on dev, F1 by lambda
+        g = json.loads(gate.read_text())
+        cell = result.get(g["dataset"], {}).get(g["fraction"], {}).get(f"{g['system']}_gate")
+        if cell is not None:
+            cell.update({k: g[k] for k in ("retrieval_mix", "chosen_on", "dev_f1_mean_by_lambda",
+                                            "test_f1_mean_by_lambda")})
     for ruie in sorted(RUNS.glob("ruie*.json")):  # ruie (model preference), ruie_label, ruie_mixed
         speed[ruie.stem] = json.loads(ruie.read_text())
     speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
@@ -830,12 +911,19 @@ def main() -> None:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--warmup", type=int, default=2)
     c.add_argument("--steps", type=int, default=6)
+    g = sub.add_parser("gate")
+    _dataset_args(g, "semeval")
+    g.add_argument("--fraction", default="0.1")
+    g.add_argument("--system", default="etrag", help="the cell of the saved runs (e.g. etrag_rd05)")
+    g.add_argument("--seeds", default="0,1,2")
+    g.add_argument("--lambdas", default="0,0.25,0.5,0.75", help="retrieval_mix values to score on dev")
+    g.add_argument("--threads", type=int, default=1)
     sub.add_parser("collect")
     sub.add_parser("table")
     args = ap.parse_args()
     {"train": cmd_train, "knn": cmd_knn, "ruie": cmd_ruie, "label-match": cmd_label_match,
      "collect": cmd_collect, "table": cmd_table, "step-cost": cmd_step_cost,
-     "analyse": cmd_analyse}[args.cmd](args)
+     "analyse": cmd_analyse, "gate": cmd_gate}[args.cmd](args)
 
 
 if __name__ == "__main__":
