@@ -321,12 +321,16 @@ def ruie_name(preference: str, tag: str = "") -> str:
 
 
 def cmd_ruie(args) -> None:
-    """Train the RUIE retriever on the ``--fraction`` subset (queries = ``--queries``
-    docs of that training subset, never test docs; the store = the whole subset) with
-    the preference ``--preference``: ``model`` (the ETRAG model trained on that subset,
+    """Train the RUIE retriever on the ``--train-fraction`` subset of the training split
+    (default: ``--fraction``; queries = ``--queries`` docs of that subset, never test or
+    dev docs; the candidate store = the whole subset) with the preference
+    ``--preference``: ``model`` (the ETRAG model trained on that subset,
     ``train --save``), ``label`` (the gold labels of the training queries) or
     ``mixed`` (label + ``--weight`` x the standardised model preference). Writes
-    ``training/<ruie_name>/encoder`` and ``re_runs/<ruie_name>.json``."""
+    ``training/<ruie_name>/encoder`` and ``re_runs/<ruie_name>.json``. A retriever is
+    universal: trained on more labelled queries than the demonstration store it then
+    serves (``--train-fraction 1.0``), while ``--fraction`` names the store that
+    ``label-match --fraction`` measures it with (recorded as ``label_match_store``)."""
     import spacy
     import torch
 
@@ -337,7 +341,8 @@ def cmd_ruie(args) -> None:
     spec = spec_from_args(args)
     torch.set_num_threads(args.threads)
     nlp = spacy.blank("en")
-    train = subset(load(spec, "train", nlp), args.fraction)
+    train_fraction = args.train_fraction or args.fraction
+    train = subset(load(spec, "train", nlp), train_fraction)
     model = args.model or ROOT / "training" / "re_bench" / run_name(spec["name"], args.fraction, "etrag",
                                                                      args.model_seed)
     pref = LabelPreference() if args.preference == "label" else etrag_preference(model)
@@ -351,7 +356,12 @@ def cmd_ruie(args) -> None:
                       reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=args.batch_size,
                       lr=args.lr,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
-    meta.update(store_docs=len(train), fraction=args.fraction, dataset=spec["name"])
+    meta.update(store_docs=len(train), fraction=args.fraction, train_fraction=train_fraction,
+                dataset=spec["name"], label_match_store=args.fraction,
+                train_data=(f"{spec['name']} training split {spec.get('train')}"
+                            + (f" ids {spec['id_mod']['train']} (the dev ids excluded)" if spec.get("id_mod") else "")
+                            + f", fraction {train_fraction}: {len(train)} docs; test never"),
+                total_s=round(sum(meta.get(k) or 0 for k in ("preference_s", "reward_s", "bi_encoder_s")), 1))
     if args.preference != "label":
         meta["preference_model"] = (f"etrag_relation_extractor trained on {spec['name']} {args.fraction} "
                                     f"(benchmarks/re.py train --save, seed {args.model_seed})")
@@ -874,7 +884,11 @@ def main() -> None:
     k.add_argument("--k", type=int, default=5)
     r = sub.add_parser("ruie")
     _dataset_args(r, "semeval")
-    r.add_argument("--fraction", default="0.1")
+    r.add_argument("--fraction", default="0.1", help="the demonstration store (of label-match) and, unless "
+                   "--train-fraction, the training data")
+    r.add_argument("--train-fraction", default=None,
+                   help="share of the training split that trains the retriever (queries and candidate store; "
+                        "default: --fraction), e.g. 1.0 while the store stays at --fraction")
     r.add_argument("--queries", type=int, default=300, help="training docs used as queries (0 = all)")
     r.add_argument("--candidates", type=int, default=12)
     r.add_argument("--reward-steps", type=int, default=100, help="0 = no reward model, no KL term")
