@@ -608,7 +608,7 @@ def cmd_gate(args) -> None:
     runs: Dict[int, Dict[str, Any]] = {}
     for seed in seeds:
         name = run_name(spec["name"], args.fraction, args.system, seed)
-        nlp = spacy.load(ROOT / "training" / "re_bench" / name)
+        nlp = spacy.load(Path(args.models or ROOT / "training" / "re_bench") / name)
         pipe = nlp.get_pipe("etrag_relation_extractor")
         runs[seed] = json.loads((RUNS / f"{name}.json").read_text())
         for split in ("dev", "test"):
@@ -680,6 +680,8 @@ def cmd_collect(args) -> None:
         # every run predicted the test docs in file order: score the first test_limit
         f1 = score_predictions(rel_scorer, spec["scorer"], gold, run["predictions"][:len(gold)])
         cells.setdefault((dataset, run["fraction"], run["system"]), {})[int(run.get("seed", 0))] = f1
+        if "trained_as" in run:  # re.py gate: another mix of a trained run's scores, no training
+            continue
         speed[path.stem] = {k: run[k] for k in ("train_s", "infer_s", "docs_per_s", "steps",
                                                 "train_docs", "train_instances", "lr",
                                                 "fresh_lr_scale", "token_loss_weight",
@@ -932,6 +934,7 @@ def main() -> None:
     g.add_argument("--seeds", default="0,1,2")
     g.add_argument("--lambdas", default="0,0.25,0.5,0.75", help="retrieval_mix values to score on dev")
     g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--models", default=None, help="folder of the saved runs (default: training/re_bench)")
     sub.add_parser("collect")
     sub.add_parser("table")
     args = ap.parse_args()
