@@ -71,26 +71,22 @@ def test_collect_means_over_seeds(bench, folder, nlp, tmp_path, monkeypatch):
     assert macro == pytest.approx(100 * (2 / 3 + 0.8) / 2, abs=0.01)
 
 
-def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
-    """`analyse` on a saved ETRAG pipeline: per test instance the soft neighbours'
-    label mass (sums to 1), the gold / predicted / neighbour-top counts per label."""
-    import argparse
+def _tiny_etrag(bench, folder, tmp_path, **model):
+    """An ETRAG pipeline on the tiny T5, 5 updates on the folder's training docs."""
     import random
 
     import spacy
-    from spacy.training import Example
     from thinc.api import Adam
 
     from spacy_kbnlp.core.torch_io import set_seed
 
     from .llm.tiny import build_tiny_models
 
-    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
     tiny = build_tiny_models(tmp_path / "tiny")
     set_seed(0)
     nlp = spacy.blank("en")
-    nlp.add_pipe("etrag_relation_extractor", config={"model": {
-        "backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4}})
+    nlp.add_pipe("etrag_relation_extractor", config={"model": dict({
+        "backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4}, **model)})
     spec = bench.dataset_spec(str(folder))
     egs = bench.with_gold_entities(nlp, bench.load(spec, "train", nlp))
     nlp.initialize(lambda: egs)
@@ -98,6 +94,17 @@ def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
     for _ in range(5):
         random.Random(0).shuffle(egs)
         nlp.update(egs, sgd=opt)
+    return nlp
+
+
+def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
+    """`analyse` on a saved ETRAG pipeline: per test instance the soft neighbours'
+    label mass (sums to 1), the gold / predicted / neighbour-top counts per label."""
+    import argparse
+
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    nlp = _tiny_etrag(bench, folder, tmp_path)
+    spec = bench.dataset_spec(str(folder))
     nlp.to_disk(tmp_path / "model")
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None,
                               format="auto", scorer=None, test_limit=None, fraction="0.5", seed=0,
@@ -250,30 +257,14 @@ def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
     <system>_mix<lambda>) equal what the component predicts with that retrieval_mix; the
     <system>_gate cell holds the lambda with the best mean dev F1."""
     import argparse
-    import random
 
     import spacy
-    from thinc.api import Adam
-
-    from spacy_kbnlp.core.torch_io import set_seed
-
-    from .llm.tiny import build_tiny_models
 
     runs = tmp_path / "runs"
     monkeypatch.setattr(bench, "RUNS", runs)
     monkeypatch.setattr(bench, "RESULT", tmp_path / "re.json")
-    tiny = build_tiny_models(tmp_path / "tiny")
     spec = bench.dataset_spec(str(folder))
-    set_seed(0)
-    nlp = spacy.blank("en")
-    nlp.add_pipe("etrag_relation_extractor", config={"model": {
-        "backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4, "retrieval_dropout": 0.5}})
-    egs = bench.with_gold_entities(nlp, bench.load(spec, "train", nlp))
-    nlp.initialize(lambda: egs)
-    opt = Adam(0.01)
-    for _ in range(5):
-        random.Random(0).shuffle(egs)
-        nlp.update(egs, sgd=opt)
+    nlp = _tiny_etrag(bench, folder, tmp_path, retrieval_dropout=0.5)
     nlp.get_pipe("etrag_relation_extractor").refresh_bank()
     (tmp_path / "models").mkdir()
     nlp.to_disk(tmp_path / "models" / "mydata_0.5_etrag_rd")
