@@ -158,10 +158,9 @@ class EtragRelationExtractor(TrainablePipe):
     def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float,
                  refresh_every: int, batch_size: int, overwrite: bool,
                  token_loss_weight: float, fresh_lr_scale: float,
-                 spans_key: Optional[str], negative_ratio: float, scorer: Optional[Callable],
-                 retrieval_mix: float = 0.0):
-        """Settings as in the factory's ``default_config`` (their one definition;
-        ``retrieval_mix`` defaults to 0 here too, for pipelines built before it)."""
+                 spans_key: Optional[str], negative_ratio: float, retrieval_mix: float,
+                 scorer: Optional[Callable]):
+        """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
                                ("fresh_lr_scale", fresh_lr_scale),
                                ("negative_ratio", negative_ratio)):
