@@ -12,6 +12,7 @@ saved predictions with ``spacy_kbnlp.scorers.rel`` and writes ``benchmarks/resul
     python benchmarks/re.py ruie                   # RUIE retriever, ETRAG preference (needs semeval_0.1_etrag --save)
     python benchmarks/re.py ruie --preference label   # RUIE retriever on the gold labels of the training queries
     python benchmarks/re.py label-match            # bm25, zero-shot MiniLM (+ ruie if trained)
+    python benchmarks/re.py gate --system etrag_rd05   # retrieval_mix chosen on dev (needs train --save)
     python benchmarks/re.py collect
 
 Training budget (2-core CPU): ``--steps`` caps the optimizer steps per run
@@ -238,6 +239,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
             "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
             "neighbour_label_noise": pipe.module.neighbour_label_noise,
+            "retrieval_dropout": pipe.module.retrieval_dropout,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
             "losses": [round(float(x), 4) for x in losses],
@@ -278,7 +280,8 @@ def cmd_train(args) -> None:
                                 fresh_lr_scale=args.fresh_lr_scale,
                                 component=_given(negative_ratio=args.negative_ratio),
                                 model=_given(label_scoring=args.label_scoring,
-                                             neighbour_label_noise=args.neighbour_label_noise))
+                                             neighbour_label_noise=args.neighbour_label_noise,
+                                             retrieval_dropout=args.retrieval_dropout))
                 res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
@@ -318,12 +321,16 @@ def ruie_name(preference: str, tag: str = "") -> str:
 
 
 def cmd_ruie(args) -> None:
-    """Train the RUIE retriever on the ``--fraction`` subset (queries = ``--queries``
-    docs of that training subset, never test docs; the store = the whole subset) with
-    the preference ``--preference``: ``model`` (the ETRAG model trained on that subset,
+    """Train the RUIE retriever on the ``--train-fraction`` subset of the training split
+    (default: ``--fraction``; queries = ``--queries`` docs of that subset, never test or
+    dev docs; the candidate store = the whole subset) with the preference
+    ``--preference``: ``model`` (the ETRAG model trained on that subset,
     ``train --save``), ``label`` (the gold labels of the training queries) or
     ``mixed`` (label + ``--weight`` x the standardised model preference). Writes
-    ``training/<ruie_name>/encoder`` and ``re_runs/<ruie_name>.json``."""
+    ``training/<ruie_name>/encoder`` and ``re_runs/<ruie_name>.json``. A retriever is
+    universal: trained on more labelled queries than the demonstration store it then
+    serves (``--train-fraction 1.0``), while ``--fraction`` names the store that
+    ``label-match --fraction`` measures it with (recorded as ``label_match_store``)."""
     import spacy
     import torch
 
@@ -334,7 +341,8 @@ def cmd_ruie(args) -> None:
     spec = spec_from_args(args)
     torch.set_num_threads(args.threads)
     nlp = spacy.blank("en")
-    train = subset(load(spec, "train", nlp), args.fraction)
+    train_fraction = args.train_fraction or args.fraction
+    train = subset(load(spec, "train", nlp), train_fraction)
     model = args.model or ROOT / "training" / "re_bench" / run_name(spec["name"], args.fraction, "etrag",
                                                                      args.model_seed)
     pref = LabelPreference() if args.preference == "label" else etrag_preference(model)
@@ -348,7 +356,12 @@ def cmd_ruie(args) -> None:
                       reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=args.batch_size,
                       lr=args.lr,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
-    meta.update(store_docs=len(train), fraction=args.fraction, dataset=spec["name"])
+    meta.update(store_docs=len(train), fraction=args.fraction, train_fraction=train_fraction,
+                dataset=spec["name"], label_match_store=args.fraction,
+                train_data=(f"{spec['name']} training split {spec.get('train')}"
+                            + (f" ids {spec['id_mod']['train']} (the dev ids excluded)" if spec.get("id_mod") else "")
+                            + f", fraction {train_fraction}: {len(train)} docs; test never"),
+                total_s=round(sum(meta.get(k) or 0 for k in ("preference_s", "reward_s", "bi_encoder_s")), 1))
     if args.preference != "label":
         meta["preference_model"] = (f"etrag_relation_extractor trained on {spec['name']} {args.fraction} "
                                     f"(benchmarks/re.py train --save, seed {args.model_seed})")
@@ -562,6 +575,80 @@ def cmd_analyse(args) -> None:
         print(f"  {lab:32s} {row}")
 
 
+def mix_name(system: str, mix: float) -> str:
+    """The cell of a saved run's test predictions at ``retrieval_mix = mix``:
+    ``<system>_mix025`` for 0.25."""
+    return f"{system}_mix{int(round(mix * 100)):03d}"
+
+
+def cmd_gate(args) -> None:
+    """The trust gate's ``retrieval_mix`` chosen on the dev split: for every seed's saved
+    pipeline of ``--system`` (``train --save``), the label scores with and without the
+    neighbours (``score_instances``, ``no_prompts``) of the dev and the test instances,
+    once; for each lambda of ``--lambdas`` the mixed predictions
+    (``etrag_relation_extractor.mix_scores``, what ``retrieval_mix`` predicts) and their
+    F1. The lambda with the best mean dev F1 over the seeds is chosen (the test split
+    never chooses); test predictions are written as the run files of the cells
+    ``<system>_mix<lambda>`` (every lambda) and ``<system>_gate`` (the chosen one), the
+    dev and test F1 by lambda to ``re_runs/gate_<dataset>_<fraction>_<system>.json``."""
+    import statistics
+
+    import spacy
+    import torch
+
+    from spacy_kbnlp.pipeline.etrag_relation_extractor import mix_scores
+    from spacy_kbnlp.scorers import rel as rel_scorer
+
+    torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    lambdas = [float(x) for x in args.lambdas.split(",")]
+    seeds = [int(x) for x in str(args.seeds).split(",")]
+    f1: Dict[str, Dict[str, Dict[int, float]]] = {"dev": {}, "test": {}}
+    test_preds: Dict[int, Dict[float, List]] = {}
+    runs: Dict[int, Dict[str, Any]] = {}
+    for seed in seeds:
+        name = run_name(spec["name"], args.fraction, args.system, seed)
+        nlp = spacy.load(Path(args.models or ROOT / "training" / "re_bench") / name)
+        pipe = nlp.get_pipe("etrag_relation_extractor")
+        runs[seed] = json.loads((RUNS / f"{name}.json").read_text())
+        for split in ("dev", "test"):
+            gold = load(spec, split, nlp)
+            docs = [eg.predicted for eg in with_gold_entities(nlp, gold)]
+            per_doc = [pipe.instances(d, gold=False) for d in docs]
+            flat = [i for insts in per_doc for i in insts]
+            t = time.perf_counter()
+            with_n, without = pipe.score_instances(flat), pipe.score_instances(flat, no_prompts=True)
+            print(f"  {name} {split}: {len(docs)} docs, two passes {time.perf_counter() - t:.0f} s", flush=True)
+            for lam in lambdas:
+                scores, preds, pos = mix_scores(with_n, without, lam), [], 0
+                for doc, insts in zip(docs, per_doc):
+                    pipe.set_annotations([doc], [(insts, scores[pos: pos + len(insts)])])
+                    preds.append(list(doc._.rel_records or []))
+                    pos += len(insts)
+                f1[split].setdefault(str(lam), {})[seed] = score_predictions(rel_scorer, spec["scorer"], gold, preds)
+                if split == "test":
+                    test_preds.setdefault(seed, {})[lam] = preds
+            print(f"  {name} {split} F1 by lambda: " +
+                  ", ".join(f"{lam:g}: {f1[split][str(lam)][seed]}" for lam in lambdas), flush=True)
+    dev_mean = {lam: statistics.mean(f1["dev"][str(lam)].values()) for lam in lambdas}
+    chosen = max(lambdas, key=lambda lam: (dev_mean[lam], -lam))  # ties: less mixing
+    for seed in seeds:
+        for lam, cell in [(lam, mix_name(args.system, lam)) for lam in lambdas] + [(chosen, f"{args.system}_gate")]:
+            run = {k: v for k, v in runs[seed].items() if k not in ("predictions", "losses", "date")}
+            run.update(system=cell, retrieval_mix=lam, trained_as=args.system,
+                       predictions=test_preds[seed][lam])
+            write(run_name(spec["name"], args.fraction, cell, seed), run)
+    summary = {"dataset": spec["name"], "fraction": args.fraction, "system": args.system, "seeds": seeds,
+               "lambdas": lambdas, "chosen_on": "dev", "retrieval_mix": chosen,
+               "dev_split": spec.get("dev"), "dev_id_mod": spec.get("id_mod", {}).get("dev"),
+               "dev_f1_by_lambda": {k: [v[s] for s in seeds] for k, v in f1["dev"].items()},
+               "dev_f1_mean_by_lambda": {str(k): round(v, 2) for k, v in dev_mean.items()},
+               "test_f1_by_lambda": {k: [v[s] for s in seeds] for k, v in f1["test"].items()},
+               "test_f1_mean_by_lambda": {k: round(statistics.mean(v.values()), 2) for k, v in f1["test"].items()}}
+    write(f"gate_{spec['name']}_{args.fraction}_{args.system}", summary)
+    print(json.dumps(summary, indent=1))
+
+
 def cmd_collect(args) -> None:
     """Score every saved run (``re_runs/<dataset>_<fraction>_<system>[_s<seed>].json``)
     against its dataset's test docs and merge ``benchmarks/results/re.json``: per cell
@@ -593,11 +680,14 @@ def cmd_collect(args) -> None:
         # every run predicted the test docs in file order: score the first test_limit
         f1 = score_predictions(rel_scorer, spec["scorer"], gold, run["predictions"][:len(gold)])
         cells.setdefault((dataset, run["fraction"], run["system"]), {})[int(run.get("seed", 0))] = f1
+        if "trained_as" in run:  # re.py gate: another mix of a trained run's scores, no training
+            continue
         speed[path.stem] = {k: run[k] for k in ("train_s", "infer_s", "docs_per_s", "steps",
                                                 "train_docs", "train_instances", "lr",
                                                 "fresh_lr_scale", "token_loss_weight",
                                                 "negative_ratio", "label_scoring", "batch_docs",
-                                                "neighbour_label_noise",
+                                                "neighbour_label_noise", "retrieval_dropout",
+                                                "retrieval_mix",
                                                 "threads", "seed", "date") if k in run}
     for (dataset, fraction, system), by_seed in cells.items():
         scores = [by_seed[s] for s in sorted(by_seed)]
@@ -622,6 +712,12 @@ def cmd_collect(args) -> None:
         result.setdefault("label_match_at_5_by_store", {})[store] = {
             "directed": {k: v["share"] for k, v in data.items()},
             "undirected": {k: v.get("share_undirected") for k, v in data.items()}}
+    for gate in sorted(RUNS.glob("gate_*.json")):  # re.py gate: lambda chosen on dev, F1 by lambda
+        g = json.loads(gate.read_text())
+        cell = result.get(g["dataset"], {}).get(g["fraction"], {}).get(f"{g['system']}_gate")
+        if cell is not None:
+            cell.update({k: g[k] for k in ("retrieval_mix", "chosen_on", "dev_f1_mean_by_lambda",
+                                            "test_f1_mean_by_lambda")})
     for ruie in sorted(RUNS.glob("ruie*.json")):  # ruie (model preference), ruie_label, ruie_mixed
         speed[ruie.stem] = json.loads(ruie.read_text())
     speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
@@ -773,6 +869,9 @@ def main() -> None:
     t.add_argument("--neighbour-label-noise", type=float, default=None,
                    help="share of retrieved neighbours whose label is replaced in training (default: "
                         "the architecture's, 0)")
+    t.add_argument("--retrieval-dropout", type=float, default=None,
+                   help="probability that a training instance's soft prompts are hidden (default: the "
+                        "architecture's, 0)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--steps", type=int, default=0,
                    help="optimizer steps (0 = STEPS table); the run stops at min(epochs x batches, steps)")
@@ -787,7 +886,11 @@ def main() -> None:
     k.add_argument("--k", type=int, default=5)
     r = sub.add_parser("ruie")
     _dataset_args(r, "semeval")
-    r.add_argument("--fraction", default="0.1")
+    r.add_argument("--fraction", default="0.1", help="the demonstration store (of label-match) and, unless "
+                   "--train-fraction, the training data")
+    r.add_argument("--train-fraction", default=None,
+                   help="share of the training split that trains the retriever (queries and candidate store; "
+                        "default: --fraction), e.g. 1.0 while the store stays at --fraction")
     r.add_argument("--queries", type=int, default=300, help="training docs used as queries (0 = all)")
     r.add_argument("--candidates", type=int, default=12)
     r.add_argument("--reward-steps", type=int, default=100, help="0 = no reward model, no KL term")
@@ -824,12 +927,20 @@ def main() -> None:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--warmup", type=int, default=2)
     c.add_argument("--steps", type=int, default=6)
+    g = sub.add_parser("gate")
+    _dataset_args(g, "semeval")
+    g.add_argument("--fraction", default="0.1")
+    g.add_argument("--system", default="etrag", help="the cell of the saved runs (e.g. etrag_rd05)")
+    g.add_argument("--seeds", default="0,1,2")
+    g.add_argument("--lambdas", default="0,0.25,0.5,0.75", help="retrieval_mix values to score on dev")
+    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--models", default=None, help="folder of the saved runs (default: training/re_bench)")
     sub.add_parser("collect")
     sub.add_parser("table")
     args = ap.parse_args()
     {"train": cmd_train, "knn": cmd_knn, "ruie": cmd_ruie, "label-match": cmd_label_match,
      "collect": cmd_collect, "table": cmd_table, "step-cost": cmd_step_cost,
-     "analyse": cmd_analyse}[args.cmd](args)
+     "analyse": cmd_analyse, "gate": cmd_gate}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -71,26 +71,22 @@ def test_collect_means_over_seeds(bench, folder, nlp, tmp_path, monkeypatch):
     assert macro == pytest.approx(100 * (2 / 3 + 0.8) / 2, abs=0.01)
 
 
-def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
-    """`analyse` on a saved ETRAG pipeline: per test instance the soft neighbours'
-    label mass (sums to 1), the gold / predicted / neighbour-top counts per label."""
-    import argparse
+def _tiny_etrag(bench, folder, tmp_path, **model):
+    """An ETRAG pipeline on the tiny T5, 5 updates on the folder's training docs."""
     import random
 
     import spacy
-    from spacy.training import Example
     from thinc.api import Adam
 
     from spacy_kbnlp.core.torch_io import set_seed
 
     from .llm.tiny import build_tiny_models
 
-    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
     tiny = build_tiny_models(tmp_path / "tiny")
     set_seed(0)
     nlp = spacy.blank("en")
-    nlp.add_pipe("etrag_relation_extractor", config={"model": {
-        "backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4}})
+    nlp.add_pipe("etrag_relation_extractor", config={"model": dict({
+        "backbone": tiny["t5"], "n_neighbors": 2, "n_candidates": 4}, **model)})
     spec = bench.dataset_spec(str(folder))
     egs = bench.with_gold_entities(nlp, bench.load(spec, "train", nlp))
     nlp.initialize(lambda: egs)
@@ -98,6 +94,17 @@ def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
     for _ in range(5):
         random.Random(0).shuffle(egs)
         nlp.update(egs, sgd=opt)
+    return nlp
+
+
+def test_analyse_neighbour_labels(bench, folder, tmp_path, monkeypatch):
+    """`analyse` on a saved ETRAG pipeline: per test instance the soft neighbours'
+    label mass (sums to 1), the gold / predicted / neighbour-top counts per label."""
+    import argparse
+
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    nlp = _tiny_etrag(bench, folder, tmp_path)
+    spec = bench.dataset_spec(str(folder))
     nlp.to_disk(tmp_path / "model")
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None,
                               format="auto", scorer=None, test_limit=None, fraction="0.5", seed=0,
@@ -136,7 +143,8 @@ def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_p
                        scorer=None, test_limit=None, fractions="0.5", systems="baseline", seeds="0",
                        force=False, save=False, lr=1e-4, steps=5, epochs=1, threads=1,
                        token_loss_weight=0.5, fresh_lr_scale=10.0, negative_ratio=1.0,
-                       label_scoring="head", batch_docs=None, neighbour_label_noise=None)
+                       label_scoring="head", batch_docs=None, neighbour_label_noise=None,
+                       retrieval_dropout=None)
     bench.write("mydata_0.5_baseline", {"system": "baseline", "earlier": True})
     bench.cmd_train(argparse.Namespace(**parser_args, tag="neg1"))
     earlier = json.loads((runs / "mydata_0.5_baseline.json").read_text())
@@ -173,7 +181,7 @@ def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_pat
                               scorer=None, test_limit=None, fraction="0.5", queries=0, candidates=6,
                               reward_steps=0, bi_steps=3, preference="label", weight=0.1, model=None, lr=5e-5, tag="",
                               batch_size=8,
-                              model_seed=0, threads=1)
+                              model_seed=0, threads=1, train_fraction=None)
     bench.cmd_ruie(args)
     nlp = __import__("spacy").blank("en")
     spec = bench.dataset_spec(str(folder))
@@ -205,11 +213,80 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
                 lr=1e-4, steps=5, epochs=1, threads=1, token_loss_weight=0.5, fresh_lr_scale=10.0,
                 batch_docs=None, tag="")
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None,
-                                       neighbour_label_noise=None))
+                                       neighbour_label_noise=None, retrieval_dropout=None))
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head",
-                                       neighbour_label_noise=0.5))
+                                       neighbour_label_noise=0.5, retrieval_dropout=0.5))
     assert seen[0]["component"] == {} and seen[0]["model"] == {}
     assert seen[1]["component"] == {"negative_ratio": 0.0}
-    assert seen[1]["model"] == {"label_scoring": "head", "neighbour_label_noise": 0.5}
+    assert seen[1]["model"] == {"label_scoring": "head", "neighbour_label_noise": 0.5, "retrieval_dropout": 0.5}
     pipe = spacy.blank("en").add_pipe("etrag_relation_extractor")
     assert pipe.cfg["negative_ratio"] == 1.0 and pipe.model.attrs["label_scoring"] == "sequence"
+
+
+def test_ruie_train_fraction_trains_on_more_than_the_store(bench, folder, tmp_path, monkeypatch):
+    """`re.py ruie --train-fraction 1.0 --fraction 0.5`: queries and candidate store from the
+    whole training split, the 0.5 subset recorded as the store label match uses."""
+    import argparse
+
+    from spacy_kbnlp.retrieval import ruie as ruie_module
+    from spacy_kbnlp.retrieval.render import doc_key
+
+    calls = {}
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(ruie_module, "train_ruie", lambda store, queries, pref, output, **kw: calls.update(
+        store=store, queries=queries) or {"preference": pref.name, "bi_encoder_s": 2.0, "preference_s": 0.5})
+    args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
+                              scorer=None, test_limit=None, fraction="0.5", train_fraction="1.0", queries=0,
+                              candidates=6, reward_steps=0, bi_steps=3, preference="label", weight=0.1,
+                              model=None, lr=5e-5, tag="full", batch_size=8, model_seed=0, threads=1)
+    bench.cmd_ruie(args)
+    nlp = __import__("spacy").blank("en")
+    spec = bench.dataset_spec(str(folder))
+    all_keys = {doc_key(d) for d in bench.load(spec, "train", nlp)}
+    half = {doc_key(d) for d in bench.subset(bench.load(spec, "train", nlp), "0.5")}
+    assert len(half) < len(all_keys)
+    assert {doc_key(d) for d in calls["queries"]} == all_keys == {r["key"] for r in calls["store"].records}
+    run = json.loads((tmp_path / "runs" / "ruie_label_full.json").read_text())
+    assert run["train_fraction"] == "1.0" and run["label_match_store"] == "0.5"
+    assert run["store_docs"] == len(all_keys) and run["total_s"] == 2.5
+    assert "fraction 1.0" in run["train_data"] and "test never" in run["train_data"]
+
+
+def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
+    """`re.py gate`: the saved runs' test predictions for every lambda (the cells
+    <system>_mix<lambda>) equal what the component predicts with that retrieval_mix; the
+    <system>_gate cell holds the lambda with the best mean dev F1."""
+    import argparse
+
+    import spacy
+
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(bench, "RUNS", runs)
+    monkeypatch.setattr(bench, "RESULT", tmp_path / "re.json")
+    spec = bench.dataset_spec(str(folder))
+    nlp = _tiny_etrag(bench, folder, tmp_path, retrieval_dropout=0.5)
+    nlp.get_pipe("etrag_relation_extractor").refresh_bank()
+    (tmp_path / "models").mkdir()
+    nlp.to_disk(tmp_path / "models" / "mydata_0.5_etrag_rd")
+    bench.write("mydata_0.5_etrag_rd", {"dataset": "mydata", "data": spec, "fraction": "0.5",
+                                         "system": "etrag_rd", "seed": 0, "train_s": 1.0, "predictions": []})
+    args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
+                              scorer=None, test_limit=None, fraction="0.5", system="etrag_rd", seeds="0",
+                              lambdas="0,1", threads=1, models=str(tmp_path / "models"))
+    bench.cmd_gate(args)
+    summary = json.loads((runs / "gate_mydata_0.5_etrag_rd.json").read_text())
+    dev = {k: v[0] for k, v in summary["dev_f1_by_lambda"].items()}
+    assert summary["retrieval_mix"] == max((0.0, 1.0), key=lambda lam: (dev[str(lam)], -lam))
+    inputs = [eg.predicted for eg in bench.with_gold_entities(nlp, bench.load(spec, "test", nlp))]
+    for lam, cell in ((0.0, "etrag_rd_mix000"), (1.0, "etrag_rd_mix100")):
+        run = json.loads((runs / f"mydata_0.5_{cell}.json").read_text())
+        again = spacy.load(tmp_path / "models" / "mydata_0.5_etrag_rd",
+                           config={"components.etrag_relation_extractor.retrieval_mix": lam})
+        expected = [list(d._.rel_records) for d in again.pipe([d.copy() for d in inputs])]
+        assert run["system"] == cell and run["retrieval_mix"] == lam and run["predictions"] == expected
+    gate = json.loads((runs / "mydata_0.5_etrag_rd_gate.json").read_text())
+    assert gate["retrieval_mix"] == summary["retrieval_mix"] and gate["trained_as"] == "etrag_rd"
+    bench.cmd_collect(None)
+    res = json.loads((tmp_path / "re.json").read_text())
+    assert res["mydata"]["0.5"]["etrag_rd_gate"]["retrieval_mix"] == summary["retrieval_mix"]
+    assert "mydata_0.5_etrag_rd_gate" not in res["speed"]  # no training of its own

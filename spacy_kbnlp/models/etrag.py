@@ -50,6 +50,16 @@ prompt is replaced with this probability by the label of a random bank row, so t
 neighbours are as unreliable as they will be at prediction and the sentence itself has
 to be read. Prediction is unchanged.
 
+**Trust gate** (``retrieval_dropout``, default 0; the component's ``retrieval_mix``).
+Trained on leave-one-out neighbours that are right more often than on unseen text, the
+generator learns to copy the top neighbour's label. With ``retrieval_dropout = p``, each
+training instance's soft prompts are hidden with probability ``p`` (attention mask 0 on
+the prompt positions, in the encoder and in the decoder's cross-attention: one batch still
+runs in one pass), so the same weights learn to classify with and without neighbours. At
+prediction, ``etrag_relation_extractor``'s ``retrieval_mix = lambda`` ranks the labels by
+``(1 - lambda) * log_softmax(scores with neighbours) + lambda * log_softmax(scores with the
+prompts hidden)`` (one more pass, ``no_prompts``); 0 = the scores with neighbours only.
+
 ``n_neighbors=0`` gives the no-retrieval baseline with the same backbone.
 
 Backbone: any Hugging Face seq2seq model directory (T5, BART, ...), or an encoder
@@ -124,7 +134,8 @@ def _build_module_class():
         def __init__(self, seq2seq, tokenizer, labels: Sequence[str], *, n_neighbors: int = 4,
                      n_candidates: int = 32, temperature: float = 0.1, prompt_length: int = 1,
                      max_length: int = 128, label_vocab_only: bool = True,
-                     label_scoring: str = "sequence", neighbour_label_noise: float = 0.0):
+                     label_scoring: str = "sequence", neighbour_label_noise: float = 0.0,
+                     retrieval_dropout: float = 0.0):
             super().__init__()
             self.seq2seq = seq2seq
             self.tokenizer = tokenizer
@@ -135,6 +146,7 @@ def _build_module_class():
             self.prompt_length = int(prompt_length)
             self.max_length = int(max_length)
             self.neighbour_label_noise = float(neighbour_label_noise)
+            self.retrieval_dropout = float(retrieval_dropout)
             emb = seq2seq.get_input_embeddings()
             d = emb.weight.shape[1]
             self.d_model = d
@@ -251,14 +263,31 @@ def _build_module_class():
             prompts = torch.einsum("bkc,bcv->bkv", weights, values)  # (B, k, m*d)
             return prompts.reshape(ids.shape[0], -1, self.d_model), weights, cand
 
+        def hidden_prompts(self, batch: int, no_prompts: bool):
+            """The instances whose soft prompts are hidden (bool (B,)) or None: all of them
+            with ``no_prompts`` (the prediction pass without neighbours), in training each
+            with probability ``retrieval_dropout``."""
+            if no_prompts:
+                return torch.ones(batch, dtype=torch.bool, device=self.device)
+            if self.training and self.retrieval_dropout > 0:
+                return torch.rand(batch, device=self.device) < self.retrieval_dropout
+            return None
+
         def encode(self, texts: Sequence[str], exclude: Sequence[Optional[str]],
-                   forced: Optional[Sequence[Sequence[int]]] = None):
+                   forced: Optional[Sequence[Sequence[int]]] = None, no_prompts: bool = False):
             """Encoder states with soft prompts. ``forced`` (rows per instance) replaces
-            the learned retrieval by the given bank rows (uniform weights)."""
+            the learned retrieval by the given bank rows (uniform weights). Hidden prompts
+            (``hidden_prompts``: ``no_prompts``, ``retrieval_dropout``) keep their
+            positions with attention mask 0, in the encoder and in the decoder's
+            cross-attention, so the instance is read without its neighbours in the same
+            pass; when every prompt is hidden, retrieval is skipped (zero vectors)."""
             ids, mask = self.tokenize(texts)
             embeds = self.seq2seq.get_input_embeddings()(ids)
             use_bank = self.n_neighbors > 0 and self.bank_keys.shape[0] > 0
-            if use_bank and forced is not None:
+            hide = self.hidden_prompts(ids.shape[0], no_prompts) if use_bank else None
+            if hide is not None and bool(hide.all()):
+                prompts = embeds.new_zeros((ids.shape[0], self.n_neighbors * self.prompt_length, self.d_model))
+            elif use_bank and forced is not None:
                 rows = torch.as_tensor([list(r) for r in forced], dtype=torch.long, device=self.device)
                 vals = self.value(torch.cat([self.bank_keys[rows], self.label_emb(self.bank_labels[rows])], -1))
                 prompts = vals.reshape(ids.shape[0], -1, self.d_model)
@@ -268,7 +297,10 @@ def _build_module_class():
                 prompts = None
             if prompts is not None:
                 embeds = torch.cat([prompts.to(embeds.dtype), embeds], 1)
-                mask = torch.cat([torch.ones(prompts.shape[:2], dtype=mask.dtype, device=mask.device), mask], 1)
+                shown = torch.ones(prompts.shape[:2], dtype=mask.dtype, device=mask.device)
+                if hide is not None:
+                    shown[hide] = 0
+                mask = torch.cat([shown, mask], 1)
             enc = self.seq2seq.get_encoder()(inputs_embeds=embeds, attention_mask=mask)
             return enc.last_hidden_state, mask
 
@@ -384,14 +416,15 @@ def _build_module_class():
 
         def forward(self, texts: Sequence[str], exclude: Sequence[Optional[str]],
                     label_rows: Optional[Sequence[int]] = None,
-                    gold_rows: Optional[Sequence[int]] = None):
+                    gold_rows: Optional[Sequence[int]] = None, no_prompts: bool = False):
             """Summed log-likelihood of every label (B, L) (training and prediction),
             or of ``label_rows`` (B, 1) (teacher forcing of given labels only). With
             ``gold_rows`` and ``label_scoring = "head"`` (training): (B, L + 1), the
             label scores and, last, the summed token log-likelihood of each instance's
             gold verbalisation (teacher forcing, B decoder sequences: the generation
-            loss, at a cost that does not grow with the number of labels)."""
-            hidden, mask = self.encode(texts, exclude)
+            loss, at a cost that does not grow with the number of labels). ``no_prompts``:
+            every instance without its neighbours (prompts hidden; see :meth:`encode`)."""
+            hidden, mask = self.encode(texts, exclude, no_prompts=no_prompts)
             scores, _ = self.label_scores(hidden, mask, label_rows=label_rows)
             if gold_rows is not None and self.label_scoring == "head":
                 gold, _ = self.sequence_scores(hidden, mask, list(gold_rows))
@@ -427,18 +460,21 @@ def build_etrag_module(attrs: Dict[str, Any], labels: Sequence[str], *,
                  prompt_length=attrs["prompt_length"], max_length=attrs["max_length"],
                  label_vocab_only=attrs.get("label_vocab_only", True),
                  label_scoring=attrs.get("label_scoring", "sequence"),
-                 neighbour_label_noise=attrs.get("neighbour_label_noise", 0.0))
+                 neighbour_label_noise=attrs.get("neighbour_label_noise", 0.0),
+                 retrieval_dropout=attrs.get("retrieval_dropout", 0.0))
     return module.to(get_device(attrs.get("device")))
 
 
 def _convert_inputs(model: Model, X: Tuple, is_train: bool):
     """``(texts, exclude_keys)``, ``(texts, exclude_keys, label rows)`` (score those
     labels only) or ``(texts, exclude_keys, None, gold rows)`` (training with
-    ``label_scoring = "head"``: the gold verbalisations' log-likelihood as a last column)."""
+    ``label_scoring = "head"``: the gold verbalisations' log-likelihood as a last column);
+    a fifth item ``True``: every instance without its neighbours (prompts hidden)."""
     texts, exclude = X[0], X[1]
     rows = list(X[2]) if len(X) > 2 and X[2] is not None else None
     gold = list(X[3]) if len(X) > 3 and X[3] is not None else None
-    return ArgsKwargs(args=(list(texts), list(exclude), rows, gold), kwargs={}), lambda d: X
+    no_prompts = bool(X[4]) if len(X) > 4 else False
+    return ArgsKwargs(args=(list(texts), list(exclude), rows, gold, no_prompts), kwargs={}), lambda d: X
 
 
 def _etrag_forward(model: Model, X, is_train: bool):
@@ -481,6 +517,7 @@ def build_etrag_model(
     label_vocab_only: bool = True,
     label_scoring: str = "sequence",
     neighbour_label_noise: float = 0.0,
+    retrieval_dropout: float = 0.0,
 ) -> Model:
     """ETRAG relation classifier (see module doc). Input: ``(texts, exclude_keys)``
     (plus gold label rows in training); output: ``(n_instances, n_labels)`` summed
@@ -491,13 +528,16 @@ def build_etrag_model(
     ``head`` (one decoder step scores every label; see the module doc).
     ``neighbour_label_noise``: in training, the share of retrieved neighbours whose label
     (in the soft prompt) is replaced by a random bank row's label (0 = none; see the
-    module doc)."""
+    module doc). ``retrieval_dropout``: in training, the probability that an instance's
+    soft prompts are hidden, so that the same weights also classify without neighbours
+    (0 = never; see the module doc and the component's ``retrieval_mix``)."""
     for name, value, ok in (("n_neighbors", n_neighbors, n_neighbors >= 0),
                             ("n_candidates", n_candidates, n_candidates >= max(1, n_neighbors)),
                             ("temperature", temperature, temperature > 0),
                             ("prompt_length", prompt_length, prompt_length >= 1),
                             ("label_scoring", label_scoring, label_scoring in LABEL_SCORING),
-                            ("neighbour_label_noise", neighbour_label_noise, 0 <= neighbour_label_noise <= 1)):
+                            ("neighbour_label_noise", neighbour_label_noise, 0 <= neighbour_label_noise <= 1),
+                            ("retrieval_dropout", retrieval_dropout, 0 <= retrieval_dropout <= 1)):
         if not ok:
             raise ValueError(Errors.KBE312.format(value=value, setting=name,
                                                   why="out of range (see spacy_kbnlp.ETRAG.v1)"))
@@ -506,4 +546,5 @@ def build_etrag_model(
         "temperature": temperature, "prompt_length": prompt_length,
         "decoder_layers": decoder_layers, "max_length": max_length, "device": device,
         "label_vocab_only": label_vocab_only, "label_scoring": label_scoring,
-        "neighbour_label_noise": neighbour_label_noise, "labels": None})
+        "neighbour_label_noise": neighbour_label_noise, "retrieval_dropout": retrieval_dropout,
+        "labels": None})

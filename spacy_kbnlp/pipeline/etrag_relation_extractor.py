@@ -78,7 +78,7 @@ SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
     default_config={"model": DEFAULT_MODEL, "threshold": 0.0, "refresh_every": 200,
                     "batch_size": 16, "overwrite": True, "token_loss_weight": 0.5,
                     "fresh_lr_scale": 10.0, "spans_key": ENTITIES_KEY,
-                    "negative_ratio": 1.0,
+                    "negative_ratio": 1.0, "retrieval_mix": 0.0,
                     "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
     default_score_weights=SCORE_WEIGHTS,
 )
@@ -86,12 +86,14 @@ def make_etrag_relation_extractor(nlp: Language, name: str, model: Model, thresh
                                   refresh_every: int, batch_size: int, overwrite: bool,
                                   token_loss_weight: float, fresh_lr_scale: float,
                                   spans_key: Optional[str], negative_ratio: float,
+                                  retrieval_mix: float,
                                   scorer: Optional[Callable]) -> "EtragRelationExtractor":
     return EtragRelationExtractor(nlp.vocab, model, name, threshold=threshold,
                                   refresh_every=refresh_every, batch_size=batch_size,
                                   overwrite=overwrite, token_loss_weight=token_loss_weight,
                                   fresh_lr_scale=fresh_lr_scale, spans_key=spans_key,
-                                  negative_ratio=negative_ratio, scorer=scorer)
+                                  negative_ratio=negative_ratio, retrieval_mix=retrieval_mix,
+                                  scorer=scorer)
 
 
 @registry.augmenters("spacy_kbnlp.gold_entities_augmenter.v1")
@@ -156,7 +158,8 @@ class EtragRelationExtractor(TrainablePipe):
     def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float,
                  refresh_every: int, batch_size: int, overwrite: bool,
                  token_loss_weight: float, fresh_lr_scale: float,
-                 spans_key: Optional[str], negative_ratio: float, scorer: Optional[Callable]):
+                 spans_key: Optional[str], negative_ratio: float, retrieval_mix: float,
+                 scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
                                ("fresh_lr_scale", fresh_lr_scale),
@@ -164,6 +167,10 @@ class EtragRelationExtractor(TrainablePipe):
             if not value >= 0:
                 raise ValueError(Errors.KBE312.format(value=value, setting=setting,
                                                       why="must be >= 0"))
+        if not 0 <= retrieval_mix <= 1:
+            raise ValueError(Errors.KBE312.format(
+                value=retrieval_mix, setting="retrieval_mix",
+                why="the weight of the scores without neighbours, a number in [0, 1]"))
         install_extensions()
         self.vocab = vocab
         self.model = model
@@ -175,7 +182,8 @@ class EtragRelationExtractor(TrainablePipe):
                                     "token_loss_weight": float(token_loss_weight),
                                     "fresh_lr_scale": float(fresh_lr_scale),
                                     "spans_key": spans_key,
-                                    "negative_ratio": float(negative_ratio), "format_version": 1}
+                                    "negative_ratio": float(negative_ratio),
+                                    "retrieval_mix": float(retrieval_mix), "format_version": 1}
         self._bank: List[Tuple[str, int, str]] = []  # (text, label row, doc key)
         self._stale = False
         self._n_updates = 0
@@ -253,18 +261,30 @@ class EtragRelationExtractor(TrainablePipe):
             self.refresh_bank()
         per_doc = [self.instances(doc, gold=False) for doc in docs]
         flat = [inst for insts in per_doc for inst in insts]
-        n_labels = len(self.labels)
-        scores = numpy.zeros((len(flat), n_labels), dtype="float32")
-        bs = self.cfg["batch_size"]
-        for b in range(0, len(flat), bs):
-            chunk = flat[b: b + bs]
-            out = self.model.predict(([i["text"] for i in chunk], [i["key"] for i in chunk]))
-            scores[b: b + len(chunk)] = to_numpy(out)
+        mix = self.cfg["retrieval_mix"]
+        if not mix or self.module.n_neighbors == 0:
+            scores = self.score_instances(flat)
+        elif mix == 1:
+            scores = mix_scores(None, self.score_instances(flat, no_prompts=True), 1.0)
+        else:
+            scores = mix_scores(self.score_instances(flat), self.score_instances(flat, no_prompts=True), mix)
         out, pos = [], 0
         for insts in per_doc:
             out.append((insts, scores[pos: pos + len(insts)]))
             pos += len(insts)
         return out
+
+    def score_instances(self, insts: Sequence[Instance], *, no_prompts: bool = False) -> numpy.ndarray:
+        """The label scores ``(n, L)`` of ``insts`` (the model's output, ``batch_size``
+        instances a pass); ``no_prompts``: every instance without its neighbours."""
+        scores = numpy.zeros((len(insts), len(self.labels)), dtype="float32")
+        bs = self.cfg["batch_size"]
+        for b in range(0, len(insts), bs):
+            chunk = insts[b: b + bs]
+            X = ([i["text"] for i in chunk], [i["key"] for i in chunk])
+            out = self.model.predict(X + (None, None, True) if no_prompts else X)
+            scores[b: b + len(chunk)] = to_numpy(out)
+        return scores
 
     def set_annotations(self, docs: Iterable[Doc], preds) -> None:
         for doc, (insts, scores) in zip(docs, preds):
@@ -345,8 +365,7 @@ class EtragRelationExtractor(TrainablePipe):
         n_labels = len(self.labels)
         n_tok = (self.module.label_ids != -100).sum(-1).cpu().numpy().astype("float32")[gold]
         s = self.model.ops.to_numpy(scores).astype("float32")
-        z = s[:, :n_labels] - s[:, :n_labels].max(1, keepdims=True)
-        log_p = z - numpy.log(numpy.exp(z).sum(1, keepdims=True))
+        log_p = log_softmax(s[:, :n_labels])
         w = self.cfg["token_loss_weight"]
         tok_col = gold if s.shape[1] == n_labels else numpy.full(n, n_labels)
         if s.shape[1] == n_labels and self.module.label_scoring == "head":
@@ -413,6 +432,21 @@ class EtragRelationExtractor(TrainablePipe):
             module.set_bank(keys, [b[1] for b in self._bank], [b[2] for b in self._bank])
         self._stale = False
         return self
+
+
+def log_softmax(scores: numpy.ndarray) -> numpy.ndarray:
+    z = scores - scores.max(-1, keepdims=True)
+    return z - numpy.log(numpy.exp(z).sum(-1, keepdims=True))
+
+
+def mix_scores(with_neighbours: Optional[numpy.ndarray], without: numpy.ndarray, mix: float) -> numpy.ndarray:
+    """The trust gate of ``retrieval_mix``: ``(1 - mix) * log_softmax(with_neighbours) +
+    mix * log_softmax(without)`` (label log-probabilities with and without the soft
+    prompts; ``with_neighbours`` may be None when ``mix`` is 1)."""
+    out = float(mix) * log_softmax(without)
+    if mix < 1:
+        out = out + (1.0 - float(mix)) * log_softmax(with_neighbours)
+    return out.astype("float32")
 
 
 class ScaledLR:
