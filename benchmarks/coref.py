@@ -394,7 +394,8 @@ def cmd_fit_linker(args) -> None:
     torch.set_num_threads(args.threads)
     nlp = load_pipeline(args.pipeline)
     start = time.perf_counter()
-    res = fit_linker(nlp, args.data, args.output, limit=args.limit)
+    res = fit_linker(nlp, args.data, args.output, hidden=args.hidden, epochs=args.epochs,
+                     limit=args.limit)
     out = Path(args.output).resolve()
     where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out.name
     entry = dict(res, seconds=time.perf_counter() - start, threads=args.threads,
@@ -887,6 +888,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     fl.add_argument("--data", default=str(ROOT / "corpus" / "coref" / "ontogum_dev.spacy"))
     fl.add_argument("--output", default=str(ROOT / "spacy_kbnlp" / "assets" / "seq2seq_coref_linker"))
     fl.add_argument("--limit", type=int, default=0)
+    fl.add_argument("--hidden", type=int, default=32, help="hidden units of the pair scorer (0: logistic)")
+    fl.add_argument("--epochs", type=int, default=16)
     fl.add_argument("--threads", type=int, default=1)
     sub.add_parser("table", help="print the Markdown tables of the JSON")
     args = parser.parse_args(argv)

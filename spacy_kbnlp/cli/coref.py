@@ -191,13 +191,14 @@ class _Collect:
 
 
 def fit_linker(pipeline: Union[PathLike, Any], dev: PathLike, output: PathLike, *,
-               thresholds: Sequence[float] = DEFAULT_THRESHOLDS, l2: float = 1.0, limit: int = 0,
-               name: str = NAME) -> Dict[str, Any]:
+               thresholds: Sequence[float] = DEFAULT_THRESHOLDS, hidden: int = 32, epochs: int = 16,
+               l2: float = 1.0, limit: int = 0, name: str = NAME) -> Dict[str, Any]:
     """Decode the gold docs of ``dev`` once with the pipeline's settings, fit the
     pair linker on the output and the gold clusters, choose ``link_threshold`` by
     2-fold cross-validation over the docs (even/odd; the best CoNLL F1, the smaller
     threshold among ties), refit on all docs and write the linker to ``output``
-    with ``linker_fit.json`` (the curve). ``pipeline``: a path or a ``Language``."""
+    with ``linker_fit.json`` (the curve). ``pipeline``: a path or a ``Language``;
+    ``hidden``, ``epochs``, ``l2``: as :func:`~spacy_kbnlp.models.coref_linker.fit_pair_linker`."""
     import srsly
 
     from ..models.coref_linker import fit_pair_linker
@@ -225,10 +226,11 @@ def fit_linker(pipeline: Union[PathLike, Any], dev: PathLike, output: PathLike, 
     def score(preds) -> Dict[str, float]:
         return score_coref_clusters(zip(keys, [[c for c in p if len(c) > 1] for p in preds]))
 
+    fit = dict(hidden=hidden, epochs=epochs, l2=l2)
     folds = [list(range(0, len(data), 2)), list(range(1, len(data), 2))]
     preds: Dict[float, List[Any]] = {t: [None] * len(data) for t in thresholds}
     for k in (0, 1):
-        linker = fit_pair_linker([data[i] for i in folds[1 - k]], l2=l2)
+        linker = fit_pair_linker([data[i] for i in folds[1 - k]], **fit)
         for i in folds[k]:
             for t in thresholds:
                 preds[t][i] = linker.link(*data[i][:3], t)
@@ -239,12 +241,12 @@ def fit_linker(pipeline: Union[PathLike, Any], dev: PathLike, output: PathLike, 
                       "muc_f": m["coref_muc_f"], "b3_f": m["coref_b3_f"], "ceafe_f": m["coref_ceafe_f"]})
     unlinked = score([d[1] for d in data])
     best = max(curve, key=lambda c: (c["conll_f"], -c["threshold"]))
-    linker = fit_pair_linker(data, l2=l2, trained_on=f"{Path(dev).name} ({len(data)} docs)")
+    linker = fit_pair_linker(data, **fit, trained_on=f"{Path(dev).name} ({len(data)} docs)")
     out = Path(output)
     linker.to_disk(out)
     result = {"link_threshold": best["threshold"], "cv_conll_f": best["conll_f"],
               "cv_lea_f": best["lea_f"], "without_linker_conll_f": unlinked["coref_conll_f"],
-              "without_linker_lea_f": unlinked["coref_lea_f"], "docs": len(data), "l2": l2,
+              "without_linker_lea_f": unlinked["coref_lea_f"], "docs": len(data), **fit,
               "curve": curve}
     srsly.write_json(out / "linker_fit.json", result)
     return result
@@ -257,7 +259,9 @@ def fit_linker_cli(
     dev: Path = Arg(..., help="Held-out gold docs (.spacy with coreference spans)", exists=True),
     output: Path = Arg(..., help="Output folder for the linker"),
     thresholds: str = Opt(",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS), "--thresholds", help="Comma-separated link thresholds to cross-validate"),
-    l2: float = Opt(1.0, "--l2", help="L2 penalty of the logistic weights", min=0.0),
+    hidden: int = Opt(32, "--hidden", help="Hidden ReLU units of the pair scorer (0: logistic)", min=0),
+    epochs: int = Opt(16, "--epochs", help="Training passes over the pairs (hidden units only)", min=1),
+    l2: float = Opt(1.0, "--l2", help="L2 penalty of the logistic weights (--hidden 0)", min=0.0),
     limit: int = Opt(0, "--limit", help="Use the first N dev docs (0: all)", min=0),
     name: str = Opt(NAME, "--component", "-c", help="Name of the seq2seq_coref component"),
     # fmt: on
@@ -269,7 +273,8 @@ def fit_linker_cli(
     except ValueError:
         msg.fail(f"--thresholds must be comma-separated numbers, got '{thresholds}'", exits=1)
     try:
-        res = fit_linker(pipeline, dev, output, thresholds=values, l2=l2, limit=limit, name=name)
+        res = fit_linker(pipeline, dev, output, thresholds=values, hidden=hidden, epochs=epochs,
+                         l2=l2, limit=limit, name=name)
     except ValueError as err:
         msg.fail(str(err), exits=1)
     msg.good(f"link_threshold {res['link_threshold']:g}: cross-validated CoNLL F1 "

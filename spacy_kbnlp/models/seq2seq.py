@@ -423,7 +423,7 @@ class Seq2SeqCorefModel:
     def predict_docs(self, docs: Sequence[Any], *, stride: int, method: str = "greedy",
                      beam_size: int = 4, n_propose: int = 0, mention_bias: float = 0.0,
                      batch_segments: int = 1, merge: str = "union", name_match: bool = False,
-                     linker: Optional[PairLinker] = None, link_threshold: float = 0.25,
+                     linker: Optional[PairLinker] = None, link_threshold: float = 0.2,
                      stats: Optional[Dict[str, Any]] = None,
                      record: Optional[List[List[int]]] = None,
                      progress: Optional[Callable[[int, int], None]] = None

@@ -62,7 +62,7 @@ Clusters = List[List[Tuple[int, int]]]
         "pronoun_agreement": True,
         "name_match": True,
         "relink": True,
-        "link_threshold": 0.25,
+        "link_threshold": 0.2,
         "mention_bias": 0.0,
         "keep_singletons": False,
         "span_cluster_prefix": DEFAULT_CLUSTER_PREFIX,

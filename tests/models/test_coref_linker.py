@@ -1,10 +1,12 @@
 """The mention-pair linker of seq2seq_coref's ``relink`` (models.coref_linker)."""
+import json
 import math
 from collections import Counter
 from pathlib import Path
 
 import numpy
 import pytest
+from spacy.lang.en import English
 
 from spacy_kbnlp.core.bundled import bundled_ref, resolve_bundled
 from spacy_kbnlp.models.coref_linker import (FEATURES, SPEC_FILE, WEIGHTS_FILE, PairLinker,
@@ -108,6 +110,44 @@ def test_fit_link_and_round_trip(tmp_path):
         PairLinker.from_disk(tmp_path / "linker")
 
 
+def test_hidden_layer_and_logistic_fits(tmp_path):
+    """Both forms learn the toy docs; the hidden layer's probabilities follow its
+    weights, survive a round trip, and depend on the seed only; a v1 (logistic)
+    linker still loads."""
+    import json
+
+    docs = [_doc(True)] * 3 + [_doc(False)]
+    segs, merged, words, gold = _doc(True)
+    _, _, X = pair_features(segs, merged, words)
+    logistic = fit_pair_linker(docs, hidden=0, l2=0.1)
+    hidden = fit_pair_linker(docs, hidden=8, epochs=20, seed=3)
+    assert logistic.units == 0 and logistic.weights.shape == (len(FEATURES),)
+    assert hidden.units == 8 and hidden.weights.shape == (9,)
+    for linker in (logistic, hidden):
+        assert [c for c in linker.link(segs, merged, words, 0.5) if len(c) > 1] == gold
+    h = hidden.hidden
+    z = numpy.maximum(((X - h["mean"]) / h["scale"]) @ h["weight"].T + h["bias"], 0)
+    expect = 1 / (1 + numpy.exp(-(z @ hidden.weights[1:] + hidden.weights[0])))
+    assert numpy.allclose(hidden.probabilities(X), expect, atol=1e-6)
+    again = fit_pair_linker(docs, hidden=8, epochs=20, seed=3)
+    assert numpy.array_equal(again.probabilities(X), hidden.probabilities(X))
+    other = fit_pair_linker(docs, hidden=8, epochs=20, seed=4)
+    assert not numpy.array_equal(other.probabilities(X), hidden.probabilities(X))
+    hidden.to_disk(tmp_path / "mlp")
+    spec = json.loads((tmp_path / "mlp" / SPEC_FILE).read_text())
+    assert spec["format"].endswith(".v2") and spec["hidden_units"] == 8
+    loaded = PairLinker.from_disk(tmp_path / "mlp")
+    assert loaded.units == 8 and numpy.array_equal(loaded.probabilities(X), hidden.probabilities(X))
+    # a linker written before the hidden layer existed (format v1, weights only)
+    logistic.to_disk(tmp_path / "v1")
+    spec = json.loads((tmp_path / "v1" / SPEC_FILE).read_text())
+    spec["format"] = "spacy_kbnlp.coref_pair_linker.v1"
+    del spec["hidden_units"]
+    (tmp_path / "v1" / SPEC_FILE).write_text(json.dumps(spec))
+    old = PairLinker.from_disk(tmp_path / "v1")
+    assert old.units == 0 and numpy.array_equal(old.probabilities(X), logistic.probabilities(X))
+
+
 def test_bad_inputs_are_clear_errors(tmp_path):
     segs, merged, words, _ = _doc(True)
     with pytest.raises(ValueError, match="KBE266.*need both"):
@@ -116,6 +156,15 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         PairLinker([0.0, 1.0])
     with pytest.raises(ValueError, match="KBE266.*no linker.json"):
         PairLinker.from_disk(tmp_path)
+    with pytest.raises(ValueError, match="KBE266.*hidden = -1"):
+        fit_pair_linker([(segs, merged, words, [])], hidden=-1)
+    layer = {"mean": numpy.zeros(len(FEATURES)), "scale": numpy.ones(len(FEATURES)),
+             "weight": numpy.zeros((4, len(FEATURES))), "bias": numpy.zeros(4)}
+    assert PairLinker(numpy.zeros(5), hidden=layer).units == 4
+    with pytest.raises(ValueError, match="KBE266.*hidden layer with 4 units.*got 4 weights"):
+        PairLinker(numpy.zeros(4), hidden=layer)
+    with pytest.raises(ValueError, match="KBE266.*wrong: scale"):
+        PairLinker(numpy.zeros(5), hidden=dict(layer, scale=numpy.ones(3)))
 
 
 def test_bundled_linker_loads_checked():
@@ -123,15 +172,20 @@ def test_bundled_linker_loads_checked():
     assert sorted(p.name for p in Path(path).iterdir() if p.name != "linker_fit.json") == sorted(
         [SPEC_FILE, WEIGHTS_FILE])
     linker = PairLinker.from_disk(path)  # sha256 of the weights checked against linker.json
-    assert linker.weights.shape == (len(FEATURES),)
+    assert linker.units == 32 and linker.weights.shape == (33,)
     # what the bundled linker learned, on a toy doc: a pronoun the decoder put with the
-    # previous one of its class links; a repeated name links; a pronoun of another class does not
+    # previous one of its class links; a repeated name links (its best antecedent, over
+    # the component's default threshold); a pronoun of another class does not
+    threshold = English().add_pipe("seq2seq_coref").cfg["link_threshold"]
+    assert threshold == json.loads((Path(path) / "linker_fit.json").read_text())["link_threshold"]
     segments = [[[MARY, SHE], [JOHN, HIM, HE], [HOUSE]]]
     merged = [[MARY, SHE, MARY2], [JOHN, HIM, HE], [HOUSE]]
     mentions, pairs, X = pair_features(segments, merged, WORDS)
     prob = dict(zip([(mentions[i], mentions[j]) for i, j in pairs], linker.probabilities(X)))
-    assert prob[(HIM, HE)] > 0.5 and prob[(MARY, MARY2)] > 0.5
+    assert prob[(HIM, HE)] > 0.5 and prob[(MARY, MARY2)] > threshold
+    assert max(p for (a, b), p in prob.items() if b == MARY2) == prob[(MARY, MARY2)]
     assert prob[(SHE, HE)] < 0.1 and prob[(MARY, JOHN)] < 0.1
+    assert linker.link(segments, merged, WORDS, threshold) == [[MARY, SHE, MARY2], [JOHN, HIM, HE], [HOUSE]]
 
 
 def test_candidates_per_mention_are_bounded_on_a_long_document():

@@ -279,19 +279,29 @@ def test_fit_linker(trained, tmp_path):
 
     ref = _example(trained).reference
     DocBin(docs=[ref] * 4, store_user_data=True).to_disk(tmp_path / "dev.spacy")
+    logistic = fit_linker(trained, tmp_path / "dev.spacy", tmp_path / "logistic", hidden=0)
+    assert logistic["hidden"] == 0 and PairLinker.from_disk(tmp_path / "logistic").units == 0
+    # every threshold separates the overfit model's pairs: the tie goes to the smallest
+    assert logistic["cv_conll_f"] == pytest.approx(1.0)
+    assert logistic["link_threshold"] == min(DEFAULT_THRESHOLDS)
     res = fit_linker(trained, tmp_path / "dev.spacy", tmp_path / "linker")
     assert res["docs"] == 4 and [c["threshold"] for c in res["curve"]] == sorted(DEFAULT_THRESHOLDS)
     assert res["without_linker_conll_f"] == pytest.approx(1.0)  # the overfit model's own clusters
-    assert res["cv_conll_f"] == pytest.approx(1.0) and res["link_threshold"] == min(DEFAULT_THRESHOLDS)
+    assert res["cv_conll_f"] == pytest.approx(1.0) and res["hidden"] == 32
+    assert res["link_threshold"] == min(c["threshold"] for c in res["curve"]
+                                        if c["conll_f"] == res["cv_conll_f"])
     assert trained.get_pipe("seq2seq_coref").linker is None  # the pipeline is left as it was
     linker = PairLinker.from_disk(tmp_path / "linker")
-    assert linker.trained_on == "dev.spacy (4 docs)"
+    assert linker.trained_on == "dev.spacy (4 docs)" and linker.units == 32
     comp = trained.get_pipe("seq2seq_coref")
+    threshold = comp.cfg["link_threshold"]
     try:
         comp.linker = linker
+        comp.cfg["link_threshold"] = res["link_threshold"]
         assert clusters(trained(" ".join(WORDS))) == GOLD
     finally:
         comp.linker = None
+        comp.cfg["link_threshold"] = threshold
     with pytest.raises(ValueError, match="KBE266.*thresholds"):
         fit_linker(trained, tmp_path / "dev.spacy", tmp_path / "l2", thresholds=[1.5])
     DocBin(docs=[ref], store_user_data=True).to_disk(tmp_path / "one.spacy")
@@ -482,7 +492,7 @@ def test_relink_settings_and_the_bundled_models_linker():
         nlp.add_pipe("seq2seq_coref", name="c1", config={"link_threshold": 1.5})
     comp = nlp.add_pipe("seq2seq_coref", name="c2", config={
         "model": {"@misc": "spacy_kbnlp.BundledCorefModel.v1"}})
-    assert comp.cfg["relink"] is True and comp.cfg["link_threshold"] == 0.25
+    assert comp.cfg["relink"] is True and comp.cfg["link_threshold"] == 0.2
     assert comp.pair_linker() is not None  # the bundled model comes with its linker
     comp.cfg["relink"] = False
     assert comp.pair_linker() is None
