@@ -7,8 +7,8 @@ more than half of the clusters the decoder writes within one segment mix entitie
 re-decides the *links*: every mention picks its most probable antecedent among the
 mentions before it (best-first clustering; none above ``threshold``: it starts an
 entity; a link that would put pronouns of different classes, or different names,
-in one entity goes to the next antecedent), from a logistic model over features of
-the pair:
+in one entity goes to the next antecedent), from a small network (one layer of ReLU
+units; or logistic) over features of the pair:
 
 - what the decoder said: in how many of the segments that saw both mentions it put
   them in one cluster, and whether the merged clusters hold them together;
@@ -332,8 +332,7 @@ class PairLinker:
         tensors = load(read_checked(path / WEIGHTS_FILE, spec.get("sha256")))
         hidden = {k[len("hidden_"):]: v for k, v in tensors.items() if k.startswith("hidden_")}
         return cls(tensors["weights"], hidden=hidden or None, max_distance=spec["max_distance"],
-                   max_far=spec["max_far"],
-                   trained_on=spec.get("trained_on", ""))
+                   max_far=spec["max_far"], trained_on=spec.get("trained_on", ""))
 
 
 def fit_pair_linker(docs: Iterable[Tuple[Sequence[Sequence[Sequence[Span]]], Sequence[Sequence[Span]],
