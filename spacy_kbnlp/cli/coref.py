@@ -41,16 +41,28 @@ def export_compact(pipeline: PathLike, output: PathLike, *, rank: int = 16,
                    name: str = NAME) -> Dict[str, Any]:
     """Write ``name`` of the trained ``pipeline`` to ``output`` in compact form,
     with the component's settings (``component.json``) and the names of the
-    components before it. Returns the size in bytes and the spec."""
+    components before it. A model trained from a warm start is stored as its
+    difference from that seeded start; one trained further from a compact model
+    (``model`` = the bundled model or an exported folder) as its difference from
+    the same start as that model. Returns the size in bytes and the spec."""
     from .evaluate import load_pipeline
+
+    from ..core.bundled import resolve_bundled
+    from ..models.seq2seq_compact import COMPACT_SPEC
 
     nlp = load_pipeline(pipeline)
     comp = nlp.get_pipe(name)
-    if comp.cfg.get("model"):
-        raise ValueError(Errors.KBE263.format(name=name, path=pipeline, model=comp.cfg["model"]))
     seed = int(nlp.config["system"].get("seed") or 0)
-    spec = comp.coref_model.save_compact(output, seed=seed, warm_start=comp.cfg["warm_start"],
-                                         decoder_layers=comp.cfg["decoder_layers"], rank=rank)
+    warm_start, decoder_layers = comp.cfg["warm_start"], comp.cfg["decoder_layers"]
+    if comp.cfg.get("model"):
+        # trained further from a compact model (the bundled one, say): same seeded base
+        start = Path(resolve_bundled(comp.cfg["model"])) / COMPACT_SPEC
+        if not start.exists():
+            raise ValueError(Errors.KBE263.format(name=name, path=pipeline, model=comp.cfg["model"]))
+        base = json.loads(start.read_text(encoding="utf-8"))
+        seed, warm_start, decoder_layers = base["seed"], base["warm_start"], base["decoder_layers"]
+    spec = comp.coref_model.save_compact(output, seed=seed, warm_start=warm_start,
+                                         decoder_layers=decoder_layers, rank=rank)
     settings = {k: v for k, v in nlp.config.interpolate()["components"][name].items()
                 if k not in ("factory", "model", "device", "scorer")}
     before = nlp.pipe_names[: nlp.pipe_names.index(name)]

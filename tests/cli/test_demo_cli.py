@@ -210,6 +210,22 @@ def test_coref_export_compact_feeds_the_demo(tmp_path, monkeypatch):
     assert "coref" not in out and any("coref-bundle" in p for p in printed)
     with pytest.raises(FileNotFoundError, match="KBE157"):
         run_bundled_coref(text, model=tmp_path / "missing")
+    # trained further from the compact model: exported against the same seeded base
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("seq2seq_coref", config={**cfg, "representation": "partial", "action": "token",
+                                          "model": str(tmp_path / "compact")})
+    nlp.initialize()
+    with torch.no_grad():
+        for p in nlp.get_pipe("seq2seq_coref").coref_model.model.parameters():
+            if p.ndim == 2 and min(p.shape) > 8:
+                p.sub_(2e-3 * torch.ones(p.shape[0], 1) @ torch.ones(1, p.shape[1]))
+    nlp.to_disk(tmp_path / "further")
+    again = export_compact(tmp_path / "further", tmp_path / "compact_further", rank=2)
+    assert again["spec"]["seed"] == 0 and again["spec"]["base"] == info["spec"]["base"]
+    want = [[m.text for m in c] for c in spacy.load(tmp_path / "further")(text)._.coref_clusters]
+    got = run_bundled_coref(text, model=tmp_path / "compact_further", printer=lambda *a, **k: None)
+    assert got["clusters"] == want
     from tests.models.tiny_seq2seq import build_tiny_seq2seq
 
     tiny = build_tiny_seq2seq(tmp_path / "tiny", hidden=64)
