@@ -604,6 +604,8 @@ def cmd_training(args) -> None:
     entry["machine"] = args.machine
     if args.note:
         entry["note"] = args.note
+    if args.continues:
+        entry["continues"] = args.continues  # the training run whose model this one started from
     save_result({"training": {args.name: entry}})
     print(json.dumps(entry, indent=1))
 
@@ -845,6 +847,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     t.add_argument("run")
     t.add_argument("--name", required=True)
     t.add_argument("--note", default="")
+    t.add_argument("--continues", default="", help="the recorded training run this one started from")
     t.add_argument("--spacy-log", default="", help="console log of a spacy train run (the peer)")
     t.add_argument("--minutes", type=float, default=None, help="wall-clock minutes of that run")
     t.add_argument("--machine", default="shared 2-core CPU, 1 torch thread, nice 10 (other jobs running)",
