@@ -372,7 +372,7 @@ def cmd_ruie(args) -> None:
     name = ruie_name(args.preference, args.tag)
     meta = train_ruie(store, queries, pref, ROOT / "training" / name, n_candidates=args.candidates,
                       reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=args.batch_size,
-                      lr=args.lr,
+                      lr=args.lr, encoder=args.init_encoder,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
     meta.update(store_docs=len(train), fraction=args.fraction, train_fraction=train_fraction,
                 dataset=spec["name"], label_match_store=args.fraction,
@@ -385,6 +385,8 @@ def cmd_ruie(args) -> None:
                                     f"(benchmarks/re.py train --save, seed {args.model_seed})")
     if args.preference == "mixed":
         meta["weight"] = args.weight
+    if args.init_encoder:  # continued training: the schedule restarts (warmup, decay over --bi-steps)
+        meta["init_encoder"] = _shown(Path(args.init_encoder))
     write(name, meta)
     print(meta)
 
@@ -928,6 +930,9 @@ def main() -> None:
     r.add_argument("--model", default=None, help="ETRAG pipeline (default: training/re_bench/<run>)")
     r.add_argument("--model-seed", type=int, default=0, help="seed of the saved ETRAG run (model, mixed)")
     r.add_argument("--threads", type=int, default=1, help="torch threads")
+    r.add_argument("--init-encoder", default=None,
+                   help="start the bi-encoder (and reward model) from this encoder folder, e.g. "
+                        "training/ruie_label_full/encoder, instead of the bundled MiniLM")
     m = sub.add_parser("label-match")
     _dataset_args(m, "semeval")
     m.add_argument("--fraction", default="1.0", help="share of the training docs in the store")
