@@ -372,7 +372,7 @@ def cmd_ruie(args) -> None:
     name = ruie_name(args.preference, args.tag)
     meta = train_ruie(store, queries, pref, ROOT / "training" / name, n_candidates=args.candidates,
                       reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=args.batch_size,
-                      lr=args.lr, encoder=args.init_encoder,
+                      lr=args.lr, encoder=args.init_encoder, max_minutes=args.max_minutes,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
     meta.update(store_docs=len(train), fraction=args.fraction, train_fraction=train_fraction,
                 dataset=spec["name"], label_match_store=args.fraction,
@@ -930,6 +930,9 @@ def main() -> None:
     r.add_argument("--model", default=None, help="ETRAG pipeline (default: training/re_bench/<run>)")
     r.add_argument("--model-seed", type=int, default=0, help="seed of the saved ETRAG run (model, mixed)")
     r.add_argument("--threads", type=int, default=1, help="torch threads")
+    r.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop the bi-encoder cleanly after this many minutes (0 = none; the steps run: "
+                        "bi_steps_done)")
     r.add_argument("--init-encoder", default=None,
                    help="start the bi-encoder (and reward model) from this encoder folder, e.g. "
                         "training/ruie_label_full/encoder, instead of the bundled MiniLM")

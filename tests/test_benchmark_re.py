@@ -181,7 +181,7 @@ def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_pat
                               scorer=None, test_limit=None, fraction="0.5", queries=0, candidates=6,
                               reward_steps=0, bi_steps=3, preference="label", weight=0.1, model=None, lr=5e-5, tag="",
                               batch_size=8,
-                              model_seed=0, threads=1, train_fraction=None, init_encoder=None)
+                              model_seed=0, threads=1, train_fraction=None, init_encoder=None, max_minutes=0.0)
     bench.cmd_ruie(args)
     nlp = __import__("spacy").blank("en")
     spec = bench.dataset_spec(str(folder))
@@ -255,7 +255,7 @@ def test_ruie_train_fraction_trains_on_more_than_the_store(bench, folder, tmp_pa
                               scorer=None, test_limit=None, fraction="0.5", train_fraction="1.0", queries=0,
                               candidates=6, reward_steps=0, bi_steps=3, preference="label", weight=0.1,
                               model=None, lr=5e-5, tag="full", batch_size=8, model_seed=0, threads=1,
-                              init_encoder=None)
+                              init_encoder=None, max_minutes=0.0)
     bench.cmd_ruie(args)
     nlp = __import__("spacy").blank("en")
     spec = bench.dataset_spec(str(folder))
