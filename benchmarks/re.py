@@ -184,7 +184,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
               steps_cap: int, epochs: int, seed: int = 0, save_dir: Optional[Path] = None,
               n_neighbors: int = 4, threads: int = 1, token_loss_weight: float = 0.5,
               fresh_lr_scale: float = 10.0, model: Optional[Dict[str, Any]] = None,
-              component: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+              component: Optional[Dict[str, Any]] = None, init_from: Optional[Path] = None) -> Dict[str, Any]:
     import torch
     from spacy.lang.en import English
     from thinc.api import Adam
@@ -203,7 +203,11 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
         "scorer": None, "model": dict({"n_neighbors": k}, **(model or {})),
         "token_loss_weight": token_loss_weight, "fresh_lr_scale": fresh_lr_scale}, **(component or {})))
     t0 = time.perf_counter()
+    if init_from is not None:  # stage 2: start from a saved pipeline's weights ([initialize])
+        nlp.config["initialize"]["components"][pipe.name] = {"init_from": str(init_from)}
     nlp.initialize(lambda: egs)
+    if init_from is not None:  # the saved config names the source relative to the repository
+        nlp.config["initialize"]["components"][pipe.name]["init_from"] = _shown(init_from)
     total = step_budget(len(egs), batch_docs, epochs, steps_cap)
     opt = Adam(warmup_linear_ratio(lr, steps_cap or total, 0.1))
     rng = random.Random(seed)
@@ -240,6 +244,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
             "neighbour_label_noise": pipe.module.neighbour_label_noise,
             "retrieval_dropout": pipe.module.retrieval_dropout,
+            "init_from": _shown(init_from) if init_from is not None else None,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
             "losses": [round(float(x), 4) for x in losses],
@@ -272,10 +277,11 @@ def cmd_train(args) -> None:
                     continue
                 print("==", name, time.strftime("%H:%M:%S"), flush=True)
                 save = ROOT / "training" / "re_bench" / name if args.save else None
+                source = init_source(args.init_from, spec["name"], fraction, seed) if args.init_from else None
                 res = train_one(spec, fraction, system, batch_docs=spec["batch_docs"], lr=args.lr,
                                 steps_cap=args.steps or STEPS.get(fraction, 150),
                                 epochs=args.epochs or EPOCHS.get(fraction, 6), seed=seed,
-                                save_dir=save, threads=args.threads,
+                                save_dir=save, threads=args.threads, init_from=source,
                                 token_loss_weight=args.token_loss_weight,
                                 fresh_lr_scale=args.fresh_lr_scale,
                                 component=_given(negative_ratio=args.negative_ratio),
@@ -285,6 +291,18 @@ def cmd_train(args) -> None:
                 res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
+
+
+def init_source(given: str, dataset: str, fraction: str, seed: int) -> Path:
+    """``--init-from``: a saved pipeline folder, or the name of a cell whose runs were
+    saved (``train --save``): ``training/re_bench/<dataset>_<fraction>_<cell>[_s<seed>]``,
+    the run of the same seed."""
+    path = Path(given)
+    if not path.is_dir():
+        path = ROOT / "training" / "re_bench" / run_name(dataset, fraction, given, seed)
+    if not (path / "config.cfg").is_file():
+        raise SystemExit(f"--init-from {given}: no saved pipeline at {_shown(path)} (train it with --save)")
+    return path
 
 
 def cmd_knn(args) -> None:
@@ -354,7 +372,7 @@ def cmd_ruie(args) -> None:
     name = ruie_name(args.preference, args.tag)
     meta = train_ruie(store, queries, pref, ROOT / "training" / name, n_candidates=args.candidates,
                       reward_steps=args.reward_steps, bi_steps=args.bi_steps, batch_size=args.batch_size,
-                      lr=args.lr,
+                      lr=args.lr, encoder=args.init_encoder, max_minutes=args.max_minutes,
                       show_progress=False, log=lambda m: print(" ", m, flush=True))
     meta.update(store_docs=len(train), fraction=args.fraction, train_fraction=train_fraction,
                 dataset=spec["name"], label_match_store=args.fraction,
@@ -367,6 +385,8 @@ def cmd_ruie(args) -> None:
                                     f"(benchmarks/re.py train --save, seed {args.model_seed})")
     if args.preference == "mixed":
         meta["weight"] = args.weight
+    if args.init_encoder:  # continued training: the schedule restarts (warmup, decay over --bi-steps)
+        meta["init_encoder"] = _shown(Path(args.init_encoder))
     write(name, meta)
     print(meta)
 
@@ -873,6 +893,10 @@ def main() -> None:
                    help="probability that a training instance's soft prompts are hidden (default: the "
                         "architecture's, 0)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
+    t.add_argument("--init-from", default=None,
+                   help="start from the weights of a saved pipeline: a folder, or a saved cell's name "
+                        "(e.g. baseline_ckpt: its run of the same seed under training/re_bench); the "
+                        "component's [initialize] init_from")
     t.add_argument("--steps", type=int, default=0,
                    help="optimizer steps (0 = STEPS table); the run stops at min(epochs x batches, steps)")
     t.add_argument("--epochs", type=int, default=0, help="epoch cap (0 = EPOCHS table, e.g. 6 at 10 %%)")
@@ -906,6 +930,12 @@ def main() -> None:
     r.add_argument("--model", default=None, help="ETRAG pipeline (default: training/re_bench/<run>)")
     r.add_argument("--model-seed", type=int, default=0, help="seed of the saved ETRAG run (model, mixed)")
     r.add_argument("--threads", type=int, default=1, help="torch threads")
+    r.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop the bi-encoder cleanly after this many minutes (0 = none; the steps run: "
+                        "bi_steps_done)")
+    r.add_argument("--init-encoder", default=None,
+                   help="start the bi-encoder (and reward model) from this encoder folder, e.g. "
+                        "training/ruie_label_full/encoder, instead of the bundled MiniLM")
     m = sub.add_parser("label-match")
     _dataset_args(m, "semeval")
     m.add_argument("--fraction", default="1.0", help="share of the training docs in the store")

@@ -317,6 +317,16 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE322 = ("RUIE: none of the {n} queries has a candidate that the '{preference}' preference "
               "ranks above its negatives, so there is nothing to learn. Use more candidates "
               "(--candidates) or a larger demonstration store.")
+    KBE323 = ("'{name}' cannot start from the weights of '{path}': {why}. Give a pipeline "
+              "folder saved by spacy train or nlp.to_disk (config.cfg next to an "
+              "etrag_relation_extractor component), e.g. the no-retrieval baseline "
+              "(n_neighbors = 0).")
+    KBE324 = ("'{name}' cannot start from the weights of '{path}': they do not fit this "
+              "model ({why}). Use the same backbone, decoder_layers, prompt_length and "
+              "label_scoring as the saved pipeline.")
+    KBE325 = ("'{name}' starts from the weights of '{path}', whose labels {saved} do not "
+              "cover {missing} (in the training data or the given labels). Train the saved "
+              "pipeline on the same label set.")
     # --- generative entity linking (KBE350-KBE399)
     KBE350 = ("Component '{name}' is not initialized: call nlp.initialize() (it loads the model "
               "and the KB names) or load a trained pipeline with spacy.load().")

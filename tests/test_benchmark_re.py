@@ -144,7 +144,7 @@ def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_p
                        force=False, save=False, lr=1e-4, steps=5, epochs=1, threads=1,
                        token_loss_weight=0.5, fresh_lr_scale=10.0, negative_ratio=1.0,
                        label_scoring="head", batch_docs=None, neighbour_label_noise=None,
-                       retrieval_dropout=None)
+                       retrieval_dropout=None, init_from=None)
     bench.write("mydata_0.5_baseline", {"system": "baseline", "earlier": True})
     bench.cmd_train(argparse.Namespace(**parser_args, tag="neg1"))
     earlier = json.loads((runs / "mydata_0.5_baseline.json").read_text())
@@ -181,7 +181,7 @@ def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_pat
                               scorer=None, test_limit=None, fraction="0.5", queries=0, candidates=6,
                               reward_steps=0, bi_steps=3, preference="label", weight=0.1, model=None, lr=5e-5, tag="",
                               batch_size=8,
-                              model_seed=0, threads=1, train_fraction=None)
+                              model_seed=0, threads=1, train_fraction=None, init_encoder=None, max_minutes=0.0)
     bench.cmd_ruie(args)
     nlp = __import__("spacy").blank("en")
     spec = bench.dataset_spec(str(folder))
@@ -211,11 +211,26 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
     args = dict(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto", scorer=None,
                 test_limit=None, fractions="0.5", systems="baseline", seeds="0", force=True, save=False,
                 lr=1e-4, steps=5, epochs=1, threads=1, token_loss_weight=0.5, fresh_lr_scale=10.0,
-                batch_docs=None, tag="")
+                batch_docs=None, tag="", init_from=None)
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None,
                                        neighbour_label_noise=None, retrieval_dropout=None))
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head",
                                        neighbour_label_noise=0.5, retrieval_dropout=0.5))
+    assert seen[0]["init_from"] is None
+    # --init-from: a saved pipeline folder, or a saved cell's run of the same seed
+    saved = tmp_path / "base"
+    saved.mkdir()
+    (saved / "config.cfg").write_text("[nlp]\n")
+    bench.cmd_train(argparse.Namespace(**dict(args, init_from=str(saved)), negative_ratio=None,
+                                       label_scoring=None, neighbour_label_noise=None, retrieval_dropout=None))
+    assert seen[2]["init_from"] == saved
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    run = tmp_path / "training" / "re_bench" / "semeval_0.1_baseline_x_s2"
+    run.mkdir(parents=True)
+    (run / "config.cfg").write_text("[nlp]\n")
+    assert bench.init_source("baseline_x", "semeval", "0.1", 2) == run
+    with pytest.raises(SystemExit, match=r"no saved pipeline at training/re_bench/mydata_0.5_nothing_s1"):
+        bench.init_source("nothing", "mydata", "0.5", 1)
     assert seen[0]["component"] == {} and seen[0]["model"] == {}
     assert seen[1]["component"] == {"negative_ratio": 0.0}
     assert seen[1]["model"] == {"label_scoring": "head", "neighbour_label_noise": 0.5, "retrieval_dropout": 0.5}
@@ -234,11 +249,13 @@ def test_ruie_train_fraction_trains_on_more_than_the_store(bench, folder, tmp_pa
     calls = {}
     monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(ruie_module, "train_ruie", lambda store, queries, pref, output, **kw: calls.update(
-        store=store, queries=queries) or {"preference": pref.name, "bi_encoder_s": 2.0, "preference_s": 0.5})
+        store=store, queries=queries, encoder=kw["encoder"]) or {
+            "preference": pref.name, "bi_encoder_s": 2.0, "preference_s": 0.5})
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
                               scorer=None, test_limit=None, fraction="0.5", train_fraction="1.0", queries=0,
                               candidates=6, reward_steps=0, bi_steps=3, preference="label", weight=0.1,
-                              model=None, lr=5e-5, tag="full", batch_size=8, model_seed=0, threads=1)
+                              model=None, lr=5e-5, tag="full", batch_size=8, model_seed=0, threads=1,
+                              init_encoder=None, max_minutes=0.0)
     bench.cmd_ruie(args)
     nlp = __import__("spacy").blank("en")
     spec = bench.dataset_spec(str(folder))
@@ -250,6 +267,13 @@ def test_ruie_train_fraction_trains_on_more_than_the_store(bench, folder, tmp_pa
     assert run["train_fraction"] == "1.0" and run["label_match_store"] == "0.5"
     assert run["store_docs"] == len(all_keys) and run["total_s"] == 2.5
     assert "fraction 1.0" in run["train_data"] and "test never" in run["train_data"]
+    assert calls["encoder"] is None and "init_encoder" not in run
+    # --init-encoder: training goes on from a trained encoder, recorded relative to the repository
+    args.init_encoder, args.tag = str(bench.ROOT / "training" / "ruie_label_full" / "encoder"), "full_more"
+    bench.cmd_ruie(args)
+    assert calls["encoder"] == args.init_encoder
+    run = json.loads((tmp_path / "runs" / "ruie_label_full_more.json").read_text())
+    assert run["init_encoder"] == "training/ruie_label_full/encoder"
 
 
 def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):

@@ -193,6 +193,9 @@ def _build_module_class():
             self.register_buffer("bank_labels", torch.zeros((0,), dtype=torch.long), persistent=False)
             self.bank_instance_keys: List[str] = []
             self._rows_by_key: Dict[str, List[int]] = {}
+            # names of the parameters copied from a trained model (the component's
+            # init_from): not fresh, whatever their role
+            self.warm_parameters: set = set()
 
         @property
         def device(self):
@@ -295,14 +298,32 @@ def _build_module_class():
                 prompts, _, _ = self.soft_prompts(ids, mask, exclude)
             else:
                 prompts = None
+            extra = {}
             if prompts is not None:
                 embeds = torch.cat([prompts.to(embeds.dtype), embeds], 1)
                 shown = torch.ones(prompts.shape[:2], dtype=mask.dtype, device=mask.device)
                 if hide is not None:
                     shown[hide] = 0
+                    extra = self.hidden_positions(hide, prompts.shape[1], embeds.shape[1])
                 mask = torch.cat([shown, mask], 1)
-            enc = self.seq2seq.get_encoder()(inputs_embeds=embeds, attention_mask=mask)
+            enc = self.seq2seq.get_encoder()(inputs_embeds=embeds, attention_mask=mask, **extra)
             return enc.last_hidden_state, mask
+
+        def hidden_positions(self, hide, n_prompts: int, width: int) -> Dict[str, Any]:
+            """``position_ids`` for an encoder with absolute positions (BERT-like; none
+            for T5 or BART, whose encoders take none): the text of an instance whose
+            prompts are hidden starts at position 0, as without retrieval, so the
+            prompts-hidden pass of a model warm-started from the no-retrieval baseline
+            (``init_from``) is that baseline; shown prompts keep positions
+            ``0..n_prompts-1`` and the text follows them."""
+            import inspect
+
+            encoder = self.seq2seq.get_encoder()
+            if "position_ids" not in inspect.signature(encoder.forward).parameters:
+                return {}
+            pos = torch.arange(width, device=hide.device).unsqueeze(0).repeat(hide.shape[0], 1)
+            pos[hide] = (pos[hide] - n_prompts).clamp(min=0)
+            return {"position_ids": pos}
 
         def head_scores(self, hidden, mask):
             """``label_scoring = "head"``: one decoder step (the start token) over the
@@ -409,10 +430,12 @@ def _build_module_class():
             value projection and, in a warm-started encoder-decoder, the decoder's
             cross-attention and LM-head transform (the encoder checkpoint has none)."""
             warm = self.seq2seq.config.model_type == "encoder-decoder"
+            trained = self.warm_parameters  # loaded from a trained pipeline (init_from)
             return [n for n, _ in self.named_parameters()
-                    if n.startswith(("label_emb.", "value.", "label_head"))
-                    or (warm and (".crossattention." in n or
-                                  (n.startswith("seq2seq.decoder.cls.") and "decoder.weight" not in n)))]
+                    if n not in trained and (
+                        n.startswith(("label_emb.", "value.", "label_head"))
+                        or (warm and (".crossattention." in n or
+                                      (n.startswith("seq2seq.decoder.cls.") and "decoder.weight" not in n))))]
 
         def forward(self, texts: Sequence[str], exclude: Sequence[Optional[str]],
                     label_rows: Optional[Sequence[int]] = None,

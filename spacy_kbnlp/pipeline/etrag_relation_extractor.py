@@ -218,18 +218,66 @@ class EtragRelationExtractor(TrainablePipe):
 
     # --- set-up
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *,
-                   nlp: Optional[Language] = None, labels: Optional[List[str]] = None) -> None:
+                   nlp: Optional[Language] = None, labels: Optional[List[str]] = None,
+                   init_from: Optional[str] = None) -> None:
+        """Labels from the examples (or ``labels``), the network, the instance bank.
+        ``init_from`` (``[initialize.components.<name>]``): a saved pipeline folder whose
+        ``etrag_relation_extractor`` weights this one starts from (two-stage training:
+        the no-retrieval baseline, then ETRAG from its weights); its label set (and
+        order) is kept, and only the parameters it never trained (with ``n_neighbors =
+        0``: the label embeddings and the value projection) count as fresh for
+        ``fresh_lr_scale``."""
         validate_get_examples(get_examples, "EtragRelationExtractor.initialize")
         insts = self._gold_instances(get_examples())
         if not insts:
             raise ValueError(Errors.KBE313.format(name=self.name))
         found = sorted({i["label"] for i in insts} | {NO_RELATION})
-        self.cfg["labels"] = list(labels) if labels else found
+        source = self._warm_start_source(init_from) if init_from else None
+        if source is not None:
+            missing = sorted((set(found) | set(labels or ())) - set(source.labels))
+            if missing:
+                raise ValueError(Errors.KBE325.format(name=self.name, path=init_from,
+                                                      saved=list(source.labels), missing=missing))
+            self.cfg["labels"] = list(source.labels)
+        else:
+            self.cfg["labels"] = list(labels) if labels else found
         if NO_RELATION not in self.cfg["labels"]:
             self.cfg["labels"].append(NO_RELATION)
         self.model.attrs["labels"] = list(self.cfg["labels"])
         self.model.initialize()
+        if source is not None:
+            self._load_weights(source, init_from)
         self.set_bank(insts)
+
+    def _warm_start_source(self, path: str) -> "EtragRelationExtractor":
+        """The trained ``etrag_relation_extractor`` of the pipeline saved at ``path``."""
+        from ..cli.evaluate import load_pipeline
+
+        if not (Path(path) / "config.cfg").is_file():
+            raise ValueError(Errors.KBE323.format(name=self.name, path=path,
+                                                  why="no config.cfg in that folder"))
+        found = [p for _, p in load_pipeline(path).pipeline if isinstance(p, EtragRelationExtractor)]
+        if not found or found[0].module is None:
+            raise ValueError(Errors.KBE323.format(name=self.name, path=path,
+                                                  why="it has no trained etrag_relation_extractor"))
+        return found[0]
+
+    def _load_weights(self, source: "EtragRelationExtractor", path: str) -> None:
+        """Copy ``source``'s torch weights into this (just built) module; a different
+        shape, parameter set or tokenizer raises KBE324."""
+        module, saved = self.module, source.module
+        if len(module.tokenizer) != len(saved.tokenizer):
+            raise ValueError(Errors.KBE324.format(name=self.name, path=path, why=(
+                f"tokenizer of {len(saved.tokenizer)} entries, this one {len(module.tokenizer)}")))
+        state = saved.state_dict()
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            why = " ".join(str(err).split())
+            raise ValueError(Errors.KBE324.format(name=self.name, path=path,
+                                                  why=why[:400] + ("..." if len(why) > 400 else ""))) from None
+        untrained = ("label_emb.", "value.") if saved.n_neighbors == 0 else ()
+        module.warm_parameters = {n for n in state if not n.startswith(untrained)}
 
     def set_bank(self, insts: Sequence[Instance]) -> None:
         """Use gold ``insts`` as the retrievable training instances and embed them."""

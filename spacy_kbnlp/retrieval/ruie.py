@@ -257,9 +257,11 @@ class BiEncoder:
 
 def _optimise(module, n_items: int, loss_fn: Callable[[List[int]], Any], output: Path, *,
               steps: int, lr: float, warmup: float, batch_size: int, seed: int, device,
-              show_progress: bool, log: Callable[[str], None], what: str) -> List[float]:
+              show_progress: bool, log: Callable[[str], None], what: str,
+              max_minutes: float = 0.0) -> List[float]:
     """Run the project's training loop (``training.loop.train_loop``: AdamW, linear
-    warmup/decay, clipping, safetensors checkpoints) over item indices."""
+    warmup/decay, clipping, safetensors checkpoints) over item indices; ``max_minutes``
+    (0 = none) stops it cleanly after that time. Returns the loss of every step run."""
     from ..training.loop import TrainingConfig, train_loop
 
     losses: List[float] = []
@@ -271,7 +273,8 @@ def _optimise(module, n_items: int, loss_fn: Callable[[List[int]], Any], output:
         return False
 
     config = TrainingConfig(learning_rate=lr, warmup_ratio=warmup, batch_size=batch_size,
-                            max_steps=steps, seed=seed, device=device, log_every=25)
+                            max_steps=steps, seed=seed, device=device, log_every=25,
+                            max_minutes=max_minutes)
     train_loop(module, list(range(n_items)), loss_fn, config, output, on_step=on_step,
                show_progress=show_progress)
     return losses
@@ -310,10 +313,14 @@ def train_ruie(
     device: Optional[str] = None,
     show_progress: bool = False,
     log: Callable[[str], None] = print,
+    max_minutes: float = 0.0,
 ) -> Dict[str, Any]:
     """Train the reward model and the bi-encoder on ``docs`` (annotated queries, all
     in ``store``); write ``output/encoder`` (the bi-encoder) and
-    ``output/ruie_meta.json``. Returns the metadata (preference used, timings)."""
+    ``output/ruie_meta.json``. Returns the metadata (preference used, timings).
+    ``encoder``: the starting weights of both (default: the bundled MiniLM), e.g. a
+    trained ``output/encoder`` to train on; ``max_minutes`` (0 = none): the bi-encoder
+    stops after that time (``bi_steps_done`` in the metadata), saved as usual."""
     import torch
 
     if len(docs) < 2 or len(store) < n_negatives + 1:
@@ -393,7 +400,8 @@ def train_ruie(
     t2 = time.perf_counter()
     bi_losses = _optimise(bi.encoder, len(groups), bi_loss, output / "bi_encoder", steps=bi_steps,
                           lr=lr, warmup=warmup, batch_size=batch_size, seed=seed, device=device,
-                          show_progress=show_progress, log=log, what="bi-encoder")
+                          show_progress=show_progress, log=log, what="bi-encoder",
+                          max_minutes=max_minutes)
     bi.train(False)
     t_bi = time.perf_counter() - t2
     bi.save(output / "encoder")
@@ -402,7 +410,8 @@ def train_ruie(
             "n_candidates": n_candidates, "n_negatives": n_negatives, "batch_size": batch_size,
             "reward_steps": reward_steps, "bi_steps": bi_steps, "lr": lr, "temperature": temperature,
             "kl_weight": kl_weight, "preference_s": round(t_pref, 1), "reward_s": round(t_reward, 1),
-            "bi_encoder_s": round(t_bi, 1), "reward_final_loss": reward_losses[-1],
+            "bi_encoder_s": round(t_bi, 1), "bi_steps_done": len(bi_losses),
+            "reward_final_loss": reward_losses[-1],
             "bi_final_loss": bi_losses[-1],
             "positive_pref_mean": _finite_mean([g[2][0] for g in groups]),
             "negative_pref_mean": _finite_mean([v for g in groups for v in g[2][1:]])}

@@ -169,3 +169,28 @@ def test_train_ruie_needs_an_informative_query(nlp, tmp_path):
     with pytest.raises(ValueError, match="KBE322"):
         train_ruie(DemoStore.from_docs(same), same, LabelPreference(), tmp_path / "x", n_candidates=3,
                    n_negatives=2, reward_steps=0, bi_steps=1)
+
+
+def test_train_ruie_time_limit_and_continued_training(nlp, tmp_path):
+    """``max_minutes`` stops the bi-encoder cleanly (the encoder saved, the steps run
+    recorded); ``encoder`` starts a second run from the saved encoder's weights."""
+    import torch
+
+    from spacy_kbnlp.retrieval.ruie import BiEncoder, LabelPreference
+
+    docs = re_docs(nlp)
+    store = DemoStore.from_docs(docs)
+    meta = train_ruie(store, docs, LabelPreference(), tmp_path / "a", n_candidates=4, n_negatives=2,
+                      batch_size=2, reward_steps=0, bi_steps=50, max_minutes=1e-9, log=lambda m: None)
+    assert meta["bi_steps"] == 50 and meta["bi_steps_done"] == 1
+    saved = BiEncoder(str(tmp_path / "a" / "encoder"))
+    bundled = BiEncoder(None)
+    text = ["[E0 Peop: Niels Bohr] lived in [E1 Loc: Copenhagen] ."]
+    with torch.no_grad():
+        assert not torch.allclose(saved.embed(text), bundled.embed(text), atol=1e-6)
+    train_ruie(store, docs, LabelPreference(), tmp_path / "b", n_candidates=4, n_negatives=2,
+               batch_size=2, reward_steps=0, bi_steps=1, lr=0.0, encoder=str(tmp_path / "a" / "encoder"),
+               log=lambda m: None)
+    again = BiEncoder(str(tmp_path / "b" / "encoder"))
+    with torch.no_grad():  # lr 0: the continued run keeps the weights it started from
+        assert torch.allclose(again.embed(text), saved.embed(text), atol=1e-6)
