@@ -314,3 +314,18 @@ def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
     res = json.loads((tmp_path / "re.json").read_text())
     assert res["mydata"]["0.5"]["etrag_rd_gate"]["retrieval_mix"] == summary["retrieval_mix"]
     assert "mydata_0.5_etrag_rd_gate" not in res["speed"]  # no training of its own
+
+
+def test_status_rows_compare_two_stage_etrag_with_the_equal_budget_baseline(bench):
+    """The status table's two-stage row pairs ETRAG from the baseline (gate chosen on
+    dev) with the baseline trained on as long, and is left out without both cells."""
+    cell = lambda f1: {"f1": f1, "f1_seeds": [f1 - 1, f1 + 1], "f1_std": 1.0}
+    res = {"semeval": {"0.1": {"etrag_from_base_gate": dict(cell(57.8), retrieval_mix=1.0),
+                               "baseline_from_base": cell(55.0)}},
+           "speed": {"semeval_0.1_etrag_from_base": {"steps": 75, "date": "2026-12-06", "threads": 1}}}
+    rows = bench.status_rows(res)
+    assert len(rows) == 1 and rows[0]["ours"] == "57.8 ± 1.0 (2 seeds)"
+    assert rows[0]["alternative"] == "the baseline trained on as long, no retrieval: 55.0 ± 1.0 (2 seeds)"
+    assert "baseline + 75 steps, retrieval_mix 1.0 chosen on dev" in rows[0]["task"]
+    del res["semeval"]["0.1"]["baseline_from_base"]
+    assert bench.status_rows(res) == []
