@@ -173,16 +173,23 @@ def test_coref_export_compact_feeds_the_demo(tmp_path, monkeypatch):
 
     cfg = {"decoder_layers": 1, "segment_length": 32, "stride": 16, "max_target_length": 48,
            "max_clusters": 5}
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer")
-    nlp.add_pipe("seq2seq_coref", config={**cfg, "representation": "partial", "action": "token"})
-    set_seed(0)  # as init_nlp does with [system] seed 0
-    nlp.initialize()
-    with torch.no_grad():
-        for p in nlp.get_pipe("seq2seq_coref").coref_model.model.parameters():
-            if p.ndim == 2 and min(p.shape) > 8:
-                p.add_(1e-3 * torch.ones(p.shape[0], 1) @ torch.ones(1, p.shape[1]))
-    nlp.to_disk(tmp_path / "pipeline")
+
+    def trained(path, step, **settings):
+        """A sentencizer + seq2seq_coref pipeline whose matrices moved by ``step`` (as
+        training would move them), saved to ``path``."""
+        nlp = spacy.blank("en")
+        nlp.add_pipe("sentencizer")
+        nlp.add_pipe("seq2seq_coref", config={**cfg, "representation": "partial", "action": "token",
+                                              **settings})
+        set_seed(0)  # as init_nlp does with [system] seed 0
+        nlp.initialize()
+        with torch.no_grad():
+            for p in nlp.get_pipe("seq2seq_coref").coref_model.model.parameters():
+                if p.ndim == 2 and min(p.shape) > 8:
+                    p.add_(step * torch.ones(p.shape[0], 1) @ torch.ones(1, p.shape[1]))
+        nlp.to_disk(path)
+
+    trained(tmp_path / "pipeline", 1e-3)
     info = export_compact(tmp_path / "pipeline", tmp_path / "compact", rank=2)
     assert info["spec"]["seed"] == 0 and info["bytes"] < 3 * 2**20
     component = srsly.read_json(tmp_path / "compact" / "component.json")
@@ -211,16 +218,7 @@ def test_coref_export_compact_feeds_the_demo(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="KBE157"):
         run_bundled_coref(text, model=tmp_path / "missing")
     # trained further from the compact model: exported against the same seeded base
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer")
-    nlp.add_pipe("seq2seq_coref", config={**cfg, "representation": "partial", "action": "token",
-                                          "model": str(tmp_path / "compact")})
-    nlp.initialize()
-    with torch.no_grad():
-        for p in nlp.get_pipe("seq2seq_coref").coref_model.model.parameters():
-            if p.ndim == 2 and min(p.shape) > 8:
-                p.sub_(2e-3 * torch.ones(p.shape[0], 1) @ torch.ones(1, p.shape[1]))
-    nlp.to_disk(tmp_path / "further")
+    trained(tmp_path / "further", -2e-3, model=str(tmp_path / "compact"))
     again = export_compact(tmp_path / "further", tmp_path / "compact_further", rank=2)
     assert again["spec"]["seed"] == 0 and again["spec"]["base"] == info["spec"]["base"]
     want = [[m.text for m in c] for c in spacy.load(tmp_path / "further")(text)._.coref_clusters]
