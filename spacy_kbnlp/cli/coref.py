@@ -45,10 +45,9 @@ def export_compact(pipeline: PathLike, output: PathLike, *, rank: int = 16,
     difference from that seeded start; one trained further from a compact model
     (``model`` = the bundled model or an exported folder) as its difference from
     the same start as that model. Returns the size in bytes and the spec."""
-    from .evaluate import load_pipeline
-
     from ..core.bundled import resolve_bundled
     from ..models.seq2seq_compact import COMPACT_SPEC
+    from .evaluate import load_pipeline
 
     nlp = load_pipeline(pipeline)
     comp = nlp.get_pipe(name)

@@ -316,14 +316,20 @@ def _build_module_class():
             prompts-hidden pass of a model warm-started from the no-retrieval baseline
             (``init_from``) is that baseline; shown prompts keep positions
             ``0..n_prompts-1`` and the text follows them."""
-            import inspect
-
-            encoder = self.seq2seq.get_encoder()
-            if "position_ids" not in inspect.signature(encoder.forward).parameters:
+            if not self._encoder_takes_positions():
                 return {}
             pos = torch.arange(width, device=hide.device).unsqueeze(0).repeat(hide.shape[0], 1)
             pos[hide] = (pos[hide] - n_prompts).clamp(min=0)
             return {"position_ids": pos}
+
+        def _encoder_takes_positions(self) -> bool:
+            """Whether the encoder's forward takes ``position_ids`` (looked up once)."""
+            if getattr(self, "_takes_positions", None) is None:
+                import inspect
+
+                forward = self.seq2seq.get_encoder().forward
+                self._takes_positions = "position_ids" in inspect.signature(forward).parameters
+            return self._takes_positions
 
         def head_scores(self, hidden, mask):
             """``label_scoring = "head"``: one decoder step (the start token) over the

@@ -375,7 +375,8 @@ class Seq2SeqCoref(KBPipe):
 
     def _load_linker(self, p: Path) -> None:
         """A pipeline saved before the linker existed has none: ``relink`` then uses
-        the bundled one."""
+        the bundled one for the bundled model, and keeps the generated clusters
+        otherwise."""
         self.linker = PairLinker.from_disk(p) if (p / SPEC_FILE).exists() else None
 
     def _load_model(self, p: Path) -> None:
