@@ -151,11 +151,15 @@ class BertDecoderStepper:
         self.length = t0 + m
         return logits
 
-    def step_ragged(self, ids: Any, lengths: Sequence[int]) -> Any:
+    def step_ragged(self, ids: Any, lengths: Sequence[int],
+                    fed: Optional[Sequence[int]] = None) -> Any:
         """Logits ``(batch, len, columns)`` where row ``r`` continues after its own
         ``lengths[r]`` cached positions (rows of a batch that accepted different numbers
-        of speculative tokens). Positions past a row's real tokens (padding) are
-        written but never read once :meth:`crop_rows` has set the row lengths."""
+        of speculative tokens). ``fed[r]``: how many of row ``r``'s ids are real (the
+        rest pad the row to the batch's width; None: all). Padding is not computed
+        through the linear layers, its keys/values are not written and its logits are
+        zero; attention may read stale slots for it, never for a real position, so
+        every real position's logits are those of :meth:`step`."""
         import torch
 
         if not torch.is_tensor(ids):
@@ -164,7 +168,11 @@ class BertDecoderStepper:
         b, m = ids.shape
         start = torch.as_tensor(list(lengths), dtype=torch.long, device=ids.device)
         pos = start[:, None] + torch.arange(m, device=ids.device)[None, :]  # (batch, m)
-        end = int(pos.max()) + 1
+        real = None
+        if fed is not None and min(fed) < m:
+            real = torch.arange(m, device=ids.device)[None, :] < torch.as_tensor(
+                list(fed), dtype=torch.long, device=ids.device)[:, None]
+        end = int(pos.max() if real is None else pos[real].max()) + 1
         if end > self.slots:
             raise ValueError(f"BertDecoderStepper: {end} decoder positions exceed the "
                              f"{self.slots} it holds (propose fewer tokens)")
@@ -174,7 +182,7 @@ class BertDecoderStepper:
             # query i of row r sees the row's positions up to its own
             mask = (torch.arange(end, device=ids.device)[None, None, :] <= pos[:, :, None])[:, None]
             rows = torch.arange(b, device=ids.device)[:, None].expand(b, m)
-            logits = self._layers(x, (rows, pos), end, mask)
+            logits = self._layers(x, (rows, pos), end, mask, real)
         self.length = end
         return logits
 
@@ -185,35 +193,55 @@ class BertDecoderStepper:
         x = x + emb.token_type_embeddings.weight[0] + emb.position_embeddings.weight[positions]
         return emb.LayerNorm(x)
 
-    def _layers(self, x: Any, where: Any, end: int, self_mask: Any) -> Any:
+    def _layers(self, x: Any, where: Any, end: int, self_mask: Any, real: Any = None) -> Any:
         """The decoder layers and output head over input embeddings ``x`` (batch, m,
         hidden): new keys/values are written at ``buffer[where]`` (an index over batch
-        and position) and attention reads the first ``end`` positions under ``self_mask``."""
+        and position) and attention reads the first ``end`` positions under ``self_mask``.
+        ``real`` (batch, m; None: all): the positions computed; the linear layers run on
+        them alone (packed), attention on the padded batch."""
         import torch.nn.functional as F
 
-        b, m, _ = x.shape
+        b, m, width = x.shape
+        flat = None if real is None else real.reshape(-1).nonzero().squeeze(1)
+        if flat is not None:
+            where = (where[0].reshape(-1)[flat], where[1].reshape(-1)[flat])
+        x = x.reshape(b * m, width) if flat is None else x.reshape(b * m, width).index_select(0, flat)
+
+        def heads(t: Any) -> Any:  # packed (n, hidden) -> (batch, heads, m, head_dim)
+            if flat is not None:
+                t = t.new_zeros((b * m, t.shape[-1])).index_copy_(0, flat, t)
+            return self._heads(t.view(b, m, -1))
+
+        def packed(a: Any) -> Any:  # attention output (batch, heads, m, head_dim) -> (n, hidden)
+            a = a.transpose(1, 2).reshape(b * m, -1)
+            return a if flat is None else a.index_select(0, flat)
+
+        kv_shape = (-1, self.n_heads, self.head_dim) if flat is not None else (
+            b, m, self.n_heads, self.head_dim)
         for i, layer in enumerate(self.layers):
             att = layer.attention.self
-            q = self._heads(att.query(x))
+            q = heads(att.query(x))
             if self.keys[i] is None:
                 self.keys[i], self.values[i] = self._alloc(b, q), self._alloc(b, q)
-            shape = (b, m, self.n_heads, self.head_dim)
-            self.keys[i][where] = att.key(x).view(shape)
-            self.values[i][where] = att.value(x).view(shape)
+            self.keys[i][where] = att.key(x).view(kv_shape)
+            self.values[i][where] = att.value(x).view(kv_shape)
             a = F.scaled_dot_product_attention(q, self.keys[i][:, :end].transpose(1, 2),
                                                self.values[i][:, :end].transpose(1, 2),
                                                attn_mask=self_mask)
             out = layer.attention.output
-            x = out.LayerNorm(out.dense(a.transpose(1, 2).reshape(b, m, -1)) + x)
+            x = out.LayerNorm(out.dense(packed(a)) + x)
             catt = layer.crossattention.self
             ck, cv = self.cross[i]
-            a = F.scaled_dot_product_attention(self._heads(catt.query(x)), ck, cv,
+            a = F.scaled_dot_product_attention(heads(catt.query(x)), ck, cv,
                                                attn_mask=self.cross_mask)
             out = layer.crossattention.output
-            x = out.LayerNorm(out.dense(a.transpose(1, 2).reshape(b, m, -1)) + x)
+            x = out.LayerNorm(out.dense(packed(a)) + x)
             h = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
             x = layer.output.LayerNorm(layer.output.dense(h) + x)
-        return F.linear(self.transform(x), self.out_w, self.out_b)
+        logits = F.linear(self.transform(x), self.out_w, self.out_b)
+        if flat is not None:
+            logits = logits.new_zeros((b * m, logits.shape[-1])).index_copy_(0, flat, logits)
+        return logits.view(b, m, -1)
 
     def crop_rows(self, lengths: Sequence[int]) -> None:
         """Set each row's cached length (after ``step_ragged``)."""
@@ -230,13 +258,25 @@ class BertDecoderStepper:
         if self.input_embedder is not None:
             self.input_embedder.crop(length)
 
+    def _take(self, buffer: Any, idx: Any) -> Any:
+        """Rows ``idx`` of a key/value buffer: the cached positions copied, the slots
+        after them zero (read only under a mask, so they must be finite)."""
+        import torch
+
+        n = min(self.length, buffer.shape[1])
+        out = torch.empty((len(idx),) + tuple(buffer.shape[1:]), dtype=buffer.dtype,
+                          device=buffer.device)
+        out[:, :n] = buffer[:, :n].index_select(0, idx)
+        out[:, n:] = 0
+        return out
+
     def reorder(self, index: Sequence[int]) -> None:
         import torch
 
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self._base_hidden.device)
         with torch.inference_mode():
-            self.keys = [None if k is None else k.index_select(0, idx) for k in self.keys]
-            self.values = [None if v is None else v.index_select(0, idx) for v in self.values]
+            self.keys = [None if k is None else self._take(k, idx) for k in self.keys]
+            self.values = [None if v is None else self._take(v, idx) for v in self.values]
             self.cross = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.cross]
             if self.cross_mask is not None:
                 self.cross_mask = self.cross_mask.index_select(0, idx)

@@ -498,7 +498,8 @@ def batched_greedy_decode(stepper: Any, states: Sequence[ConstraintState], promp
     ``n_propose`` > 0: copy-speculative in the batch: each pass feeds every row its
     pending token plus its own proposal (rows padded to the longest) and each row
     keeps what :func:`speculative_decode` would keep (the same output). Rows then
-    differ in length: the stepper must offer ``step_ragged(ids, lengths)`` and
+    differ in length: the stepper must offer ``step_ragged(ids, lengths, fed=...)`` (``fed``:
+    each row's real tokens before its padding) and
     ``crop_rows(lengths)`` (``core.bert_decoder.BertDecoderStepper``)."""
     import torch
 
@@ -525,7 +526,8 @@ def batched_greedy_decode(stepper: Any, states: Sequence[ConstraintState], promp
         m = max(len(f) for f in fed)
         ids = torch.tensor([f + [f[-1]] * (m - len(f)) for f in fed], dtype=torch.long)
         if n_propose > 0:
-            logits = stepper.step_ragged(ids, [cached[i] for i in active])
+            logits = stepper.step_ragged(ids, [cached[i] for i in active],
+                                         fed=[len(f) for f in fed])
         else:  # every row as long as the others: a plain step
             logits = stepper.step(ids)
         logits = logits.float().cpu().numpy()
@@ -852,10 +854,11 @@ class BiasedStepper:
         rows[..., self._cols] += self._vals
         return rows
 
-    def step_ragged(self, ids: "Any", lengths: Sequence[int]) -> "Any":
+    def step_ragged(self, ids: "Any", lengths: Sequence[int],
+                    fed: Optional[Sequence[int]] = None) -> "Any":
         import torch
 
-        logits = self.inner.step_ragged(ids, lengths).clone()
+        logits = self.inner.step_ragged(ids, lengths, fed=fed).clone()
         logits[..., torch.as_tensor(self._cols)] += torch.as_tensor(self._vals, dtype=logits.dtype,
                                                                    device=logits.device)
         return logits

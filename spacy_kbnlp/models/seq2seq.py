@@ -328,14 +328,18 @@ class Seq2SeqCorefModel:
             logits.reshape(-1, logits.shape[-1]).float(), labels.to(dev).reshape(-1),
             ignore_index=-100)
 
-    def aligned_embeddings(self, ids: Any, hidden: Any, positions: Any) -> Any:
+    def aligned_embeddings(self, ids: Any, hidden: Any, positions: Any, rows: Any = None) -> Any:
         """Decoder input embeddings of ``ids`` (batch, len) plus the encoder states at
-        ``positions`` (batch, len): what the decoder reads under ``aligned_input``."""
+        ``positions`` (batch, len): what the decoder reads under ``aligned_input``.
+        ``rows`` (batch,): the row of ``hidden`` each row of ``ids`` reads (None: the
+        same row)."""
         import torch
 
         emb = self.model.get_decoder().get_input_embeddings()(ids)
-        idx = positions.clamp(max=hidden.shape[1] - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        return emb + torch.gather(hidden, 1, idx).to(emb.dtype)
+        positions = positions.clamp(max=hidden.shape[1] - 1)
+        if rows is None:
+            rows = torch.arange(ids.shape[0], device=ids.device)
+        return emb + hidden[rows[:, None], positions].to(emb.dtype)
 
     # --- prediction
     def stepper(self, hidden: Any, mask: Any, embedder: Any = None) -> Any:
@@ -543,6 +547,5 @@ class PointerEmbedder:
                 pos.append(self.offset + min(state.pos, len(grammar.units)))
             positions.append(pos)
         src = torch.as_tensor(self.source, dtype=torch.long, device=self.hidden.device)
-        hidden = (self.hidden.expand(ids.shape[0], -1, -1) if self.hidden.shape[0] == 1
-                  else self.hidden.index_select(0, src))
-        return self.model.aligned_embeddings(ids, hidden, torch.tensor(positions, device=ids.device))
+        return self.model.aligned_embeddings(ids, self.hidden,
+                                             torch.tensor(positions, device=ids.device), rows=src)

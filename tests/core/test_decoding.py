@@ -148,7 +148,7 @@ class HashStepper:
     def reorder(self, index):
         self.fed = [list(self.fed[i]) for i in index]
 
-    def step_ragged(self, ids, lengths):
+    def step_ragged(self, ids, lengths, fed=None):
         """Row r continues after its first ``lengths[r]`` fed tokens."""
         self.fed = [list(self.fed[b] if b < len(self.fed) else self.fed[0])[:n]
                     for b, n in enumerate(lengths)]

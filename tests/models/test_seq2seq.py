@@ -433,6 +433,45 @@ def test_lean_decoder_and_batched_segments_equal_one_by_one(tiny_dir, byron, ali
     assert [o.tokens for _, o in model.decode_segments(segs)] == [o.tokens for _, o in batched]
 
 
+def test_ragged_step_packs_padding_out_and_keeps_the_real_logits(tiny_dir, byron):
+    """``step_ragged`` with ``fed`` (each row's real tokens before its padding) runs the
+    linear layers on the real positions only: their logits equal those of the same
+    rows fed unpadded one by one, the padding's logits are zero, and the next ragged
+    step after ``crop_rows`` continues each row from its own length."""
+    import numpy
+    import torch
+
+    from spacy_kbnlp.core.bert_decoder import BertDecoderStepper
+
+    model = Seq2SeqCorefModel.load(str(tiny_dir), ModelSettings(segment_length=48,
+                                                                max_target_length=160))
+    units = model.doc_units(byron)
+    segs = [segment_units(units, s, e, None)[0] for s, e in ((0, 48), (24, 72), (48, 60))]
+    inp = torch.full((3, 50), model.tokenizer.pad_token_id)
+    mask = torch.zeros_like(inp)
+    for k, ids in enumerate(segs):
+        x = model.encoder_input(ids)
+        inp[k, :len(x)], mask[k, :len(x)] = torch.tensor(x), 1
+    with torch.inference_mode():
+        hidden = model.model.get_encoder()(input_ids=inp, attention_mask=mask).last_hidden_state
+    feeds = [[model.decoder_start] + ids[:k] for ids, k in zip(segs, (5, 2, 3))]
+    width = max(len(f) for f in feeds)
+    padded = torch.tensor([f + [f[-1]] * (width - len(f)) for f in feeds])
+    st = BertDecoderStepper(model.model, hidden, mask, columns=model.output_columns())
+    packed = st.step_ragged(padded, [0, 0, 0], fed=[len(f) for f in feeds])
+    st.crop_rows([len(f) for f in feeds])
+    second = st.step_ragged(torch.tensor([[segs[k][len(f) - 1]] for k, f in enumerate(feeds)]),
+                            [len(f) for f in feeds], fed=[1, 1, 1])
+    for k, f in enumerate(feeds):
+        alone = BertDecoderStepper(model.model, hidden[k:k + 1], mask[k:k + 1],
+                                   columns=model.output_columns())
+        numpy.testing.assert_allclose(packed[k, :len(f)].numpy(), alone.step(f)[0].numpy(),
+                                      atol=1e-5)
+        assert not packed[k, len(f):].any()  # padding: not computed
+        nxt = alone.step([segs[k][len(f) - 1]])[0]
+        numpy.testing.assert_allclose(second[k].numpy(), nxt.numpy(), atol=1e-5)
+
+
 def test_generate_with_processor_equals_greedy(tiny_dir, byron):
     """Our greedy loop and transformers' generate + ConstrainedLogitsProcessor agree."""
     import torch
