@@ -384,6 +384,23 @@ def test_aligned_input(tiny_dir, byron, rep, act):
                                                             aligned_input=True))
 
 
+def _three_segments(model, byron):
+    """Three segments of unequal lengths of the Byron text, their encoder states in one
+    padded batch, and its attention mask."""
+    import torch
+
+    units = model.doc_units(byron)
+    segs = [segment_units(units, s, e, None)[0] for s, e in ((0, 48), (24, 72), (48, 60))]
+    inp = torch.full((3, 50), model.tokenizer.pad_token_id)
+    mask = torch.zeros_like(inp)
+    for k, ids in enumerate(segs):
+        x = model.encoder_input(ids)
+        inp[k, :len(x)], mask[k, :len(x)] = torch.tensor(x), 1
+    with torch.inference_mode():
+        hidden = model.model.get_encoder()(input_ids=inp, attention_mask=mask).last_hidden_state
+    return segs, hidden, mask
+
+
 @pytest.mark.parametrize("aligned", [False, True])
 def test_lean_decoder_and_batched_segments_equal_one_by_one(tiny_dir, byron, aligned):
     """The lean BERT decoder gives Hugging Face's logits (one token, several tokens,
@@ -400,15 +417,7 @@ def test_lean_decoder_and_batched_segments_equal_one_by_one(tiny_dir, byron, ali
                                                                 max_target_length=160,
                                                                 aligned_input=aligned))
     assert supports(model.model)
-    units = model.doc_units(byron)
-    segs = [segment_units(units, s, e, None)[0] for s, e in ((0, 48), (24, 72), (48, 60))]
-    inp = torch.full((3, 50), model.tokenizer.pad_token_id)
-    mask = torch.zeros_like(inp)
-    for k, ids in enumerate(segs):
-        x = model.encoder_input(ids)
-        inp[k, :len(x)], mask[k, :len(x)] = torch.tensor(x), 1
-    with torch.inference_mode():
-        hidden = model.model.get_encoder()(input_ids=inp, attention_mask=mask).last_hidden_state
+    segs, hidden, mask = _three_segments(model, byron)
     feed = torch.tensor([[model.decoder_start] + ids[:5] for ids in segs])
     logits = []
     for cls in (HFSeq2SeqStepper, BertDecoderStepper):
@@ -445,15 +454,7 @@ def test_ragged_step_packs_padding_out_and_keeps_the_real_logits(tiny_dir, byron
 
     model = Seq2SeqCorefModel.load(str(tiny_dir), ModelSettings(segment_length=48,
                                                                 max_target_length=160))
-    units = model.doc_units(byron)
-    segs = [segment_units(units, s, e, None)[0] for s, e in ((0, 48), (24, 72), (48, 60))]
-    inp = torch.full((3, 50), model.tokenizer.pad_token_id)
-    mask = torch.zeros_like(inp)
-    for k, ids in enumerate(segs):
-        x = model.encoder_input(ids)
-        inp[k, :len(x)], mask[k, :len(x)] = torch.tensor(x), 1
-    with torch.inference_mode():
-        hidden = model.model.get_encoder()(input_ids=inp, attention_mask=mask).last_hidden_state
+    segs, hidden, mask = _three_segments(model, byron)
     feeds = [[model.decoder_start] + ids[:k] for ids, k in zip(segs, (5, 2, 3))]
     width = max(len(f) for f in feeds)
     padded = torch.tensor([f + [f[-1]] * (width - len(f)) for f in feeds])
