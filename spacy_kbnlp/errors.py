@@ -327,6 +327,7 @@ class Errors(metaclass=ErrorsWithCodes):
     KBE325 = ("'{name}' starts from the weights of '{path}', whose labels {saved} do not "
               "cover {missing} (in the training data or the given labels). Train the saved "
               "pipeline on the same label set.")
+    KBE326 = ("RUIE: unknown choice of negatives {value!r}. Choose one of: {options}.")
     # --- generative entity linking (KBE350-KBE399)
     KBE350 = ("Component '{name}' is not initialized: call nlp.initialize() (it loads the model "
               "and the KB names) or load a trained pipeline with spacy.load().")

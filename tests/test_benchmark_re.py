@@ -181,7 +181,8 @@ def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_pat
                               scorer=None, test_limit=None, fraction="0.5", queries=0, candidates=6,
                               reward_steps=0, bi_steps=3, preference="label", weight=0.1, model=None, lr=5e-5, tag="",
                               batch_size=8,
-                              model_seed=0, threads=1, train_fraction=None, init_encoder=None, max_minutes=0.0)
+                              model_seed=0, threads=1, train_fraction=None, init_encoder=None, max_minutes=0.0,
+                              negatives="least")
     bench.cmd_ruie(args)
     nlp = __import__("spacy").blank("en")
     spec = bench.dataset_spec(str(folder))
@@ -190,7 +191,7 @@ def test_ruie_label_preference_uses_training_queries_only(bench, folder, tmp_pat
     assert {doc_key(d) for d in calls["queries"]} == train_keys  # --queries 0: the whole subset
     assert {r["key"] for r in calls["store"].records} == train_keys
     assert calls["output"] == bench.ROOT / "training" / "ruie_label"
-    assert calls["kw"]["reward_steps"] == 0 and calls["kw"]["lr"] == 5e-5
+    assert calls["kw"]["reward_steps"] == 0 and calls["kw"]["lr"] == 5e-5 and calls["kw"]["negatives"] == "least"
     run = json.loads((tmp_path / "runs" / "ruie_label.json").read_text())
     assert run["preference"] == "label" and run["store_docs"] == len(train_keys) and "preference_model" not in run
     assert bench.ruie_name("model") == "ruie" and bench.ruie_name("mixed") == "ruie_mixed"
@@ -249,13 +250,13 @@ def test_ruie_train_fraction_trains_on_more_than_the_store(bench, folder, tmp_pa
     calls = {}
     monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(ruie_module, "train_ruie", lambda store, queries, pref, output, **kw: calls.update(
-        store=store, queries=queries, encoder=kw["encoder"]) or {
+        store=store, queries=queries, encoder=kw["encoder"], negatives=kw["negatives"]) or {
             "preference": pref.name, "bi_encoder_s": 2.0, "preference_s": 0.5})
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
                               scorer=None, test_limit=None, fraction="0.5", train_fraction="1.0", queries=0,
                               candidates=6, reward_steps=0, bi_steps=3, preference="label", weight=0.1,
                               model=None, lr=5e-5, tag="full", batch_size=8, model_seed=0, threads=1,
-                              init_encoder=None, max_minutes=0.0)
+                              init_encoder=None, max_minutes=0.0, negatives="closest")
     bench.cmd_ruie(args)
     nlp = __import__("spacy").blank("en")
     spec = bench.dataset_spec(str(folder))
@@ -268,6 +269,7 @@ def test_ruie_train_fraction_trains_on_more_than_the_store(bench, folder, tmp_pa
     assert run["store_docs"] == len(all_keys) and run["total_s"] == 2.5
     assert "fraction 1.0" in run["train_data"] and "test never" in run["train_data"]
     assert calls["encoder"] is None and "init_encoder" not in run
+    assert calls["negatives"] == "closest"  # --negatives reaches train_ruie
     # --init-encoder: training goes on from a trained encoder, recorded relative to the repository
     args.init_encoder, args.tag = str(bench.ROOT / "training" / "ruie_label_full" / "encoder"), "full_more"
     bench.cmd_ruie(args)

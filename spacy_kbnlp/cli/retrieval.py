@@ -128,6 +128,7 @@ def train_ruie_cli(
     reward_steps: int = Opt(200, "--reward-steps", help="Reward-model optimizer steps (0 = no reward model, no KL term)"),
     bi_steps: int = Opt(200, "--bi-steps", help="Bi-encoder optimizer steps"),
     batch_size: int = Opt(8, "--batch-size", help="Queries per step"),
+    negatives: str = Opt("least", "--negatives", help="Each query's negatives: least (the least preferred candidates) or closest (the most preferred below the positive; label: the opposite direction first)"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU id, -1 for CPU"),
 ):
     # fmt: on
@@ -136,7 +137,7 @@ def train_ruie_cli(
     try:
         meta = train_ruie_cmd(train_path, output_path, fmt=fmt, preference=preference, model=model,
                               limit=limit, weight=weight, n_candidates=n_candidates, reward_steps=reward_steps,
-                              bi_steps=bi_steps, batch_size=batch_size, show_progress=True,
+                              bi_steps=bi_steps, batch_size=batch_size, negatives=negatives, show_progress=True,
                               log=msg.text)
     except (ValueError, FileNotFoundError, ImportError) as err:
         msg.fail(str(err), exits=1)

@@ -285,12 +285,23 @@ def _finite_mean(values: Sequence[float]) -> Optional[float]:
     return round(float(numpy.mean(vals)), 4) if vals else None
 
 
-def _split(prefs: Sequence[float], n_neg: int) -> Tuple[int, List[int]]:
-    """The most preferred candidate and the ``n_neg`` least preferred ones; ties go
-    to the earlier (higher BM25) candidate on both sides: the best-ranked positive
-    and the hardest negatives."""
+NEGATIVES = ("least", "closest")
+
+
+def _split(prefs: Sequence[float], n_neg: int, negatives: str = "least") -> Tuple[int, List[int]]:
+    """The most preferred candidate and ``n_neg`` negatives: the least preferred
+    candidates (``"least"``) or the most preferred ones strictly below the positive
+    (``"closest"``: with the label preference, the same relation in the other
+    direction first, then the candidates of other labels; the least preferred fill
+    up when too few are below the positive). Ties go to the earlier (higher BM25)
+    candidate on both sides: the best-ranked positive and the hardest negatives."""
     rows = range(len(prefs))
-    return max(rows, key=prefs.__getitem__), sorted(rows, key=prefs.__getitem__)[:n_neg]
+    pos = max(rows, key=prefs.__getitem__)
+    least = sorted(rows, key=prefs.__getitem__)
+    if negatives == "least":
+        return pos, least[:n_neg]
+    below = sorted((r for r in rows if prefs[r] < prefs[pos]), key=lambda r: -prefs[r])[:n_neg]
+    return pos, below + [r for r in least if r != pos and r not in below][:n_neg - len(below)]
 
 
 def train_ruie(
@@ -314,15 +325,20 @@ def train_ruie(
     show_progress: bool = False,
     log: Callable[[str], None] = print,
     max_minutes: float = 0.0,
+    negatives: str = "least",
 ) -> Dict[str, Any]:
     """Train the reward model and the bi-encoder on ``docs`` (annotated queries, all
     in ``store``); write ``output/encoder`` (the bi-encoder) and
     ``output/ruie_meta.json``. Returns the metadata (preference used, timings).
     ``encoder``: the starting weights of both (default: the bundled MiniLM), e.g. a
     trained ``output/encoder`` to train on; ``max_minutes`` (0 = none): the bi-encoder
-    stops after that time (``bi_steps_done`` in the metadata), saved as usual."""
+    stops after that time (``bi_steps_done`` in the metadata), saved as usual;
+    ``negatives``: which candidates are each query's negatives (``_split``: ``"least"``
+    preferred, or ``"closest"`` below the positive, e.g. the opposite direction)."""
     import torch
 
+    if negatives not in NEGATIVES:
+        raise ValueError(Errors.KBE326.format(value=negatives, options=", ".join(NEGATIVES)))
     if len(docs) < 2 or len(store) < n_negatives + 1:
         raise ValueError(Errors.KBE316.format(need=max(2, n_negatives + 1), what="queries/demonstrations",
                                               n=min(len(docs), len(store))))
@@ -339,7 +355,7 @@ def train_ruie(
     q_texts = [render_input(d, store.input_format) for d in docs]
     groups = []  # (query idx, [positive row] + negative rows, preference of those)
     for i, (rows, pr) in enumerate(zip(cands, prefs)):
-        pos, negs = _split(pr, n_negatives)
+        pos, negs = _split(pr, n_negatives, negatives)
         sel = [pos] + negs
         if not pr[pos] > max(pr[j] for j in negs):
             continue  # every candidate equally preferred: no signal
@@ -407,7 +423,8 @@ def train_ruie(
     bi.save(output / "encoder")
     meta = {"preference": getattr(preference, "name", str(preference)), "queries": len(docs),
             "informative_queries": len(groups), "in_batch_masking": in_batch is not None,
-            "n_candidates": n_candidates, "n_negatives": n_negatives, "batch_size": batch_size,
+            "n_candidates": n_candidates, "n_negatives": n_negatives, "negatives": negatives,
+            "batch_size": batch_size,
             "reward_steps": reward_steps, "bi_steps": bi_steps, "lr": lr, "temperature": temperature,
             "kl_weight": kl_weight, "preference_s": round(t_pref, 1), "reward_s": round(t_reward, 1),
             "bi_encoder_s": round(t_bi, 1), "bi_steps_done": len(bi_losses),

@@ -133,6 +133,23 @@ def test_init_from_errors(tiny, tmp_path):
         _train(_with_init_from(_nlp(tiny["t5"]), fewer), steps=0)
 
 
+def test_init_from_with_head_scoring(tiny, tmp_path):
+    """The CoNLL04 two-stage recipe (``label_scoring = "head"``): ETRAG with head
+    scoring starts from a head baseline, takes every weight it has, and trains."""
+    import torch
+
+    head = _save_tiny(tmp_path, "head", tiny["t5"], label_scoring="head")
+    nlp = _with_init_from(_nlp(tiny["t5"], label_scoring="head"), head)
+    losses = _train(nlp, steps=0)
+    module = nlp.get_pipe(NAME).module
+    saved = spacy.load(head).get_pipe(NAME).module.state_dict()
+    assert module.label_scoring == "head" and "label_head" in saved
+    assert all(torch.equal(p, saved[n]) for n, p in module.state_dict().items())
+    assert sorted({n.split(".")[0] for n in module.fresh_parameters()}) == ["label_emb", "value"]
+    assert losses == []
+    assert len(_train(nlp, steps=2)) == 2  # and it trains on from there
+
+
 def test_shipped_config_takes_init_from(tiny, tmp_path):
     """configs/etrag.cfg: --paths.init_from reaches the component's initialize."""
     import torch

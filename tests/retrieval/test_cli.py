@@ -26,6 +26,9 @@ def test_build_demo_store_cli(nlp, tmp_path):
     mixed = runner.invoke(app, ["train-ruie", str(tmp_path / "train.spacy"), str(tmp_path / "r"),
                                 "--preference", "mixed"])  # mixed needs the ETRAG pipeline
     assert mixed.exit_code == 1 and "KBE312" in mixed.output and "--model" in mixed.output
+    negs = runner.invoke(app, ["train-ruie", str(tmp_path / "train.spacy"), str(tmp_path / "r"),
+                               "--preference", "label", "--negatives", "hardest"])
+    assert negs.exit_code == 1 and "KBE326" in negs.output and "closest" in negs.output
 
 
 def test_build_demo_store_fraction_is_the_training_subset(nlp, tmp_path):

@@ -194,3 +194,31 @@ def test_train_ruie_time_limit_and_continued_training(nlp, tmp_path):
     again = BiEncoder(str(tmp_path / "b" / "encoder"))
     with torch.no_grad():  # lr 0: the continued run keeps the weights it started from
         assert torch.allclose(again.embed(text), saved.embed(text), atol=1e-6)
+
+
+def test_closest_negatives_put_the_opposite_direction_first(nlp, tmp_path):
+    """``negatives="closest"``: the same relation in the other direction is the first
+    negative (the directed miss), then the highest-BM25 candidates of other labels;
+    ``"least"`` never picks it while enough other-label candidates exist."""
+    from spacy_kbnlp.retrieval.ruie import LabelPreference, _split
+
+    from .util import make_doc
+
+    docs = re_docs(nlp)  # docs[0]: "Alan Turing lived in London", Live_In(e1,e2)
+    rev = make_doc(nlp, "In London lived Alan Turing .", [(3, 9, "Loc"), (16, 27, "Peop")], [(1, 0, "Live_In")])
+    store = DemoStore.from_docs(docs + [rev])
+    cands = mine_candidates(store, docs[:1], 8)[0]
+    prefs = LabelPreference()(docs[0], [store.records[r] for r in cands])
+    at = [store.records[r]["key"] for r in cands].index(doc_key(rev))
+    assert store.records[cands[at]]["labels"] == ["Live_In(e2,e1)"] and prefs[at] == 0.5
+    pos, least = _split(prefs, 3)
+    assert _split(prefs, 3, "closest") == (pos, [at] + least[:2])
+    assert prefs[pos] == 1.0 and at not in least and [prefs[i] for i in least] == [0.0, 0.0, 0.0]
+    run = dict(n_candidates=8, n_negatives=3, batch_size=2, reward_steps=0, bi_steps=1, lr=0.0, log=lambda m: None)
+    least_meta = train_ruie(store, docs, LabelPreference(), tmp_path / "least", **run)
+    closest_meta = train_ruie(store, docs, LabelPreference(), tmp_path / "closest", negatives="closest", **run)
+    assert least_meta["negatives"] == "least" and closest_meta["negatives"] == "closest"
+    assert closest_meta["informative_queries"] == least_meta["informative_queries"]
+    assert least_meta["negative_pref_mean"] == 0.0 < closest_meta["negative_pref_mean"]
+    with pytest.raises(ValueError, match="KBE326"):
+        train_ruie(store, docs, LabelPreference(), tmp_path / "x", negatives="hardest", **run)
