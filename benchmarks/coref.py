@@ -161,9 +161,12 @@ def cmd_speed(args) -> None:
         rates[label].append(m["docs_per_s"])
         if label in runs:  # a repeat: the same output, another timing
             assert m["record"] == runs[label]["record"], "the decoding is not deterministic"
-            runs[label]["docs_per_s"] = statistics.median(rates[label])
-            entries[args.name + ("_before" if label == "before" else "")]["docs_per_s"] = \
-                runs[label]["docs_per_s"]
+            entry = entries[args.name + ("_before" if label == "before" else "")]
+            median = statistics.median(rates[label])
+            # every rate of the entry from the median run time (words and docs fixed)
+            entry["words_per_s"] *= median / entry["docs_per_s"]
+            entry["seconds"] *= entry["docs_per_s"] / median
+            runs[label]["docs_per_s"] = entry["docs_per_s"] = median
             continue
         runs[label] = m
         c = comp.cfg

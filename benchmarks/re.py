@@ -882,6 +882,8 @@ def _dataset_args(p, default: Optional[str] = None) -> None:
 
 
 def main() -> None:
+    from spacy_kbnlp.retrieval.ruie import NEGATIVES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
@@ -950,7 +952,7 @@ def main() -> None:
     r.add_argument("--init-encoder", default=None,
                    help="start the bi-encoder (and reward model) from this encoder folder, e.g. "
                         "training/ruie_label_full/encoder, instead of the bundled MiniLM")
-    r.add_argument("--negatives", default="least", choices=("least", "closest"),
+    r.add_argument("--negatives", default="least", choices=NEGATIVES,
                    help="each query's negatives: the least preferred candidates, or the most preferred "
                         "ones below the positive (label preference: the opposite direction first)")
     m = sub.add_parser("label-match")
