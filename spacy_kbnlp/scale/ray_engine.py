@@ -103,20 +103,32 @@ def _quiet_data_context(ray: Any) -> None:
     ctx.print_on_execution_start = False
 
 
-def restarted_actors(name: str, since_s: float) -> Dict[str, int]:
-    """``{actor id[:8]: restarts}`` of the actors whose class name contains ``name``,
-    started since ``since_s`` (epoch seconds) and restarted by Ray, from the GCS actor
-    table (``ray._private.state``: the public ``ray.util.state`` needs the dashboard,
-    which ``ray[data]`` does not install); empty where that table cannot be read."""
+def _actor_table() -> Optional[Dict[str, Dict[str, Any]]]:
+    """The GCS actor table (``ray._private.state``: the public ``ray.util.state`` needs
+    the dashboard, which ``ray[data]`` does not install); None where it cannot be read."""
     try:
         from ray._private import state
 
-        table = state.actors()
+        return {str(aid): info for aid, info in state.actors().items()}
     except Exception:  # a private API: never fail a run over it
+        return None
+
+
+def restarted_actors(name: str, before: Optional[Iterable[str]]) -> Dict[str, int]:
+    """``{actor id[:8]: restarts}`` of this job's actors whose class name contains
+    ``name``, not in ``before`` (the actor ids that existed when the run began) and
+    restarted (or restarting) by Ray; empty where the actor table cannot be read.
+    Not by start time: an actor killed before its restart finished reports 0."""
+    table = _actor_table()
+    if table is None or before is None:
         return {}
-    return {str(aid)[:8]: int(info.get("NumRestarts") or 0) for aid, info in table.items()
-            if name in str(info.get("ActorClassName", "")) and info.get("NumRestarts")
-            and float(info.get("StartTime") or 0) >= since_s * 1000}
+    import ray
+
+    job, before = ray.get_runtime_context().get_job_id(), set(before)
+    found = {aid[:8]: max(int(info.get("NumRestarts") or 0), int(info.get("State") == "RESTARTING"))
+             for aid, info in table.items() if aid not in before
+             and name in str(info.get("ActorClassName", "")) and str(info.get("JobID", job)) == job}
+    return {aid: n for aid, n in found.items() if n}
 
 
 def _worker_name() -> Tuple[str, bool]:
@@ -176,8 +188,9 @@ def run_ray(pipeline: Any, shards: Iterable[Tuple[int, List[Dict[str, Any]]]], f
              for k, recs in pending.items() for i, r in enumerate(recs)]
     got: Dict[int, Dict[int, Tuple[str, bytes]]] = {k: {} for k in pending}
     restarted = set()
-    since = time.time()
     with ray_session(address, workers) as ray:
+        table = _actor_table()
+        before = None if table is None else set(table)
         check_cluster_gpus(gpus_per_worker, ray.cluster_resources())
         _quiet_data_context(ray)
         ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
@@ -207,7 +220,7 @@ def run_ray(pipeline: Any, shards: Iterable[Tuple[int, List[Dict[str, Any]]]], f
                     finish(k, pending[k], [json.loads(done[i][0]) for i in range(len(done))],
                            [bytes(done[i][1]) or None for i in range(len(done))])
         # restarts seen by Ray (also of an actor that gave no result after its restart)
-        gcs = restarted_actors("AnnotateWorker", since)
+        gcs = restarted_actors("AnnotateWorker", before)
     for w in stats["workers"].values():
         w["busy_s"] = round(w["busy_s"], 3)
         w["docs_per_s"] = round(w["docs"] / w["busy_s"], 3) if w["busy_s"] else 0.0
