@@ -170,3 +170,32 @@ def test_table_renders_ablation_rows_with_their_stride(bench, tmp_path, monkeypa
     # (merge, pronoun agreement, name match, pair linker)
     assert bench.ABLATIONS["agreement_pronouns_names"] == ("agreement", True, True, False)
     assert bench.ABLATIONS["agreement_pronouns_names_relink"] == ("agreement", True, True, True)
+
+
+def test_floor_pass_feeds_each_segment_its_decoded_tokens_in_one_pass(bench, monkeypatch):
+    from spacy_kbnlp.core.bert_decoder import BertDecoderStepper
+
+    nlp = bench.load_pipeline("bundled")
+    model = nlp.get_pipe("seq2seq_coref").coref_model
+    text = "Ada Lovelace met Charles Babbage in London. She wrote notes on his engine, and he praised them. "
+    docs = [nlp.make_doc(text * 14), nlp.make_doc(text * 3)]
+    record = []
+    model.predict_docs(docs, stride=128, batch_segments=8, n_propose=4, record=record)
+    assert len(record) >= 3  # the long doc is cut into segments
+    seen = []
+    real = BertDecoderStepper.step_ragged
+
+    def spy(self, ids, lengths, fed=None):
+        seen.append((ids.tolist(), list(lengths), list(fed)))
+        return real(self, ids, lengths, fed)
+
+    monkeypatch.setattr(BertDecoderStepper, "step_ragged", spy)
+    assert bench.floor_pass(model, docs, 128, 8, record) == sum(len(r) for r in record)
+    (ids, lengths, fed), = seen  # all segments fit one batch of 8: one decoder pass
+    assert lengths == [0] * len(record)
+    assert [row[:k] for row, k in zip(ids, fed)] == [[model.decoder_start] + r[:-1] for r in record]
+    seen.clear()
+    bench.floor_pass(model, docs, 128, 2, record)  # batches of 2 segments: a pass per batch
+    assert [len(f) for _, _, f in seen] == [2] * (len(record) // 2) + [1] * (len(record) % 2)
+    with pytest.raises(AssertionError):
+        bench.floor_pass(model, docs, 128, 8, record[:-1])
