@@ -331,3 +331,18 @@ def test_status_rows_compare_two_stage_etrag_with_the_equal_budget_baseline(benc
     assert "baseline + 75 steps, retrieval_mix 1.0 chosen on dev" in rows[0]["task"]
     del res["semeval"]["0.1"]["baseline_from_base"]
     assert bench.status_rows(res) == []
+
+
+def test_status_rows_give_conll04_two_stage_cells_with_both_stages_steps(bench):
+    cell = lambda f1: {"f1": f1, "f1_seeds": [f1 - 2, f1, f1 + 2], "f1_std": 2.0}
+    res = {"conll04": {"0.1": {"etrag_head_from_base_gate": cell(30.0), "baseline_head_from_base": cell(28.0)},
+                       "1.0": {"etrag_head_from_base_gate": cell(48.7)}},
+           "speed": {"conll04_0.1_baseline_head_ckpt": {"steps": 250},
+                     "conll04_0.1_etrag_head_from_base": {"steps": 125, "date": "2026-12-07", "threads": 1}}}
+    rows = bench.status_rows(res)
+    assert len(rows) == 1  # 100 %: no baseline cell, no row
+    assert rows[0]["ours"] == "30.0 ± 2.0 (3 seeds)"
+    assert rows[0]["alternative"] == "the baseline trained on as long, no retrieval: 28.0 ± 2.0 (3 seeds)"
+    assert "CoNLL04 (first 100 test sentences, gold entities), 10 % of the training data, 250 + 125 steps" \
+        in rows[0]["task"]
+    assert rows[0]["measured"] == "2026-12-07, 2-core CPU, 1 thread"
