@@ -420,6 +420,12 @@ class Seq2SeqCorefModel:
         """How many segments :meth:`predict_docs` cuts ``doc`` into."""
         return len(windows_of(self.doc_units(doc), self.settings.segment_length, stride))
 
+    def segment_jobs(self, doc_units: Sequence[SourceUnits], stride: int) -> List[Tuple[int, int, int]]:
+        """``(doc index, start, end)`` of every segment of the docs, in document order:
+        the segments :meth:`predict_docs` decodes."""
+        return [(d, start, end) for d, units in enumerate(doc_units)
+                for start, end in windows_of(units, self.settings.segment_length, stride)]
+
     def predict_doc(self, doc: Any, **kwargs: Any) -> List[List[Tuple[int, int]]]:
         """Clusters of ``doc`` (:meth:`predict_docs` of one document)."""
         return self.predict_docs([doc], **kwargs)[0]
@@ -451,8 +457,7 @@ class Seq2SeqCorefModel:
             warnings.warn(Warnings.KBW170.format(name="seq2seq_coref"))
             self._warned = True
         doc_units = [self.doc_units(doc) for doc in docs]
-        jobs = [(d, start, end) for d, units in enumerate(doc_units)
-                for start, end in windows_of(units, self.settings.segment_length, stride)]
+        jobs = self.segment_jobs(doc_units, stride)
         batch = max(1, int(batch_segments)) if method == "greedy" else 1
         per_segment: List[List[List[List[Tuple[int, int]]]]] = [[] for _ in docs]
         windows: List[List[Tuple[int, int]]] = [[] for _ in docs]
