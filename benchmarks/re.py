@@ -787,36 +787,39 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
                      "speed": speed,
                      "measured": f"{ours.get('date', '?')}, 2-core CPU, {ours.get('threads', 2)} thread"})
     # two stages: ETRAG started from the trained baseline, against the baseline trained as long
-    runs = res.get("semeval", {}).get("0.1", {})
-    if "etrag_from_base_gate" in runs and "baseline_from_base" in runs:
-        stage2 = res.get("speed", {}).get("semeval_0.1_etrag_from_base", {})
-        gate = runs["etrag_from_base_gate"]
-        rows.append({"component": "`etrag_relation_extractor` started from the trained baseline (`init_from`)",
-                     "task": f"SemEval-2010 Task 8 ({NAMED['semeval']['test_limit']} test sentences), 10 % of the "
-                             f"training data, baseline + {stage2.get('steps', '?')} steps, retrieval_mix "
-                             f"{gate.get('retrieval_mix', '?')} chosen on dev: official score",
-                     "ours": _cell(runs, "etrag_from_base_gate"),
-                     "alternative": "the baseline trained on as long, no retrieval: "
-                                    + _cell(runs, "baseline_from_base"),
-                     "speed": "",
-                     "measured": f"{stage2.get('date', '?')}, 2-core CPU, {stage2.get('threads', 2)} thread"})
-    # CoNLL04, the same two stages (head scoring, negative_ratio 1)
-    for frac, share in (("1.0", "all"), ("0.1", "10 %")):
-        runs = res.get("conll04", {}).get(frac, {})
-        if "etrag_head_from_base_gate" not in runs or "baseline_head_from_base" not in runs:
-            continue
-        stage1 = res.get("speed", {}).get(f"conll04_{frac}_baseline_head_ckpt", {})
-        stage2 = res.get("speed", {}).get(f"conll04_{frac}_etrag_head_from_base", {})
-        rows.append({"component": "`etrag_relation_extractor` started from the trained baseline (`init_from`)",
-                     "task": f"CoNLL04 (first {NAMED['conll04']['test_limit']} test sentences, gold entities), "
-                             f"{share} of the training data, {stage1.get('steps', '?')} + "
-                             f"{stage2.get('steps', '?')} steps: relation micro-F1",
-                     "ours": _cell(runs, "etrag_head_from_base_gate"),
-                     "alternative": "the baseline trained on as long, no retrieval: "
-                                    + _cell(runs, "baseline_head_from_base"),
-                     "speed": "",
-                     "measured": f"{stage2.get('date', '?')}, 2-core CPU, {stage2.get('threads', 2)} thread"})
+    # (SemEval: sequence scoring; CoNLL04: head scoring, negative_ratio 1, cells tagged "head")
+    for dataset, tag, task, metric in (
+            ("semeval", "", f"SemEval-2010 Task 8 ({NAMED['semeval']['test_limit']} test sentences)", "official score"),
+            ("conll04", "_head", f"CoNLL04 (first {NAMED['conll04']['test_limit']} test sentences, gold entities)",
+             "relation micro-F1")):
+        for frac, share in (("1.0", "all"), ("0.1", "10 %")):
+            row = _two_stage_row(res, dataset, frac, tag)
+            if row is not None:
+                row["task"] = f"{task}, {share} of the training data, {row['task']}: {metric}"
+                rows.append(row)
     return rows
+
+
+def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str) -> Optional[Dict[str, str]]:
+    """A status row for the two-stage cells of one dataset and fraction: ETRAG started from
+    the saved baseline (``baseline<tag>_ckpt``) with the gate chosen on dev
+    (``etrag<tag>_from_base_gate``) against the baseline trained on as long without
+    retrieval (``baseline<tag>_from_base``); None without both cells. ``task`` holds the
+    steps of both stages and the chosen ``retrieval_mix``."""
+    runs = res.get(dataset, {}).get(frac, {})
+    ours, alt = f"etrag{tag}_from_base_gate", f"baseline{tag}_from_base"
+    if ours not in runs or alt not in runs:
+        return None
+    speed = res.get("speed", {})
+    stage1 = speed.get(f"{dataset}_{frac}_baseline{tag}_ckpt", {})
+    stage2 = speed.get(f"{dataset}_{frac}_etrag{tag}_from_base", {})
+    return {"component": "`etrag_relation_extractor` started from the trained baseline (`init_from`)",
+            "task": f"{stage1.get('steps', '?')} + {stage2.get('steps', '?')} steps, retrieval_mix "
+                    f"{runs[ours].get('retrieval_mix', '?')} chosen on dev",
+            "ours": _cell(runs, ours),
+            "alternative": "the baseline trained on as long, no retrieval: " + _cell(runs, alt),
+            "speed": "",
+            "measured": f"{stage2.get('date', '?')}, 2-core CPU, {stage2.get('threads', 2)} thread"}
 
 
 TITLES = {"semeval": "SemEval-2010 Task 8, official score (macro-F1 x100)",

@@ -324,12 +324,21 @@ def test_status_rows_compare_two_stage_etrag_with_the_equal_budget_baseline(benc
     cell = lambda f1: {"f1": f1, "f1_seeds": [f1 - 1, f1 + 1], "f1_std": 1.0}
     res = {"semeval": {"0.1": {"etrag_from_base_gate": dict(cell(57.8), retrieval_mix=1.0),
                                "baseline_from_base": cell(55.0)}},
-           "speed": {"semeval_0.1_etrag_from_base": {"steps": 75, "date": "2026-12-06", "threads": 1}}}
+           "speed": {"semeval_0.1_baseline_ckpt": {"steps": 150},
+                     "semeval_0.1_etrag_from_base": {"steps": 75, "date": "2026-12-06", "threads": 1}}}
     rows = bench.status_rows(res)
     assert len(rows) == 1 and rows[0]["ours"] == "57.8 ± 1.0 (2 seeds)"
     assert rows[0]["alternative"] == "the baseline trained on as long, no retrieval: 55.0 ± 1.0 (2 seeds)"
-    assert "baseline + 75 steps, retrieval_mix 1.0 chosen on dev" in rows[0]["task"]
-    del res["semeval"]["0.1"]["baseline_from_base"]
+    assert rows[0]["task"] == ("SemEval-2010 Task 8 (300 test sentences), 10 % of the training data, "
+                               "150 + 75 steps, retrieval_mix 1.0 chosen on dev: official score")
+    # all of the training data: its own row, before the 10 % one
+    res["semeval"]["1.0"] = {"etrag_from_base_gate": dict(cell(62.0), retrieval_mix=0.5),
+                             "baseline_from_base": cell(60.0)}
+    res["speed"].update({"semeval_1.0_baseline_ckpt": {"steps": 200}, "semeval_1.0_etrag_from_base": {"steps": 100}})
+    rows = bench.status_rows(res)
+    assert [r["ours"] for r in rows] == ["62.0 ± 1.0 (2 seeds)", "57.8 ± 1.0 (2 seeds)"]
+    assert "all of the training data, 200 + 100 steps, retrieval_mix 0.5 chosen on dev" in rows[0]["task"]
+    del res["semeval"]["0.1"]["baseline_from_base"], res["semeval"]["1.0"]["etrag_from_base_gate"]
     assert bench.status_rows(res) == []
 
 
@@ -343,6 +352,6 @@ def test_status_rows_give_conll04_two_stage_cells_with_both_stages_steps(bench):
     assert len(rows) == 1  # 100 %: no baseline cell, no row
     assert rows[0]["ours"] == "30.0 ± 2.0 (3 seeds)"
     assert rows[0]["alternative"] == "the baseline trained on as long, no retrieval: 28.0 ± 2.0 (3 seeds)"
-    assert "CoNLL04 (first 100 test sentences, gold entities), 10 % of the training data, 250 + 125 steps" \
-        in rows[0]["task"]
+    assert rows[0]["task"] == ("CoNLL04 (first 100 test sentences, gold entities), 10 % of the training data, "
+                               "250 + 125 steps, retrieval_mix ? chosen on dev: relation micro-F1")
     assert rows[0]["measured"] == "2026-12-07, 2-core CPU, 1 thread"
