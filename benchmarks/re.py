@@ -793,19 +793,19 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
             ("conll04", "_head", f"CoNLL04 (first {NAMED['conll04']['test_limit']} test sentences, gold entities)",
              "relation micro-F1")):
         for frac, share in (("1.0", "all"), ("0.1", "10 %")):
-            row = _two_stage_row(res, dataset, frac, tag)
+            row = _two_stage_row(res, dataset, frac, tag, f"{task}, {share} of the training data", metric)
             if row is not None:
-                row["task"] = f"{task}, {share} of the training data, {row['task']}: {metric}"
                 rows.append(row)
     return rows
 
 
-def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str) -> Optional[Dict[str, str]]:
+def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str, task: str,
+                   metric: str) -> Optional[Dict[str, str]]:
     """A status row for the two-stage cells of one dataset and fraction: ETRAG started from
     the saved baseline (``baseline<tag>_ckpt``) with the gate chosen on dev
     (``etrag<tag>_from_base_gate``) against the baseline trained on as long without
-    retrieval (``baseline<tag>_from_base``); None without both cells. ``task`` holds the
-    steps of both stages and the chosen ``retrieval_mix``."""
+    retrieval (``baseline<tag>_from_base``); None without both cells. The row's task is
+    ``task``, the steps of both stages, the chosen ``retrieval_mix`` and ``metric``."""
     runs = res.get(dataset, {}).get(frac, {})
     ours, alt = f"etrag{tag}_from_base_gate", f"baseline{tag}_from_base"
     if ours not in runs or alt not in runs:
@@ -814,8 +814,8 @@ def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str) -> Op
     stage1 = speed.get(f"{dataset}_{frac}_baseline{tag}_ckpt", {})
     stage2 = speed.get(f"{dataset}_{frac}_etrag{tag}_from_base", {})
     return {"component": "`etrag_relation_extractor` started from the trained baseline (`init_from`)",
-            "task": f"{stage1.get('steps', '?')} + {stage2.get('steps', '?')} steps, retrieval_mix "
-                    f"{runs[ours].get('retrieval_mix', '?')} chosen on dev",
+            "task": f"{task}, {stage1.get('steps', '?')} + {stage2.get('steps', '?')} steps, retrieval_mix "
+                    f"{runs[ours].get('retrieval_mix', '?')} chosen on dev: {metric}",
             "ours": _cell(runs, ours),
             "alternative": "the baseline trained on as long, no retrieval: " + _cell(runs, alt),
             "speed": "",
