@@ -244,6 +244,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
             "neighbour_label_noise": pipe.module.neighbour_label_noise,
             "retrieval_dropout": pipe.module.retrieval_dropout,
+            "warm_lr_scale": pipe.cfg["warm_lr_scale"],
             "init_from": _shown(init_from) if init_from is not None else None,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
             "docs_per_s": round(len(test) / infer_s, 2), "final_loss": losses[-1] if losses else None,
@@ -284,7 +285,8 @@ def cmd_train(args) -> None:
                                 save_dir=save, threads=args.threads, init_from=source,
                                 token_loss_weight=args.token_loss_weight,
                                 fresh_lr_scale=args.fresh_lr_scale,
-                                component=_given(negative_ratio=args.negative_ratio),
+                                component=_given(negative_ratio=args.negative_ratio,
+                                                 warm_lr_scale=args.warm_lr_scale),
                                 model=_given(label_scoring=args.label_scoring,
                                              neighbour_label_noise=args.neighbour_label_noise,
                                              retrieval_dropout=args.retrieval_dropout))
@@ -595,36 +597,51 @@ def cmd_analyse(args) -> None:
         print(f"  {lab:32s} {row}")
 
 
-def mix_name(system: str, mix: float) -> str:
-    """The cell of a saved run's test predictions at ``retrieval_mix = mix``:
-    ``<system>_mix025`` for 0.25."""
-    return f"{system}_mix{int(round(mix * 100)):03d}"
+def mix_name(system: str, mix: float, knn: float = 0.0) -> str:
+    """The cell of a saved run's test predictions at ``retrieval_mix = mix`` (and
+    ``knn_mix = knn``): ``<system>_mix025`` for 0.25, ``<system>_mix100_knn025`` for
+    lambda 1 with the neighbours' label vote at 0.25."""
+    cell = f"{system}_mix{int(round(mix * 100)):03d}"
+    return cell + (f"_knn{int(round(knn * 100)):03d}" if knn else "")
+
+
+def gate_key(mix: float, knn: float = 0.0) -> str:
+    """The key of a (retrieval_mix, knn_mix) setting in a gate summary: the lambda
+    alone (``"0.25"``) without the vote, as before the vote existed; ``"0.25+knn0.1"``."""
+    return f"{mix}" + (f"+knn{knn}" if knn else "")
 
 
 def cmd_gate(args) -> None:
-    """The trust gate's ``retrieval_mix`` chosen on the dev split: for every seed's saved
-    pipeline of ``--system`` (``train --save``), the label scores with and without the
-    neighbours (``score_instances``, ``no_prompts``) of the dev and the test instances,
-    once; for each lambda of ``--lambdas`` the mixed predictions
-    (``etrag_relation_extractor.mix_scores``, what ``retrieval_mix`` predicts) and their
-    F1. The lambda with the best mean dev F1 over the seeds is chosen (the test split
-    never chooses); test predictions are written as the run files of the cells
-    ``<system>_mix<lambda>`` (every lambda) and ``<system>_gate`` (the chosen one), the
-    dev and test F1 by lambda to ``re_runs/gate_<dataset>_<fraction>_<system>.json``."""
+    """The trust gate chosen on the dev split: for every seed's saved pipeline of
+    ``--system`` (``train --save``), the label scores with and without the neighbours
+    (``score_instances``, ``no_prompts``) and, with ``--knn-mixes`` above 0, the
+    neighbours' label vote (``neighbour_votes``) of the dev and the test instances,
+    once; for each setting of ``--lambdas`` x ``--knn-mixes`` the predictions
+    (``mix_scores``, then ``knn_mix_scores``: what ``retrieval_mix`` and ``knn_mix``
+    predict) and their F1. The setting with the best mean dev F1 over the seeds is
+    chosen (ties: less vote, then less mixing; the test split never chooses); test
+    predictions are written as the run files of the cells ``<system>_mix<lambda>[_knn<mu>]``
+    (every setting) and ``<system>_gate`` (the chosen one), the dev and test F1 by
+    setting to ``re_runs/gate_<dataset>_<fraction>_<system>.json``, with the vote's own
+    accuracy (its top label against the gold label of each instance)."""
     import statistics
 
+    import numpy
     import spacy
     import torch
 
-    from spacy_kbnlp.pipeline.etrag_relation_extractor import mix_scores
+    from spacy_kbnlp.pipeline.etrag_relation_extractor import knn_mix_scores, mix_scores
     from spacy_kbnlp.scorers import rel as rel_scorer
 
     torch.set_num_threads(args.threads)
     spec = spec_from_args(args)
     lambdas = [float(x) for x in args.lambdas.split(",")]
+    knns = [float(x) for x in args.knn_mixes.split(",")]
+    settings = [(lam, knn) for knn in knns for lam in lambdas]
     seeds = [int(x) for x in str(args.seeds).split(",")]
     f1: Dict[str, Dict[str, Dict[int, float]]] = {"dev": {}, "test": {}}
-    test_preds: Dict[int, Dict[float, List]] = {}
+    vote_acc: Dict[str, Dict[int, float]] = {"dev": {}, "test": {}}
+    test_preds: Dict[int, Dict[tuple, List]] = {}
     runs: Dict[int, Dict[str, Any]] = {}
     for seed in seeds:
         name = run_name(spec["name"], args.fraction, args.system, seed)
@@ -638,33 +655,45 @@ def cmd_gate(args) -> None:
             flat = [i for insts in per_doc for i in insts]
             t = time.perf_counter()
             with_n, without = pipe.score_instances(flat), pipe.score_instances(flat, no_prompts=True)
-            print(f"  {name} {split}: {len(docs)} docs, two passes {time.perf_counter() - t:.0f} s", flush=True)
-            for lam in lambdas:
+            votes = pipe.neighbour_votes(flat) if any(knns) else None
+            print(f"  {name} {split}: {len(docs)} docs, passes {time.perf_counter() - t:.0f} s", flush=True)
+            if votes is not None:
+                truth = [i["label"] for d in gold for i in pipe.instances(d, gold=True)]
+                if len(truth) == len(flat):
+                    top = [pipe.labels[j] for j in votes.argmax(1)]
+                    vote_acc[split][seed] = round(100 * float(numpy.mean([a == b for a, b in zip(top, truth)])), 2)
+            for lam, knn in settings:
                 scores, preds, pos = mix_scores(with_n, without, lam), [], 0
+                if knn:
+                    scores = knn_mix_scores(scores, votes, knn)
                 for doc, insts in zip(docs, per_doc):
                     pipe.set_annotations([doc], [(insts, scores[pos: pos + len(insts)])])
                     preds.append(list(doc._.rel_records or []))
                     pos += len(insts)
-                f1[split].setdefault(str(lam), {})[seed] = score_predictions(rel_scorer, spec["scorer"], gold, preds)
+                f1[split].setdefault(gate_key(lam, knn), {})[seed] = score_predictions(
+                    rel_scorer, spec["scorer"], gold, preds)
                 if split == "test":
-                    test_preds.setdefault(seed, {})[lam] = preds
-            print(f"  {name} {split} F1 by lambda: " +
-                  ", ".join(f"{lam:g}: {f1[split][str(lam)][seed]}" for lam in lambdas), flush=True)
-    dev_mean = {lam: statistics.mean(f1["dev"][str(lam)].values()) for lam in lambdas}
-    chosen = max(lambdas, key=lambda lam: (dev_mean[lam], -lam))  # ties: less mixing
+                    test_preds.setdefault(seed, {})[(lam, knn)] = preds
+            print(f"  {name} {split} F1 by setting: " +
+                  ", ".join(f"{gate_key(*st)}: {f1[split][gate_key(*st)][seed]}" for st in settings), flush=True)
+    dev_mean = {st: statistics.mean(f1["dev"][gate_key(*st)].values()) for st in settings}
+    chosen = max(settings, key=lambda st: (dev_mean[st], -st[1], -st[0]))  # ties: less vote, less mixing
     for seed in seeds:
-        for lam, cell in [(lam, mix_name(args.system, lam)) for lam in lambdas] + [(chosen, f"{args.system}_gate")]:
+        for st, cell in [(st, mix_name(args.system, *st)) for st in settings] + [(chosen, f"{args.system}_gate")]:
             run = {k: v for k, v in runs[seed].items() if k not in ("predictions", "losses", "date")}
-            run.update(system=cell, retrieval_mix=lam, trained_as=args.system,
-                       predictions=test_preds[seed][lam])
+            run.update(system=cell, retrieval_mix=st[0], knn_mix=st[1], trained_as=args.system,
+                       predictions=test_preds[seed][st])
             write(run_name(spec["name"], args.fraction, cell, seed), run)
     summary = {"dataset": spec["name"], "fraction": args.fraction, "system": args.system, "seeds": seeds,
-               "lambdas": lambdas, "chosen_on": "dev", "retrieval_mix": chosen,
+               "lambdas": lambdas, "knn_mixes": knns, "chosen_on": "dev", "retrieval_mix": chosen[0],
+               "knn_mix": chosen[1],
                "dev_split": spec.get("dev"), "dev_id_mod": spec.get("id_mod", {}).get("dev"),
                "dev_f1_by_lambda": {k: [v[s] for s in seeds] for k, v in f1["dev"].items()},
-               "dev_f1_mean_by_lambda": {str(k): round(v, 2) for k, v in dev_mean.items()},
+               "dev_f1_mean_by_lambda": {gate_key(*st): round(v, 2) for st, v in dev_mean.items()},
                "test_f1_by_lambda": {k: [v[s] for s in seeds] for k, v in f1["test"].items()},
                "test_f1_mean_by_lambda": {k: round(statistics.mean(v.values()), 2) for k, v in f1["test"].items()}}
+    if vote_acc["dev"] or vote_acc["test"]:
+        summary["vote_accuracy"] = {split: [v.get(s) for s in seeds] for split, v in vote_acc.items()}
     write(f"gate_{spec['name']}_{args.fraction}_{args.system}", summary)
     print(json.dumps(summary, indent=1))
 
@@ -707,7 +736,7 @@ def cmd_collect(args) -> None:
                                                 "fresh_lr_scale", "token_loss_weight",
                                                 "negative_ratio", "label_scoring", "batch_docs",
                                                 "neighbour_label_noise", "retrieval_dropout",
-                                                "retrieval_mix",
+                                                "retrieval_mix", "warm_lr_scale",
                                                 "threads", "seed", "date") if k in run}
     for (dataset, fraction, system), by_seed in cells.items():
         scores = [by_seed[s] for s in sorted(by_seed)]
@@ -736,8 +765,8 @@ def cmd_collect(args) -> None:
         g = json.loads(gate.read_text())
         cell = result.get(g["dataset"], {}).get(g["fraction"], {}).get(f"{g['system']}_gate")
         if cell is not None:
-            cell.update({k: g[k] for k in ("retrieval_mix", "chosen_on", "dev_f1_mean_by_lambda",
-                                            "test_f1_mean_by_lambda")})
+            cell.update({k: g[k] for k in ("retrieval_mix", "knn_mix", "chosen_on", "dev_f1_mean_by_lambda",
+                                            "test_f1_mean_by_lambda", "vote_accuracy") if k in g})
     for ruie in sorted(RUNS.glob("ruie*.json")):  # ruie (model preference), ruie_label, ruie_mixed
         speed[ruie.stem] = json.loads(ruie.read_text())
     speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
@@ -928,6 +957,9 @@ def main() -> None:
                    help="probability that a training instance's soft prompts are hidden (default: the "
                         "architecture's, 0)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
+    t.add_argument("--warm-lr-scale", type=float, default=None,
+                   help="lr multiplier of the weights copied by --init-from (0 = frozen: only the "
+                        "retrieval path trains; default: the component's, 1)")
     t.add_argument("--init-from", default=None,
                    help="start from the weights of a saved pipeline: a folder, or a saved cell's name "
                         "(e.g. baseline_ckpt: its run of the same seed under training/re_bench); the "
@@ -939,6 +971,10 @@ def main() -> None:
     t.add_argument("--force", action="store_true")
     t.add_argument("--tag", default="",
                    help="suffix of the system name for runs with other settings (cell SYSTEM_TAG)")
+    t.add_argument("--runs", default=None,
+                   help="folder of the run files (default: benchmarks/results/re_runs); another folder, "
+                        "e.g. to rebuild the saved pipelines (--save) of committed runs without "
+                        "rewriting their files (compare the two to check the rebuild)")
     k = sub.add_parser("knn")
     _dataset_args(k)
     k.add_argument("--fractions", default="0.01,0.05,0.1,1.0")
@@ -1001,11 +1037,17 @@ def main() -> None:
     g.add_argument("--system", default="etrag", help="the cell of the saved runs (e.g. etrag_rd05)")
     g.add_argument("--seeds", default="0,1,2")
     g.add_argument("--lambdas", default="0,0.25,0.5,0.75", help="retrieval_mix values to score on dev")
+    g.add_argument("--knn-mixes", default="0",
+                   help="knn_mix values to score on dev, each with every lambda (0 = no label vote)")
     g.add_argument("--threads", type=int, default=1)
     g.add_argument("--models", default=None, help="folder of the saved runs (default: training/re_bench)")
+    g.add_argument("--runs", default=None, help="folder of the run files (default: benchmarks/results/re_runs)")
     sub.add_parser("collect")
     sub.add_parser("table")
     args = ap.parse_args()
+    if getattr(args, "runs", None):
+        global RUNS
+        RUNS = Path(args.runs)
     {"train": cmd_train, "knn": cmd_knn, "ruie": cmd_ruie, "label-match": cmd_label_match,
      "collect": cmd_collect, "table": cmd_table, "step-cost": cmd_step_cost,
      "analyse": cmd_analyse, "gate": cmd_gate}[args.cmd](args)

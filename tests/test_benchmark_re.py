@@ -144,7 +144,7 @@ def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_p
                        force=False, save=False, lr=1e-4, steps=5, epochs=1, threads=1,
                        token_loss_weight=0.5, fresh_lr_scale=10.0, negative_ratio=1.0,
                        label_scoring="head", batch_docs=None, neighbour_label_noise=None,
-                       retrieval_dropout=None, init_from=None)
+                       retrieval_dropout=None, init_from=None, warm_lr_scale=None)
     bench.write("mydata_0.5_baseline", {"system": "baseline", "earlier": True})
     bench.cmd_train(argparse.Namespace(**parser_args, tag="neg1"))
     earlier = json.loads((runs / "mydata_0.5_baseline.json").read_text())
@@ -214,16 +214,17 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
                 lr=1e-4, steps=5, epochs=1, threads=1, token_loss_weight=0.5, fresh_lr_scale=10.0,
                 batch_docs=None, tag="", init_from=None)
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None,
-                                       neighbour_label_noise=None, retrieval_dropout=None))
+                                       neighbour_label_noise=None, retrieval_dropout=None, warm_lr_scale=None))
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head",
-                                       neighbour_label_noise=0.5, retrieval_dropout=0.5))
+                                       neighbour_label_noise=0.5, retrieval_dropout=0.5, warm_lr_scale=0.0))
     assert seen[0]["init_from"] is None
     # --init-from: a saved pipeline folder, or a saved cell's run of the same seed
     saved = tmp_path / "base"
     saved.mkdir()
     (saved / "config.cfg").write_text("[nlp]\n")
     bench.cmd_train(argparse.Namespace(**dict(args, init_from=str(saved)), negative_ratio=None,
-                                       label_scoring=None, neighbour_label_noise=None, retrieval_dropout=None))
+                                       label_scoring=None, neighbour_label_noise=None, retrieval_dropout=None,
+                                       warm_lr_scale=None))
     assert seen[2]["init_from"] == saved
     monkeypatch.setattr(bench, "ROOT", tmp_path)
     run = tmp_path / "training" / "re_bench" / "semeval_0.1_baseline_x_s2"
@@ -233,7 +234,7 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
     with pytest.raises(SystemExit, match=r"no saved pipeline at training/re_bench/mydata_0.5_nothing_s1"):
         bench.init_source("nothing", "mydata", "0.5", 1)
     assert seen[0]["component"] == {} and seen[0]["model"] == {}
-    assert seen[1]["component"] == {"negative_ratio": 0.0}
+    assert seen[1]["component"] == {"negative_ratio": 0.0, "warm_lr_scale": 0.0}
     assert seen[1]["model"] == {"label_scoring": "head", "neighbour_label_noise": 0.5, "retrieval_dropout": 0.5}
     pipe = spacy.blank("en").add_pipe("etrag_relation_extractor")
     assert pipe.cfg["negative_ratio"] == 1.0 and pipe.model.attrs["label_scoring"] == "sequence"
@@ -279,9 +280,10 @@ def test_ruie_train_fraction_trains_on_more_than_the_store(bench, folder, tmp_pa
 
 
 def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
-    """`re.py gate`: the saved runs' test predictions for every lambda (the cells
-    <system>_mix<lambda>) equal what the component predicts with that retrieval_mix; the
-    <system>_gate cell holds the lambda with the best mean dev F1."""
+    """`re.py gate`: the saved runs' test predictions for every lambda and label-vote weight
+    (the cells <system>_mix<lambda>[_knn<mu>]) equal what the component predicts with that
+    retrieval_mix and knn_mix; the <system>_gate cell holds the setting with the best mean
+    dev F1."""
     import argparse
 
     import spacy
@@ -298,20 +300,31 @@ def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
                                          "system": "etrag_rd", "seed": 0, "train_s": 1.0, "predictions": []})
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
                               scorer=None, test_limit=None, fraction="0.5", system="etrag_rd", seeds="0",
-                              lambdas="0,1", threads=1, models=str(tmp_path / "models"))
+                              lambdas="0,1", knn_mixes="0,1", threads=1, models=str(tmp_path / "models"))
     bench.cmd_gate(args)
     summary = json.loads((runs / "gate_mydata_0.5_etrag_rd.json").read_text())
     dev = {k: v[0] for k, v in summary["dev_f1_by_lambda"].items()}
-    assert summary["retrieval_mix"] == max((0.0, 1.0), key=lambda lam: (dev[str(lam)], -lam))
+    assert sorted(dev) == ["0.0", "0.0+knn1.0", "1.0", "1.0+knn1.0"]
+    settings = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
+    best = max(settings, key=lambda st: (dev[bench.gate_key(*st)], -st[1], -st[0]))
+    assert (summary["retrieval_mix"], summary["knn_mix"]) == best
+    acc = summary["vote_accuracy"]  # the vote's top label against the gold labels, in %
+    assert set(acc) == {"dev", "test"} and all(0 <= a <= 100 for a in acc["dev"] + acc["test"])
     inputs = [eg.predicted for eg in bench.with_gold_entities(nlp, bench.load(spec, "test", nlp))]
-    for lam, cell in ((0.0, "etrag_rd_mix000"), (1.0, "etrag_rd_mix100")):
+    cells = (("etrag_rd_mix000", 0.0, 0.0), ("etrag_rd_mix100", 1.0, 0.0),
+             ("etrag_rd_mix000_knn100", 0.0, 1.0), ("etrag_rd_mix100_knn100", 1.0, 1.0))
+    for cell, lam, knn in cells:
         run = json.loads((runs / f"mydata_0.5_{cell}.json").read_text())
         again = spacy.load(tmp_path / "models" / "mydata_0.5_etrag_rd",
-                           config={"components.etrag_relation_extractor.retrieval_mix": lam})
+                           config={"components.etrag_relation_extractor.retrieval_mix": lam,
+                                   "components.etrag_relation_extractor.knn_mix": knn})
         expected = [list(d._.rel_records) for d in again.pipe([d.copy() for d in inputs])]
-        assert run["system"] == cell and run["retrieval_mix"] == lam and run["predictions"] == expected
+        assert run["system"] == cell and run["retrieval_mix"] == lam and run["knn_mix"] == knn
+        assert run["predictions"] == expected
+    knn_runs = [json.loads((runs / f"mydata_0.5_{c}.json").read_text())["predictions"] for c, _, _ in cells]
+    assert knn_runs[0] != knn_runs[2] or knn_runs[1] != knn_runs[3]  # the vote changes predictions
     gate = json.loads((runs / "mydata_0.5_etrag_rd_gate.json").read_text())
-    assert gate["retrieval_mix"] == summary["retrieval_mix"] and gate["trained_as"] == "etrag_rd"
+    assert (gate["retrieval_mix"], gate["knn_mix"]) == best and gate["trained_as"] == "etrag_rd"
     bench.cmd_collect(None)
     res = json.loads((tmp_path / "re.json").read_text())
     assert res["mydata"]["0.5"]["etrag_rd_gate"]["retrieval_mix"] == summary["retrieval_mix"]

@@ -60,6 +60,10 @@ prediction, ``etrag_relation_extractor``'s ``retrieval_mix = lambda`` ranks the 
 ``(1 - lambda) * log_softmax(scores with neighbours) + lambda * log_softmax(scores with the
 prompts hidden)`` (one more pass, ``no_prompts``); 0 = the scores with neighbours only.
 
+**Label vote** (the component's ``knn_mix``): ``neighbour_votes`` is the label distribution of
+the same soft neighbours (each votes for its candidates' bank labels with its weights),
+interpolated with the model's label probabilities at prediction (kNN-LM).
+
 ``n_neighbors=0`` gives the no-retrieval baseline with the same backbone.
 
 Backbone: any Hugging Face seq2seq model directory (T5, BART, ...), or an encoder
@@ -245,6 +249,19 @@ def _build_module_class():
                 ws.append(w)
                 logits = logits + torch.log1p(-w.clamp(max=1 - 1e-6))
             return torch.stack(ws, 1), cand_idx
+
+        @torch.no_grad()
+        def neighbour_votes(self, texts: Sequence[str], exclude: Sequence[Optional[str]]):
+            """The retrieved neighbours' label distribution ``(B, L)``: each of the
+            ``n_neighbors`` soft neighbours (``neighbour_weights``, as for the soft
+            prompts) votes for the bank labels of its candidates with its weights; the
+            mean over the neighbours (rows sum to 1). The ``knn_mix`` term of
+            ``etrag_relation_extractor``."""
+            ids, mask = self.tokenize(texts)
+            weights, cand = self.neighbour_weights(self.embed(ids, mask), exclude)
+            votes = torch.zeros((ids.shape[0], len(self.labels)), device=self.device)
+            votes.scatter_add_(1, self.bank_labels[cand], weights.sum(1))
+            return votes / max(1, self.n_neighbors)
 
         def neighbour_labels(self, cand):
             """The bank labels of the candidate rows; in training, each replaced with

@@ -78,7 +78,8 @@ SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
     default_config={"model": DEFAULT_MODEL, "threshold": 0.0, "refresh_every": 200,
                     "batch_size": 16, "overwrite": True, "token_loss_weight": 0.5,
                     "fresh_lr_scale": 10.0, "spans_key": ENTITIES_KEY,
-                    "negative_ratio": 1.0, "retrieval_mix": 0.0,
+                    "negative_ratio": 1.0, "retrieval_mix": 0.0, "knn_mix": 0.0,
+                    "warm_lr_scale": 1.0,
                     "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
     default_score_weights=SCORE_WEIGHTS,
 )
@@ -86,14 +87,14 @@ def make_etrag_relation_extractor(nlp: Language, name: str, model: Model, thresh
                                   refresh_every: int, batch_size: int, overwrite: bool,
                                   token_loss_weight: float, fresh_lr_scale: float,
                                   spans_key: Optional[str], negative_ratio: float,
-                                  retrieval_mix: float,
+                                  retrieval_mix: float, knn_mix: float, warm_lr_scale: float,
                                   scorer: Optional[Callable]) -> "EtragRelationExtractor":
     return EtragRelationExtractor(nlp.vocab, model, name, threshold=threshold,
                                   refresh_every=refresh_every, batch_size=batch_size,
                                   overwrite=overwrite, token_loss_weight=token_loss_weight,
                                   fresh_lr_scale=fresh_lr_scale, spans_key=spans_key,
                                   negative_ratio=negative_ratio, retrieval_mix=retrieval_mix,
-                                  scorer=scorer)
+                                  knn_mix=knn_mix, warm_lr_scale=warm_lr_scale, scorer=scorer)
 
 
 @registry.augmenters("spacy_kbnlp.gold_entities_augmenter.v1")
@@ -159,18 +160,21 @@ class EtragRelationExtractor(TrainablePipe):
                  refresh_every: int, batch_size: int, overwrite: bool,
                  token_loss_weight: float, fresh_lr_scale: float,
                  spans_key: Optional[str], negative_ratio: float, retrieval_mix: float,
+                 knn_mix: float = 0.0, warm_lr_scale: float = 1.0,
                  scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
                                ("fresh_lr_scale", fresh_lr_scale),
-                               ("negative_ratio", negative_ratio)):
+                               ("negative_ratio", negative_ratio),
+                               ("warm_lr_scale", warm_lr_scale)):
             if not value >= 0:
                 raise ValueError(Errors.KBE312.format(value=value, setting=setting,
                                                       why="must be >= 0"))
-        if not 0 <= retrieval_mix <= 1:
-            raise ValueError(Errors.KBE312.format(
-                value=retrieval_mix, setting="retrieval_mix",
-                why="the weight of the scores without neighbours, a number in [0, 1]"))
+        for setting, value, what in (("retrieval_mix", retrieval_mix, "the scores without neighbours"),
+                                     ("knn_mix", knn_mix, "the neighbours' label vote")):
+            if not 0 <= value <= 1:
+                raise ValueError(Errors.KBE312.format(
+                    value=value, setting=setting, why=f"the weight of {what}, a number in [0, 1]"))
         install_extensions()
         self.vocab = vocab
         self.model = model
@@ -183,7 +187,9 @@ class EtragRelationExtractor(TrainablePipe):
                                     "fresh_lr_scale": float(fresh_lr_scale),
                                     "spans_key": spans_key,
                                     "negative_ratio": float(negative_ratio),
-                                    "retrieval_mix": float(retrieval_mix), "format_version": 1}
+                                    "retrieval_mix": float(retrieval_mix),
+                                    "knn_mix": float(knn_mix), "warm_lr_scale": float(warm_lr_scale),
+                                    "format_version": 1}
         self._bank: List[Tuple[str, int, str]] = []  # (text, label row, doc key)
         self._stale = False
         self._n_updates = 0
@@ -226,7 +232,11 @@ class EtragRelationExtractor(TrainablePipe):
         the no-retrieval baseline, then ETRAG from its weights); its label set (and
         order) is kept, and only the parameters it never trained (with ``n_neighbors =
         0``: the label embeddings and the value projection) count as fresh for
-        ``fresh_lr_scale``."""
+        ``fresh_lr_scale``; those it copies step with ``warm_lr_scale`` x the learning
+        rate, and with ``warm_lr_scale = 0`` they are frozen (no gradient is computed
+        for them): the retrieval path (label embeddings, value projection) learns on
+        top of the source's backbone, and with the prompts hidden the model stays
+        the source."""
         validate_get_examples(get_examples, "EtragRelationExtractor.initialize")
         insts = self._gold_instances(get_examples())
         if not insts:
@@ -247,6 +257,10 @@ class EtragRelationExtractor(TrainablePipe):
         self.model.initialize()
         if source is not None:
             self._load_weights(source, init_from)
+            if self.cfg["warm_lr_scale"] == 0:
+                for name, param in self.module.named_parameters():
+                    if name in self.module.warm_parameters:
+                        param.requires_grad_(False)
         self.set_bank(insts)
 
     def _warm_start_source(self, path: str) -> "EtragRelationExtractor":
@@ -309,13 +323,15 @@ class EtragRelationExtractor(TrainablePipe):
             self.refresh_bank()
         per_doc = [self.instances(doc, gold=False) for doc in docs]
         flat = [inst for insts in per_doc for inst in insts]
-        mix = self.cfg["retrieval_mix"]
+        mix, knn = self.cfg["retrieval_mix"], self.cfg["knn_mix"]
         if not mix or self.module.n_neighbors == 0:
             scores = self.score_instances(flat)
         elif mix == 1:
             scores = mix_scores(None, self.score_instances(flat, no_prompts=True), 1.0)
         else:
             scores = mix_scores(self.score_instances(flat), self.score_instances(flat, no_prompts=True), mix)
+        if knn and self.module.n_neighbors > 0 and len(flat):
+            scores = knn_mix_scores(scores, self.neighbour_votes(flat), knn)
         out, pos = [], 0
         for insts in per_doc:
             out.append((insts, scores[pos: pos + len(insts)]))
@@ -333,6 +349,28 @@ class EtragRelationExtractor(TrainablePipe):
             out = self.model.predict(X + (None, None, True) if no_prompts else X)
             scores[b: b + len(chunk)] = to_numpy(out)
         return scores
+
+    def neighbour_votes(self, insts: Sequence[Instance]) -> numpy.ndarray:
+        """The label distribution ``(n, L)`` of each instance's retrieved neighbours
+        (the module's ``neighbour_votes``: the soft neighbours of the soft prompts
+        voting with their weights), ``batch_size`` instances a pass."""
+        module = self.module
+        votes = numpy.zeros((len(insts), len(self.labels)), dtype="float32")
+        if module.n_neighbors == 0 or module.bank_keys.shape[0] == 0:
+            return votes
+        if self._stale:
+            self.refresh_bank()
+        was_training = module.training
+        module.eval()
+        bs = self.cfg["batch_size"]
+        try:
+            for b in range(0, len(insts), bs):
+                chunk = insts[b: b + bs]
+                out = module.neighbour_votes([i["text"] for i in chunk], [i["key"] for i in chunk])
+                votes[b: b + len(chunk)] = out.cpu().numpy()
+        finally:
+            module.train(was_training)
+        return votes
 
     def set_annotations(self, docs: Iterable[Doc], preds) -> None:
         for doc, (insts, scores) in zip(docs, preds):
@@ -427,15 +465,18 @@ class EtragRelationExtractor(TrainablePipe):
 
     def finish_update(self, sgd) -> None:
         """Thinc's optimizer step, with ``fresh_lr_scale`` as the ``lr_scale`` of the
-        untrained parameters (keyed by the torch shim's id and the parameter name, as
-        thinc's PyTorchShim steps them)."""
+        untrained parameters and ``warm_lr_scale`` as that of the parameters copied by
+        ``init_from`` (keyed by the torch shim's id and the parameter name, as thinc's
+        PyTorchShim steps them; frozen parameters have no gradient and are skipped)."""
         module = self.module
-        if module is None or self.cfg["fresh_lr_scale"] == 1.0:
+        fresh_scale, warm_scale = self.cfg["fresh_lr_scale"], self.cfg["warm_lr_scale"]
+        if module is None or (fresh_scale == 1.0 and (warm_scale == 1.0 or not module.warm_parameters)):
             self.model.finish_update(sgd)
             return
         shim = self.model.layers[0].shims[0]
-        fresh = {(shim.id, name) for name in module.fresh_parameters()}
-        self.model.finish_update(ScaledLR(sgd, fresh, self.cfg["fresh_lr_scale"]))
+        scales = {(shim.id, name): warm_scale for name in module.warm_parameters}
+        scales.update({(shim.id, name): fresh_scale for name in module.fresh_parameters()})
+        self.model.finish_update(ScaledLR(sgd, scales))
 
     # --- serialization
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
@@ -497,21 +538,27 @@ def mix_scores(with_neighbours: Optional[numpy.ndarray], without: numpy.ndarray,
     return out.astype("float32")
 
 
-class ScaledLR:
-    """A thinc optimizer seen through ``lr_scale``: the parameters whose keys are in
-    ``keys`` step with ``scale`` times the learning rate; everything else (schedules,
-    averages, settings) is the wrapped optimizer's."""
+def knn_mix_scores(scores: numpy.ndarray, votes: numpy.ndarray, mix: float) -> numpy.ndarray:
+    """The ``knn_mix`` term (the interpolation of kNN-LM, Khandelwal et al., 2020):
+    label log-probabilities ``log((1 - mix) * softmax(scores) + mix * votes)``, where
+    ``scores`` are the model's (after ``retrieval_mix``) and ``votes`` the retrieved
+    neighbours' label distribution (``neighbour_votes``)."""
+    p = (1.0 - float(mix)) * numpy.exp(log_softmax(scores)) + float(mix) * votes
+    return numpy.log(numpy.maximum(p, 1e-12)).astype("float32")
 
-    def __init__(self, optimizer: Any, keys: Iterable[Tuple[int, str]], scale: float):
+
+class ScaledLR:
+    """A thinc optimizer seen through ``lr_scale``: the parameter of each key in
+    ``scales`` steps with that many times the learning rate; everything else
+    (schedules, averages, settings) is the wrapped optimizer's."""
+
+    def __init__(self, optimizer: Any, scales: Dict[Tuple[int, str], float]):
         self.optimizer = optimizer
-        self.keys = set(keys)
-        self.scale = float(scale)
+        self.scales = {key: float(v) for key, v in scales.items()}
 
     def __call__(self, key: Tuple[int, str], weights: Any, gradient: Any, *,
                  lr_scale: float = 1.0) -> Any:
-        if key in self.keys:
-            lr_scale *= self.scale
-        return self.optimizer(key, weights, gradient, lr_scale=lr_scale)
+        return self.optimizer(key, weights, gradient, lr_scale=lr_scale * self.scales.get(key, 1.0))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.optimizer, name)
