@@ -13,6 +13,7 @@ saved predictions with ``spacy_kbnlp.scorers.rel`` and writes ``benchmarks/resul
     python benchmarks/re.py ruie --preference label   # RUIE retriever on the gold labels of the training queries
     python benchmarks/re.py label-match            # bm25, zero-shot MiniLM (+ ruie if trained)
     python benchmarks/re.py gate --system etrag_rd05   # retrieval_mix chosen on dev (needs train --save)
+    python benchmarks/re.py gate --system etrag_adapter --knn-mixes 0,0.1,0.25,0.5   # and the label vote
     python benchmarks/re.py collect
 
 Training budget (2-core CPU): ``--steps`` caps the optimizer steps per run
@@ -822,29 +823,41 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
             ("conll04", "_head", f"CoNLL04 (first {NAMED['conll04']['test_limit']} test sentences, gold entities)",
              "relation micro-F1")):
         for frac, share in (("1.0", "all"), ("0.1", "10 %")):
-            row = _two_stage_row(res, dataset, frac, tag, f"{task}, {share} of the training data", metric)
-            if row is not None:
-                rows.append(row)
+            for adapter in (False, True):
+                row = _two_stage_row(res, dataset, frac, tag, f"{task}, {share} of the training data", metric,
+                                     adapter=adapter)
+                if row is not None:
+                    rows.append(row)
     return rows
 
 
 def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str, task: str,
-                   metric: str) -> Optional[Dict[str, str]]:
+                   metric: str, adapter: bool = False) -> Optional[Dict[str, str]]:
     """A status row for the two-stage cells of one dataset and fraction: ETRAG started from
     the saved baseline (``baseline<tag>_ckpt``) with the gate chosen on dev
     (``etrag<tag>_from_base_gate``) against the baseline trained on as long without
     retrieval (``baseline<tag>_from_base``); None without both cells. The row's task is
-    ``task``, the steps of both stages, the chosen ``retrieval_mix`` and ``metric``."""
+    ``task``, the steps of both stages, the chosen ``retrieval_mix`` and ``metric``.
+    ``adapter``: instead, the retrieval path trained on the frozen baseline trained as long
+    (``etrag<tag>_adapter_gate``, ``warm_lr_scale`` 0), with its steps and ``knn_mix``."""
     runs = res.get(dataset, {}).get(frac, {})
-    ours, alt = f"etrag{tag}_from_base_gate", f"baseline{tag}_from_base"
+    ours = f"etrag{tag}_adapter_gate" if adapter else f"etrag{tag}_from_base_gate"
+    alt = f"baseline{tag}_from_base"
     if ours not in runs or alt not in runs:
         return None
     speed = res.get("speed", {})
     stage1 = speed.get(f"{dataset}_{frac}_baseline{tag}_ckpt", {})
-    stage2 = speed.get(f"{dataset}_{frac}_etrag{tag}_from_base", {})
-    return {"component": "`etrag_relation_extractor` started from the trained baseline (`init_from`)",
-            "task": f"{task}, {stage1.get('steps', '?')} + {stage2.get('steps', '?')} steps, retrieval_mix "
-                    f"{runs[ours].get('retrieval_mix', '?')} chosen on dev: {metric}",
+    stage2 = speed.get(f"{dataset}_{frac}_{'baseline' if adapter else 'etrag'}{tag}_from_base", {})
+    steps = f"{stage1.get('steps', '?')} + {stage2.get('steps', '?')} steps"
+    gate = f"retrieval_mix {runs[ours].get('retrieval_mix', '?')}"
+    component = "`etrag_relation_extractor` started from the trained baseline (`init_from`)"
+    if adapter:
+        stage2 = speed.get(f"{dataset}_{frac}_etrag{tag}_adapter", {})
+        steps += f", then {stage2.get('steps', '?')} steps of the retrieval path alone"
+        gate += f" and knn_mix {runs[ours].get('knn_mix', '?')}"
+        component = "`etrag_relation_extractor`, retrieval adapter on the frozen baseline (`warm_lr_scale` 0)"
+    return {"component": component,
+            "task": f"{task}, {steps}, {gate} chosen on dev: {metric}",
             "ours": _cell(runs, ours),
             "alternative": "the baseline trained on as long, no retrieval: " + _cell(runs, alt),
             "speed": "",

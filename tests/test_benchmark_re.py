@@ -351,6 +351,17 @@ def test_status_rows_compare_two_stage_etrag_with_the_equal_budget_baseline(benc
     rows = bench.status_rows(res)
     assert [r["ours"] for r in rows] == ["62.0 ± 1.0 (2 seeds)", "57.8 ± 1.0 (2 seeds)"]
     assert "all of the training data, 200 + 100 steps, retrieval_mix 0.5 chosen on dev" in rows[0]["task"]
+    # the retrieval adapter on the frozen baseline: its own row after the two-stage one
+    res["semeval"]["0.1"]["etrag_adapter_gate"] = dict(cell(58.5), retrieval_mix=1.0, knn_mix=0.25)
+    res["speed"].update({"semeval_0.1_baseline_from_base": {"steps": 75},
+                         "semeval_0.1_etrag_adapter": {"steps": 75, "date": "2026-12-07", "threads": 1}})
+    rows = bench.status_rows(res)
+    assert [r["ours"] for r in rows] == ["62.0 ± 1.0 (2 seeds)", "57.8 ± 1.0 (2 seeds)", "58.5 ± 1.0 (2 seeds)"]
+    assert rows[2]["task"] == ("SemEval-2010 Task 8 (300 test sentences), 10 % of the training data, 150 + 75 "
+                               "steps, then 75 steps of the retrieval path alone, retrieval_mix 1.0 and knn_mix "
+                               "0.25 chosen on dev: official score")
+    assert rows[2]["alternative"] == rows[1]["alternative"] and rows[2]["measured"].startswith("2026-12-07")
+    assert "frozen baseline" in rows[2]["component"]
     del res["semeval"]["0.1"]["baseline_from_base"], res["semeval"]["1.0"]["etrag_from_base_gate"]
     assert bench.status_rows(res) == []
 
