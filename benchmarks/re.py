@@ -655,7 +655,9 @@ def cmd_gate(args) -> None:
             per_doc = [pipe.instances(d, gold=False) for d in docs]
             flat = [i for insts in per_doc for i in insts]
             t = time.perf_counter()
-            with_n, without = pipe.score_instances(flat), pipe.score_instances(flat, no_prompts=True)
+            # (with lambda 1 alone, the pass with the neighbours is not needed)
+            with_n = pipe.score_instances(flat) if any(lam < 1 for lam in lambdas) else None
+            without = pipe.score_instances(flat, no_prompts=True)
             votes = pipe.neighbour_votes(flat) if any(knns) else None
             print(f"  {name} {split}: {len(docs)} docs, passes {time.perf_counter() - t:.0f} s", flush=True)
             if votes is not None:

@@ -329,6 +329,13 @@ def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
     res = json.loads((tmp_path / "re.json").read_text())
     assert res["mydata"]["0.5"]["etrag_rd_gate"]["retrieval_mix"] == summary["retrieval_mix"]
     assert "mydata_0.5_etrag_rd_gate" not in res["speed"]  # no training of its own
+    # lambda 1 alone (the vote on the model without its prompts): no pass with the neighbours,
+    # the same predictions
+    before = {c: json.loads((runs / f"mydata_0.5_{c}.json").read_text())["predictions"]
+              for c in ("etrag_rd_mix100", "etrag_rd_mix100_knn100")}
+    bench.cmd_gate(argparse.Namespace(**dict(vars(args), lambdas="1")))
+    for c, preds in before.items():
+        assert json.loads((runs / f"mydata_0.5_{c}.json").read_text())["predictions"] == preds
 
 
 def test_status_rows_compare_two_stage_etrag_with_the_equal_budget_baseline(bench):
