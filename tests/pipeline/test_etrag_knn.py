@@ -109,3 +109,31 @@ def trained_steps(src, steps, scale=0.0, backbone=None):
     nlp = _with_init_from(_nlp(backbone), src)
     nlp.get_pipe(NAME).cfg["warm_lr_scale"] = scale
     return nlp.get_pipe(NAME), _train(nlp, steps=steps)
+
+
+def test_shipped_config_freezes_the_copied_weights(tiny, tmp_path):
+    """configs/etrag.cfg with --paths.init_from and warm_lr_scale 0 (docs/relations.md):
+    the copied weights do not train, the retrieval path does."""
+    import torch
+    from spacy.util import load_config, load_model_from_config
+    from thinc.api import Adam
+
+    from .test_etrag import CONFIGS, _examples
+
+    src = _save_tiny(tmp_path, "base", tiny["t5"])
+    config = load_config(CONFIGS / "etrag.cfg", overrides={
+        "paths.backbone": tiny["t5"], "paths.init_from": str(src), "vars.n_neighbors": 2,
+        "components.etrag_relation_extractor.warm_lr_scale": 0.0,
+        "components.etrag_relation_extractor.knn_mix": 0.25}, interpolate=True)
+    nlp = load_model_from_config(config, auto_fill=True, validate=True)
+    nlp.initialize(lambda: _examples(nlp))
+    optimizer = Adam(0.01)  # (the config's schedule starts with a warmup at 0)
+    pipe = nlp.get_pipe(NAME)
+    assert pipe.cfg["warm_lr_scale"] == 0.0 and pipe.cfg["knn_mix"] == 0.25
+    before = {n: p.detach().clone() for n, p in pipe.module.named_parameters()}
+    for _ in range(2):
+        nlp.update(_examples(nlp), sgd=optimizer, losses={})
+    after = dict(pipe.module.named_parameters())
+    warm = [n for n in before if n in pipe.module.warm_parameters]
+    assert warm and all(torch.equal(after[n], before[n]) for n in warm)
+    assert not torch.equal(after["value.weight"], before["value.weight"])
