@@ -160,7 +160,7 @@ class EtragRelationExtractor(TrainablePipe):
                  refresh_every: int, batch_size: int, overwrite: bool,
                  token_loss_weight: float, fresh_lr_scale: float,
                  spans_key: Optional[str], negative_ratio: float, retrieval_mix: float,
-                 knn_mix: float = 0.0, warm_lr_scale: float = 1.0,
+                 knn_mix: float, warm_lr_scale: float,
                  scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
