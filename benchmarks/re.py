@@ -701,6 +701,44 @@ def cmd_gate(args) -> None:
     print(json.dumps(summary, indent=1))
 
 
+def cmd_infer_speed(args) -> None:
+    """Test docs/s of a gated cell's saved run (``--system``, with the ``retrieval_mix`` and
+    ``knn_mix`` its gate chose on dev, and with the vote alone: lambda 1, the same
+    ``knn_mix``) against the baseline it was trained from (``--baseline``), one seed, in one
+    process on the same machine (one warm-up batch each); written to
+    ``re_runs/infer_speed_<dataset>_<fraction>_<system>_s<seed>.json`` (``collect``:
+    re.json ``speed``)."""
+    import spacy
+    import torch
+
+    torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    gate = json.loads((RUNS / f"gate_{spec['name']}_{args.fraction}_{args.system}.json").read_text())
+    models = Path(args.models or ROOT / "training" / "re_bench")
+    pipe_name = "components.etrag_relation_extractor"
+    settings = {
+        args.baseline: (args.baseline, {}),
+        f"{args.system}_gate": (args.system, {f"{pipe_name}.retrieval_mix": gate["retrieval_mix"],
+                                             f"{pipe_name}.knn_mix": gate.get("knn_mix", 0.0)}),
+        f"{args.system}_vote_only": (args.system, {f"{pipe_name}.retrieval_mix": 1.0,
+                                                  f"{pipe_name}.knn_mix": gate.get("knn_mix", 0.0)})}
+    out: Dict[str, Any] = {"dataset": spec["name"], "fraction": args.fraction, "seed": args.seed,
+                           "threads": args.threads, "gate": {k: gate.get(k) for k in ("retrieval_mix", "knn_mix")}}
+    for label, (cell, config) in settings.items():
+        nlp = spacy.load(models / run_name(spec["name"], args.fraction, cell, args.seed), config=config)
+        docs = [eg.predicted for eg in with_gold_entities(nlp, load(spec, "test", nlp))]
+        list(nlp.pipe([d.copy() for d in docs[:16]]))  # warm-up (and the bank's first refresh)
+        t = time.perf_counter()
+        list(nlp.pipe([d.copy() for d in docs], batch_size=64))
+        sec = time.perf_counter() - t
+        out[label] = {"docs": len(docs), "s": round(sec, 2), "docs_per_s": round(len(docs) / sec, 2)}
+        print(label, out[label], flush=True)
+    base = out[args.baseline]["docs_per_s"]
+    for label in settings:
+        out[label]["ratio_to_baseline"] = round(out[label]["docs_per_s"] / base, 3)
+    write(f"infer_speed_{spec['name']}_{args.fraction}_{args.system}_s{args.seed}", out)
+
+
 def cmd_collect(args) -> None:
     """Score every saved run (``re_runs/<dataset>_<fraction>_<system>[_s<seed>].json``)
     against its dataset's test docs and merge ``benchmarks/results/re.json``: per cell
@@ -770,6 +808,8 @@ def cmd_collect(args) -> None:
         if cell is not None:
             cell.update({k: g[k] for k in ("retrieval_mix", "knn_mix", "chosen_on", "dev_f1_mean_by_lambda",
                                             "test_f1_mean_by_lambda", "vote_accuracy") if k in g})
+    for path in sorted(RUNS.glob("infer_speed_*.json")):  # re.py infer-speed
+        speed[path.stem] = json.loads(path.read_text())
     for ruie in sorted(RUNS.glob("ruie*.json")):  # ruie (model preference), ruie_label, ruie_mixed
         speed[ruie.stem] = json.loads(ruie.read_text())
     speed["machine"] = ("shared 2-core CPU (no GPU); torch threads per run: `threads` in "
@@ -858,11 +898,14 @@ def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str, task:
         steps += f", then {stage2.get('steps', '?')} steps of the retrieval path alone"
         gate += f" and knn_mix {runs[ours].get('knn_mix', '?')}"
         component = "`etrag_relation_extractor`, retrieval adapter on the frozen baseline (`warm_lr_scale` 0)"
+    measured = speed.get(f"infer_speed_{dataset}_{frac}_etrag{tag}_adapter_s0", {}) if adapter else {}
+    timed = measured.get(f"etrag{tag}_adapter_gate", {})
     return {"component": component,
             "task": f"{task}, {steps}, {gate} chosen on dev: {metric}",
             "ours": _cell(runs, ours),
             "alternative": "the baseline trained on as long, no retrieval: " + _cell(runs, alt),
-            "speed": "",
+            "speed": (f"{timed['ratio_to_baseline']:.2f}x docs/s ({timed['docs_per_s']:.1f} vs "
+                      f"{measured[alt]['docs_per_s']:.1f}, seed 0)" if timed and alt in measured else ""),
             "measured": f"{stage2.get('date', '?')}, 2-core CPU, {stage2.get('threads', 2)} thread"}
 
 
@@ -1057,6 +1100,14 @@ def main() -> None:
     g.add_argument("--threads", type=int, default=1)
     g.add_argument("--models", default=None, help="folder of the saved runs (default: training/re_bench)")
     g.add_argument("--runs", default=None, help="folder of the run files (default: benchmarks/results/re_runs)")
+    v = sub.add_parser("infer-speed")
+    _dataset_args(v, "semeval")
+    v.add_argument("--fraction", default="0.1")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--system", default="etrag_adapter", help="the gated cell (re.py gate --system)")
+    v.add_argument("--baseline", default="baseline_from_base", help="the saved cell it was trained from")
+    v.add_argument("--threads", type=int, default=1)
+    v.add_argument("--models", default=None, help="folder of the saved runs (default: training/re_bench)")
     sub.add_parser("collect")
     sub.add_parser("table")
     args = ap.parse_args()
@@ -1065,7 +1116,7 @@ def main() -> None:
         RUNS = Path(args.runs)
     {"train": cmd_train, "knn": cmd_knn, "ruie": cmd_ruie, "label-match": cmd_label_match,
      "collect": cmd_collect, "table": cmd_table, "step-cost": cmd_step_cost,
-     "analyse": cmd_analyse, "gate": cmd_gate}[args.cmd](args)
+     "analyse": cmd_analyse, "gate": cmd_gate, "infer-speed": cmd_infer_speed}[args.cmd](args)
 
 
 if __name__ == "__main__":

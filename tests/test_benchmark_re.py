@@ -336,6 +336,16 @@ def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
     bench.cmd_gate(argparse.Namespace(**dict(vars(args), lambdas="1")))
     for c, preds in before.items():
         assert json.loads((runs / f"mydata_0.5_{c}.json").read_text())["predictions"] == preds
+    # infer-speed: the gated cell with its chosen settings and with the vote alone, against a
+    # baseline cell (here the same saved run), in docs/s; collect keeps it under speed
+    bench.cmd_infer_speed(argparse.Namespace(**dict(vars(args), seed=0, baseline="etrag_rd")))
+    timed = json.loads((runs / "infer_speed_mydata_0.5_etrag_rd_s0.json").read_text())
+    assert set(timed) >= {"etrag_rd", "etrag_rd_gate", "etrag_rd_vote_only"}
+    assert timed["etrag_rd"]["ratio_to_baseline"] == 1.0 and timed["etrag_rd_gate"]["docs"] == len(inputs)
+    last = json.loads((runs / "gate_mydata_0.5_etrag_rd.json").read_text())  # (the lambda-1 run's)
+    assert timed["gate"] == {"retrieval_mix": last["retrieval_mix"], "knn_mix": last["knn_mix"]}
+    bench.cmd_collect(None)
+    assert json.loads((tmp_path / "re.json").read_text())["speed"]["infer_speed_mydata_0.5_etrag_rd_s0"] == timed
 
 
 def test_status_rows_compare_two_stage_etrag_with_the_equal_budget_baseline(bench):
@@ -369,6 +379,10 @@ def test_status_rows_compare_two_stage_etrag_with_the_equal_budget_baseline(benc
                                "0.25 chosen on dev: official score")
     assert rows[2]["alternative"] == rows[1]["alternative"] and rows[2]["measured"].startswith("2026-12-07")
     assert "frozen baseline" in rows[2]["component"]
+    assert rows[2]["speed"] == ""  # no infer-speed run
+    res["speed"]["infer_speed_semeval_0.1_etrag_adapter_s0"] = {
+        "baseline_from_base": {"docs_per_s": 24.8}, "etrag_adapter_gate": {"docs_per_s": 9.4, "ratio_to_baseline": 0.379}}
+    assert bench.status_rows(res)[2]["speed"] == "0.38x docs/s (9.4 vs 24.8, seed 0)"
     del res["semeval"]["0.1"]["baseline_from_base"], res["semeval"]["1.0"]["etrag_from_base_gate"]
     assert bench.status_rows(res) == []
 
