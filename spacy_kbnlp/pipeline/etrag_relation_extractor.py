@@ -341,36 +341,34 @@ class EtragRelationExtractor(TrainablePipe):
     def score_instances(self, insts: Sequence[Instance], *, no_prompts: bool = False) -> numpy.ndarray:
         """The label scores ``(n, L)`` of ``insts`` (the model's output, ``batch_size``
         instances a pass); ``no_prompts``: every instance without its neighbours."""
-        scores = numpy.zeros((len(insts), len(self.labels)), dtype="float32")
+        extra = (None, None, True) if no_prompts else ()
+        return self._in_batches(insts, lambda texts, keys: to_numpy(self.model.predict((texts, keys) + extra)))
+
+    def _in_batches(self, insts: Sequence[Instance], run: Callable) -> numpy.ndarray:
+        """``run(texts, keys)`` over ``insts``, ``batch_size`` instances a pass: one
+        ``(n, L)`` float32 array."""
+        out = numpy.zeros((len(insts), len(self.labels)), dtype="float32")
         bs = self.cfg["batch_size"]
         for b in range(0, len(insts), bs):
             chunk = insts[b: b + bs]
-            X = ([i["text"] for i in chunk], [i["key"] for i in chunk])
-            out = self.model.predict(X + (None, None, True) if no_prompts else X)
-            scores[b: b + len(chunk)] = to_numpy(out)
-        return scores
+            out[b: b + len(chunk)] = run([i["text"] for i in chunk], [i["key"] for i in chunk])
+        return out
 
     def neighbour_votes(self, insts: Sequence[Instance]) -> numpy.ndarray:
         """The label distribution ``(n, L)`` of each instance's retrieved neighbours
         (the module's ``neighbour_votes``: the soft neighbours of the soft prompts
         voting with their weights), ``batch_size`` instances a pass."""
         module = self.module
-        votes = numpy.zeros((len(insts), len(self.labels)), dtype="float32")
         if module.n_neighbors == 0 or module.bank_keys.shape[0] == 0:
-            return votes
+            return numpy.zeros((len(insts), len(self.labels)), dtype="float32")
         if self._stale:
             self.refresh_bank()
         was_training = module.training
         module.eval()
-        bs = self.cfg["batch_size"]
         try:
-            for b in range(0, len(insts), bs):
-                chunk = insts[b: b + bs]
-                out = module.neighbour_votes([i["text"] for i in chunk], [i["key"] for i in chunk])
-                votes[b: b + len(chunk)] = out.cpu().numpy()
+            return self._in_batches(insts, lambda texts, keys: module.neighbour_votes(texts, keys).cpu().numpy())
         finally:
             module.train(was_training)
-        return votes
 
     def set_annotations(self, docs: Iterable[Doc], preds) -> None:
         for doc, (insts, scores) in zip(docs, preds):
