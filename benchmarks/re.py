@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -244,7 +244,7 @@ def train_one(spec: Dict[str, Any], fraction: str, system: str, *, batch_docs: i
             "threads": threads, "n_neighbors": k, "train_s": round(train_s, 1),
             "negative_ratio": pipe.cfg["negative_ratio"], "label_scoring": pipe.module.label_scoring,
             "neighbour_label_noise": pipe.module.neighbour_label_noise,
-            "retrieval_dropout": pipe.module.retrieval_dropout,
+            "retrieval_dropout": pipe.module.retrieval_dropout, "pooling": pipe.module.pooling,
             "warm_lr_scale": pipe.cfg["warm_lr_scale"],
             "init_from": _shown(init_from) if init_from is not None else None,
             "test_docs": len(test), "infer_s": round(infer_s, 1),
@@ -290,7 +290,8 @@ def cmd_train(args) -> None:
                                                  warm_lr_scale=args.warm_lr_scale),
                                 model=_given(label_scoring=args.label_scoring,
                                              neighbour_label_noise=args.neighbour_label_noise,
-                                             retrieval_dropout=args.retrieval_dropout))
+                                             retrieval_dropout=args.retrieval_dropout,
+                                             pooling=getattr(args, "pooling", None)))
                 res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
@@ -561,7 +562,7 @@ def cmd_analyse(args) -> None:
             chunk = insts[b: b + 32]
             ids, mask = module.tokenize([i["text"] for i in chunk])
             keys = [i["key"] for i in chunk]  # a sentence never retrieves itself (test: not in the bank)
-            prompts, weights, cand = module.soft_prompts(ids, mask, keys)
+            prompts, weights, cand = module.soft_prompts([i["text"] for i in chunk], ids, mask, keys)
             w = weights.sum(1)  # (B, C): weight of each candidate over the slots
             cand_labels = module.bank_labels[cand]  # (B, C)
             for r in range(len(chunk)):
@@ -598,18 +599,31 @@ def cmd_analyse(args) -> None:
         print(f"  {lab:32s} {row}")
 
 
-def mix_name(system: str, mix: float, knn: float = 0.0) -> str:
+def mix_name(system: str, mix: float, knn: float = 0.0, k: int = 0, temperature: float = 0.05) -> str:
     """The cell of a saved run's test predictions at ``retrieval_mix = mix`` (and
-    ``knn_mix = knn``): ``<system>_mix025`` for 0.25, ``<system>_mix100_knn025`` for
-    lambda 1 with the neighbours' label vote at 0.25."""
+    ``knn_mix = knn``, ``knn_k = k``, ``knn_temperature``): ``<system>_mix025`` for 0.25,
+    ``<system>_mix100_knn025`` for lambda 1 with the neighbours' label vote at 0.25,
+    ``<system>_mix100_knn050_k16_t030`` for the vote of the 16 nearest rows at temperature 0.03."""
     cell = f"{system}_mix{int(round(mix * 100)):03d}"
-    return cell + (f"_knn{int(round(knn * 100)):03d}" if knn else "")
+    if knn and k:
+        cell += f"_knn{int(round(knn * 100)):03d}_k{k}_t{int(round(temperature * 1000)):03d}"
+    elif knn:
+        cell += f"_knn{int(round(knn * 100)):03d}"
+    return cell
 
 
-def gate_key(mix: float, knn: float = 0.0) -> str:
-    """The key of a (retrieval_mix, knn_mix) setting in a gate summary: the lambda
-    alone (``"0.25"``) without the vote, as before the vote existed; ``"0.25+knn0.1"``."""
-    return f"{mix}" + (f"+knn{knn}" if knn else "")
+def gate_key(mix: float, knn: float = 0.0, k: int = 0, temperature: float = 0.05) -> str:
+    """The key of a (retrieval_mix, knn_mix[, knn_k, knn_temperature]) setting in a gate
+    summary: the lambda alone (``"0.25"``) without the vote, as before the vote existed;
+    ``"0.25+knn0.1"`` (the soft neighbours' vote); ``"1.0+knn0.5+k16t0.03"``."""
+    key = f"{mix}" + (f"+knn{knn}" if knn else "")
+    return key + (f"+k{k}t{temperature}" if knn and k else "")
+
+
+def vote_key(k: int, temperature: float) -> str:
+    """A vote setting in a gate summary: ``"soft"`` (the soft neighbours, ``knn_k`` 0) or
+    ``"k16t0.03"``."""
+    return f"k{k}t{temperature}" if k else "soft"
 
 
 def cmd_gate(args) -> None:
@@ -619,12 +633,15 @@ def cmd_gate(args) -> None:
     neighbours' label vote (``neighbour_votes``) of the dev and the test instances,
     once; for each setting of ``--lambdas`` x ``--knn-mixes`` the predictions
     (``mix_scores``, then ``knn_mix_scores``: what ``retrieval_mix`` and ``knn_mix``
-    predict) and their F1. The setting with the best mean dev F1 over the seeds is
-    chosen (ties: less vote, then less mixing; the test split never chooses); test
-    predictions are written as the run files of the cells ``<system>_mix<lambda>[_knn<mu>]``
-    (every setting) and ``<system>_gate`` (the chosen one), the dev and test F1 by
+    predict) and their F1. ``--knn-ks`` above 0 (with ``--knn-temperatures``) add the votes of
+    the ``knn_k`` nearest bank rows (``knn_k``, ``knn_temperature``; the queries are embedded
+    once). The setting with the best mean dev F1 over the seeds is chosen (ties: less vote,
+    then less mixing, then the soft neighbours' vote, fewer rows, a higher temperature; the
+    test split never chooses); test predictions are written as the run files of the cells
+    ``<system>_mix<lambda>[_knn<mu>]`` (every setting with the soft neighbours' vote,
+    ``knn_k`` 0) and ``<system>_gate`` (the chosen one), the dev and test F1 of every
     setting to ``re_runs/gate_<dataset>_<fraction>_<system>.json``, with the vote's own
-    accuracy (its top label against the gold label of each instance)."""
+    accuracy (its top label against the gold label of each instance) by vote setting."""
     import statistics
 
     import numpy
@@ -638,10 +655,14 @@ def cmd_gate(args) -> None:
     spec = spec_from_args(args)
     lambdas = [float(x) for x in args.lambdas.split(",")]
     knns = [float(x) for x in args.knn_mixes.split(",")]
-    settings = [(lam, knn) for knn in knns for lam in lambdas]
+    ks = [int(x) for x in str(getattr(args, "knn_ks", "0")).split(",")]
+    temps = [float(x) for x in str(getattr(args, "knn_temperatures", "0.05")).split(",")]
+    votes_by = [(k, t) for k in ks for t in (temps if k else temps[:1])]  # (knn_k, knn_temperature)
+    settings = [(lam, knn) + (vt if knn else (0, temps[0]))
+                for knn in knns for vt in (votes_by if knn else votes_by[:1]) for lam in lambdas]
     seeds = [int(x) for x in str(args.seeds).split(",")]
     f1: Dict[str, Dict[str, Dict[int, float]]] = {"dev": {}, "test": {}}
-    vote_acc: Dict[str, Dict[int, float]] = {"dev": {}, "test": {}}
+    vote_acc: Dict[str, Dict[str, Dict[int, float]]] = {"dev": {}, "test": {}}
     test_preds: Dict[int, Dict[tuple, List]] = {}
     runs: Dict[int, Dict[str, Any]] = {}
     for seed in seeds:
@@ -658,45 +679,60 @@ def cmd_gate(args) -> None:
             # (with lambda 1 alone, the pass with the neighbours is not needed)
             with_n = pipe.score_instances(flat) if any(lam < 1 for lam in lambdas) else None
             without = pipe.score_instances(flat, no_prompts=True)
-            votes = pipe.neighbour_votes(flat) if any(knns) else None
+            votes = {}
+            if any(knns):
+                queries = pipe.vote_queries(flat)
+                votes = {vt: pipe.neighbour_votes(flat, queries=queries, knn_k=vt[0], knn_temperature=vt[1])
+                         for vt in votes_by}
             print(f"  {name} {split}: {len(docs)} docs, passes {time.perf_counter() - t:.0f} s", flush=True)
-            if votes is not None:
-                truth = [i["label"] for d in gold for i in pipe.instances(d, gold=True)]
+            truth = [i["label"] for d in gold for i in pipe.instances(d, gold=True)]
+            for vt, v in votes.items():
                 if len(truth) == len(flat):
-                    top = [pipe.labels[j] for j in votes.argmax(1)]
-                    vote_acc[split][seed] = round(100 * float(numpy.mean([a == b for a, b in zip(top, truth)])), 2)
-            for lam, knn in settings:
+                    top = [pipe.labels[j] for j in v.argmax(1)]
+                    vote_acc[split].setdefault(vote_key(*vt), {})[seed] = round(
+                        100 * float(numpy.mean([a == b for a, b in zip(top, truth)])), 2)
+            for lam, knn, k, temp in settings:
                 scores, preds, pos = mix_scores(with_n, without, lam), [], 0
                 if knn:
-                    scores = knn_mix_scores(scores, votes, knn)
+                    scores = knn_mix_scores(scores, votes[(k, temp)], knn)
                 for doc, insts in zip(docs, per_doc):
                     pipe.set_annotations([doc], [(insts, scores[pos: pos + len(insts)])])
                     preds.append(list(doc._.rel_records or []))
                     pos += len(insts)
-                f1[split].setdefault(gate_key(lam, knn), {})[seed] = score_predictions(
+                f1[split].setdefault(gate_key(lam, knn, k, temp), {})[seed] = score_predictions(
                     rel_scorer, spec["scorer"], gold, preds)
                 if split == "test":
-                    test_preds.setdefault(seed, {})[(lam, knn)] = preds
+                    test_preds.setdefault(seed, {})[(lam, knn, k, temp)] = preds
             print(f"  {name} {split} F1 by setting: " +
                   ", ".join(f"{gate_key(*st)}: {f1[split][gate_key(*st)][seed]}" for st in settings), flush=True)
     dev_mean = {st: statistics.mean(f1["dev"][gate_key(*st)].values()) for st in settings}
-    chosen = max(settings, key=lambda st: (dev_mean[st], -st[1], -st[0]))  # ties: less vote, less mixing
+    # ties: less vote, less mixing, the soft neighbours' vote, fewer rows, a higher temperature
+    chosen = max(settings, key=lambda st: (dev_mean[st], -st[1], -st[0], -st[2], st[3]))
+    written = [(st, mix_name(args.system, *st)) for st in settings if not st[2]]
     for seed in seeds:
-        for st, cell in [(st, mix_name(args.system, *st)) for st in settings] + [(chosen, f"{args.system}_gate")]:
+        for st, cell in written + [(chosen, f"{args.system}_gate")]:
             run = {k: v for k, v in runs[seed].items() if k not in ("predictions", "losses", "date")}
             run.update(system=cell, retrieval_mix=st[0], knn_mix=st[1], trained_as=args.system,
                        predictions=test_preds[seed][st])
+            if st[1] and st[2]:
+                run.update(knn_k=st[2], knn_temperature=st[3])
             write(run_name(spec["name"], args.fraction, cell, seed), run)
     summary = {"dataset": spec["name"], "fraction": args.fraction, "system": args.system, "seeds": seeds,
                "lambdas": lambdas, "knn_mixes": knns, "chosen_on": "dev", "retrieval_mix": chosen[0],
                "knn_mix": chosen[1],
+               **({"knn_ks": ks, "knn_temperatures": temps, "knn_k": chosen[2], "knn_temperature": chosen[3]}
+                  if any(ks) else {}),
                "dev_split": spec.get("dev"), "dev_id_mod": spec.get("id_mod", {}).get("dev"),
                "dev_f1_by_lambda": {k: [v[s] for s in seeds] for k, v in f1["dev"].items()},
                "dev_f1_mean_by_lambda": {gate_key(*st): round(v, 2) for st, v in dev_mean.items()},
                "test_f1_by_lambda": {k: [v[s] for s in seeds] for k, v in f1["test"].items()},
                "test_f1_mean_by_lambda": {k: round(statistics.mean(v.values()), 2) for k, v in f1["test"].items()}}
     if vote_acc["dev"] or vote_acc["test"]:
-        summary["vote_accuracy"] = {split: [v.get(s) for s in seeds] for split, v in vote_acc.items()}
+        shown = vote_key(*chosen[2:]) if chosen[1] else vote_key(0, temps[0])
+        summary["vote_accuracy"] = {split: [v.get(shown, {}).get(s) for s in seeds] for split, v in vote_acc.items()}
+        if any(ks):
+            summary["vote_accuracy_by_vote"] = {split: {key: [by.get(s) for s in seeds] for key, by in v.items()}
+                                                for split, v in vote_acc.items()}
     write(f"gate_{spec['name']}_{args.fraction}_{args.system}", summary)
     print(json.dumps(summary, indent=1))
 
@@ -716,14 +752,16 @@ def cmd_infer_speed(args) -> None:
     gate = json.loads((RUNS / f"gate_{spec['name']}_{args.fraction}_{args.system}.json").read_text())
     models = Path(args.models or ROOT / "training" / "re_bench")
     pipe_name = "components.etrag_relation_extractor"
+    vote = {f"{pipe_name}.{k}": gate.get(k, 0.0) for k in ("knn_mix",)}
+    vote.update({f"{pipe_name}.{k}": gate[k] for k in ("knn_k", "knn_temperature") if k in gate})
     settings = {
         args.baseline: (args.baseline, {}),
-        f"{args.system}_gate": (args.system, {f"{pipe_name}.retrieval_mix": gate["retrieval_mix"],
-                                             f"{pipe_name}.knn_mix": gate.get("knn_mix", 0.0)}),
-        f"{args.system}_vote_only": (args.system, {f"{pipe_name}.retrieval_mix": 1.0,
-                                                  f"{pipe_name}.knn_mix": gate.get("knn_mix", 0.0)})}
+        f"{args.system}_gate": (args.system, dict(vote, **{f"{pipe_name}.retrieval_mix": gate["retrieval_mix"]})),
+        f"{args.system}_vote_only": (args.system, dict(vote, **{f"{pipe_name}.retrieval_mix": 1.0}))}
     out: Dict[str, Any] = {"dataset": spec["name"], "fraction": args.fraction, "seed": args.seed,
-                           "threads": args.threads, "gate": {k: gate.get(k) for k in ("retrieval_mix", "knn_mix")}}
+                           "threads": args.threads,
+                           "gate": {k: gate[k] for k in ("retrieval_mix", "knn_mix", "knn_k", "knn_temperature")
+                                    if k in gate}}
     for label, (cell, config) in settings.items():
         nlp = spacy.load(models / run_name(spec["name"], args.fraction, cell, args.seed), config=config)
         docs = [eg.predicted for eg in with_gold_entities(nlp, load(spec, "test", nlp))]
@@ -777,7 +815,7 @@ def cmd_collect(args) -> None:
                                                 "fresh_lr_scale", "token_loss_weight",
                                                 "negative_ratio", "label_scoring", "batch_docs",
                                                 "neighbour_label_noise", "retrieval_dropout",
-                                                "retrieval_mix", "warm_lr_scale",
+                                                "retrieval_mix", "warm_lr_scale", "pooling",
                                                 "threads", "seed", "date") if k in run}
     for (dataset, fraction, system), by_seed in cells.items():
         scores = [by_seed[s] for s in sorted(by_seed)]
@@ -806,8 +844,9 @@ def cmd_collect(args) -> None:
         g = json.loads(gate.read_text())
         cell = result.get(g["dataset"], {}).get(g["fraction"], {}).get(f"{g['system']}_gate")
         if cell is not None:
-            cell.update({k: g[k] for k in ("retrieval_mix", "knn_mix", "chosen_on", "dev_f1_mean_by_lambda",
-                                            "test_f1_mean_by_lambda", "vote_accuracy") if k in g})
+            cell.update({k: g[k] for k in ("retrieval_mix", "knn_mix", "knn_k", "knn_temperature", "chosen_on",
+                                            "dev_f1_mean_by_lambda", "test_f1_mean_by_lambda", "vote_accuracy")
+                         if k in g})
     for path in sorted(RUNS.glob("infer_speed_*.json")):  # re.py infer-speed
         speed[path.stem] = json.loads(path.read_text())
     for ruie in sorted(RUNS.glob("ruie*.json")):  # ruie (model preference), ruie_label, ruie_mixed
@@ -870,7 +909,53 @@ def status_rows(res: Dict[str, Any]) -> List[Dict[str, str]]:
                                      adapter=adapter)
                 if row is not None:
                     rows.append(row)
+    # the label vote of the nearest training instances on the trained baseline (no training):
+    # against that same baseline
+    for dataset, frac, share, ours, alt, chain in VOTE_ROWS:
+        task = {"semeval": (f"SemEval-2010 Task 8 ({NAMED['semeval']['test_limit']} test sentences)", "official score"),
+                "conll04": (f"CoNLL04 (first {NAMED['conll04']['test_limit']} test sentences, gold entities)",
+                            "relation micro-F1")}[dataset]
+        row = _vote_row(res, dataset, frac, ours, alt, chain, f"{task[0]}, {share} of the training data", task[1])
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+#: (dataset, fraction, share, the vote's gated cell, the baseline it votes on, the runs whose
+#: steps trained that baseline)
+VOTE_ROWS = (("semeval", "1.0", "all", "etrag_pairvote_gate", "baseline_from_base",
+              ("baseline_ckpt", "baseline_from_base")),
+             ("semeval", "0.1", "10 %", "etrag_long_pairvote_gate", "baseline_long",
+              ("baseline_ckpt", "baseline_from_base", "baseline_long")),
+             ("conll04", "0.1", "10 %", "etrag_head_pairvote_gate", "baseline_head_from_base",
+              ("baseline_head_ckpt", "baseline_head_from_base")))
+
+
+def _vote_row(res: Dict[str, Any], dataset: str, frac: str, ours: str, alt: str, chain: Sequence[str],
+              task: str, metric: str) -> Optional[Dict[str, str]]:
+    """A status row for the vote on a trained baseline (``re.py gate`` of a one-step frozen
+    adapter with ``pooling`` pair): the gated cell ``ours`` against the baseline ``alt`` it
+    votes on, trained for the steps of the runs ``chain``; None without both cells."""
+    runs = res.get(dataset, {}).get(frac, {})
+    if ours not in runs or alt not in runs:
+        return None
+    speed = res.get("speed", {})
+    steps = " + ".join(str(speed.get(f"{dataset}_{frac}_{c}", {}).get("steps", "?")) for c in chain)
+    cell = runs[ours]
+    vote = (f"retrieval_mix {cell.get('retrieval_mix', '?')}, knn_mix {cell.get('knn_mix', '?')}, "
+            f"knn_k {cell.get('knn_k', 0)}" + (f" at temperature {cell['knn_temperature']}" if cell.get("knn_k") else ""))
+    system = ours[: -len("_gate")]
+    measured = speed.get(f"infer_speed_{dataset}_{frac}_{system}_s0", {})
+    timed = measured.get(ours, {})
+    built = speed.get(f"{dataset}_{frac}_{system}", {})
+    return {"component": "`etrag_relation_extractor`, the nearest training instances' label vote on the trained "
+                         "baseline (`pooling` pair, no training)",
+            "task": f"{task}, the baseline's {steps} steps, {vote} chosen on dev: {metric}",
+            "ours": _cell(runs, ours),
+            "alternative": "the same baseline, no retrieval: " + _cell(runs, alt),
+            "speed": (f"{timed['ratio_to_baseline']:.2f}x docs/s ({timed['docs_per_s']:.1f} vs "
+                      f"{measured[alt]['docs_per_s']:.1f}, seed 0)" if timed and alt in measured else ""),
+            "measured": f"{built.get('date', '?')}, 2-core CPU, {built.get('threads', 2)} thread"}
 
 
 def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str, task: str,
@@ -1014,6 +1099,9 @@ def main() -> None:
     t.add_argument("--retrieval-dropout", type=float, default=None,
                    help="probability that a training instance's soft prompts are hidden (default: the "
                         "architecture's, 0)")
+    t.add_argument("--pooling", default=None, choices=("text", "pair"),
+                   help="tokens of the retrieval embedding: all, or the marked pair and the words "
+                        "between them (default: the architecture's, text)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--warm-lr-scale", type=float, default=None,
                    help="lr multiplier of the weights copied by --init-from (0 = frozen: only the "
@@ -1097,6 +1185,9 @@ def main() -> None:
     g.add_argument("--lambdas", default="0,0.25,0.5,0.75", help="retrieval_mix values to score on dev")
     g.add_argument("--knn-mixes", default="0",
                    help="knn_mix values to score on dev, each with every lambda (0 = no label vote)")
+    g.add_argument("--knn-ks", default="0",
+                   help="knn_k values of the vote (0 = the soft neighbours; k > 0: the k nearest bank rows)")
+    g.add_argument("--knn-temperatures", default="0.05", help="knn_temperature values of the votes with knn_k > 0")
     g.add_argument("--threads", type=int, default=1)
     g.add_argument("--models", default=None, help="folder of the saved runs (default: training/re_bench)")
     g.add_argument("--runs", default=None, help="folder of the run files (default: benchmarks/results/re_runs)")

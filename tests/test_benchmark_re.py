@@ -216,7 +216,8 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None,
                                        neighbour_label_noise=None, retrieval_dropout=None, warm_lr_scale=None))
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head",
-                                       neighbour_label_noise=0.5, retrieval_dropout=0.5, warm_lr_scale=0.0))
+                                       neighbour_label_noise=0.5, retrieval_dropout=0.5, warm_lr_scale=0.0,
+                                       pooling="pair"))
     assert seen[0]["init_from"] is None
     # --init-from: a saved pipeline folder, or a saved cell's run of the same seed
     saved = tmp_path / "base"
@@ -235,7 +236,8 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
         bench.init_source("nothing", "mydata", "0.5", 1)
     assert seen[0]["component"] == {} and seen[0]["model"] == {}
     assert seen[1]["component"] == {"negative_ratio": 0.0, "warm_lr_scale": 0.0}
-    assert seen[1]["model"] == {"label_scoring": "head", "neighbour_label_noise": 0.5, "retrieval_dropout": 0.5}
+    assert seen[1]["model"] == {"label_scoring": "head", "neighbour_label_noise": 0.5, "retrieval_dropout": 0.5,
+                                "pooling": "pair"}
     pipe = spacy.blank("en").add_pipe("etrag_relation_extractor")
     assert pipe.cfg["negative_ratio"] == 1.0 and pipe.model.attrs["label_scoring"] == "sequence"
 
@@ -346,6 +348,31 @@ def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
     assert timed["gate"] == {"retrieval_mix": last["retrieval_mix"], "knn_mix": last["knn_mix"]}
     bench.cmd_collect(None)
     assert json.loads((tmp_path / "re.json").read_text())["speed"]["infer_speed_mydata_0.5_etrag_rd_s0"] == timed
+    from spacy_kbnlp.scorers import rel as rel_scorer
+
+    # the votes of the knn_k nearest rows (--knn-ks, --knn-temperatures): every setting scored
+    # and chosen on dev, what the component predicts with those settings; run files only for
+    # the soft neighbours' vote and the chosen setting
+    bench.cmd_gate(argparse.Namespace(**dict(vars(args), lambdas="1", knn_mixes="0,1", knn_ks="0,2",
+                                             knn_temperatures="0.1,1.0")))
+    summary = json.loads((runs / "gate_mydata_0.5_etrag_rd.json").read_text())
+    dev = {k: v[0] for k, v in summary["dev_f1_by_lambda"].items()}
+    assert sorted(dev) == ["1.0", "1.0+knn1.0", "1.0+knn1.0+k2t0.1", "1.0+knn1.0+k2t1.0"]
+    assert sorted(summary["vote_accuracy_by_vote"]["test"]) == ["k2t0.1", "k2t1.0", "soft"]
+    settings = [(1.0, 0.0, 0, 0.1), (1.0, 1.0, 0, 0.1), (1.0, 1.0, 2, 0.1), (1.0, 1.0, 2, 1.0)]
+    best = max(settings, key=lambda st: (dev[bench.gate_key(*st)], -st[1], -st[0], -st[2], st[3]))
+    assert (summary["retrieval_mix"], summary["knn_mix"], summary["knn_k"], summary["knn_temperature"]) == best
+    assert not list(runs.glob("mydata_0.5_etrag_rd_*_k2_*.json"))
+    pipe_cfg = "components.etrag_relation_extractor"
+    for st in settings[2:]:
+        again = spacy.load(tmp_path / "models" / "mydata_0.5_etrag_rd", config={
+            f"{pipe_cfg}.retrieval_mix": 1.0, f"{pipe_cfg}.knn_mix": 1.0, f"{pipe_cfg}.knn_k": 2,
+            f"{pipe_cfg}.knn_temperature": st[3]})
+        preds = [list(d._.rel_records) for d in again.pipe([d.copy() for d in inputs])]
+        assert summary["test_f1_by_lambda"][bench.gate_key(*st)] == [
+            bench.score_predictions(rel_scorer, spec["scorer"], bench.load(spec, "test", again), preds)]
+        if st == best:
+            assert json.loads((runs / "mydata_0.5_etrag_rd_gate.json").read_text())["predictions"] == preds
 
 
 def test_status_rows_compare_two_stage_etrag_with_the_equal_budget_baseline(bench):
@@ -400,3 +427,26 @@ def test_status_rows_give_conll04_two_stage_cells_with_both_stages_steps(bench):
     assert rows[0]["task"] == ("CoNLL04 (first 100 test sentences, gold entities), 10 % of the training data, "
                                "250 + 125 steps, retrieval_mix ? chosen on dev: relation micro-F1")
     assert rows[0]["measured"] == "2026-12-07, 2-core CPU, 1 thread"
+
+
+def test_status_rows_give_the_vote_on_the_baseline_against_that_baseline(bench):
+    """The vote row: the gated vote cell on a trained baseline against that same baseline,
+    with the steps that trained it, the chosen vote and the infer-speed ratio."""
+    cell = lambda f1: {"f1": f1, "f1_seeds": [f1 - 1, f1 + 1], "f1_std": 1.0}
+    res = {"semeval": {"0.1": {"etrag_long_pairvote_gate": dict(cell(64.0), retrieval_mix=1.0, knn_mix=0.5,
+                                                                knn_k=16, knn_temperature=0.05)}},
+           "speed": {"semeval_0.1_baseline_ckpt": {"steps": 150}, "semeval_0.1_baseline_from_base": {"steps": 75},
+                     "semeval_0.1_baseline_long": {"steps": 75},
+                     "semeval_0.1_etrag_long_pairvote": {"steps": 1, "date": "2026-12-07", "threads": 1}}}
+    assert bench.status_rows(res) == []  # no baseline cell
+    res["semeval"]["0.1"]["baseline_long"] = cell(58.0)
+    rows = bench.status_rows(res)
+    assert len(rows) == 1 and rows[0]["ours"] == "64.0 ± 1.0 (2 seeds)"
+    assert rows[0]["alternative"] == "the same baseline, no retrieval: 58.0 ± 1.0 (2 seeds)"
+    assert rows[0]["task"] == ("SemEval-2010 Task 8 (300 test sentences), 10 % of the training data, the "
+                               "baseline's 150 + 75 + 75 steps, retrieval_mix 1.0, knn_mix 0.5, knn_k 16 at "
+                               "temperature 0.05 chosen on dev: official score")
+    assert rows[0]["measured"] == "2026-12-07, 2-core CPU, 1 thread" and rows[0]["speed"] == ""
+    res["speed"]["infer_speed_semeval_0.1_etrag_long_pairvote_s0"] = {
+        "baseline_long": {"docs_per_s": 25.0}, "etrag_long_pairvote_gate": {"docs_per_s": 20.0, "ratio_to_baseline": 0.8}}
+    assert bench.status_rows(res)[0]["speed"] == "0.80x docs/s (20.0 vs 25.0, seed 0)"

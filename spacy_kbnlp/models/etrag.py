@@ -5,7 +5,8 @@ For a batch of relation instances (sentences with ``[E1 ..]``/``[E2 ..]`` marks)
 
 1. the query embedding ``q`` is the mean-pooled, L2-normalised output of the
    seq2seq *encoder* on the instance (with gradients: this is the retrieval
-   encoder, shared with the generator);
+   encoder, shared with the generator), over every token (``pooling = "text"``) or
+   over the marked pair and the words between them (``"pair"``);
 2. similarities ``q . k_j`` to the instance bank (keys = the same embedding of every
    training instance, refreshed every ``refresh_every`` updates, no gradient) give
    the ``n_candidates`` nearest instances, the query itself (and its duplicates)
@@ -61,8 +62,10 @@ prediction, ``etrag_relation_extractor``'s ``retrieval_mix = lambda`` ranks the 
 prompts hidden)`` (one more pass, ``no_prompts``); 0 = the scores with neighbours only.
 
 **Label vote** (the component's ``knn_mix``): ``neighbour_votes`` is the label distribution of
-the same soft neighbours (each votes for its candidates' bank labels with its weights),
-interpolated with the model's label probabilities at prediction (kNN-LM).
+the same soft neighbours (each votes for its candidates' bank labels with its weights), or
+with the component's ``knn_k > 0`` of the ``knn_k`` nearest bank rows (weights
+``softmax(similarity / knn_temperature)``), interpolated with the model's label
+probabilities at prediction (kNN-LM).
 
 ``n_neighbors=0`` gives the no-retrieval baseline with the same backbone.
 
@@ -79,10 +82,11 @@ from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3
 from ..core.torch_io import get_device, load_state, save_state
 from ..encoders.hf import resolve_model_path
 from ..errors import Errors
-from ..retrieval.render import NO_RELATION, undirected
+from ..retrieval.render import NO_RELATION, pair_region, undirected
 
 
 LABEL_SCORING = ("sequence", "head")
+POOLING = ("text", "pair")
 
 
 def verbalize(label: str) -> str:
@@ -139,7 +143,7 @@ def _build_module_class():
                      n_candidates: int = 32, temperature: float = 0.1, prompt_length: int = 1,
                      max_length: int = 128, label_vocab_only: bool = True,
                      label_scoring: str = "sequence", neighbour_label_noise: float = 0.0,
-                     retrieval_dropout: float = 0.0):
+                     retrieval_dropout: float = 0.0, pooling: str = "text"):
             super().__init__()
             self.seq2seq = seq2seq
             self.tokenizer = tokenizer
@@ -151,6 +155,11 @@ def _build_module_class():
             self.max_length = int(max_length)
             self.neighbour_label_noise = float(neighbour_label_noise)
             self.retrieval_dropout = float(retrieval_dropout)
+            self.pooling = str(pooling)
+            if self.pooling == "pair" and not getattr(tokenizer, "is_fast", False):
+                raise ValueError(Errors.KBE312.format(
+                    value=pooling, setting="pooling",
+                    why="'pair' needs a fast tokenizer (character offsets); use 'text'"))
             emb = seq2seq.get_input_embeddings()
             d = emb.weight.shape[1]
             self.d_model = d
@@ -210,19 +219,49 @@ def _build_module_class():
                                  max_length=self.max_length, return_tensors="pt")
             return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-        def embed(self, ids, mask):
-            """Mean-pooled, L2-normalised encoder output (the retrieval embedding)."""
+        def embed(self, ids, mask, pool=None):
+            """Mean-pooled, L2-normalised encoder output (the retrieval embedding), over
+            the tokens of ``pool`` (default: every token of ``mask``; see :meth:`pool_mask`)."""
             hidden = self.seq2seq.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-            m = mask.unsqueeze(-1).to(hidden.dtype)
+            m = (mask if pool is None else pool).unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1)
+
+        def pool_mask(self, texts: Sequence[str], mask):
+            """The tokens the retrieval embedding averages (B, T), for ``tokenize(texts)``'s
+            ``mask``: ``pooling = "text"``: all of them (special tokens included, as the
+            first models did); ``"pair"``: the word pieces of the marked pair and the words
+            between them (``pair_region``: ``[E1 ...] ... [E2 ...]``; all the text's word
+            pieces when a text has no marks or the region was truncated away), so that
+            instances are near when their entities and what links them are, not the rest
+            of the sentence."""
+            if self.pooling == "text":
+                return mask
+            enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                 return_offsets_mapping=True, return_tensors="pt")
+            offsets = enc["offset_mapping"].to(mask.device)
+            start, end = offsets[..., 0], offsets[..., 1]
+            pieces = mask.bool() & (end > start)  # special tokens have empty offsets
+            pool = pieces.clone()
+            for b, text in enumerate(texts):
+                region = pair_region(text)
+                if region is not None:
+                    inside = pieces[b] & (start[b] >= region[0]) & (end[b] <= region[1])
+                    if bool(inside.any()):
+                        pool[b] = inside
+            return pool.to(mask.dtype)
+
+        def embed_query(self, texts: Sequence[str], ids, mask):
+            """The retrieval embedding of ``texts`` (tokenized as ``ids``, ``mask``)."""
+            return self.embed(ids, mask, self.pool_mask(texts, mask))
 
         @torch.no_grad()
         def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> "torch.Tensor":
             out = []
             for b in range(0, len(texts), batch_size):
-                ids, mask = self.tokenize(texts[b: b + batch_size])
-                out.append(self.embed(ids, mask))
+                chunk = list(texts[b: b + batch_size])
+                ids, mask = self.tokenize(chunk)
+                out.append(self.embed_query(chunk, ids, mask))
             return torch.cat(out) if out else torch.zeros((0, self.d_model), device=self.device)
 
         def set_bank(self, keys, labels: Sequence[int], instance_keys: Sequence[str]) -> None:
@@ -233,13 +272,19 @@ def _build_module_class():
             for i, k in enumerate(self.bank_instance_keys):
                 self._rows_by_key.setdefault(k, []).append(i)
 
-        def neighbour_weights(self, q, exclude: Sequence[Optional[str]]):
-            """``(weights (B, n_neighbors, C), candidate rows (B, C))``."""
+        def similarities(self, q, exclude: Sequence[Optional[str]]):
+            """``q . k_j`` to every bank row (B, N), the rows of each query's own document
+            (``exclude``: its key) at -inf (leave-one-out)."""
             sims = q @ self.bank_keys.T  # (B, N)
             for b, key in enumerate(exclude):
                 rows = self._rows_by_key.get(key) if key else None
                 if rows:
                     sims[b, rows] = float("-inf")
+            return sims
+
+        def neighbour_weights(self, q, exclude: Sequence[Optional[str]]):
+            """``(weights (B, n_neighbors, C), candidate rows (B, C))``."""
+            sims = self.similarities(q, exclude)
             c = min(self.n_candidates, sims.shape[1])
             cand_s, cand_idx = sims.topk(c, dim=1)
             logits = cand_s / self.temperature
@@ -251,15 +296,29 @@ def _build_module_class():
             return torch.stack(ws, 1), cand_idx
 
         @torch.no_grad()
-        def neighbour_votes(self, texts: Sequence[str], exclude: Sequence[Optional[str]]):
-            """The retrieved neighbours' label distribution ``(B, L)``: each of the
-            ``n_neighbors`` soft neighbours (``neighbour_weights``, as for the soft
-            prompts) votes for the bank labels of its candidates with its weights; the
-            mean over the neighbours (rows sum to 1). The ``knn_mix`` term of
-            ``etrag_relation_extractor``."""
+        def vote_queries(self, texts: Sequence[str]):
+            """The retrieval embeddings of ``texts`` (B, d), as :meth:`neighbour_votes` uses them."""
             ids, mask = self.tokenize(texts)
-            weights, cand = self.neighbour_weights(self.embed(ids, mask), exclude)
-            votes = torch.zeros((ids.shape[0], len(self.labels)), device=self.device)
+            return self.embed_query(texts, ids, mask)
+
+        @torch.no_grad()
+        def neighbour_votes(self, texts: Sequence[str], exclude: Sequence[Optional[str]], *,
+                            k: int = 0, temperature: float = 0.05, queries=None):
+            """The retrieved neighbours' label distribution ``(B, L)`` (rows sum to 1), the
+            ``knn_mix`` term of ``etrag_relation_extractor``. ``k = 0``: each of the
+            ``n_neighbors`` soft neighbours of the soft prompts (``neighbour_weights``)
+            votes for the bank labels of its candidates with its weights, the mean over
+            the neighbours; ``k > 0``: the ``k`` nearest bank rows vote with weights
+            ``softmax(similarity / temperature)`` (kNN-LM). ``queries``: the texts'
+            retrieval embeddings, if already computed (:meth:`vote_queries`)."""
+            q = self.vote_queries(texts) if queries is None else queries.to(self.device)
+            votes = torch.zeros((q.shape[0], len(self.labels)), device=self.device)
+            if k > 0:
+                sims = self.similarities(q, exclude)
+                top, rows = sims.topk(min(int(k), sims.shape[1]), dim=1)
+                votes.scatter_add_(1, self.bank_labels[rows], torch.softmax(top / float(temperature), -1))
+                return votes
+            weights, cand = self.neighbour_weights(q, exclude)
             votes.scatter_add_(1, self.bank_labels[cand], weights.sum(1))
             return votes / max(1, self.n_neighbors)
 
@@ -276,8 +335,8 @@ def _build_module_class():
                 labels = torch.where(flip, drawn, labels)
             return labels
 
-        def soft_prompts(self, ids, mask, exclude):
-            q = self.embed(ids, mask)
+        def soft_prompts(self, texts, ids, mask, exclude):
+            q = self.embed_query(texts, ids, mask)
             weights, cand = self.neighbour_weights(q, exclude)
             values = self.value(torch.cat([self.bank_keys[cand], self.label_emb(self.neighbour_labels(cand))], -1))
             prompts = torch.einsum("bkc,bcv->bkv", weights, values)  # (B, k, m*d)
@@ -312,7 +371,7 @@ def _build_module_class():
                 vals = self.value(torch.cat([self.bank_keys[rows], self.label_emb(self.bank_labels[rows])], -1))
                 prompts = vals.reshape(ids.shape[0], -1, self.d_model)
             elif use_bank:
-                prompts, _, _ = self.soft_prompts(ids, mask, exclude)
+                prompts, _, _ = self.soft_prompts(texts, ids, mask, exclude)
             else:
                 prompts = None
             extra = {}
@@ -507,7 +566,8 @@ def build_etrag_module(attrs: Dict[str, Any], labels: Sequence[str], *,
                  label_vocab_only=attrs.get("label_vocab_only", True),
                  label_scoring=attrs.get("label_scoring", "sequence"),
                  neighbour_label_noise=attrs.get("neighbour_label_noise", 0.0),
-                 retrieval_dropout=attrs.get("retrieval_dropout", 0.0))
+                 retrieval_dropout=attrs.get("retrieval_dropout", 0.0),
+                 pooling=attrs.get("pooling", "text"))
     return module.to(get_device(attrs.get("device")))
 
 
@@ -564,6 +624,7 @@ def build_etrag_model(
     label_scoring: str = "sequence",
     neighbour_label_noise: float = 0.0,
     retrieval_dropout: float = 0.0,
+    pooling: str = "text",
 ) -> Model:
     """ETRAG relation classifier (see module doc). Input: ``(texts, exclude_keys)``
     (plus gold label rows in training); output: ``(n_instances, n_labels)`` summed
@@ -576,14 +637,17 @@ def build_etrag_model(
     (in the soft prompt) is replaced by a random bank row's label (0 = none; see the
     module doc). ``retrieval_dropout``: in training, the probability that an instance's
     soft prompts are hidden, so that the same weights also classify without neighbours
-    (0 = never; see the module doc and the component's ``retrieval_mix``)."""
+    (0 = never; see the module doc and the component's ``retrieval_mix``).
+    ``pooling``: the tokens the retrieval embedding averages, ``text`` (all) or ``pair``
+    (the marked pair and the words between them; see the module doc)."""
     for name, value, ok in (("n_neighbors", n_neighbors, n_neighbors >= 0),
                             ("n_candidates", n_candidates, n_candidates >= max(1, n_neighbors)),
                             ("temperature", temperature, temperature > 0),
                             ("prompt_length", prompt_length, prompt_length >= 1),
                             ("label_scoring", label_scoring, label_scoring in LABEL_SCORING),
                             ("neighbour_label_noise", neighbour_label_noise, 0 <= neighbour_label_noise <= 1),
-                            ("retrieval_dropout", retrieval_dropout, 0 <= retrieval_dropout <= 1)):
+                            ("retrieval_dropout", retrieval_dropout, 0 <= retrieval_dropout <= 1),
+                            ("pooling", pooling, pooling in POOLING)):
         if not ok:
             raise ValueError(Errors.KBE312.format(value=value, setting=name,
                                                   why="out of range (see spacy_kbnlp.ETRAG.v1)"))
@@ -593,4 +657,4 @@ def build_etrag_model(
         "decoder_layers": decoder_layers, "max_length": max_length, "device": device,
         "label_vocab_only": label_vocab_only, "label_scoring": label_scoring,
         "neighbour_label_noise": neighbour_label_noise, "retrieval_dropout": retrieval_dropout,
-        "labels": None})
+        "pooling": pooling, "labels": None})

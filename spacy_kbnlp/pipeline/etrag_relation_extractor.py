@@ -66,6 +66,7 @@ decoder_layers = 2
 max_length = 128
 label_vocab_only = true
 label_scoring = "sequence"
+pooling = "text"
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_ETRAG_MODEL)["model"]
 SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
@@ -79,7 +80,7 @@ SCORE_WEIGHTS = {"rel_micro_f": 1.0, "rel_micro_p": None, "rel_micro_r": None}
                     "batch_size": 16, "overwrite": True, "token_loss_weight": 0.5,
                     "fresh_lr_scale": 10.0, "spans_key": ENTITIES_KEY,
                     "negative_ratio": 1.0, "retrieval_mix": 0.0, "knn_mix": 0.0,
-                    "warm_lr_scale": 1.0,
+                    "knn_k": 0, "knn_temperature": 0.05, "warm_lr_scale": 1.0,
                     "scorer": {"@scorers": "spacy_kbnlp.rel_scorer.v1"}},
     default_score_weights=SCORE_WEIGHTS,
 )
@@ -87,14 +88,16 @@ def make_etrag_relation_extractor(nlp: Language, name: str, model: Model, thresh
                                   refresh_every: int, batch_size: int, overwrite: bool,
                                   token_loss_weight: float, fresh_lr_scale: float,
                                   spans_key: Optional[str], negative_ratio: float,
-                                  retrieval_mix: float, knn_mix: float, warm_lr_scale: float,
+                                  retrieval_mix: float, knn_mix: float, knn_k: int,
+                                  knn_temperature: float, warm_lr_scale: float,
                                   scorer: Optional[Callable]) -> "EtragRelationExtractor":
     return EtragRelationExtractor(nlp.vocab, model, name, threshold=threshold,
                                   refresh_every=refresh_every, batch_size=batch_size,
                                   overwrite=overwrite, token_loss_weight=token_loss_weight,
                                   fresh_lr_scale=fresh_lr_scale, spans_key=spans_key,
                                   negative_ratio=negative_ratio, retrieval_mix=retrieval_mix,
-                                  knn_mix=knn_mix, warm_lr_scale=warm_lr_scale, scorer=scorer)
+                                  knn_mix=knn_mix, knn_k=knn_k, knn_temperature=knn_temperature,
+                                  warm_lr_scale=warm_lr_scale, scorer=scorer)
 
 
 @registry.augmenters("spacy_kbnlp.gold_entities_augmenter.v1")
@@ -160,13 +163,14 @@ class EtragRelationExtractor(TrainablePipe):
                  refresh_every: int, batch_size: int, overwrite: bool,
                  token_loss_weight: float, fresh_lr_scale: float,
                  spans_key: Optional[str], negative_ratio: float, retrieval_mix: float,
-                 knn_mix: float, warm_lr_scale: float,
+                 knn_mix: float, knn_k: int, knn_temperature: float, warm_lr_scale: float,
                  scorer: Optional[Callable]):
         """Settings as in the factory's ``default_config`` (their one definition)."""
         for setting, value in (("token_loss_weight", token_loss_weight),
                                ("fresh_lr_scale", fresh_lr_scale),
                                ("negative_ratio", negative_ratio),
-                               ("warm_lr_scale", warm_lr_scale)):
+                               ("warm_lr_scale", warm_lr_scale),
+                               ("knn_k", knn_k)):
             if not value >= 0:
                 raise ValueError(Errors.KBE312.format(value=value, setting=setting,
                                                       why="must be >= 0"))
@@ -175,6 +179,9 @@ class EtragRelationExtractor(TrainablePipe):
             if not 0 <= value <= 1:
                 raise ValueError(Errors.KBE312.format(
                     value=value, setting=setting, why=f"the weight of {what}, a number in [0, 1]"))
+        if not knn_temperature > 0:
+            raise ValueError(Errors.KBE312.format(value=knn_temperature, setting="knn_temperature",
+                                                  why="the vote's softmax temperature, a number > 0"))
         install_extensions()
         self.vocab = vocab
         self.model = model
@@ -188,10 +195,13 @@ class EtragRelationExtractor(TrainablePipe):
                                     "spans_key": spans_key,
                                     "negative_ratio": float(negative_ratio),
                                     "retrieval_mix": float(retrieval_mix),
-                                    "knn_mix": float(knn_mix), "warm_lr_scale": float(warm_lr_scale),
+                                    "knn_mix": float(knn_mix), "knn_k": int(knn_k),
+                                    "knn_temperature": float(knn_temperature),
+                                    "warm_lr_scale": float(warm_lr_scale),
                                     "format_version": 1}
         self._bank: List[Tuple[str, int, str]] = []  # (text, label row, doc key)
         self._stale = False
+        self._bank_pooling = "text"  # the pooling the bank keys were made with (saved with them)
         self._n_updates = 0
         self._neg_rng = numpy.random.default_rng(0)  # negative sampling (update)
 
@@ -311,6 +321,7 @@ class EtragRelationExtractor(TrainablePipe):
         keys = module.embed_texts([b[0] for b in self._bank])
         module.train(was_training)
         module.set_bank(keys, [b[1] for b in self._bank], [b[2] for b in self._bank])
+        self._bank_pooling = module.pooling
         self._stale = False
 
     # --- prediction
@@ -342,31 +353,61 @@ class EtragRelationExtractor(TrainablePipe):
         """The label scores ``(n, L)`` of ``insts`` (the model's output, ``batch_size``
         instances a pass); ``no_prompts``: every instance without its neighbours."""
         extra = (None, None, True) if no_prompts else ()
-        return self._in_batches(insts, lambda texts, keys: to_numpy(self.model.predict((texts, keys) + extra)))
+        return self._in_batches(insts, lambda chunk: to_numpy(self.model.predict(
+            ([i["text"] for i in chunk], [i["key"] for i in chunk]) + extra)))
 
     def _in_batches(self, insts: Sequence[Instance], run: Callable) -> numpy.ndarray:
-        """``run(texts, keys)`` over ``insts``, ``batch_size`` instances a pass: one
+        """``run(chunk)`` over ``insts``, ``batch_size`` instances a pass: one
         ``(n, L)`` float32 array."""
         out = numpy.zeros((len(insts), len(self.labels)), dtype="float32")
         bs = self.cfg["batch_size"]
         for b in range(0, len(insts), bs):
             chunk = insts[b: b + bs]
-            out[b: b + len(chunk)] = run([i["text"] for i in chunk], [i["key"] for i in chunk])
+            out[b: b + len(chunk)] = run(chunk)
         return out
 
-    def neighbour_votes(self, insts: Sequence[Instance]) -> numpy.ndarray:
-        """The label distribution ``(n, L)`` of each instance's retrieved neighbours
-        (the module's ``neighbour_votes``: the soft neighbours of the soft prompts
-        voting with their weights), ``batch_size`` instances a pass."""
+    def vote_queries(self, insts: Sequence[Instance]):
+        """The retrieval embeddings of ``insts`` (a torch tensor ``(n, d)``), once for
+        several :meth:`neighbour_votes` settings (``queries``)."""
+        module = self.module
+        was_training = module.training
+        module.eval()
+        try:
+            bs = self.cfg["batch_size"]
+            parts = [module.vote_queries([i["text"] for i in insts[b: b + bs]])
+                     for b in range(0, len(insts), bs)]
+        finally:
+            module.train(was_training)
+        import torch
+
+        return torch.cat(parts) if parts else torch.zeros((0, module.d_model))
+
+    def neighbour_votes(self, insts: Sequence[Instance], *, queries=None, knn_k: Optional[int] = None,
+                        knn_temperature: Optional[float] = None) -> numpy.ndarray:
+        """The label distribution ``(n, L)`` of each instance's retrieved neighbours (the
+        module's ``neighbour_votes``: with ``knn_k`` 0 the soft neighbours of the soft
+        prompts voting with their weights, else the ``knn_k`` nearest bank rows with
+        weights ``softmax(similarity / knn_temperature)``; both default to the
+        component's settings), ``batch_size`` instances a pass; ``queries``: their
+        retrieval embeddings from :meth:`vote_queries`."""
         module = self.module
         if module.n_neighbors == 0 or module.bank_keys.shape[0] == 0:
             return numpy.zeros((len(insts), len(self.labels)), dtype="float32")
         if self._stale:
             self.refresh_bank()
+        k = self.cfg["knn_k"] if knn_k is None else int(knn_k)
+        temperature = self.cfg["knn_temperature"] if knn_temperature is None else float(knn_temperature)
+        pos = {id(inst): n for n, inst in enumerate(insts)}
         was_training = module.training
         module.eval()
+
+        def run(chunk):
+            q = None if queries is None else queries[[pos[id(i)] for i in chunk]]
+            return module.neighbour_votes([i["text"] for i in chunk], [i["key"] for i in chunk], k=k,
+                                          temperature=temperature, queries=q).cpu().numpy()
+
         try:
-            return self._in_batches(insts, lambda texts, keys: module.neighbour_votes(texts, keys).cpu().numpy())
+            return self._in_batches(insts, run)
         finally:
             module.train(was_training)
 
@@ -492,13 +533,15 @@ class EtragRelationExtractor(TrainablePipe):
         with (path / "model").open("wb") as f:
             f.write(self.model.to_bytes())
         keys = module.bank_keys.detach().cpu().numpy().astype("float32")
-        safetensors.numpy.save_file({"keys": keys}, str(path / "bank.safetensors"))
+        # the pooling the keys were made with: a pipeline loaded with another one re-embeds
+        safetensors.numpy.save_file({"keys": keys}, str(path / "bank.safetensors"),
+                                    metadata={"pooling": self._bank_pooling})
         srsly.write_jsonl(path / "bank.jsonl", [{"text": t, "label": l, "key": k}
                                                 for t, l, k in self._bank])
         write_manifest(path)  # sha256 of model and bank.safetensors
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "EtragRelationExtractor":
-        import safetensors.numpy
+        import safetensors
 
         path = ensure_path(path)
         saved = srsly.read_json(path / "cfg")
@@ -513,11 +556,15 @@ class EtragRelationExtractor(TrainablePipe):
             attach_module(self.model, build_etrag_module(attrs, self.labels, from_config=config))
         self.model.from_bytes((path / "model").read_bytes())
         self._bank = [(r["text"], int(r["label"]), r["key"]) for r in srsly.read_jsonl(path / "bank.jsonl")]
-        keys = safetensors.numpy.load_file(str(path / "bank.safetensors"))["keys"]
+        with safetensors.safe_open(str(path / "bank.safetensors"), framework="np") as f:
+            keys, pooling = f.get_tensor("keys"), (f.metadata() or {}).get("pooling", "text")
         module = self.module
         if len(self._bank) and module.n_neighbors > 0:
             module.set_bank(keys, [b[1] for b in self._bank], [b[2] for b in self._bank])
-        self._stale = False
+        # keys made with another pooling (e.g. loaded with model.pooling overridden) are
+        # re-embedded before the first retrieval
+        self._bank_pooling = pooling
+        self._stale = pooling != module.pooling
         return self
 
 

@@ -21,7 +21,8 @@ entities (A before B in the text; the entities are ``doc.spans["entities"]``, wh
 hold overlapping ones, else ``doc.ents``, see ``entity_spans``), labelled with a *directed* label: ``Label(e1,e2)``
 when the gold relation goes from A to B, ``Label(e2,e1)`` when it goes from B to A,
 and ``no_relation`` when the pair has none. ``instance_text`` marks A as
-``[E1 type: ...]`` and B as ``[E2 type: ...]``.
+``[E1 type: ...]`` and B as ``[E2 type: ...]``; ``pair_region`` finds the marked pair
+and the words between them again in such a text.
 """
 import hashlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -148,6 +149,18 @@ def instance_text(doc: Doc, a: Span, b: Span) -> str:
     if a.start < b.end and b.start < a.end:  # overlapping pair: mark the first, name the second
         return f"{_mark(doc, [(a, 'E1 ' + _label(a))])} [E2 {_label(b)}: {b.text}]"
     return _mark(doc, [(a, f"E1 {_label(a)}"), (b, f"E2 {_label(b)}")])
+
+
+def pair_region(text: str) -> Optional[Tuple[int, int]]:
+    """The characters of an :func:`instance_text` from the start of the first pair mark
+    to the end of the second (``[E1 ...] ... [E2 ...]``, both entities and the words
+    between them), or None when the text has no ``[E1 `` and ``[E2 `` mark."""
+    starts = [text.find("[E1 "), text.find("[E2 ")]
+    if min(starts) < 0:
+        return None
+    last = max(starts)
+    close = text.find("]", last)
+    return min(starts), (close + 1 if close >= 0 else len(text))
 
 
 def pair_instances(doc: Doc, *, with_labels: bool = True,

@@ -124,7 +124,7 @@ def test_retrieval_never_itself_and_gradients_reach_encoder(tiny):
     assert torch.allclose(weights.sum(-1), torch.ones(len(insts), 2))
     # soft prompts carry gradient into the shared encoder (the retrieval encoder)
     module.zero_grad()
-    prompts, _, _ = module.soft_prompts(ids, mask, keys)
+    prompts, _, _ = module.soft_prompts(texts, ids, mask, keys)
     prompts.pow(2).sum().backward()
     enc_grads = [p.grad for n, p in module.seq2seq.get_encoder().named_parameters() if p.grad is not None]
     assert enc_grads and sum(float(g.abs().sum()) for g in enc_grads) > 0

@@ -11,7 +11,7 @@ import spacy
 from spacy_kbnlp.pipeline.etrag_relation_extractor import knn_mix_scores, log_softmax
 
 from ..retrieval.util import re_docs, unannotated
-from .test_etrag import _nlp, _train, tiny  # noqa: F401  (the tiny fixture)
+from .test_etrag import _examples, _nlp, _train, tiny  # noqa: F401  (the tiny fixture)
 from .test_etrag_init_from import _save_tiny, _with_init_from
 
 NAME = "etrag_relation_extractor"
@@ -137,3 +137,143 @@ def test_shipped_config_freezes_the_copied_weights(tiny, tmp_path):
     warm = [n for n in before if n in pipe.module.warm_parameters]
     assert warm and all(torch.equal(after[n], before[n]) for n in warm)
     assert not torch.equal(after["value.weight"], before["value.weight"])
+
+
+def test_pair_region_finds_the_marked_pair():
+    from spacy_kbnlp.retrieval.render import instance_text, pair_region
+
+    nlp = spacy.blank("en")
+    doc = re_docs(nlp)[0]
+    a, b = doc.ents[0], doc.ents[1]
+    text = instance_text(doc, a, b)
+    start, end = pair_region(text)
+    assert text[start:].startswith("[E1 ") and text[:end].endswith(f"{b.text}]")
+    assert text[start:end].count("[E2 ") == 1 and text[end:].find("[E") < 0
+    assert pair_region(doc.text) is None
+
+
+def test_pair_pooling_averages_the_marked_pair_only(tiny):
+    """``pooling = "pair"``: the retrieval embedding averages the word pieces from
+    ``[E1`` to the end of ``[E2 ...]``; the text outside does not enter the pool."""
+    import torch
+
+    from spacy_kbnlp.retrieval.render import pair_region
+
+    nlp = _nlp(tiny["t5"], pooling="pair")
+    nlp.initialize(lambda: _examples(nlp))
+    module = nlp.get_pipe(NAME).module
+    text = "Yesterday in the morning [E1 Peop: Ann] was born in [E2 Loc: Rome] , they say ."
+    start, end = pair_region(text)
+    ids, mask = module.tokenize([text, "no marks here ."])
+    pool = module.pool_mask([text, "no marks here ."], mask)
+    pieces = module.tokenizer.convert_ids_to_tokens(ids[0][pool[0].bool()].tolist())
+    assert pieces == module.tokenizer.tokenize(text[start:end])
+    # without marks: every word piece, no special token
+    assert module.tokenizer.convert_ids_to_tokens(ids[1][pool[1].bool()].tolist()) == \
+        module.tokenizer.tokenize("no marks here .")
+    # the pooled mean by hand
+    hidden = module.seq2seq.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    by_hand = torch.nn.functional.normalize(hidden[0][pool[0].bool()].mean(0), dim=-1)
+    assert torch.allclose(module.embed_texts([text])[0], by_hand, atol=1e-5)
+    module.pooling = "text"  # all tokens: another embedding
+    assert not torch.allclose(module.embed_texts([text])[0], by_hand, atol=1e-3)
+    with pytest.raises(ValueError, match=r"KBE312.*pooling"):
+        _nlp(tiny["t5"], pooling="words")
+
+
+def test_knn_k_votes_of_the_nearest_rows(tiny):
+    """``knn_k > 0``: the ``knn_k`` nearest bank rows vote with softmax(similarity /
+    knn_temperature), leave-one-out as always; worked out from the similarities."""
+    import torch
+
+    nlp = _nlp(tiny["t5"])
+    _train(nlp, steps=2)
+    pipe = nlp.get_pipe(NAME)
+    pipe.refresh_bank()
+    module = pipe.module
+    docs = [unannotated(nlp, d) for d in re_docs(nlp)]
+    insts = [i for d in docs for i in pipe.instances(d, gold=False)]
+    q = pipe.vote_queries(insts)
+    sims = module.similarities(q, [i["key"] for i in insts])
+    top, rows = sims.topk(3, dim=1)
+    by_hand = numpy.zeros((len(insts), len(pipe.labels)), dtype="float32")
+    w = torch.softmax(top / 0.2, -1).numpy()
+    for n in range(len(insts)):
+        for j in range(3):
+            by_hand[n, int(module.bank_labels[rows[n, j]])] += w[n, j]
+    votes = pipe.neighbour_votes(insts, knn_k=3, knn_temperature=0.2)
+    assert numpy.allclose(votes, by_hand, atol=1e-5) and numpy.allclose(votes.sum(1), 1.0, atol=1e-5)
+    assert numpy.allclose(pipe.neighbour_votes(insts, queries=q, knn_k=3, knn_temperature=0.2), votes)
+    one = pipe.neighbour_votes(insts, knn_k=1)  # the nearest row's label
+    assert [int(module.bank_labels[r]) for r in rows[:, 0]] == list(one.argmax(1)) and numpy.allclose(one.max(1), 1)
+    # knn_k 0 (default): the soft neighbours' vote, as before
+    assert numpy.allclose(pipe.neighbour_votes(insts), module.neighbour_votes(
+        [i["text"] for i in insts], [i["key"] for i in insts]).numpy(), atol=1e-6)
+    # the component's settings reach predict
+    pipe.cfg.update(knn_mix=1.0, knn_k=1)
+    (_, scores), = pipe.predict([docs[0]])
+    n = len(pipe.instances(docs[0], gold=False))
+    assert list(scores.argmax(1)) == list(one.argmax(1)[:n])
+    for bad in ({"knn_k": -1}, {"knn_temperature": 0.0}):
+        with pytest.raises(ValueError, match=r"KBE312.*knn_(k|temperature)"):
+            spacy.blank("en").add_pipe(NAME, config=dict({"model": {"backbone": tiny["t5"]}}, **bad))
+
+
+def test_saved_bank_is_re_embedded_for_another_pooling(tiny, tmp_path):
+    """The bank keys remember their pooling: a pipeline saved with ``text`` and loaded with
+    ``model.pooling = "pair"`` re-embeds its bank before it retrieves; loaded as saved, it
+    keeps the saved keys."""
+    import torch
+
+    nlp = _nlp(tiny["t5"])
+    _train(nlp, steps=2)
+    nlp.get_pipe(NAME).refresh_bank()
+    nlp.to_disk(tmp_path / "p")
+    same = spacy.load(tmp_path / "p").get_pipe(NAME)
+    assert not same._stale
+    assert torch.equal(same.module.bank_keys, nlp.get_pipe(NAME).module.bank_keys)
+    pair_nlp = spacy.load(tmp_path / "p", config={f"components.{NAME}.model.pooling": "pair"})
+    pair = pair_nlp.get_pipe(NAME)
+    assert pair.module.pooling == "pair" and pair._stale
+    docs = [unannotated(nlp, d) for d in re_docs(nlp)]
+    pair.predict(docs[:1])
+    expected = pair.module.embed_texts([b[0] for b in pair._bank])
+    assert torch.allclose(pair.module.bank_keys, expected, atol=1e-6)
+    assert not torch.allclose(pair.module.bank_keys, same.module.bank_keys, atol=1e-3)
+    # saved before its first retrieval, the bank keeps the pooling of its keys: loaded again
+    # it still re-embeds; saved after, it holds the pair keys
+    spacy.load(tmp_path / "p", config={f"components.{NAME}.model.pooling": "pair"}).to_disk(tmp_path / "early")
+    assert spacy.load(tmp_path / "early").get_pipe(NAME)._stale
+    pair_nlp.to_disk(tmp_path / "pair")
+    again = spacy.load(tmp_path / "pair", config={f"components.{NAME}.model.pooling": "pair"}).get_pipe(NAME)
+    assert not again._stale and torch.allclose(again.module.bank_keys, expected, atol=1e-6)
+
+
+def test_shipped_config_votes_on_a_frozen_baseline(tiny, tmp_path):
+    """The documented route to the vote on a trained baseline (docs/relations.md):
+    configs/etrag.cfg from the saved baseline, its weights frozen, ``pooling`` pair,
+    ``retrieval_mix`` 1 and the vote of the nearest instances: the prediction is the
+    baseline's label distribution interpolated with that vote, by hand."""
+    from spacy.util import load_config, load_model_from_config
+
+    from .test_etrag import CONFIGS
+
+    src = _save_tiny(tmp_path, "base", tiny["t5"])
+    comp = "components.etrag_relation_extractor"
+    config = load_config(CONFIGS / "etrag.cfg", overrides={
+        "paths.backbone": tiny["t5"], "paths.init_from": str(src), "vars.n_neighbors": 2,
+        f"{comp}.warm_lr_scale": 0.0, f"{comp}.model.pooling": "pair", f"{comp}.retrieval_mix": 1.0,
+        f"{comp}.knn_mix": 0.5, f"{comp}.knn_k": 3, f"{comp}.knn_temperature": 0.1}, interpolate=True)
+    nlp = load_model_from_config(config, auto_fill=True, validate=True)
+    nlp.initialize(lambda: _examples(nlp))
+    nlp.to_disk(tmp_path / "vote")
+    vote = spacy.load(tmp_path / "vote")
+    pipe = vote.get_pipe(NAME)
+    assert pipe.module.pooling == "pair" and (pipe.cfg["knn_k"], pipe.cfg["knn_mix"]) == (3, 0.5)
+    base = spacy.load(src).get_pipe(NAME)
+    docs = [unannotated(vote, d) for d in re_docs(vote)]
+    insts = [i for d in docs for i in pipe.instances(d, gold=False)]
+    by_hand = knn_mix_scores(base.score_instances(insts), pipe.neighbour_votes(insts, knn_k=3, knn_temperature=0.1), 0.5)
+    predicted = numpy.concatenate([scores for _, scores in pipe.predict(docs)])
+    assert numpy.allclose(predicted, by_hand, atol=1e-4)
+    assert not numpy.allclose(predicted, log_softmax(base.score_instances(insts)), atol=1e-3)  # the vote counts
