@@ -678,23 +678,28 @@ def cmd_gate(args) -> None:
             t = time.perf_counter()
             # (with lambda 1 alone, the pass with the neighbours is not needed)
             with_n = pipe.score_instances(flat) if any(lam < 1 for lam in lambdas) else None
-            without = pipe.score_instances(flat, no_prompts=True)
-            votes = {}
+            # as predict does: with a vote, the pass with the prompts hidden also gives the queries
+            # (lambda > 0); at lambda 0 the vote embeds its own
+            queries = {}
             if any(knns):
-                queries = pipe.vote_queries(flat)
-                votes = {vt: pipe.neighbour_votes(flat, queries=queries, knn_k=vt[0], knn_temperature=vt[1])
-                         for vt in votes_by}
+                without, queries[True] = pipe.scores_without_prompts(flat)
+                if 0 in lambdas:
+                    queries[False] = pipe.vote_queries(flat)
+            else:
+                without = pipe.score_instances(flat, no_prompts=True)
+            votes = {(vt, shared): pipe.neighbour_votes(flat, queries=q, knn_k=vt[0], knn_temperature=vt[1])
+                     for vt in votes_by for shared, q in queries.items()}
             print(f"  {name} {split}: {len(docs)} docs, passes {time.perf_counter() - t:.0f} s", flush=True)
             truth = [i["label"] for d in gold for i in pipe.instances(d, gold=True)]
-            for vt, v in votes.items():
-                if len(truth) == len(flat):
+            for (vt, shared), v in votes.items():
+                if len(truth) == len(flat) and shared == max(queries):
                     top = [pipe.labels[j] for j in v.argmax(1)]
                     vote_acc[split].setdefault(vote_key(*vt), {})[seed] = round(
                         100 * float(numpy.mean([a == b for a, b in zip(top, truth)])), 2)
             for lam, knn, k, temp in settings:
                 scores, preds, pos = mix_scores(with_n, without, lam), [], 0
                 if knn:
-                    scores = knn_mix_scores(scores, votes[(k, temp)], knn)
+                    scores = knn_mix_scores(scores, votes[((k, temp), lam > 0)], knn)
                 for doc, insts in zip(docs, per_doc):
                     pipe.set_annotations([doc], [(insts, scores[pos: pos + len(insts)])])
                     preds.append(list(doc._.rel_records or []))

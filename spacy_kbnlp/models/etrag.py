@@ -223,9 +223,13 @@ def _build_module_class():
             """Mean-pooled, L2-normalised encoder output (the retrieval embedding), over
             the tokens of ``pool`` (default: every token of ``mask``; see :meth:`pool_mask`)."""
             hidden = self.seq2seq.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-            m = (mask if pool is None else pool).unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1)
+            return self.pooled(hidden, mask if pool is None else pool)
+
+        @staticmethod
+        def pooled(hidden, pool):
+            """The L2-normalised mean of ``hidden`` (B, T, d) over the tokens of ``pool`` (B, T)."""
+            m = pool.unsqueeze(-1).to(hidden.dtype)
+            return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
         def pool_mask(self, texts: Sequence[str], mask):
             """The tokens the retrieval embedding averages (B, T), for ``tokenize(texts)``'s
@@ -518,6 +522,19 @@ def _build_module_class():
                         n.startswith(("label_emb.", "value.", "label_head"))
                         or (warm and (".crossattention." in n or
                                       (n.startswith("seq2seq.decoder.cls.") and "decoder.weight" not in n))))]
+
+        @torch.no_grad()
+        def scores_without_prompts(self, texts: Sequence[str], exclude: Sequence[Optional[str]]):
+            """The label scores of ``texts`` with every soft prompt hidden (``forward`` with
+            ``no_prompts``) and, from the same encoder pass, their retrieval embeddings
+            (:meth:`vote_queries`): with the prompts hidden, the text's encoder states are
+            those of the text alone (its positions start at 0, the prompts are masked), so
+            the vote needs no encoder pass of its own."""
+            ids, mask = self.tokenize(texts)
+            hidden, full_mask = self.encode(texts, exclude, no_prompts=True)
+            scores, _ = self.label_scores(hidden, full_mask)
+            text = hidden[:, hidden.shape[1] - ids.shape[1]:]
+            return scores, self.pooled(text, self.pool_mask(texts, mask))
 
         def forward(self, texts: Sequence[str], exclude: Sequence[Optional[str]],
                     label_rows: Optional[Sequence[int]] = None,

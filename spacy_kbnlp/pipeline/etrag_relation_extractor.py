@@ -33,6 +33,7 @@ generation objective; the softmax over all labels already calibrates the frequen
 parameters that start untrained (``_Etrag.fresh_parameters``: label embeddings,
 value projection, cross-attention of a warm-started decoder) in ``finish_update``.
 """
+import contextlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -316,10 +317,8 @@ class EtragRelationExtractor(TrainablePipe):
         if module is None or module.n_neighbors == 0:
             self._stale = False
             return
-        was_training = module.training
-        module.eval()
-        keys = module.embed_texts([b[0] for b in self._bank])
-        module.train(was_training)
+        with self._evaluating():
+            keys = module.embed_texts([b[0] for b in self._bank])
         module.set_bank(keys, [b[1] for b in self._bank], [b[2] for b in self._bank])
         self._bank_pooling = module.pooling
         self._stale = False
@@ -335,14 +334,16 @@ class EtragRelationExtractor(TrainablePipe):
         per_doc = [self.instances(doc, gold=False) for doc in docs]
         flat = [inst for insts in per_doc for inst in insts]
         mix, knn = self.cfg["retrieval_mix"], self.cfg["knn_mix"]
+        vote = bool(knn) and self.module.n_neighbors > 0 and len(flat) > 0
+        queries = None
         if not mix or self.module.n_neighbors == 0:
             scores = self.score_instances(flat)
-        elif mix == 1:
-            scores = mix_scores(None, self.score_instances(flat, no_prompts=True), 1.0)
-        else:
-            scores = mix_scores(self.score_instances(flat), self.score_instances(flat, no_prompts=True), mix)
-        if knn and self.module.n_neighbors > 0 and len(flat):
-            scores = knn_mix_scores(scores, self.neighbour_votes(flat), knn)
+        else:  # the pass with the prompts hidden also embeds the queries of the vote
+            without, queries = self.scores_without_prompts(flat) if vote else (
+                self.score_instances(flat, no_prompts=True), None)
+            scores = mix_scores(None if mix == 1 else self.score_instances(flat), without, mix)
+        if vote:
+            scores = knn_mix_scores(scores, self.neighbour_votes(flat, queries=queries), knn)
         out, pos = [], 0
         for insts in per_doc:
             out.append((insts, scores[pos: pos + len(insts)]))
@@ -353,34 +354,51 @@ class EtragRelationExtractor(TrainablePipe):
         """The label scores ``(n, L)`` of ``insts`` (the model's output, ``batch_size``
         instances a pass); ``no_prompts``: every instance without its neighbours."""
         extra = (None, None, True) if no_prompts else ()
-        return self._in_batches(insts, lambda chunk: to_numpy(self.model.predict(
+        return self._in_batches(insts, lambda chunk, rows: to_numpy(self.model.predict(
             ([i["text"] for i in chunk], [i["key"] for i in chunk]) + extra)))
 
-    def _in_batches(self, insts: Sequence[Instance], run: Callable) -> numpy.ndarray:
-        """``run(chunk)`` over ``insts``, ``batch_size`` instances a pass: one
-        ``(n, L)`` float32 array."""
-        out = numpy.zeros((len(insts), len(self.labels)), dtype="float32")
+    def scores_without_prompts(self, insts: Sequence[Instance]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """``score_instances(insts, no_prompts=True)`` and, from the same encoder pass, the
+        vote's queries (:meth:`vote_queries`; the module's ``scores_without_prompts``)."""
+        queries = numpy.zeros((len(insts), self.module.d_model), dtype="float32")
+
+        def run(chunk, rows):
+            scores, q = self.module.scores_without_prompts([i["text"] for i in chunk], [i["key"] for i in chunk])
+            queries[rows] = q.cpu().numpy()
+            return scores.cpu().numpy()
+
+        with self._evaluating():
+            return self._in_batches(insts, run), queries
+
+    def _in_batches(self, insts: Sequence[Instance], run: Callable, width: Optional[int] = None) -> numpy.ndarray:
+        """``run(chunk, rows)`` over ``insts`` (``rows``: the chunk's slice of ``insts``),
+        ``batch_size`` instances a pass: one ``(n, width)`` float32 array (default width:
+        the number of labels)."""
+        out = numpy.zeros((len(insts), len(self.labels) if width is None else width), dtype="float32")
         bs = self.cfg["batch_size"]
         for b in range(0, len(insts), bs):
-            chunk = insts[b: b + bs]
-            out[b: b + len(chunk)] = run(chunk)
+            rows = slice(b, min(b + bs, len(insts)))
+            out[rows] = run(insts[rows], rows)
         return out
 
-    def vote_queries(self, insts: Sequence[Instance]):
-        """The retrieval embeddings of ``insts`` (a torch tensor ``(n, d)``), once for
-        several :meth:`neighbour_votes` settings (``queries``)."""
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """The torch module in eval mode (no dropout) while the block runs."""
         module = self.module
         was_training = module.training
         module.eval()
         try:
-            bs = self.cfg["batch_size"]
-            parts = [module.vote_queries([i["text"] for i in insts[b: b + bs]])
-                     for b in range(0, len(insts), bs)]
+            yield module
         finally:
             module.train(was_training)
-        import torch
 
-        return torch.cat(parts) if parts else torch.zeros((0, module.d_model))
+    def vote_queries(self, insts: Sequence[Instance]) -> numpy.ndarray:
+        """The retrieval embeddings of ``insts`` ``(n, d)``, once for several
+        :meth:`neighbour_votes` settings (``queries``)."""
+        with self._evaluating() as module:
+            return self._in_batches(
+                insts, lambda chunk, rows: module.vote_queries([i["text"] for i in chunk]).cpu().numpy(),
+                width=module.d_model)
 
     def neighbour_votes(self, insts: Sequence[Instance], *, queries=None, knn_k: Optional[int] = None,
                         knn_temperature: Optional[float] = None) -> numpy.ndarray:
@@ -389,7 +407,9 @@ class EtragRelationExtractor(TrainablePipe):
         prompts voting with their weights, else the ``knn_k`` nearest bank rows with
         weights ``softmax(similarity / knn_temperature)``; both default to the
         component's settings), ``batch_size`` instances a pass; ``queries``: their
-        retrieval embeddings from :meth:`vote_queries`."""
+        retrieval embeddings from :meth:`vote_queries` (or :meth:`scores_without_prompts`)."""
+        import torch
+
         module = self.module
         if module.n_neighbors == 0 or module.bank_keys.shape[0] == 0:
             return numpy.zeros((len(insts), len(self.labels)), dtype="float32")
@@ -397,19 +417,14 @@ class EtragRelationExtractor(TrainablePipe):
             self.refresh_bank()
         k = self.cfg["knn_k"] if knn_k is None else int(knn_k)
         temperature = self.cfg["knn_temperature"] if knn_temperature is None else float(knn_temperature)
-        pos = {id(inst): n for n, inst in enumerate(insts)}
-        was_training = module.training
-        module.eval()
 
-        def run(chunk):
-            q = None if queries is None else queries[[pos[id(i)] for i in chunk]]
+        def run(chunk, rows):
+            q = None if queries is None else torch.as_tensor(numpy.asarray(queries)[rows])
             return module.neighbour_votes([i["text"] for i in chunk], [i["key"] for i in chunk], k=k,
                                           temperature=temperature, queries=q).cpu().numpy()
 
-        try:
+        with self._evaluating():
             return self._in_batches(insts, run)
-        finally:
-            module.train(was_training)
 
     def set_annotations(self, docs: Iterable[Doc], preds) -> None:
         for doc, (insts, scores) in zip(docs, preds):

@@ -194,7 +194,7 @@ def test_knn_k_votes_of_the_nearest_rows(tiny):
     docs = [unannotated(nlp, d) for d in re_docs(nlp)]
     insts = [i for d in docs for i in pipe.instances(d, gold=False)]
     q = pipe.vote_queries(insts)
-    sims = module.similarities(q, [i["key"] for i in insts])
+    sims = module.similarities(torch.as_tensor(q), [i["key"] for i in insts])
     top, rows = sims.topk(3, dim=1)
     by_hand = numpy.zeros((len(insts), len(pipe.labels)), dtype="float32")
     w = torch.softmax(top / 0.2, -1).numpy()
@@ -277,3 +277,24 @@ def test_shipped_config_votes_on_a_frozen_baseline(tiny, tmp_path):
     predicted = numpy.concatenate([scores for _, scores in pipe.predict(docs)])
     assert numpy.allclose(predicted, by_hand, atol=1e-4)
     assert not numpy.allclose(predicted, log_softmax(base.score_instances(insts)), atol=1e-3)  # the vote counts
+
+
+@pytest.mark.parametrize("pooling", ["text", "pair"])
+def test_the_pass_without_prompts_embeds_the_vote_queries(tiny, pooling):
+    """With the prompts hidden the text's encoder states are those of the text alone: the
+    pass that scores without neighbours also gives the vote's queries (no encoder pass of
+    their own), equal to ``vote_queries``; its scores are ``score_instances(no_prompts)``'s."""
+    nlp = _nlp(tiny["t5"], pooling=pooling)
+    _train(nlp, steps=2)
+    pipe = nlp.get_pipe(NAME)
+    pipe.refresh_bank()
+    docs = [unannotated(nlp, d) for d in re_docs(nlp)]
+    insts = [i for d in docs for i in pipe.instances(d, gold=False)]
+    scores, queries = pipe.scores_without_prompts(insts)
+    assert numpy.array_equal(scores, pipe.score_instances(insts, no_prompts=True))
+    assert numpy.allclose(queries, pipe.vote_queries(insts), atol=1e-5)
+    # predict at retrieval_mix 1 with the vote: the baseline's scores and the vote, by hand
+    pipe.cfg.update(retrieval_mix=1.0, knn_mix=0.5, knn_k=3)
+    predicted = numpy.concatenate([s for _, s in pipe.predict(docs)])
+    by_hand = knn_mix_scores(log_softmax(scores), pipe.neighbour_votes(insts), 0.5)
+    assert numpy.allclose(predicted, by_hand, atol=1e-5)
