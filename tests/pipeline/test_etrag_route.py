@@ -77,3 +77,37 @@ def test_spacy_train_shipped_config_new_labels_overlaps(tiny, tmp_path, n_neighb
     again = spacy.load(tmp_path / "out" / "model-last")
     assert [a._.rel_records for a in again.pipe([_input(again, g) for g in gold])] == \
         [o._.rel_records for o in out]
+
+
+def test_spacy_train_the_vote_on_a_frozen_baseline(tiny, tmp_path, one_torch_thread):
+    """The recipe of docs/components.md: the baseline (`--vars.n_neighbors 0`), then one step
+    from its weights, frozen, with the vote of the nearest training instances (pair pooling,
+    retrieval_mix 1): the saved pipeline keeps the baseline's weights and predicts the
+    baseline's label distribution interpolated with the vote."""
+    import numpy
+    import torch
+    from spacy.cli.train import train
+
+    from spacy_kbnlp.pipeline.etrag_relation_extractor import knn_mix_scores
+
+    common = {"paths.train": str(DATA), "paths.dev": str(DATA), "paths.backbone": tiny["t5"],
+              "vars.epochs": 100, "vars.lr": 0.01, "vars.batch_size": 8, "vars.eval_frequency": 30,
+              "components.etrag_relation_extractor.model.n_candidates": 4}
+    train(ROOT / "configs" / "etrag.cfg", tmp_path / "base", overrides=dict(common, **{
+        "vars.n_neighbors": 0, "vars.steps": 30}))
+    comp = "components.etrag_relation_extractor"
+    train(ROOT / "configs" / "etrag.cfg", tmp_path / "vote", overrides=dict(common, **{
+        "vars.n_neighbors": 2, "vars.steps": 1, "paths.init_from": str(tmp_path / "base" / "model-last"),
+        f"{comp}.warm_lr_scale": 0.0, f"{comp}.model.pooling": "pair", f"{comp}.retrieval_mix": 1.0,
+        f"{comp}.knn_mix": 0.75, f"{comp}.knn_k": 8}))
+    base = spacy.load(tmp_path / "base" / "model-last").get_pipe("etrag_relation_extractor")
+    vote = spacy.load(tmp_path / "vote" / "model-last").get_pipe("etrag_relation_extractor")
+    assert vote.module.pooling == "pair" and (vote.cfg["knn_k"], vote.cfg["knn_mix"]) == (8, 0.75)
+    saved = base.module.state_dict()
+    assert all(torch.equal(p, saved[n]) for n, p in vote.module.state_dict().items() if n.startswith("seq2seq."))
+    nlp = spacy.blank("en")
+    docs = [_input(nlp, g) for g in _gold(nlp)]
+    insts = [i for d in docs for i in vote.instances(d, gold=False)]
+    predicted = numpy.concatenate([s for _, s in vote.predict(docs)])
+    by_hand = knn_mix_scores(base.score_instances(insts), vote.neighbour_votes(insts), 0.75)
+    assert numpy.allclose(predicted, by_hand, atol=1e-4)
