@@ -952,15 +952,22 @@ def _vote_row(res: Dict[str, Any], dataset: str, frac: str, ours: str, alt: str,
     system = ours[: -len("_gate")]
     measured = speed.get(f"infer_speed_{dataset}_{frac}_{system}_s0", {})
     timed = measured.get(ours, {})
-    built = speed.get(f"{dataset}_{frac}_{system}", {})
-    return {"component": "`etrag_relation_extractor`, the nearest training instances' label vote on the trained "
-                         "baseline (`pooling` pair, no training)",
-            "task": f"{task}, the baseline's {steps} steps, {vote} chosen on dev: {metric}",
-            "ours": _cell(runs, ours),
-            "alternative": "the same baseline, no retrieval: " + _cell(runs, alt),
+    return _etrag_row("`etrag_relation_extractor`, the nearest training instances' label vote on the trained "
+                      "baseline (`pooling` pair, no training)",
+                      f"{task}, the baseline's {steps} steps, {vote} chosen on dev: {metric}", runs, ours,
+                      "the same baseline, no retrieval: ", alt, measured, timed,
+                      speed.get(f"{dataset}_{frac}_{system}", {}))
+
+
+def _etrag_row(component: str, task: str, runs: Dict[str, Any], ours: str, alternative: str, alt: str,
+               measured: Dict[str, Any], timed: Dict[str, Any], run: Dict[str, Any]) -> Dict[str, str]:
+    """One ETRAG status row: the cells ``ours`` and ``alt`` of ``runs``, the speed ratio of an
+    ``infer-speed`` run (``measured``, ``timed``: ours in it) and the date and threads of ``run``."""
+    return {"component": component, "task": task, "ours": _cell(runs, ours),
+            "alternative": alternative + _cell(runs, alt),
             "speed": (f"{timed['ratio_to_baseline']:.2f}x docs/s ({timed['docs_per_s']:.1f} vs "
                       f"{measured[alt]['docs_per_s']:.1f}, seed 0)" if timed and alt in measured else ""),
-            "measured": f"{built.get('date', '?')}, 2-core CPU, {built.get('threads', 2)} thread"}
+            "measured": f"{run.get('date', '?')}, 2-core CPU, {run.get('threads', 2)} thread"}
 
 
 def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str, task: str,
@@ -990,13 +997,8 @@ def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str, task:
         component = "`etrag_relation_extractor`, retrieval adapter on the frozen baseline (`warm_lr_scale` 0)"
     measured = speed.get(f"infer_speed_{dataset}_{frac}_etrag{tag}_adapter_s0", {}) if adapter else {}
     timed = measured.get(f"etrag{tag}_adapter_gate", {})
-    return {"component": component,
-            "task": f"{task}, {steps}, {gate} chosen on dev: {metric}",
-            "ours": _cell(runs, ours),
-            "alternative": "the baseline trained on as long, no retrieval: " + _cell(runs, alt),
-            "speed": (f"{timed['ratio_to_baseline']:.2f}x docs/s ({timed['docs_per_s']:.1f} vs "
-                      f"{measured[alt]['docs_per_s']:.1f}, seed 0)" if timed and alt in measured else ""),
-            "measured": f"{stage2.get('date', '?')}, 2-core CPU, {stage2.get('threads', 2)} thread"}
+    return _etrag_row(component, f"{task}, {steps}, {gate} chosen on dev: {metric}", runs, ours,
+                      "the baseline trained on as long, no retrieval: ", alt, measured, timed, stage2)
 
 
 TITLES = {"semeval": "SemEval-2010 Task 8, official score (macro-F1 x100)",
