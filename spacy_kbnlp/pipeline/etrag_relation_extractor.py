@@ -329,8 +329,7 @@ class EtragRelationExtractor(TrainablePipe):
         if not self.model.layers:
             raise ValueError(Errors.KBE304.format(name=self.name))
         self.place()
-        if self._stale:
-            self.refresh_bank()
+        self._fresh_bank()
         per_doc = [self.instances(doc, gold=False) for doc in docs]
         flat = [inst for insts in per_doc for inst in insts]
         mix, knn = self.cfg["retrieval_mix"], self.cfg["knn_mix"]
@@ -354,12 +353,14 @@ class EtragRelationExtractor(TrainablePipe):
         """The label scores ``(n, L)`` of ``insts`` (the model's output, ``batch_size``
         instances a pass); ``no_prompts``: every instance without its neighbours."""
         extra = (None, None, True) if no_prompts else ()
+        self._fresh_bank()
         return self._in_batches(insts, lambda chunk, rows: to_numpy(self.model.predict(
             ([i["text"] for i in chunk], [i["key"] for i in chunk]) + extra)))
 
     def scores_without_prompts(self, insts: Sequence[Instance]) -> Tuple[numpy.ndarray, numpy.ndarray]:
         """``score_instances(insts, no_prompts=True)`` and, from the same encoder pass, the
         vote's queries (:meth:`vote_queries`; the module's ``scores_without_prompts``)."""
+        self._fresh_bank()
         queries = numpy.zeros((len(insts), self.module.d_model), dtype="float32")
 
         def run(chunk, rows):
@@ -380,6 +381,12 @@ class EtragRelationExtractor(TrainablePipe):
             rows = slice(b, min(b + bs, len(insts)))
             out[rows] = run(insts[rows], rows)
         return out
+
+    def _fresh_bank(self) -> None:
+        """Re-embed the bank before a retrieval if its keys are stale (trained encoder,
+        another pooling, a loaded baseline given neighbours)."""
+        if self._stale:
+            self.refresh_bank()
 
     @contextlib.contextmanager
     def _evaluating(self):
@@ -411,10 +418,9 @@ class EtragRelationExtractor(TrainablePipe):
         import torch
 
         module = self.module
+        self._fresh_bank()
         if module.n_neighbors == 0 or module.bank_keys.shape[0] == 0:
             return numpy.zeros((len(insts), len(self.labels)), dtype="float32")
-        if self._stale:
-            self.refresh_bank()
         k = self.cfg["knn_k"] if knn_k is None else int(knn_k)
         temperature = self.cfg["knn_temperature"] if knn_temperature is None else float(knn_temperature)
 
@@ -542,6 +548,7 @@ class EtragRelationExtractor(TrainablePipe):
         module = self.module
         if module is None:
             return
+        self._fresh_bank()  # the keys saved are the ones predict would use
         (path / "backbone").mkdir(exist_ok=True)
         srsly.write_json(path / "backbone" / "config.json", backbone_config(module.seq2seq))
         module.tokenizer.save_pretrained(path / "backbone")
@@ -576,10 +583,11 @@ class EtragRelationExtractor(TrainablePipe):
         module = self.module
         if len(self._bank) and module.n_neighbors > 0:
             module.set_bank(keys, [b[1] for b in self._bank], [b[2] for b in self._bank])
-        # keys made with another pooling (e.g. loaded with model.pooling overridden) are
-        # re-embedded before the first retrieval
+        # keys made with another pooling (e.g. loaded with model.pooling overridden), or none
+        # (a baseline, n_neighbors 0, loaded with n_neighbors overridden: it kept its training
+        # instances, not their keys) are embedded before the first retrieval
         self._bank_pooling = pooling
-        self._stale = pooling != module.pooling
+        self._stale = module.n_neighbors > 0 and (pooling != module.pooling or keys.shape[0] != len(self._bank))
         return self
 
 

@@ -240,10 +240,11 @@ def test_saved_bank_is_re_embedded_for_another_pooling(tiny, tmp_path):
     expected = pair.module.embed_texts([b[0] for b in pair._bank])
     assert torch.allclose(pair.module.bank_keys, expected, atol=1e-6)
     assert not torch.allclose(pair.module.bank_keys, same.module.bank_keys, atol=1e-3)
-    # saved before its first retrieval, the bank keeps the pooling of its keys: loaded again
-    # it still re-embeds; saved after, it holds the pair keys
+    # saved before its first retrieval, the bank is re-embedded first: loaded again it holds
+    # the pair keys and re-embeds nothing
     spacy.load(tmp_path / "p", config={f"components.{NAME}.model.pooling": "pair"}).to_disk(tmp_path / "early")
-    assert spacy.load(tmp_path / "early").get_pipe(NAME)._stale
+    early = spacy.load(tmp_path / "early").get_pipe(NAME)
+    assert not early._stale and torch.allclose(early.module.bank_keys, expected, atol=1e-6)
     pair_nlp.to_disk(tmp_path / "pair")
     again = spacy.load(tmp_path / "pair", config={f"components.{NAME}.model.pooling": "pair"}).get_pipe(NAME)
     assert not again._stale and torch.allclose(again.module.bank_keys, expected, atol=1e-6)
@@ -298,3 +299,37 @@ def test_the_pass_without_prompts_embeds_the_vote_queries(tiny, pooling):
     predicted = numpy.concatenate([s for _, s in pipe.predict(docs)])
     by_hand = knn_mix_scores(log_softmax(scores), pipe.neighbour_votes(insts), 0.5)
     assert numpy.allclose(predicted, by_hand, atol=1e-5)
+
+
+def test_a_saved_baseline_votes_when_loaded_with_neighbours(tiny, tmp_path):
+    """A saved baseline (``n_neighbors`` 0) kept its training instances, not their keys:
+    loaded with ``model.n_neighbors`` > 0, ``retrieval_mix`` 1 and a vote, it embeds its bank
+    before the first retrieval and predicts its own label distribution interpolated with the
+    vote, as the one-step route from its weights does (no training at all)."""
+    from spacy.util import load_config, load_model_from_config
+
+    from .test_etrag import CONFIGS
+
+    src = _save_tiny(tmp_path, "base", tiny["t5"])
+    base = spacy.load(src).get_pipe(NAME)
+    comp = f"components.{NAME}"
+    vote_cfg = {f"{comp}.model.n_neighbors": 2, f"{comp}.model.pooling": "pair", f"{comp}.retrieval_mix": 1.0,
+                f"{comp}.knn_mix": 0.5, f"{comp}.knn_k": 3}
+    loaded = spacy.load(src, config=vote_cfg).get_pipe(NAME)
+    assert loaded._stale and loaded.module.bank_keys.shape[0] == 0
+    docs = [unannotated(spacy.blank("en"), d) for d in re_docs(spacy.blank("en"))]
+    insts = [i for d in docs for i in loaded.instances(d, gold=False)]
+    predicted = numpy.concatenate([s for _, s in loaded.predict(docs)])
+    assert loaded.module.bank_keys.shape[0] == len(loaded._bank) > 0
+    by_hand = knn_mix_scores(base.score_instances(insts), loaded.neighbour_votes(insts), 0.5)
+    assert numpy.allclose(predicted, by_hand, atol=1e-5)
+    assert not numpy.allclose(predicted, log_softmax(base.score_instances(insts)), atol=1e-3)
+    # the same as the documented one-step route from the baseline's weights
+    config = load_config(CONFIGS / "etrag.cfg", overrides=dict({
+        "paths.backbone": tiny["t5"], "paths.init_from": str(src), "vars.n_neighbors": 2,
+        f"{comp}.warm_lr_scale": 0.0}, **{k: v for k, v in vote_cfg.items() if "n_neighbors" not in k}),
+        interpolate=True)
+    route = load_model_from_config(config, auto_fill=True, validate=True)
+    route.initialize(lambda: _examples(route))
+    again = numpy.concatenate([s for _, s in route.get_pipe(NAME).predict(docs)])
+    assert numpy.allclose(again, predicted, atol=1e-5)
