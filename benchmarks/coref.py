@@ -337,7 +337,8 @@ def floor_pass(model: Any, docs: List[Any], stride: int, batch_segments: int,
 
     doc_units = [model.doc_units(doc) for doc in docs]
     jobs = model.segment_jobs(doc_units, stride)
-    assert len(jobs) == len(record), (len(jobs), len(record))
+    if len(jobs) != len(record):
+        raise ValueError(f"floor_pass: {len(record)} decoded segments recorded for {len(jobs)} segments")
     batch, fed = max(1, int(batch_segments)), 0
     for first in range(0, len(jobs), batch):
         segs = [segment_units(doc_units[d], a, b, model.markers)[0] for d, a, b in jobs[first:first + batch]]

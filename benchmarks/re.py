@@ -955,19 +955,23 @@ def _vote_row(res: Dict[str, Any], dataset: str, frac: str, ours: str, alt: str,
     return _etrag_row("`etrag_relation_extractor`, the nearest training instances' label vote on the trained "
                       "baseline (`pooling` pair, no training)",
                       f"{task}, the baseline's {steps} steps, {vote} chosen on dev: {metric}", runs, ours,
-                      "the same baseline, no retrieval: ", alt, measured, timed,
-                      speed.get(f"{dataset}_{frac}_{system}", {}))
+                      "the same baseline, no retrieval: ", alt, measured, timed, speed, f"{dataset}_{frac}_{system}")
 
 
 def _etrag_row(component: str, task: str, runs: Dict[str, Any], ours: str, alternative: str, alt: str,
-               measured: Dict[str, Any], timed: Dict[str, Any], run: Dict[str, Any]) -> Dict[str, str]:
+               measured: Dict[str, Any], timed: Dict[str, Any], speed: Dict[str, Any], run: str) -> Dict[str, str]:
     """One ETRAG status row: the cells ``ours`` and ``alt`` of ``runs``, the speed ratio of an
-    ``infer-speed`` run (``measured``, ``timed``: ours in it) and the date and threads of ``run``."""
+    ``infer-speed`` run (``measured``, ``timed``: ours in it), and the days (first to last,
+    over the seeds: ``<run>`` and ``<run>_s<n>`` in ``speed``) and threads of the run ``run``."""
+    days = sorted({v["date"] for k, v in speed.items() if isinstance(v, dict) and "date" in v
+                   and (k == run or (k.startswith(run + "_s") and k[len(run) + 2:].isdigit()))})
+    first = speed.get(run, {})
     return {"component": component, "task": task, "ours": _cell(runs, ours),
             "alternative": alternative + _cell(runs, alt),
             "speed": (f"{timed['ratio_to_baseline']:.2f}x docs/s ({timed['docs_per_s']:.1f} vs "
                       f"{measured[alt]['docs_per_s']:.1f}, seed 0)" if timed and alt in measured else ""),
-            "measured": f"{run.get('date', '?')}, 2-core CPU, {run.get('threads', 2)} thread"}
+            "measured": f"{' to '.join(sorted({days[0], days[-1]})) if days else '?'}, 2-core CPU, "
+                        f"{first.get('threads', 2)} thread"}
 
 
 def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str, task: str,
@@ -986,19 +990,21 @@ def _two_stage_row(res: Dict[str, Any], dataset: str, frac: str, tag: str, task:
         return None
     speed = res.get("speed", {})
     stage1 = speed.get(f"{dataset}_{frac}_baseline{tag}_ckpt", {})
-    stage2 = speed.get(f"{dataset}_{frac}_{'baseline' if adapter else 'etrag'}{tag}_from_base", {})
+    run = f"{dataset}_{frac}_{'baseline' if adapter else 'etrag'}{tag}_from_base"
+    stage2 = speed.get(run, {})
     steps = f"{stage1.get('steps', '?')} + {stage2.get('steps', '?')} steps"
     gate = f"retrieval_mix {runs[ours].get('retrieval_mix', '?')}"
     component = "`etrag_relation_extractor` started from the trained baseline (`init_from`)"
     if adapter:
-        stage2 = speed.get(f"{dataset}_{frac}_etrag{tag}_adapter", {})
+        run = f"{dataset}_{frac}_etrag{tag}_adapter"
+        stage2 = speed.get(run, {})
         steps += f", then {stage2.get('steps', '?')} steps of the retrieval path alone"
         gate += f" and knn_mix {runs[ours].get('knn_mix', '?')}"
         component = "`etrag_relation_extractor`, retrieval adapter on the frozen baseline (`warm_lr_scale` 0)"
     measured = speed.get(f"infer_speed_{dataset}_{frac}_etrag{tag}_adapter_s0", {}) if adapter else {}
     timed = measured.get(f"etrag{tag}_adapter_gate", {})
     return _etrag_row(component, f"{task}, {steps}, {gate} chosen on dev: {metric}", runs, ours,
-                      "the baseline trained on as long, no retrieval: ", alt, measured, timed, stage2)
+                      "the baseline trained on as long, no retrieval: ", alt, measured, timed, speed, run)
 
 
 TITLES = {"semeval": "SemEval-2010 Task 8, official score (macro-F1 x100)",

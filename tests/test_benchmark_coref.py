@@ -197,5 +197,5 @@ def test_floor_pass_feeds_each_segment_its_decoded_tokens_in_one_pass(bench, mon
     seen.clear()
     bench.floor_pass(model, docs, 128, 2, record)  # batches of 2 segments: a pass per batch
     assert [len(f) for _, _, f in seen] == [2] * (len(record) // 2) + [1] * (len(record) % 2)
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match="decoded segments recorded for"):
         bench.floor_pass(model, docs, 128, 8, record[:-1])

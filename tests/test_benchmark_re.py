@@ -450,3 +450,9 @@ def test_status_rows_give_the_vote_on_the_baseline_against_that_baseline(bench):
     res["speed"]["infer_speed_semeval_0.1_etrag_long_pairvote_s0"] = {
         "baseline_long": {"docs_per_s": 25.0}, "etrag_long_pairvote_gate": {"docs_per_s": 20.0, "ratio_to_baseline": 0.8}}
     assert bench.status_rows(res)[0]["speed"] == "0.80x docs/s (20.0 vs 25.0, seed 0)"
+    # seeds run on other days: the first and the last day (not another cell's run)
+    res["speed"].update({"semeval_0.1_etrag_long_pairvote_s1": {"date": "2026-12-09"},
+                         "semeval_0.1_etrag_long_pairvote_s12x": {"date": "2026-12-01"},
+                         "semeval_0.1_etrag_long_pairvote_gate": {"date": "2026-12-01"},
+                         "semeval_0.1_etrag_long_pairvote_s2": {"date": "2026-12-08"}})
+    assert bench.status_rows(res)[0]["measured"] == "2026-12-07 to 2026-12-09, 2-core CPU, 1 thread"
