@@ -291,7 +291,7 @@ def cmd_train(args) -> None:
                                 model=_given(label_scoring=args.label_scoring,
                                              neighbour_label_noise=args.neighbour_label_noise,
                                              retrieval_dropout=args.retrieval_dropout,
-                                             pooling=getattr(args, "pooling", None)))
+                                             pooling=args.pooling))
                 res["system"] = tagged
                 write(name, res)
                 print("   done", name, res["train_s"], "s train,", res["docs_per_s"], "docs/s", flush=True)
@@ -655,8 +655,8 @@ def cmd_gate(args) -> None:
     spec = spec_from_args(args)
     lambdas = [float(x) for x in args.lambdas.split(",")]
     knns = [float(x) for x in args.knn_mixes.split(",")]
-    ks = [int(x) for x in str(getattr(args, "knn_ks", "0")).split(",")]
-    temps = [float(x) for x in str(getattr(args, "knn_temperatures", "0.05")).split(",")]
+    ks = [int(x) for x in str(args.knn_ks).split(",")]
+    temps = [float(x) for x in str(args.knn_temperatures).split(",")]
     votes_by = [(k, t) for k in ks for t in (temps if k else temps[:1])]  # (knn_k, knn_temperature)
     settings = [(lam, knn) + (vt if knn else (0, temps[0]))
                 for knn in knns for vt in (votes_by if knn else votes_by[:1]) for lam in lambdas]
@@ -757,7 +757,7 @@ def cmd_infer_speed(args) -> None:
     gate = json.loads((RUNS / f"gate_{spec['name']}_{args.fraction}_{args.system}.json").read_text())
     models = Path(args.models or ROOT / "training" / "re_bench")
     pipe_name = "components.etrag_relation_extractor"
-    vote = {f"{pipe_name}.{k}": gate.get(k, 0.0) for k in ("knn_mix",)}
+    vote = {f"{pipe_name}.knn_mix": gate.get("knn_mix", 0.0)}
     vote.update({f"{pipe_name}.{k}": gate[k] for k in ("knn_k", "knn_temperature") if k in gate})
     settings = {
         args.baseline: (args.baseline, {}),

@@ -144,7 +144,7 @@ def test_tagged_runs_and_dated_timings_keep_earlier_results(bench, folder, tmp_p
                        force=False, save=False, lr=1e-4, steps=5, epochs=1, threads=1,
                        token_loss_weight=0.5, fresh_lr_scale=10.0, negative_ratio=1.0,
                        label_scoring="head", batch_docs=None, neighbour_label_noise=None,
-                       retrieval_dropout=None, init_from=None, warm_lr_scale=None)
+                       retrieval_dropout=None, init_from=None, warm_lr_scale=None, pooling=None)
     bench.write("mydata_0.5_baseline", {"system": "baseline", "earlier": True})
     bench.cmd_train(argparse.Namespace(**parser_args, tag="neg1"))
     earlier = json.loads((runs / "mydata_0.5_baseline.json").read_text())
@@ -213,7 +213,7 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
                 test_limit=None, fractions="0.5", systems="baseline", seeds="0", force=True, save=False,
                 lr=1e-4, steps=5, epochs=1, threads=1, token_loss_weight=0.5, fresh_lr_scale=10.0,
                 batch_docs=None, tag="", init_from=None)
-    bench.cmd_train(argparse.Namespace(**args, negative_ratio=None, label_scoring=None,
+    bench.cmd_train(argparse.Namespace(**args, pooling=None, negative_ratio=None, label_scoring=None,
                                        neighbour_label_noise=None, retrieval_dropout=None, warm_lr_scale=None))
     bench.cmd_train(argparse.Namespace(**args, negative_ratio=0.0, label_scoring="head",
                                        neighbour_label_noise=0.5, retrieval_dropout=0.5, warm_lr_scale=0.0,
@@ -223,7 +223,7 @@ def test_plain_train_runs_the_default_component(bench, folder, tmp_path, monkeyp
     saved = tmp_path / "base"
     saved.mkdir()
     (saved / "config.cfg").write_text("[nlp]\n")
-    bench.cmd_train(argparse.Namespace(**dict(args, init_from=str(saved)), negative_ratio=None,
+    bench.cmd_train(argparse.Namespace(**dict(args, init_from=str(saved)), pooling=None, negative_ratio=None,
                                        label_scoring=None, neighbour_label_noise=None, retrieval_dropout=None,
                                        warm_lr_scale=None))
     assert seen[2]["init_from"] == saved
@@ -302,7 +302,8 @@ def test_gate_chooses_the_mix_on_dev(bench, folder, tmp_path, monkeypatch):
                                          "system": "etrag_rd", "seed": 0, "train_s": 1.0, "predictions": []})
     args = argparse.Namespace(dataset=str(folder), train=None, dev=None, test=None, name=None, format="auto",
                               scorer=None, test_limit=None, fraction="0.5", system="etrag_rd", seeds="0",
-                              lambdas="0,1", knn_mixes="0,1", threads=1, models=str(tmp_path / "models"))
+                              lambdas="0,1", knn_mixes="0,1", knn_ks="0", knn_temperatures="0.05", threads=1,
+                              models=str(tmp_path / "models"))
     bench.cmd_gate(args)
     summary = json.loads((runs / "gate_mydata_0.5_etrag_rd.json").read_text())
     dev = {k: v[0] for k, v in summary["dev_f1_by_lambda"].items()}
